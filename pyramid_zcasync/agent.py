@@ -1,0 +1,128 @@
+"""Agents: the named job slots a dispatcher holds in a queue.
+
+An agent claims jobs for its dispatcher up to ``size`` at once, through an
+optional ``chooser`` (which job) and ``filter`` (which jobs at all), and
+keeps a bounded history of the jobs it completed.  Choosers and filters
+are stored in ZODB: make them module-level functions.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Callable, Optional
+
+import BTrees.Length
+import BTrees.OOBTree
+import persistent
+
+from . import clock
+from .interfaces import CALLBACKS, COMPLETED
+from .quota import check_size
+
+#: How long completed jobs stay in an agent's history.
+HISTORY_AGE = datetime.timedelta(days=7)
+#: The most completed jobs an agent's history keeps, whatever their age.
+HISTORY_SIZE = 10000
+
+
+def claim_from_queue(agent: 'Agent', now=None):
+    """The default chooser: the queue's next job that the filter allows."""
+    return agent.queue.claim(agent.filter, now=now)
+
+
+class CompletedHistory(persistent.Persistent):
+    """Completed jobs by completion time, trimmed by age and count."""
+
+    def __init__(self, max_age: datetime.timedelta = HISTORY_AGE,
+                 max_size: int = HISTORY_SIZE):
+        self.max_age = max_age
+        self.max_size = max_size
+        self._jobs = BTrees.OOBTree.OOBTree()
+        self._length = BTrees.Length.Length()
+
+    def add(self, job, now: Optional[datetime.datetime] = None) -> None:
+        now = now or clock.utcnow()
+        ended = job.active_end or now
+        self._jobs[(clock.to_micros(ended),) + tuple(job._key)] = job
+        self._length.change(1)
+        self.trim(now)
+
+    def trim(self, now: datetime.datetime) -> None:
+        oldest_kept = clock.to_micros(now - self.max_age)
+        while self._jobs and (self._length() > self.max_size
+                              or self._jobs.minKey()[0] < oldest_kept):
+            del self._jobs[self._jobs.minKey()]
+            self._length.change(-1)
+
+    def __len__(self) -> int:
+        return self._length()
+
+    def __iter__(self):
+        """Newest first."""
+        return reversed(list(self._jobs.values()))
+
+    def first(self):
+        """The most recently completed job, or None."""
+        if not self._jobs:
+            return None
+        return self._jobs[self._jobs.maxKey()]
+
+    def since(self, when: datetime.datetime):
+        """Jobs completed at or after ``when``, oldest first."""
+        return self._jobs.values(min=(clock.to_micros(when),))
+
+
+class Agent(persistent.Persistent):
+
+    def __init__(self, name: str = 'main', size: int = 3,
+                 chooser: Optional[Callable] = None,
+                 filter: Optional[Callable] = None):
+        self.name = name
+        self.size = check_size(size, 'agent %r size' % name)
+        self.chooser = chooser
+        self.filter = filter
+        #: The DispatcherAgent holding this agent.
+        self.parent = None
+        self._active = BTrees.OOBTree.OOBTree()
+        self.completed = CompletedHistory()
+
+    def __repr__(self):
+        return '<Agent %r %d/%d>' % (self.name, len(self), self.size)
+
+    @property
+    def queue(self):
+        return self.parent.parent
+
+    @property
+    def UUID(self):
+        return self.parent.UUID
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def __iter__(self):
+        return iter(list(self._active.values()))
+
+    def __contains__(self, job) -> bool:
+        return self._active.get(job._key) is job
+
+    @property
+    def available(self) -> int:
+        return max(self.size - len(self), 0)
+
+    def claimJob(self, now: Optional[datetime.datetime] = None):
+        """Claim one job for this agent's dispatcher, if a slot is free."""
+        if not self.available:
+            return None
+        job = (self.chooser or claim_from_queue)(self, now=now)
+        if job is not None:
+            job.assignerUUID = self.UUID
+            job.agent = self
+            self._active[job._key] = job
+        return job
+
+    def jobCompleted(self, job) -> None:
+        """Free the job's slot; completed jobs enter the history."""
+        self._active.pop(job._key, None)
+        job.agent = None
+        if job.status in (CALLBACKS, COMPLETED):
+            self.completed.add(job)

@@ -1,0 +1,78 @@
+"""Creating the queues mapping in a database, once, idempotently."""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import transaction
+
+from .interfaces import KEY
+from .queue import Queue, Queues
+
+
+def install_queues(db, queues: Iterable[str] = ('',),
+                   database_name: Optional[str] = None) -> list:
+    """Make sure ``root[KEY]`` holds a Queues with the named queues.
+
+    With ``database_name`` the Queues live in that database of ``db``'s
+    multi-database, and the main root refers to them.  The Queues are
+    committed in their own database first: a cross-database reference to
+    a new object raises InvalidObjectReference.  Returns the names of
+    the queues created now.
+    """
+    names = _check_names(queues)
+    target = _database(db, database_name)
+    created = _ensure_queues(target, names)
+    if target is not db:
+        _link_main_root(db, target)
+    return created
+
+
+def _check_names(queues) -> list:
+    if isinstance(queues, str):
+        queues = [queues]
+    names = list(queues)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError('queue names must be strings, got %r' % (name,))
+    return names
+
+
+def _database(db, database_name):
+    if database_name is None or database_name == db.database_name:
+        return db
+    try:
+        return db.databases[database_name]
+    except KeyError:
+        raise KeyError('no database named %r; known: %s' % (
+            database_name, sorted(db.databases))) from None
+
+
+def _ensure_queues(db, names) -> list:
+    manager = transaction.TransactionManager()
+    connection = db.open(transaction_manager=manager)
+    try:
+        with manager:
+            root = connection.root()
+            queues = root.get(KEY)
+            if queues is None:
+                queues = root[KEY] = Queues()
+            created = [name for name in names if name not in queues]
+            for name in created:
+                queues[name] = Queue(name)
+        return created
+    finally:
+        connection.close()
+
+
+def _link_main_root(main_db, queues_db) -> None:
+    manager = transaction.TransactionManager()
+    connection = main_db.open(transaction_manager=manager)
+    try:
+        with manager:
+            root = connection.root()
+            queues = connection.get_connection(
+                queues_db.database_name).root()[KEY]
+            if root.get(KEY) is not queues:
+                root[KEY] = queues
+    finally:
+        connection.close()

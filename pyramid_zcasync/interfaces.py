@@ -1,0 +1,118 @@
+"""The vocabulary shared by every module: interfaces, statuses, events.
+
+``IQueue(root)`` adapts a ZODB root to its default queue ``''``; the
+adapter hook is registered when this module is imported, so it works
+as soon as ``pyramid_zcasync`` is imported (no ZCML, no registry).
+"""
+from __future__ import annotations
+
+import zope.interface
+from zope.interface.interface import adapter_hooks
+
+#: Root key of the :class:`~pyramid_zcasync.queue.Queues` mapping.
+KEY = 'pyramid_zcasync'
+
+#: A job that has not been put in a queue yet.
+NEW = 'new-status'
+#: A job waiting in a queue to be claimed.
+PENDING = 'pending-status'
+#: A job claimed by a dispatcher's agent, not yet started.
+ASSIGNED = 'assigned-status'
+#: A job whose call has started (committed before the call runs).
+ACTIVE = 'active-status'
+#: A job with a result whose callbacks have not all run yet.
+CALLBACKS = 'callback-status'
+#: A job with a result and all callbacks run.
+COMPLETED = 'completed-status'
+
+STATUSES = (NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED)
+
+
+class IJob(zope.interface.Interface):
+    """A persistent call: callable, arguments, status and result."""
+
+    status = zope.interface.Attribute('One of the statuses above.')
+    result = zope.interface.Attribute(
+        'The return value, or a failure record when the call raised.')
+    begin_after = zope.interface.Attribute('Aware UTC datetime.')
+    begin_by = zope.interface.Attribute('Aware UTC deadline, or None.')
+    annotations = zope.interface.Attribute('Persistent mapping.')
+
+    def __call__(*args, **kwargs):
+        """Run the job in the current transaction."""
+
+    def addCallback(callback):
+        """Run ``callback(result)`` once the job has a result."""
+
+    def addCallbacks(success=None, failure=None):
+        """Run ``success(result)`` or ``failure(failure_record)``."""
+
+
+class IQueue(zope.interface.Interface):
+    """Pending jobs in order, and the dispatchers serving them."""
+
+    def put(item, *args, begin_after=None, begin_by=None, **kwargs):
+        """Queue a job (or a callable and its arguments); return the job."""
+
+    def putBack(job):
+        """Queue a job in front of all others."""
+
+    def pull(index=0):
+        """Remove and return the pending job at ``index``."""
+
+    def remove(job):
+        """Remove a pending job."""
+
+    def claim(filter=None):
+        """Assign the next runnable job, or return None."""
+
+
+class IQueues(zope.interface.Interface):
+    """The mapping of queue names to queues stored under ``root[KEY]``."""
+
+
+class IFailure(zope.interface.Interface):
+    """A stable, picklable record of an exception raised by a job."""
+
+
+# -- events ---------------------------------------------------------------
+
+class JobQueued:
+    """A job was put in a queue (the transaction is not committed yet)."""
+
+    def __init__(self, job, queue):
+        self.job = job
+        self.queue = queue
+
+
+class DispatcherActivated:
+    """A dispatcher registered itself as running in a queue."""
+
+    def __init__(self, queue, uuid):
+        self.queue = queue
+        self.uuid = uuid
+
+
+class DispatcherDeactivated:
+    """A dispatcher stopped, or was found dead by a sibling."""
+
+    def __init__(self, queue, uuid):
+        self.queue = queue
+        self.uuid = uuid
+
+
+def _adapt_root_to_default_queue(iface, obj):
+    if iface is not IQueue:
+        return None
+    try:
+        queues = obj[KEY]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    try:
+        return queues['']
+    except KeyError:
+        return None
+
+
+if _adapt_root_to_default_queue not in adapter_hooks:
+    adapter_hooks.append(_adapt_root_to_default_queue)

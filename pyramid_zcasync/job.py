@@ -1,0 +1,296 @@
+"""Job: a persistent call with a status, a result and durable callbacks.
+
+A job is stored in ZODB with its callable (a module-level function, or a
+bound method of a persistent object) and its arguments (persistent objects
+are stored by reference).  Calling ``job()`` runs it in the current
+transaction, as zc.async does; the dispatcher instead runs it through
+:mod:`pyramid_zcasync.runner`, in transactions of its own, with retries.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import types
+from typing import Any, Callable, Optional, Union
+
+import BTrees.OOBTree
+import persistent
+import persistent.list
+import zope.interface
+
+from . import clock
+from .failure import Failure
+from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, IJob, NEW,
+                         PENDING)
+
+
+class BadStatusError(Exception):
+    """A job was asked to do something its current status forbids."""
+
+
+def _check_storable(func: Any) -> None:
+    """Refuse callables that ZODB cannot pickle, at creation, not commit."""
+    if not callable(func):
+        raise TypeError('a Job needs a callable, got %r (%s)'
+                        % (func, type(func).__name__))
+    if isinstance(func, types.FunctionType):
+        qualname = func.__qualname__
+        if '<lambda>' in qualname or '<locals>' in qualname:
+            raise ValueError(
+                'a Job cannot store %r: lambdas and nested functions cannot '
+                'be pickled; define it at module level' % (func,))
+    if isinstance(func, types.MethodType) and not isinstance(
+            func.__self__, (persistent.Persistent, type)):
+        # Bound methods of plain objects pickle their whole instance by
+        # value; that only works when the instance is itself picklable.
+        if getattr(type(func.__self__), '__reduce_ex__', None) is None:
+            raise ValueError('a Job cannot store %r' % (func,))
+
+
+def _ensure_job(item: Any) -> 'Job':
+    return item if isinstance(item, Job) else Job(item)
+
+
+@zope.interface.implementer(IJob)
+class Job(persistent.Persistent):
+    """``Job(callable, *args, **kwargs)``."""
+
+    #: Logging level for a failed call; set per job for expected failures.
+    failure_log_level = logging.ERROR
+    #: ``factory(job) -> policy``; None picks the default for the job's kind.
+    retry_policy_factory: Optional[Callable] = None
+    #: Names of the queue's quotas limiting how many such jobs run at once.
+    quota_names: tuple = ()
+
+    def __init__(self, callable: Callable, *args: Any, **kwargs: Any):
+        _check_storable(callable)
+        self.callable = callable
+        self.args = persistent.list.PersistentList(args)
+        self.kwargs = dict(kwargs)
+        self._status = NEW
+        self._result = None
+        self._begin_after = None
+        self._begin_by = None
+        self._annotations = None
+        self.active_start = None
+        self.active_end = None
+        self.initial_callbacks_end = None
+        self.assignerUUID = None
+        self.callbacks = persistent.list.PersistentList()
+        #: The job whose result this callback job receives, if any.
+        self.parent = None
+        #: The queue holding or having held this job.
+        self.queue = None
+        #: The agent that claimed this job, while it is assigned or active.
+        self.agent = None
+        #: A job this job returned and is waiting for.
+        self.waiting_for = None
+        self._queue_key = None
+        self._deadline_key = None
+
+    # -- read-only state --------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def result(self) -> Any:
+        return self._result
+
+    @property
+    def annotations(self) -> BTrees.OOBTree.OOBTree:
+        if self._annotations is None:
+            self._annotations = BTrees.OOBTree.OOBTree()
+        return self._annotations
+
+    @property
+    def begin_after(self) -> Optional[datetime.datetime]:
+        return self._begin_after
+
+    @begin_after.setter
+    def begin_after(self, value: Optional[datetime.datetime]) -> None:
+        self._require_status(NEW, 'set begin_after')
+        self._begin_after = clock.aware_utc(value, 'begin_after')
+
+    @property
+    def begin_by(self) -> Optional[datetime.datetime]:
+        """Deadline to start by; past it the job fails with TimeoutError."""
+        return self._begin_by
+
+    @begin_by.setter
+    def begin_by(self,
+                 value: Union[None, datetime.datetime, datetime.timedelta]
+                 ) -> None:
+        self._require_status(NEW, 'set begin_by')
+        if isinstance(value, datetime.timedelta):
+            if value < datetime.timedelta(0):
+                raise ValueError('begin_by must not be negative, got %r'
+                                 % (value,))
+            start = self._begin_after or clock.utcnow()
+            value = start + value
+        self._begin_by = clock.aware_utc(value, 'begin_by')
+
+    def _require_status(self, status: str, action: str) -> None:
+        if self._status != status:
+            raise BadStatusError('cannot %s of a job with status %s'
+                                 % (action, self._status))
+
+    def _oid_repr(self) -> str:
+        oid = self._p_oid
+        return '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved'
+
+    def __repr__(self):
+        name = getattr(self.callable, '__qualname__', None) or repr(
+            self.callable)
+        return '<Job %s %s %s>' % (self._oid_repr(), name, self._status)
+
+    # -- retry policy -----------------------------------------------------
+
+    def getRetryPolicy(self):
+        """The policy deciding what to do when a run of this job fails."""
+        from . import retry
+        factory = self.retry_policy_factory
+        if factory is None:
+            factory = (retry.RetryCommonForever if self.parent is not None
+                       else retry.RetryCommonFourTimes)
+        return factory(self)
+
+    # -- callbacks --------------------------------------------------------
+
+    def addCallback(self, callback: Callable) -> 'Job':
+        """Run ``callback(result)`` once this job has a result.
+
+        The callback is itself a job, stored with this one, so it survives
+        a crash.  Added to a completed job, it runs soon after: through the
+        queue when this job has one, else at once.
+        """
+        callback = _ensure_job(callback)
+        if callback.status != NEW or callback.parent is not None:
+            raise BadStatusError('%r is already in use as a job' % callback)
+        callback.parent = self
+        self.callbacks.append(callback)
+        if self._status == COMPLETED:
+            self._start_late_callback(callback)
+        return callback
+
+    def addCallbacks(self, success: Optional[Callable] = None,
+                     failure: Optional[Callable] = None) -> 'Job':
+        """``success(result)`` on success, ``failure(record)`` on failure."""
+        if success is None and failure is None:
+            raise ValueError('addCallbacks needs success or failure')
+        for func in (success, failure):
+            if func is not None:
+                _check_storable(func)
+        return self.addCallback(Job(_route_result, success, failure))
+
+    def _start_late_callback(self, callback: 'Job') -> None:
+        if self.queue is not None:
+            callback.args.append(self._result)
+            self.queue.put(callback)
+        else:
+            callback(self._result)
+
+    def pending_callbacks(self) -> list:
+        return [cb for cb in self.callbacks if cb.status == NEW]
+
+    # -- running ----------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run now, in the current transaction, callbacks included."""
+        if self._status not in (NEW, ASSIGNED, ACTIVE):
+            raise BadStatusError('cannot call a job with status %s'
+                                 % self._status)
+        if self._status != ACTIVE:
+            self.mark_active()
+        try:
+            result = self.invoke(*args, **kwargs)
+        except Exception as exc:
+            result = Failure.from_exception(exc)
+        self.resolve(result, run_callbacks=True)
+        return self._result
+
+    def mark_active(self, now: Optional[datetime.datetime] = None) -> None:
+        if self._status not in (NEW, ASSIGNED):
+            raise BadStatusError('cannot start a job with status %s'
+                                 % self._status)
+        self._status = ACTIVE
+        self.active_start = now or clock.utcnow()
+
+    def invoke(self, *extra_args: Any, **extra_kwargs: Any) -> Any:
+        """Call the callable; exceptions propagate (the runner decides)."""
+        kwargs = dict(self.kwargs)
+        kwargs.update(extra_kwargs)
+        return self.callable(*self.args, *extra_args, **kwargs)
+
+    def resolve(self, result: Any, run_callbacks: bool) -> None:
+        """Record what the call returned.
+
+        A returned job is waited for: this job completes when it does,
+        without holding a dispatcher slot meanwhile.  ``run_callbacks``
+        runs the callbacks here, in this transaction; otherwise the caller
+        (the dispatcher) runs each in a transaction of its own.
+        """
+        if isinstance(result, Job):
+            self._wait_for(result)
+            return
+        self._result = result
+        self.active_end = clock.utcnow()
+        self._status = CALLBACKS if self.callbacks else COMPLETED
+        self._leave_queue()
+        if run_callbacks:
+            self.run_callbacks_inline()
+
+    def fail(self, exc: Optional[BaseException] = None) -> None:
+        """End a job that will not run (deadline passed, given up)."""
+        if self._status in (CALLBACKS, COMPLETED):
+            raise BadStatusError('cannot fail a job with status %s'
+                                 % self._status)
+        if exc is None:
+            exc = RuntimeError('job failed without running')
+        if self._status == PENDING and self.queue is not None:
+            self.queue.remove(self)
+        self.resolve(Failure.from_exception(exc), run_callbacks=False)
+        self.complete_callbacks_elsewhere()
+
+    def run_callbacks_inline(self) -> None:
+        for callback in self.pending_callbacks():
+            callback(self._result)
+        self.mark_callbacks_done()
+
+    def complete_callbacks_elsewhere(self) -> None:
+        """Hand callbacks to the queue when no worker runs this job."""
+        if self._status != CALLBACKS:
+            return
+        for callback in self.pending_callbacks():
+            self._start_late_callback(callback)
+        self.mark_callbacks_done()
+
+    def mark_callbacks_done(self) -> None:
+        if self._status == CALLBACKS and not self.pending_callbacks():
+            self._status = COMPLETED
+            self.initial_callbacks_end = clock.utcnow()
+
+    def _wait_for(self, inner: 'Job') -> None:
+        if inner is self:
+            raise BadStatusError('a job cannot wait for itself')
+        self.waiting_for = inner
+        self._leave_queue()
+        inner.addCallback(Job(_resolve_outer, self))
+
+    def _leave_queue(self) -> None:
+        """Free the agent slot and quotas this job occupied."""
+        if self.queue is not None:
+            self.queue.release(self)
+
+
+def _route_result(success, failure, result):
+    if isinstance(result, Failure):
+        return failure(result) if failure is not None else result
+    return success(result) if success is not None else result
+
+
+def _resolve_outer(outer: Job, result: Any) -> None:
+    outer.waiting_for = None
+    outer.resolve(result, run_callbacks=False)
+    outer.complete_callbacks_elsewhere()

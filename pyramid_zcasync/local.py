@@ -1,0 +1,73 @@
+"""What a running job can ask about itself, from its own thread.
+
+The runner sets these for the duration of a call; outside a job they
+return None (and ``set_live_annotation`` raises).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Optional
+
+import transaction
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def running(job, db=None, dispatcher=None):
+    previous = getattr(_state, 'current', None)
+    _state.current = (job, db, dispatcher)
+    try:
+        yield
+    finally:
+        _state.current = previous
+
+
+def _current():
+    return getattr(_state, 'current', None) or (None, None, None)
+
+
+def get_job():
+    """The job being run in this thread, in the runner's connection."""
+    return _current()[0]
+
+
+def get_queue():
+    """The queue of the running job; a callback's is its parent's."""
+    job = get_job()
+    while job is not None and job.queue is None:
+        job = job.parent
+    return None if job is None else job.queue
+
+
+def get_dispatcher():
+    return _current()[2]
+
+
+def set_live_annotation(name: str, value: Any) -> None:
+    """Store ``job.annotations[name] = value`` and commit it at once, in a
+    transaction of its own, so others see it while the job still runs
+    (the job's own transaction commits only at its end)."""
+    job, db, _ = _current()
+    if job is None:
+        raise RuntimeError('set_live_annotation is only available inside '
+                           'a running job')
+    if db is None or job._p_oid is None:
+        job.annotations[name] = value
+        return
+    manager = transaction.TransactionManager()
+    connection = db.open(transaction_manager=manager)
+    try:
+        with manager:
+            connection.get(job._p_oid).annotations[name] = value
+    finally:
+        connection.close()
+
+
+def get_live_annotation(job, name: str, default: Optional[Any] = None):
+    """Read an annotation as last committed, not as this connection saw it."""
+    connection = job._p_jar
+    if connection is not None:
+        connection.sync()
+    return job.annotations.get(name, default)

@@ -1,0 +1,257 @@
+"""Dispatcher registrations in a queue: activation, pings, death, recovery.
+
+Death is judged in *database time*: the timestamps of the transactions
+that wrote each ping (``_p_serial``), which the storage server assigns
+monotonically.  A sibling whose clock is skewed therefore cannot make a
+live dispatcher look dead (zc.async compared wall clocks, and double-ran
+jobs when they drifted).  The ping lives in an object of its own so that
+pinging never conflicts with claims.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Optional
+
+import BTrees.OOBTree
+import persistent
+import zope.event
+from persistent.timestamp import TimeStamp
+
+from . import clock
+from .agent import Agent
+from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, DispatcherActivated,
+                         DispatcherDeactivated)
+
+log = logging.getLogger('pyramid_zcasync.events')
+
+#: Default seconds between a dispatcher's pings.
+PING_INTERVAL = datetime.timedelta(seconds=30)
+#: Default silence after which siblings declare a dispatcher dead.
+PING_DEATH_INTERVAL = datetime.timedelta(seconds=60)
+
+
+class JobInterrupted(Exception):
+    """The dispatcher running a job died or stopped before it finished."""
+
+
+def database_time(obj) -> Optional[datetime.datetime]:
+    """When the transaction that last wrote ``obj`` committed (UTC)."""
+    serial = getattr(obj, '_p_serial', None)
+    if not serial or serial == b'\0' * 8:
+        return None
+    return datetime.datetime.fromtimestamp(TimeStamp(serial).timeTime(),
+                                           clock.UTC)
+
+
+class Ping(persistent.Persistent):
+    """The last ping, alone in its object so it conflicts with nothing."""
+
+    def __init__(self):
+        self.value = None
+
+    def touch(self, now: datetime.datetime) -> None:
+        self.value = now
+
+    @property
+    def when(self) -> Optional[datetime.datetime]:
+        """Database time of the last ping, or the local one if unsaved."""
+        return database_time(self) or self.value
+
+
+class DispatcherAgent(persistent.Persistent):
+    """One dispatcher's registration in one queue, and its agents."""
+
+    def __init__(self, uuid: str,
+                 ping_interval: datetime.timedelta = PING_INTERVAL,
+                 ping_death_interval: datetime.timedelta = PING_DEATH_INTERVAL):
+        self.UUID = str(uuid)
+        self.parent = None
+        self.activated = None
+        self.ping_interval = ping_interval
+        self.ping_death_interval = ping_death_interval
+        self._agents = BTrees.OOBTree.OOBTree()
+        self._ping = Ping()
+
+    def __repr__(self):
+        return '<DispatcherAgent %s %s>' % (
+            self.UUID, 'activated' if self.activated else 'inactive')
+
+    # -- agents -------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Agent:
+        return self._agents[name]
+
+    def get(self, name, default=None):
+        return self._agents.get(name, default)
+
+    def __contains__(self, name) -> bool:
+        return name in self._agents
+
+    def __iter__(self):
+        return iter(self._agents.keys())
+
+    def __len__(self):
+        return len(self._agents)
+
+    def values(self):
+        return self._agents.values()
+
+    def add(self, agent: Agent) -> Agent:
+        if agent.name in self._agents:
+            raise KeyError('dispatcher %s already has an agent %r'
+                           % (self.UUID, agent.name))
+        agent.parent = self
+        self._agents[agent.name] = agent
+        return agent
+
+    def __delitem__(self, name: str) -> None:
+        agent = self._agents[name]
+        if len(agent):
+            raise ValueError('agent %r still has %d jobs' % (name, len(agent)))
+        del self._agents[name]
+
+    # -- life ---------------------------------------------------------
+
+    @property
+    def last_ping(self) -> Optional[datetime.datetime]:
+        return self._ping.when
+
+    def ping(self, now: Optional[datetime.datetime] = None) -> None:
+        self._ping.touch(now or clock.utcnow())
+
+    def is_dead(self, now: datetime.datetime) -> bool:
+        """Activated, but silent for longer than ``ping_death_interval``
+        at database time ``now``."""
+        last = self.last_ping
+        if not self.activated or last is None:
+            return False
+        return now - last > self.ping_death_interval
+
+    @property
+    def dead(self) -> bool:
+        return self.is_dead(self.parent.database_now())
+
+    def activate(self, now: Optional[datetime.datetime] = None) -> None:
+        """Mark running; the caller has made sure no live twin exists."""
+        now = now or clock.utcnow()
+        if self.activated:
+            self.recover_jobs(reason='restarted')
+        self.activated = now
+        self.ping(now)
+        zope.event.notify(DispatcherActivated(self.parent, self.UUID))
+
+    def deactivate(self, reason: str = 'stopped') -> None:
+        """Mark stopped and hand its unfinished jobs to their policies."""
+        self.recover_jobs(reason=reason)
+        self.activated = None
+        zope.event.notify(DispatcherDeactivated(self.parent, self.UUID))
+
+    def recover_jobs(self, reason: str) -> int:
+        count = 0
+        for agent in self._agents.values():
+            for job in agent:
+                recover_job(job, reason)
+                count += 1
+        if count:
+            log.warning('dispatcher %s %s: recovered %d unfinished job(s)',
+                        self.UUID, reason, count)
+        return count
+
+
+def recover_job(job, reason: str) -> None:
+    """Decide the fate of a job whose dispatcher went away."""
+    queue = job.queue
+    if job.status == ASSIGNED:
+        queue.requeue(job)  # never started: nothing to undo, run it
+    elif job.status == ACTIVE:
+        decision = job.getRetryPolicy().interrupted()
+        if decision is True:
+            queue.requeue(job)
+        elif isinstance(decision, datetime.timedelta):
+            queue.requeue(job, begin_after=clock.utcnow() + decision)
+        else:
+            job.fail(JobInterrupted('dispatcher %s %s while %r was running'
+                                    % (job.assignerUUID, reason, job)))
+    elif job.status == CALLBACKS:
+        queue.release(job)
+        job.complete_callbacks_elsewhere()
+    else:
+        queue.release(job)
+
+
+class DispatcherAgents(persistent.Persistent):
+    """UUID -> DispatcherAgent for one queue (``queue.dispatchers``)."""
+
+    def __init__(self, queue):
+        self.parent = queue
+        self._registrations = BTrees.OOBTree.OOBTree()
+
+    def register(self, uuid, **intervals) -> DispatcherAgent:
+        uuid = str(uuid)
+        if uuid in self._registrations:
+            raise KeyError('dispatcher %s is already registered' % uuid)
+        registration = DispatcherAgent(uuid, **intervals)
+        registration.parent = self
+        self._registrations[uuid] = registration
+        return registration
+
+    def unregister(self, uuid) -> DispatcherAgent:
+        registration = self[uuid]
+        if registration.activated:
+            raise ValueError('dispatcher %s is active; deactivate it before '
+                             'unregistering' % uuid)
+        for agent in registration.values():
+            if len(agent):
+                raise ValueError('dispatcher %s still has jobs' % uuid)
+        del self._registrations[str(uuid)]
+        return registration
+
+    def __getitem__(self, uuid) -> DispatcherAgent:
+        return self._registrations[str(uuid)]
+
+    def get(self, uuid, default=None):
+        return self._registrations.get(str(uuid), default)
+
+    def __contains__(self, uuid) -> bool:
+        return str(uuid) in self._registrations
+
+    def __iter__(self):
+        return iter(self._registrations.keys())
+
+    def __len__(self):
+        return len(self._registrations)
+
+    def values(self):
+        return self._registrations.values()
+
+    def items(self):
+        return self._registrations.items()
+
+    def database_now(self) -> datetime.datetime:
+        """The newest transaction time this connection knows of."""
+        jar = self._p_jar
+        if jar is None:
+            return clock.utcnow()
+        tid = jar.db().storage.lastTransaction()
+        if not tid or tid == b'\0' * 8:
+            return clock.utcnow()
+        return datetime.datetime.fromtimestamp(TimeStamp(tid).timeTime(),
+                                               clock.UTC)
+
+    def find_dead(self, now: Optional[datetime.datetime] = None) -> list:
+        now = now or self.database_now()
+        return [r for r in self._registrations.values() if r.is_dead(now)]
+
+    def deactivate_dead(self, now: Optional[datetime.datetime] = None,
+                        exclude: Optional[str] = None) -> list:
+        """Deactivate every dead sibling; return their UUIDs."""
+        found = []
+        for registration in self.find_dead(now):
+            if registration.UUID == exclude:
+                continue
+            log.warning('dispatcher %s is dead (last ping %s); deactivating',
+                        registration.UUID, registration.last_ping)
+            registration.deactivate(reason='died')
+            found.append(registration.UUID)
+        return found

@@ -1,0 +1,134 @@
+"""Retry policies: what to do when a job's call or commit fails, or when
+its dispatcher goes away while it runs.
+
+Each hook answers with a *decision*:
+
+- ``False``: give up; the failure becomes the job's result;
+- ``True``: try again at once;
+- a ``datetime.timedelta``: try again after that delay.  The runner
+  closes its ZODB connection before waiting (zc.async slept holding it).
+
+The runner keeps ``data_cache`` across attempts (their transactions are
+aborted, so the job cannot remember) and calls ``updateData`` in the
+transaction that finally commits, which stores the counts in the job's
+annotations for everyone to see.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Union
+
+from ZODB.POSException import ConflictError
+
+log = logging.getLogger('pyramid_zcasync.trace')
+
+Decision = Union[bool, datetime.timedelta]
+
+#: ZEO's ClientDisconnected, by name: ZEO is an optional dependency.
+CLIENT_DISCONNECTED = 'ZEO.Exceptions.ClientDisconnected'
+#: First wait after losing the storage server.
+BACKOFF_START = datetime.timedelta(seconds=5)
+#: Longest wait between attempts to reach the storage server.
+BACKOFF_MAX = datetime.timedelta(seconds=60)
+
+
+def backoff(attempt: int, start: datetime.timedelta = BACKOFF_START,
+            maximum: datetime.timedelta = BACKOFF_MAX) -> datetime.timedelta:
+    """5 s, 10 s, 20 s, 40 s, then 60 s for ``attempt`` 1, 2, 3, 4, 5…"""
+    return min(start * (2 ** max(attempt - 1, 0)), maximum)
+
+
+class RetryPolicy:
+    """Counts attempts per kind of error; subclasses set the limits.
+
+    ``None`` as a limit means forever; 0 means never.
+    """
+
+    #: Attempts allowed in all for a job raising ConflictError.
+    conflict_attempts = None
+    #: Attempts in all for other errors of the call itself.
+    other_job_attempts = 0
+    #: Attempts in all for other errors raised by the commit.
+    other_commit_attempts = 0
+    #: Times a job may be re-queued after its dispatcher went away.
+    max_interruptions = None
+    #: Retry ClientDisconnected at all (always with back-off).
+    retry_disconnected = True
+
+    key = 'pyramid_zcasync.retry'
+
+    def __init__(self, job):
+        self.parent = job
+
+    def _count(self, data_cache: dict, kind: str) -> int:
+        counts = data_cache.setdefault(self.key, {})
+        counts[kind] = counts.get(kind, 0) + 1
+        return counts[kind]
+
+    def _decide(self, failure, data_cache: dict, other_attempts) -> Decision:
+        if failure.check(CLIENT_DISCONNECTED):
+            if not self.retry_disconnected:
+                return False
+            return backoff(self._count(data_cache, 'disconnected'))
+        if failure.check(ConflictError):
+            attempts = self._count(data_cache, 'conflict') + 1
+            return _within(attempts, self.conflict_attempts)
+        attempts = self._count(data_cache, 'other') + 1
+        if _within(attempts, other_attempts):
+            return backoff(attempts - 1)
+        return False
+
+    def jobError(self, failure, data_cache: dict) -> Decision:
+        return self._decide(failure, data_cache, self.other_job_attempts)
+
+    def commitError(self, failure, data_cache: dict) -> Decision:
+        decision = self._decide(failure, data_cache,
+                                self.other_commit_attempts)
+        if decision is False and not failure.check(ConflictError):
+            log.error('commit of %r failed for good: %s',
+                      self.parent, failure)
+        return decision
+
+    def interrupted(self) -> Decision:
+        """Called in the recovering transaction: counts are stored now."""
+        annotations = self.parent.annotations
+        count = annotations.get(self.key + '.interruptions', 0) + 1
+        annotations[self.key + '.interruptions'] = count
+        return _within(count, self.max_interruptions)
+
+    def updateData(self, data_cache: dict) -> None:
+        counts = data_cache.get(self.key)
+        if counts:
+            self.parent.annotations[self.key] = dict(counts)
+
+
+def _within(count: int, limit) -> bool:
+    return limit is None or count <= limit
+
+
+class RetryCommonFourTimes(RetryPolicy):
+    """The default for jobs: ConflictError up to 5 attempts in all,
+    ClientDisconnected forever with back-off, interruptions 9 times, any
+    other error fails the job at once."""
+
+    conflict_attempts = 5
+    max_interruptions = 9
+
+
+class RetryCommonForever(RetryPolicy):
+    """The default for callbacks, which must run for their job to finish:
+    conflicts and disconnection forever, interruptions forever, other
+    commit errors up to 5 attempts; errors raised by the call fail it."""
+
+    conflict_attempts = None
+    other_commit_attempts = 5
+    max_interruptions = None
+
+
+class NeverRetry(RetryPolicy):
+    """For jobs with side effects that must not be repeated."""
+
+    conflict_attempts = 1
+    max_interruptions = 0
+    retry_disconnected = False

@@ -1,0 +1,220 @@
+"""Running a claimed job in transactions of its own, with its retry policy.
+
+This is what a dispatcher's worker thread does with a job its agent
+claimed: commit ACTIVE (so a sibling recovering a dead dispatcher knows
+the call may have started), call it and commit the result in one
+transaction (all or nothing), then run each callback in a transaction of
+its own.  A failed attempt is aborted and its connection closed *before*
+any back-off wait.  Kept apart from the dispatcher so it can be tested
+with a plain database and an injected clock.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from typing import Callable, Optional
+
+import transaction
+from ZODB.POSException import ConflictError
+
+from . import clock as clock_module
+from . import local
+from .failure import Failure
+from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, NEW
+from .job import Job
+
+log = logging.getLogger('pyramid_zcasync.events')
+trace = logging.getLogger('pyramid_zcasync.trace')
+
+#: Attempts of a bookkeeping transaction (mark active, record a failure)
+#: before the runner gives up and lets recovery deal with the job.
+BOOKKEEPING_ATTEMPTS = 20
+
+
+class Runner:
+    """Runs jobs of one database; one per worker thread."""
+
+    def __init__(self, db, uuid: Optional[str] = None, clock=None,
+                 dispatcher=None):
+        self.db = db
+        self.uuid = uuid
+        self.clock = clock or clock_module.default_clock
+        self.dispatcher = dispatcher
+        self.manager = transaction.TransactionManager()
+
+    # -- transactions -------------------------------------------------
+
+    def transact(self, work: Callable):
+        """``work(connection)`` in a committed transaction, retrying
+        conflicts; the connection is closed between attempts."""
+        for attempt in range(1, BOOKKEEPING_ATTEMPTS + 1):
+            connection = self.db.open(transaction_manager=self.manager)
+            try:
+                self.manager.begin()
+                result = work(connection)
+                self.manager.commit()
+                return result
+            except ConflictError:
+                self.manager.abort()
+                trace.debug('bookkeeping conflict, attempt %d', attempt)
+            except BaseException:
+                self.manager.abort()
+                raise
+            finally:
+                connection.close()
+        raise ConflictError('gave up after %d conflicting attempts'
+                            % BOOKKEEPING_ATTEMPTS)
+
+    def wait(self, decision) -> None:
+        if isinstance(decision, datetime.timedelta):
+            self.clock.sleep(decision.total_seconds())
+
+    # -- a job --------------------------------------------------------
+
+    def run(self, oid: bytes) -> None:
+        """Run the ASSIGNED job ``oid`` and then its callbacks."""
+        if not self.transact(lambda conn: self._start(conn.get(oid))):
+            return
+        if self.call(lambda conn: self._own_active(conn.get(oid))):
+            self.run_callbacks(oid)
+
+    def _start(self, job) -> bool:
+        if job.status != ASSIGNED or job.assignerUUID != self.uuid:
+            trace.info('%r is no longer ours to start', job)
+            return False
+        job.annotations  # created now so live annotations never touch job
+        job.mark_active(self.clock.utcnow())
+        log.info('starting %r', job)
+        return True
+
+    def _own_active(self, job):
+        if job.status == ACTIVE and job.assignerUUID == self.uuid:
+            return job
+        trace.info('%r was taken from us (status %s); not running it',
+                   job, job.status)
+        return None
+
+    def call(self, load: Callable, extra_args: Callable = lambda job: (),
+             inline_callbacks: bool = False) -> bool:
+        """Call the job ``load(connection)`` returns until it commits or
+        its policy gives up; True when it got a result (or is waiting).
+
+        ``inline_callbacks`` runs the job's own callbacks in its
+        transaction: used for callbacks of callbacks, one step of a chain.
+        """
+        data_cache: dict = {}
+        steps = (load, extra_args, inline_callbacks)
+        while True:
+            outcome, value = self._attempt(steps, data_cache)
+            if outcome == 'gone':
+                return False
+            if outcome == 'done':
+                return True
+            if value is False:
+                self.transact(lambda conn: self._record_failure(
+                    load(conn), outcome, data_cache, inline_callbacks))
+                return True
+            self.wait(value)
+
+    def _attempt(self, steps, data_cache):
+        load, extra_args, inline_callbacks = steps
+        connection = self.db.open(transaction_manager=self.manager)
+        try:
+            self.manager.begin()
+            job = load(connection)
+            if job is None:
+                self.manager.abort()
+                return 'gone', None
+            policy = job.getRetryPolicy()
+            try:
+                with local.running(job, self.db, self.dispatcher):
+                    result = settle(job.invoke(*extra_args(job)))
+            except Exception as exc:
+                self.manager.abort()
+                failure = Failure.from_exception(exc)
+                _log_attempt('call', job, failure)
+                return failure, policy.jobError(failure, data_cache)
+            try:
+                policy.updateData(data_cache)
+                job.resolve(result, run_callbacks=inline_callbacks)
+                self.manager.commit()
+            except Exception as exc:
+                self.manager.abort()
+                failure = Failure.from_exception(exc)
+                _log_attempt('commit', job, failure)
+                return failure, policy.commitError(failure, data_cache)
+            log.info('%r succeeded', job)
+            return 'done', None
+        finally:
+            connection.close()
+
+    def _record_failure(self, job, failure, data_cache,
+                        inline_callbacks: bool) -> None:
+        if job is None:
+            return
+        if job.status in (NEW, ASSIGNED):
+            job.mark_active(self.clock.utcnow())
+        job.getRetryPolicy().updateData(data_cache)
+        job.resolve(failure, run_callbacks=inline_callbacks)
+        log.log(job.failure_log_level, '%r failed: %s', job,
+                failure.getTraceback())
+
+    # -- callbacks ----------------------------------------------------
+
+    def run_callbacks(self, oid: bytes) -> None:
+        """Each callback in a transaction of its own, then COMPLETED."""
+        while True:
+            callback_oid = self.transact(
+                lambda conn: _next_callback_oid(conn.get(oid)))
+            if callback_oid is None:
+                break
+            self.call(lambda conn: _startable_callback(conn.get(callback_oid)),
+                      extra_args=lambda cb: (cb.parent.result,),
+                      inline_callbacks=True)
+        self.transact(lambda conn: conn.get(oid).mark_callbacks_done())
+
+
+def _next_callback_oid(job):
+    if job.status != CALLBACKS:
+        return None  # no result yet: waiting for a job it returned
+    for callback in job.pending_callbacks():
+        return callback._p_oid
+    return None
+
+
+def _startable_callback(callback):
+    if callback.status != NEW:
+        return None
+    callback.mark_active()
+    return callback
+
+
+def settle(result, timeout: Optional[float] = None):
+    """The value of a Deferred-like result (``addBoth``), waiting for it.
+
+    A Job result is returned as is: the job waits for it without holding
+    a worker.  A Deferred that fires with an exception raises it here so
+    the retry policy sees it like any other error.
+    """
+    if isinstance(result, Job) or not hasattr(result, 'addBoth'):
+        return result
+    fired = threading.Event()
+    box = []
+
+    def keep(value):
+        box.append(value)
+        fired.set()
+        return None
+    result.addBoth(keep)
+    if not fired.wait(timeout):
+        raise TimeoutError('the Deferred returned by the job did not fire')
+    value = box[0]
+    exception = getattr(value, 'value', None)
+    if isinstance(exception, BaseException) and hasattr(value, 'trap'):
+        raise exception  # a twisted Failure
+    return value
+
+
+def _log_attempt(what: str, job, failure) -> None:
+    trace.info('%s of %r raised %s', what, job, failure)
