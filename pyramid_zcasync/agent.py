@@ -90,7 +90,7 @@ class Agent(persistent.Persistent):
 
     @property
     def queue(self):
-        return self.parent.parent
+        return self.parent.parent.parent  # DispatcherAgent -> DispatcherAgents -> Queue
 
     @property
     def UUID(self):
