@@ -54,3 +54,118 @@ def conn(db):
 @pytest.fixture
 def queue(conn):
     return IQueue(conn.root())
+
+
+# -- processes ------------------------------------------------------------
+
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(('127.0.0.1', port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError('nothing listens on 127.0.0.1:%d' % port)
+
+
+def stop_process(process, seconds=10):
+    """Stop a child by its PID: SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(seconds)
+
+
+class ZEOServer:
+    """A real ZEO server (runzeo) on a free loopback port."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(str(directory), 'zeo.fs')
+        self.port = free_port()
+        self.process = None
+
+    def start(self):
+        runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
+        command = [runzeo, '-a', '127.0.0.1:%d' % self.port, '-f', self.path]
+        if not os.path.exists(runzeo):
+            command = [sys.executable, '-m', 'ZEO.runzeo'] + command[1:]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self):
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+    def db(self, **options):
+        import ZEO
+        return ZEO.DB(('127.0.0.1', self.port), wait_timeout=30, **options)
+
+
+@pytest.fixture
+def zeo_server(tmp_path):
+    server = ZEOServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+class Worker:
+    """A dispatcher-only subprocess running tests/worker.py."""
+
+    def __init__(self, storage, uuid_file, timing=(0.2, 0.5, 2.0)):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [TESTS_DIR] + sys.path))
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.join(TESTS_DIR, 'worker.py'), storage,
+             str(uuid_file)] + [str(t) for t in timing],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env)
+        self.first_line = self.process.stdout.readline().strip()
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self):
+        stop_process(self.process)
+
+
+@pytest.fixture
+def workers():
+    """Start workers with ``workers(storage, uuid_file)``; all are stopped
+    at the end of the test."""
+    started = []
+
+    def start(*args, **kwargs):
+        worker = Worker(*args, **kwargs)
+        started.append(worker)
+        return worker
+    yield start
+    for worker in started:
+        worker.stop()
+        worker.process.stdout.close()
+        worker.process.stderr.close()

@@ -1,0 +1,493 @@
+"""The Dispatcher: this process's job runner, one per instance UUID.
+
+A Twisted reactor of its own (the global one cannot be restarted, and an
+app may use it) runs in a daemon thread and polls the queues: it pings,
+declares silent siblings dead, and lets each agent claim jobs, which a
+pool of worker threads per agent runs with :class:`~.runner.Runner`.  It
+polls every ``poll_interval`` and also the moment this process commits a
+transaction that put a job, so local jobs start in milliseconds.
+"""
+from __future__ import annotations
+
+import atexit
+import datetime
+import logging
+import signal
+import threading
+from typing import Dict, Optional
+
+import transaction
+import zope.event
+from twisted.internet import selectreactor, task
+from ZODB.POSException import ConflictError
+
+from . import clock as clock_module
+from .agent import Agent
+from .history import JobHistory, Poll, Polls, statistics
+from .instance import (ENV_VAR, InstanceLock, read_uuid, resolve_uuid_file)
+from .interfaces import ACTIVE, ASSIGNED, COMPLETED, KEY, JobQueued
+from .pool import Pool
+from .registry import recover_job
+from .runner import Runner
+
+log = logging.getLogger('pyramid_zcasync.events')
+trace = logging.getLogger('pyramid_zcasync.trace')
+
+STOPPED = 'STOPPED'
+STARTING = 'STARTING'
+RUNNING = 'RUNNING'
+STUCK = 'STUCK'
+
+#: Seconds running jobs get to finish when the dispatcher stops.
+STOP_GRACE = 5.0
+
+_running: Dict[str, 'Dispatcher'] = {}
+_running_lock = threading.Lock()
+
+
+def get(uuid: Optional[str] = None) -> Optional['Dispatcher']:
+    """This process's running dispatcher (for ``uuid``), or None."""
+    with _running_lock:
+        if uuid is not None:
+            return _running.get(str(uuid))
+        return next(iter(_running.values()), None)
+
+
+def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
+          uuid_file: Optional[str] = None, **options) -> 'Dispatcher':
+    """Start this process's dispatcher on ``db`` and return it.
+
+    The UUID comes from ``uuid``, else the file ``uuid_file``, else the
+    file named by ``$ZC_ASYNC_UUID``.  With a file, an exclusive OS lock
+    refuses a second live process with the same UUID.  ``options``:
+    ``agent_size``, ``ping_interval``, ``ping_death_interval`` (seconds),
+    ``install_signal_handlers`` (default True), ``clock``.
+    """
+    lock = None
+    if uuid is None:
+        path = resolve_uuid_file(uuid_file)
+        uuid = read_uuid(path)
+        lock = InstanceLock(path)
+        lock.acquire(uuid)
+    install_signal_handlers = options.pop('install_signal_handlers', True)
+    try:
+        dispatcher = Dispatcher(db, str(uuid), poll_interval, **options)
+        dispatcher.start(lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if install_signal_handlers:
+        _install_signal_handlers()
+    return dispatcher
+
+
+def stop_all(timeout: float = 10) -> None:
+    with _running_lock:
+        dispatchers = list(_running.values())
+    for dispatcher in dispatchers:
+        dispatcher.stop(timeout)
+
+
+class Dispatcher:
+
+    def __init__(self, db, uuid: str, poll_interval: float = 5,
+                 agent_size: int = 3, ping_interval: float = 30,
+                 ping_death_interval: float = 60, clock=None):
+        if poll_interval <= 0:
+            raise ValueError('poll_interval must be positive, got %r'
+                             % (poll_interval,))
+        self.db = db
+        self.UUID = uuid
+        self.poll_interval = float(poll_interval)
+        self.agent_size = agent_size
+        self.ping_interval = datetime.timedelta(seconds=ping_interval)
+        self.ping_death_interval = datetime.timedelta(
+            seconds=ping_death_interval)
+        self.clock = clock or clock_module.default_clock
+        self.activated: Optional[datetime.datetime] = None
+        self.reactor = None
+        self.thread: Optional[threading.Thread] = None
+        self.polls = Polls()
+        self.jobs = JobHistory()
+        self._pools: Dict[tuple, Pool] = {}
+        self._local = threading.local()
+        self._lock: Optional[InstanceLock] = None
+        self._wake_pending = False
+        self._wake_lock = threading.Lock()
+        self._last_ping: Optional[datetime.datetime] = None
+        self._stopping = False
+        self._manager = transaction.TransactionManager()
+        self._connection = None
+
+    def __repr__(self):
+        return '<Dispatcher %s %s>' % (self.UUID, self.status)
+
+    # -- life ---------------------------------------------------------
+
+    def start(self, lock: Optional[InstanceLock] = None) -> None:
+        with _running_lock:
+            if self.UUID in _running:
+                raise RuntimeError('a dispatcher with UUID %s is already '
+                                   'running in this process' % self.UUID)
+            _running[self.UUID] = self
+        try:
+            self._activate_all()
+        except BaseException:
+            with _running_lock:
+                _running.pop(self.UUID, None)
+            raise
+        self._lock = lock
+        self.activated = self.clock.utcnow()
+        self.reactor = selectreactor.SelectReactor()
+        self._loop = task.LoopingCall(self._poll)
+        self._loop.clock = self.reactor
+        self.reactor.callWhenRunning(self._loop.start, self.poll_interval)
+        self.thread = threading.Thread(
+            target=self.reactor.run, kwargs={'installSignalHandlers': False},
+            name='zcasync-reactor-%s' % self.UUID[:8], daemon=True)
+        self.thread.start()
+        log.info('dispatcher %s started (poll every %s s)', self.UUID,
+                 self.poll_interval)
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop polling, let running jobs finish briefly, deactivate."""
+        if self._stopping or self.activated is None:
+            return
+        self._stopping = True
+        self.reactor.callFromThread(self._stop_loop)
+        for pool in list(self._pools.values()):
+            pool.stop(min(STOP_GRACE, timeout))
+        try:
+            self._deactivate_all()
+        except Exception:
+            log.exception('dispatcher %s could not deactivate in the '
+                          'database', self.UUID)
+        self.reactor.callFromThread(self.reactor.stop)
+        self.thread.join(timeout)
+        if self._connection is not None:
+            self._manager.abort()
+            self._connection.close()
+            self._connection = None
+        if self._lock is not None:
+            self._lock.release()
+        self.activated = None
+        with _running_lock:
+            if _running.get(self.UUID) is self:
+                del _running[self.UUID]
+        log.info('dispatcher %s stopped', self.UUID)
+
+    def _stop_loop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def _transact(self, work):
+        return Runner(self.db, self.UUID, self.clock).transact(work)
+
+    def _activate_all(self) -> None:
+        def activate(connection):
+            for queue in _queues(connection).values():
+                self._registration(queue, activate=True)
+        self._transact(activate)
+
+    def _deactivate_all(self) -> None:
+        def deactivate(connection):
+            for queue in _queues(connection).values():
+                registration = queue.dispatchers.get(self.UUID)
+                if registration is not None and registration.activated:
+                    registration.deactivate()
+        self._transact(deactivate)
+
+    def _registration(self, queue, activate: bool = False):
+        registration = queue.dispatchers.get(self.UUID)
+        if registration is None:
+            registration = queue.dispatchers.register(
+                self.UUID, ping_interval=self.ping_interval,
+                ping_death_interval=self.ping_death_interval)
+        if 'main' not in registration:
+            registration.add(Agent('main', self.agent_size))
+        if activate or not registration.activated:
+            if not activate:
+                log.warning('dispatcher %s found itself deactivated in '
+                            'queue %r (declared dead?); reactivating',
+                            self.UUID, queue.name)
+            registration.ping_interval = self.ping_interval
+            registration.ping_death_interval = self.ping_death_interval
+            registration.activate(self.clock.utcnow())
+        return registration
+
+    # -- polling ------------------------------------------------------
+
+    def wake(self) -> None:
+        """Poll as soon as possible (from any thread); wakes coalesce."""
+        if self._stopping or self.reactor is None:
+            return
+        with self._wake_lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self.reactor.callFromThread(self._woken)
+
+    def _woken(self) -> None:
+        with self._wake_lock:
+            self._wake_pending = False
+        self._poll()
+
+    def _poll(self) -> None:
+        if self._stopping:
+            return
+        try:
+            self._poll_once()
+        except Exception:
+            log.exception('dispatcher %s: poll failed', self.UUID)
+            self._manager.abort()
+
+    def _poll_once(self) -> None:
+        if self._connection is None:
+            self._connection = self.db.open(transaction_manager=self._manager)
+        self._manager.begin()
+        now = self.clock.utcnow()
+        poll = Poll(self.polls.total, now)
+        claimed = []
+        ping_due = (self._last_ping is None
+                    or now - self._last_ping >= self.ping_interval)
+        for name, queue in sorted(_queues(self._connection).items()):
+            registration = self._registration(queue)
+            if ping_due:
+                registration.ping(now)
+                queue.dispatchers.deactivate_dead(exclude=self.UUID)
+            poll[name] = {agent.name: self._claim(agent, claimed)
+                          for agent in registration.values()}
+        try:
+            self._manager.commit()
+        except ConflictError as exc:
+            self._manager.abort()
+            trace.info('dispatcher %s: poll conflicted, retrying', self.UUID)
+            _mark_error(poll, exc)
+            self.polls.add(poll)
+            self.reactor.callLater(0.01, self._poll)
+            return
+        if ping_due:
+            self._last_ping = now
+        self.polls.add(poll)
+        for queue_name, agent, oid in claimed:
+            self._submit(queue_name, agent, oid, poll.key)
+
+    def _claim(self, agent, claimed: list) -> dict:
+        info = {'active jobs': [_job_id(job) for job in agent],
+                'error': None, 'len': 0, 'new jobs': [], 'size': agent.size}
+        try:
+            while True:
+                job = agent.claimJob()
+                if job is None:
+                    break
+                info['new jobs'].append(_job_id(job))
+                claimed.append((agent.queue.name, agent, job._p_oid))
+        except Exception as exc:
+            log.exception('agent %r failed to claim', agent.name)
+            info['error'] = '%s: %s' % (type(exc).__name__, exc)
+        info['len'] = len(agent)
+        return info
+
+    def _submit(self, queue_name: str, agent, oid: bytes, poll_key) -> None:
+        pool = self._pool(queue_name, agent)
+        job_id = (_oid_int(oid), self.db.database_name)
+        self.jobs.record(job_id, id=job_id, queue=queue_name,
+                         agent=agent.name, poll_id=poll_key, claimed=True)
+        pool.submit(self._run_job, oid, job_id)
+
+    def _pool(self, queue_name: str, agent) -> Pool:
+        key = (queue_name, agent.name)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool('%s-%s' % key, agent.size,
+                                           on_crash=self._worker_crashed)
+        elif pool.size != agent.size:
+            pool.resize(agent.size)
+        return pool
+
+    # -- running ------------------------------------------------------
+
+    def _runner(self) -> Runner:
+        runner = getattr(self._local, 'runner', None)
+        if runner is None:
+            runner = self._local.runner = Runner(self.db, self.UUID,
+                                                 self.clock, dispatcher=self)
+        return runner
+
+    def _run_job(self, oid: bytes, job_id: tuple) -> None:
+        self.jobs.record(job_id, started=self.clock.utcnow(),
+                         thread=threading.get_ident())
+        self._runner().run(oid)
+        self.jobs.record(job_id, completed=self.clock.utcnow(),
+                         **self._outcome(oid))
+        self.wake()  # a slot is free: claim the next job now
+
+    def _outcome(self, oid: bytes) -> dict:
+        def read(connection):
+            job = connection.get(oid)
+            result = job.result
+            return {'status': job.status,
+                    'failed': job.status == COMPLETED and _is_failure(result),
+                    'result': repr(result)[:200]}
+        return self._transact(read)
+
+    def _worker_crashed(self, task_, args, exc) -> None:
+        """A worker died inside a job: never leave it ACTIVE forever."""
+        oid, job_id = args
+
+        def recover(connection):
+            job = connection.get(oid)
+            if job.status in (ASSIGNED, ACTIVE) and \
+                    job.assignerUUID == self.UUID:
+                recover_job(job, 'lost its worker (%s)' % type(exc).__name__)
+        self._transact(recover)
+        self.jobs.record(job_id, completed=self.clock.utcnow(),
+                         failed=True, result='worker crashed: %r' % (exc,))
+        self.wake()
+
+    # -- monitoring ---------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        if self.activated is None:
+            return STOPPED
+        last = self.polls.first()
+        if last is None:
+            return STARTING
+        limit = datetime.timedelta(seconds=self.poll_interval * 2 + 5)
+        return STUCK if self.clock.utcnow() - last.utc_timestamp > limit \
+            else RUNNING
+
+    def getStatusInfo(self) -> dict:
+        now = self.clock.utcnow()
+        last = self.polls.first()
+        return {
+            'poll interval': datetime.timedelta(seconds=self.poll_interval),
+            'status': self.status,
+            'time since last poll': (now - last.utc_timestamp
+                                     if last is not None else None),
+            'uptime': now - self.activated if self.activated else None,
+            'uuid': self.UUID,
+        }
+
+    def getJobInfo(self, oid: int, database_name: Optional[str] = None
+                   ) -> dict:
+        job_id = (oid, database_name or self.db.database_name)
+        info = self.jobs.get(job_id)
+        if info is None:
+            raise ValueError('job %r is not in the history of dispatcher %s'
+                             % (job_id, self.UUID))
+        return info
+
+    def getActiveJobIds(self, queue: Optional[str] = None,
+                        agent: Optional[str] = None) -> list:
+        return self.jobs.active_ids(queue, agent)
+
+    def getPollInfo(self, at=None, before=None) -> Optional[Poll]:
+        found = self.polls.select(at=at, before=before, count=1)
+        return found[0] if found else None
+
+    def iterPolls(self, at=None, before=None, since=None, count=None):
+        return iter(self.polls.select(at, before, since, count))
+
+    def getStatistics(self, at=None, before=None, since=None,
+                      queue=None, agent=None) -> dict:
+        until = at or (before - datetime.timedelta(microseconds=1)
+                       if before else self.clock.utcnow())
+        since = since or (self.activated or until)
+        entries = [e for e in self.jobs.values()
+                   if (queue is None or e.get('queue') == queue)
+                   and (agent is None or e.get('agent') == agent)]
+        return statistics(entries, since, until)
+
+
+def _queues(connection):
+    return connection.root().get(KEY) or {}
+
+
+def _job_id(job) -> tuple:
+    return (_oid_int(job._p_oid), job._p_jar.db().database_name)
+
+
+def _oid_int(oid: bytes) -> int:
+    return int.from_bytes(oid, 'big')
+
+
+def _is_failure(result) -> bool:
+    from .failure import Failure
+    return isinstance(result, Failure)
+
+
+def _mark_error(poll: Poll, exc: Exception) -> None:
+    for agents in poll.values():
+        for info in agents.values():
+            info['error'] = '%s: %s' % (type(exc).__name__, exc)
+
+
+# -- waking on commit -----------------------------------------------------
+
+def _wake_after_commit(event: JobQueued) -> None:
+    jar = event.queue._p_jar
+    if jar is None or not _running:
+        return
+    txn = jar.transaction_manager.get()
+    if not getattr(txn, '_zcasync_wake', False):
+        txn._zcasync_wake = True
+        txn.addAfterCommitHook(_wake_all)
+
+
+def _wake_all(committed: bool) -> None:
+    if committed:
+        with _running_lock:
+            dispatchers = list(_running.values())
+        for dispatcher in dispatchers:
+            dispatcher.wake()
+
+
+if _wake_after_commit not in zope.event.subscribers:
+    zope.event.subscribers.append(_wake_after_commit)
+
+
+# -- process exit ---------------------------------------------------------
+
+_signals_installed = False
+
+
+def _install_signal_handlers() -> None:
+    """Stop cleanly on SIGINT and SIGTERM, then do what was done before:
+    the previous handler, KeyboardInterrupt for SIGINT, exit for SIGTERM.
+    Only the main thread may install handlers; elsewhere atexit remains.
+    """
+    global _signals_installed
+    if _signals_installed:
+        return
+    _signals_installed = True
+    atexit.register(stop_all)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        signal.signal(signum, _make_handler(previous))
+
+
+def _make_handler(previous):
+    def handler(signum, frame):
+        log.info('signal %d: stopping dispatchers', signum)
+        # In a thread of its own: the interrupted main thread may hold a
+        # lock the shutdown needs; then we exit after the timeout anyway.
+        stopper = threading.Thread(target=stop_all, daemon=True)
+        stopper.start()
+        stopper.join(STOP_GRACE + 10)
+        if callable(previous):
+            return previous(signum, frame)
+        if previous == signal.SIG_IGN:
+            return None
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+    return handler
+
+
+__all__ = ['get', 'start', 'stop_all', 'Dispatcher', 'ENV_VAR', 'STOPPED',
+           'STARTING', 'RUNNING', 'STUCK']

@@ -1,0 +1,143 @@
+"""A dispatcher's memory of its polls and jobs: bounded, newest first.
+
+Kept in process memory (not ZODB): it is what this dispatcher saw, for
+the monitor views, and it must not grow with uptime.
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+import threading
+from typing import Iterator, Optional
+
+from . import clock
+
+#: Polls remembered (at 5 s each, a bit over an hour).
+POLL_HISTORY = 800
+#: Jobs remembered by oid.
+JOB_HISTORY = 10000
+
+
+class Poll(dict):
+    """``{queue name: {agent name: info}}``, plus when and which."""
+
+    def __init__(self, key: int, utc_timestamp: datetime.datetime,
+                 data: Optional[dict] = None):
+        super().__init__(data or {})
+        self.key = key
+        self.utc_timestamp = utc_timestamp
+
+
+class Polls:
+    """Bounded history of polls; ``first()`` is the newest."""
+
+    def __init__(self, size: int = POLL_HISTORY):
+        self._polls: collections.deque = collections.deque(maxlen=size)
+        #: Polls ever made, so waiting for "the next poll" always works.
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def add(self, poll: Poll) -> None:
+        with self._lock:
+            self._polls.appendleft(poll)
+            self.total += 1
+
+    def first(self) -> Optional[Poll]:
+        with self._lock:
+            return self._polls[0] if self._polls else None
+
+    def __len__(self) -> int:
+        return len(self._polls)
+
+    def __iter__(self) -> Iterator[Poll]:
+        with self._lock:
+            return iter(list(self._polls))
+
+    def select(self, at=None, before=None, since=None,
+               count=None) -> list:
+        """Polls newest first, ``at``/``before`` an upper time bound
+        (inclusive/exclusive), ``since`` a lower one."""
+        selected = []
+        for poll in self:
+            when = poll.utc_timestamp
+            if at is not None and when > at:
+                continue
+            if before is not None and when >= before:
+                continue
+            if since is not None and when < since:
+                break
+            selected.append(poll)
+            if count is not None and len(selected) >= count:
+                break
+        return selected
+
+
+class JobHistory:
+    """What this dispatcher did with each job, by job id, bounded."""
+
+    def __init__(self, size: int = JOB_HISTORY):
+        self.size = size
+        self._jobs: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def record(self, job_id: tuple, **info) -> dict:
+        with self._lock:
+            entry = self._jobs.get(job_id)
+            if entry is None:
+                entry = self._jobs[job_id] = {}
+                while len(self._jobs) > self.size:
+                    self._jobs.popitem(last=False)
+            entry.update(info)
+            return dict(entry)
+
+    def get(self, job_id: tuple) -> Optional[dict]:
+        with self._lock:
+            entry = self._jobs.get(job_id)
+            return None if entry is None else dict(entry)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def values(self) -> list:
+        with self._lock:
+            return [dict(entry) for entry in self._jobs.values()]
+
+    def active_ids(self, queue=None, agent=None) -> list:
+        return [e['id'] for e in self.values()
+                if e.get('completed') is None and e.get('started')
+                and (queue is None or e.get('queue') == queue)
+                and (agent is None or e.get('agent') == agent)]
+
+
+def statistics(entries: list, since: datetime.datetime,
+               until: datetime.datetime) -> dict:
+    """Counts and durations of the jobs that started in [since, until]."""
+    started = [e for e in entries if e.get('started')
+               and since <= e['started'] <= until]
+    done = [e for e in started if e.get('completed')]
+    succeeded = [e for e in done if not e.get('failed')]
+    failed = [e for e in done if e.get('failed')]
+    stats = {
+        'statistics start': since,
+        'statistics end': until,
+        'started': len(started),
+        'successful': len(succeeded),
+        'failed': len(failed),
+        'unknown': len(started) - len(done),
+    }
+    for name, group in (('successful', succeeded), ('failed', failed)):
+        durations = sorted(_duration(e) for e in group)
+        if durations:
+            stats['shortest ' + name] = durations[0]
+            stats['longest ' + name] = durations[-1]
+            stats['average ' + name] = (sum(durations, datetime.timedelta())
+                                        / len(durations))
+    return stats
+
+
+def _duration(entry: dict) -> datetime.timedelta:
+    return entry['completed'] - entry['started']
+
+
+def now() -> datetime.datetime:
+    return clock.utcnow()

@@ -1,0 +1,90 @@
+"""Helpers for tests of code that uses pyramid_zcasync (as zc.async.testing).
+
+Each waits by polling with short sleeps and fails with an AssertionError
+saying what it waited for; the ``seconds`` bounds keep a broken test from
+hanging a suite.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+from .interfaces import ACTIVE, CALLBACKS, COMPLETED
+
+_STEP = 0.01
+
+
+def _wait(condition: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError('waited %s s for %s' % (seconds, what))
+        time.sleep(_STEP)
+
+
+def _sync(obj) -> None:
+    """Start a new transaction in ``obj``'s connection, to see commits."""
+    jar = getattr(obj, '_p_jar', None)
+    if jar is not None:
+        jar.transaction_manager.begin()
+
+
+def get_poll(dispatcher, count: Optional[int] = None, seconds: float = 6):
+    """The newest poll once more than ``count`` polls were made (by default,
+    the next poll from now; ``0``: the first poll)."""
+    if count is None:
+        count = dispatcher.polls.total
+    _wait(lambda: dispatcher.polls.total > count, seconds,
+          'poll number %d of dispatcher %s' % (count + 1, dispatcher.UUID))
+    return dispatcher.polls.first()
+
+
+def wait_for_result(job, seconds: float = 6) -> Any:
+    """The job's result once it is COMPLETED (aborts the current
+    transaction of the job's connection, to see other commits)."""
+    def completed():
+        _sync(job)
+        return job.status == COMPLETED
+    _wait(completed, seconds, 'the result of %r' % (job,))
+    return job.result
+
+
+def wait_for_start(job, seconds: float = 6) -> None:
+    def started():
+        _sync(job)
+        return job.status in (ACTIVE, CALLBACKS, COMPLETED)
+    _wait(started, seconds, '%r to start' % (job,))
+
+
+def wait_for_annotation(job, name: str, seconds: float = 6) -> Any:
+    def annotated():
+        _sync(job)
+        return name in job.annotations
+    _wait(annotated, seconds, 'annotation %r of %r' % (name, job))
+    return job.annotations[name]
+
+
+def wait_for_deactivation(dispatcher, seconds: float = 6) -> None:
+    _wait(lambda: not dispatcher.activated, seconds,
+          'dispatcher %s to deactivate' % dispatcher.UUID)
+
+
+def wait_for_death(registration, seconds: float = 6) -> None:
+    """Until a dispatcher's registration (``queue.dispatchers[uuid]``) is
+    dead, or was deactivated by a sibling that found it dead."""
+    def dead():
+        _sync(registration)
+        return not registration.activated or registration.dead
+    _wait(dead, seconds, 'dispatcher %s to die' % registration.UUID)
+
+
+def tear_down_dispatcher(dispatcher, seconds: float = 10) -> None:
+    """Stop the dispatcher; assert it deactivated and its threads ended."""
+    dispatcher.stop(seconds)
+    wait_for_deactivation(dispatcher, seconds)
+    if dispatcher.thread is not None and dispatcher.thread.is_alive():
+        raise AssertionError('the reactor thread of dispatcher %s is still '
+                             'alive' % dispatcher.UUID)

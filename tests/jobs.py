@@ -1,0 +1,44 @@
+"""Job functions for end-to-end tests: importable by the test process and
+by the worker subprocesses (tests/ is on their PYTHONPATH)."""
+import os
+import time
+
+from pyramid_zcasync import local
+
+
+def record_run(log_path, job_name, hold_path=None, seconds=60):
+    """Append start/end lines to a file shared by every process, so a test
+    can tell how often and how concurrently a job really ran; while the
+    file ``hold_path`` exists (at most ``seconds``), the job keeps running.
+    """
+    with open(log_path, 'a') as stream:
+        stream.write('start %s %d %.6f\n' % (job_name, os.getpid(),
+                                              time.time()))
+    local.set_live_annotation('started_by', os.getpid())
+    deadline = time.monotonic() + seconds
+    while hold_path and os.path.exists(hold_path) \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with open(log_path, 'a') as stream:
+        stream.write('end %s %d %.6f\n' % (job_name, os.getpid(),
+                                            time.time()))
+    return os.getpid()
+
+
+def runs(log_path, job_name):
+    """[(event, pid, time)] for ``job_name`` from the shared log."""
+    if not os.path.exists(log_path):
+        return []
+    found = []
+    with open(log_path) as stream:
+        for line in stream:
+            event, name, pid, when = line.split()
+            if name == job_name:
+                found.append((event, int(pid), float(when)))
+    return found
+
+
+def append_to(tree, key):
+    """Touches only ZODB: the insert exists once if the job committed once."""
+    tree[key] = tree.get(key, 0) + 1
+    return key
