@@ -16,7 +16,7 @@ import persistent
 
 from . import clock
 from .interfaces import CALLBACKS, COMPLETED
-from .quota import check_size
+from .quota import FLOOR, above_floor, check_size, floor_tree
 
 #: How long completed jobs stay in an agent's history.
 HISTORY_AGE = datetime.timedelta(days=7)
@@ -82,7 +82,7 @@ class Agent(persistent.Persistent):
         self.filter = filter
         #: The DispatcherAgent holding this agent.
         self.parent = None
-        self._active = BTrees.OOBTree.OOBTree()
+        self._active = floor_tree()
         self.completed = CompletedHistory()
 
     def __repr__(self):
@@ -97,13 +97,13 @@ class Agent(persistent.Persistent):
         return self.parent.UUID
 
     def __len__(self) -> int:
-        return len(self._active)
+        return len(self._active) - 1
 
     def __iter__(self):
-        return iter(list(self._active.values()))
+        return iter(list(above_floor(self._active)))
 
     def __contains__(self, job) -> bool:
-        return self._active.get(job._key) is job
+        return self._active.get(getattr(job, '_key', FLOOR)) is job
 
     @property
     def available(self) -> int:

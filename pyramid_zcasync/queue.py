@@ -25,7 +25,7 @@ import zope.interface
 from . import clock
 from .interfaces import (ASSIGNED, NEW, PENDING, IQueue, IQueues, JobQueued)
 from .job import BadStatusError, Job
-from .quota import Quotas
+from .quota import Quotas, above_floor, floor_tree
 from .registry import DispatcherAgents
 
 #: Orders puts made in the same microsecond by one process.
@@ -58,8 +58,9 @@ class Queue(persistent.Persistent):
     def __init__(self, name: str = ''):
         self.name = name
         self.parent = None
-        self._pending = BTrees.OOBTree.OOBTree()
-        self._deadlines = BTrees.OOBTree.OOBTree()
+        # Both keep a floor entry: see quota.FLOOR.
+        self._pending = floor_tree()
+        self._deadlines = floor_tree()
         self._length = BTrees.Length.Length()
         self.quotas = Quotas()
         self.dispatchers = DispatcherAgents(self)
@@ -73,7 +74,7 @@ class Queue(persistent.Persistent):
         return self._length()
 
     def __iter__(self) -> Iterator[Job]:
-        return iter(self._pending.values())
+        return iter(above_floor(self._pending))
 
     def __getitem__(self, index: int) -> Job:
         return self._pending[self._key_at(index)]
@@ -91,7 +92,8 @@ class Queue(persistent.Persistent):
         if not 0 <= position < size:
             raise IndexError('queue %r has %d pending jobs; no index %d'
                              % (self.name, size, index))
-        return next(itertools.islice(self._pending.keys(), position, None))
+        return next(itertools.islice(above_floor(self._pending, 'keys'),
+                                     position, None))
 
     # -- adding -------------------------------------------------------
 
@@ -139,9 +141,10 @@ class Queue(persistent.Persistent):
 
     def _front_micros(self) -> int:
         now = clock.to_micros(clock.utcnow())
-        if not self._pending:
+        first = next(iter(above_floor(self._pending, 'keys')), None)
+        if first is None:
             return now
-        return min(self._pending.minKey()[0], now) - 1
+        return min(first[0], now) - 1
 
     def _insert(self, job: Job, micros: int) -> None:
         key = job._key = _new_key(micros)
@@ -204,10 +207,10 @@ class Queue(persistent.Persistent):
         whatever the filter.  The walk stops at the first job not yet due,
         so its cost is the jobs skipped by filter or quota, not the queue.
         """
-        now = now or clock.utcnow()
+        now = clock.aware_utc(now, 'now') or clock.utcnow()
         now_micros = clock.to_micros(now)
         self.fail_expired(now_micros)
-        for job in self._pending.values(max=(now_micros + 1,)):
+        for job in above_floor(self._pending, max=(now_micros + 1,)):
             if job.begin_after is not None and job.begin_after > now:
                 continue  # put back ahead of its time
             if filter is not None and not filter(job):
@@ -221,8 +224,8 @@ class Queue(persistent.Persistent):
         return None
 
     def fail_expired(self, now_micros: int) -> int:
-        expired = list(self._deadlines.values(max=(now_micros,),
-                                              excludemax=True))
+        expired = list(above_floor(self._deadlines, max=(now_micros,),
+                                   excludemax=True))
         for job in expired:
             self._take(job)
             job._status = ASSIGNED

@@ -9,6 +9,25 @@ from __future__ import annotations
 import BTrees.OOBTree
 import persistent
 
+#: A key sorting before every job key (job keys are non-empty tuples),
+#: kept in each BTree that producers and consumers change at once.
+#: BTrees refuse to resolve a conflict that deletes the first key of a
+#: bucket, and a FIFO claim always deletes the first key: with this floor
+#: entry in place, a put and a claim committed together resolve.
+FLOOR = ()
+
+
+def floor_tree() -> BTrees.OOBTree.OOBTree:
+    """An OOBTree holding only its floor entry."""
+    tree = BTrees.OOBTree.OOBTree()
+    tree[FLOOR] = None
+    return tree
+
+
+def above_floor(tree, method: str = 'values', **bounds):
+    """``tree.keys()``, ``values()`` or ``items()`` without the floor."""
+    return getattr(tree, method)(min=FLOOR, excludemin=True, **bounds)
+
 
 def check_size(size, what: str) -> int:
     """``size`` as a non-negative int, or a ValueError naming it."""
@@ -25,20 +44,20 @@ class Quota(persistent.Persistent):
     def __init__(self, name: str, size: int):
         self.name = name
         self.size = check_size(size, 'quota %r size' % name)
-        self._active = BTrees.OOBTree.OOBTree()
+        self._active = floor_tree()
 
     def __len__(self) -> int:
-        return len(self._active)
+        return len(self._active) - 1
 
     def __iter__(self):
-        return iter(self._active.values())
+        return iter(above_floor(self._active))
 
     def __contains__(self, job) -> bool:
-        return job._key in self._active
+        return self._active.get(getattr(job, '_key', FLOOR)) is job
 
     @property
     def filled(self) -> bool:
-        return len(self._active) >= self.size
+        return len(self) >= self.size
 
     def acquire(self, job) -> None:
         self._active[job._key] = job

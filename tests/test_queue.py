@@ -1,0 +1,345 @@
+"""Queue: put, putBack, pull, remove and claim, on real ZODB."""
+import datetime
+import operator
+
+import pytest
+import transaction
+from ZODB.POSException import ConflictError
+
+from pyramid_zcasync import Job
+from pyramid_zcasync.interfaces import (ASSIGNED, COMPLETED, NEW, PENDING,
+                                        IQueue)
+from pyramid_zcasync.job import BadStatusError
+from pyramid_zcasync.queue import Queue, Queues
+
+UTC = datetime.timezone.utc
+HOUR = datetime.timedelta(hours=1)
+
+
+def now():
+    return datetime.datetime.now(UTC)
+
+
+def other_connection(db):
+    """A connection with a transaction manager of its own."""
+    manager = transaction.TransactionManager()
+    conn = db.open(transaction_manager=manager)
+    return conn, IQueue(conn.root())
+
+
+def reject_all(job):
+    return False
+
+
+def test_default_queue_lives_under_key(conn, queue):
+    queues = conn.root()['pyramid_zcasync']
+    assert isinstance(queues, Queues)
+    assert queues[''] is queue
+    assert isinstance(queue, Queue)
+    assert queue.name == ''
+    assert len(queue) == 0
+    assert queue.claim() is None
+
+
+def test_put_callable_with_arguments(queue):
+    job = queue.put(pow, 2, exp=10)
+    assert isinstance(job, Job)
+    assert job.status == PENDING
+    assert job.queue is queue
+    assert list(job.args) == [2] and job.kwargs == {'exp': 10}
+    assert job.begin_after is not None and job.begin_after.tzinfo is not None
+    assert len(queue) == 1 and list(queue) == [job] and queue[0] is job
+    assert job in queue
+    assert queue.claim() is job
+    assert job() == 1024
+    assert job not in queue
+
+
+def test_put_job_and_order_is_kept(queue):
+    jobs = [queue.put(Job(operator.add, i, 0)) for i in range(5)]
+    assert list(queue) == jobs
+    assert [queue[i] for i in range(5)] == jobs
+    assert queue[-1] is jobs[-1]
+    assert [queue.claim() for _ in range(5)] == jobs
+    assert len(queue) == 0
+
+
+def test_put_is_transactional(db, conn, queue):
+    queue.put(operator.add, 1, 1)
+    transaction.abort()
+    assert len(queue) == 0
+    job = queue.put(operator.add, 1, 1)
+    transaction.commit()
+    other, other_queue = other_connection(db)
+    try:
+        assert [j._p_oid for j in other_queue] == [job._p_oid]
+        assert len(other_queue) == 1
+    finally:
+        other.close()
+
+
+def test_put_with_times(queue):
+    start = now() + HOUR
+    job = queue.put(operator.add, 1, 1, begin_after=start,
+                    begin_by=datetime.timedelta(minutes=5))
+    assert job.begin_after == start
+    assert job.begin_by == start + datetime.timedelta(minutes=5)
+
+
+def test_put_refuses_naive_begin_after_naming_it(queue):
+    naive = datetime.datetime(2031, 2, 3, 4, 5)
+    with pytest.raises(ValueError, match=r'begin_after.*2031, 2, 3, 4, 5'):
+        queue.put(operator.add, 1, 1, begin_after=naive)
+    assert len(queue) == 0
+
+
+def test_put_refuses_a_job_that_is_not_new(queue):
+    job = queue.put(operator.add, 1, 1)
+    with pytest.raises(BadStatusError, match='only new jobs'):
+        queue.put(job)
+    claimed = queue.claim()
+    with pytest.raises(BadStatusError):
+        queue.put(claimed)
+    done = Job(operator.add, 1, 1)
+    done()
+    with pytest.raises(BadStatusError):
+        queue.put(done)
+    assert len(queue) == 0
+
+
+def test_put_job_with_call_arguments_is_refused(queue):
+    with pytest.raises(TypeError, match='takes no call arguments'):
+        queue.put(Job(operator.add), 1, 2)
+
+
+def test_put_bad_callables_is_refused_naming_them(queue):
+    with pytest.raises(TypeError, match="'not a function'"):
+        queue.put('not a function')
+    with pytest.raises(ValueError, match='lambda'):
+        queue.put(lambda: None)
+    assert len(queue) == 0
+
+
+def test_put_back_goes_to_the_front(queue):
+    first = queue.put(operator.add, 1, 1)
+    urgent = queue.putBack(Job(operator.add, 2, 2))
+    even_more = queue.putBack(Job(operator.add, 3, 3))
+    assert list(queue) == [even_more, urgent, first]
+    assert urgent.status == PENDING
+    assert queue.claim() is even_more
+    with pytest.raises(BadStatusError):
+        queue.putBack(first)
+
+
+def test_put_back_in_front_of_future_jobs_runs_now(queue):
+    later = queue.put(operator.add, 1, 1, begin_after=now() + HOUR)
+    back = queue.putBack(Job(operator.add, 2, 2))
+    assert list(queue) == [back, later]
+    assert queue.claim() is back
+    assert queue.claim() is None
+
+
+def test_pull_by_index(queue):
+    jobs = [queue.put(operator.add, i, 0) for i in range(4)]
+    assert queue.pull(1) is jobs[1]
+    assert jobs[1].status == NEW and jobs[1].queue is None
+    assert queue.pull() is jobs[0]
+    assert queue.pull(-1) is jobs[3]
+    assert list(queue) == [jobs[2]]
+    with pytest.raises(IndexError, match='no index 5'):
+        queue.pull(5)
+    with pytest.raises(TypeError, match="'0'"):
+        queue.pull('0')
+    # a pulled job can be queued again
+    queue.put(jobs[1])
+    assert list(queue) == [jobs[2], jobs[1]]
+
+
+def test_remove(queue):
+    keep = queue.put(operator.add, 1, 1)
+    cancel = queue.put(operator.add, 2, 2, begin_by=HOUR)
+    queue.remove(cancel)
+    assert cancel.status == NEW
+    assert list(queue) == [keep] and len(queue) == 1
+    with pytest.raises(LookupError, match='not pending'):
+        queue.remove(cancel)
+    # its deadline went with it: nothing fails it later
+    assert queue.fail_expired(10 ** 18) == 0
+    assert cancel.status == NEW
+
+
+# -- claim -------------------------------------------------------------
+
+def test_claim_honours_begin_after(queue):
+    later = queue.put(operator.add, 1, 1, begin_after=now() + HOUR)
+    assert queue.claim() is None
+    assert later.status == PENDING
+    assert queue.claim(now=now() + 2 * HOUR) is later
+    assert later.status == ASSIGNED
+    assert len(queue) == 0
+
+
+def test_claim_takes_due_jobs_in_due_order(queue):
+    start = now()
+    late = queue.put(operator.add, 1, 1, begin_after=start + 2 * HOUR)
+    early = queue.put(operator.add, 2, 2, begin_after=start + HOUR)
+    ready = queue.put(operator.add, 3, 3)
+    when = start + 3 * HOUR
+    assert [queue.claim(now=when) for _ in range(3)] == [ready, early, late]
+
+
+def test_claim_with_filter_skips_but_keeps_jobs(queue):
+    odd = queue.put(operator.add, 1, 0)
+    even = queue.put(operator.add, 2, 0)
+    assert queue.claim(lambda job: job.args[0] % 2 == 0) is even
+    assert list(queue) == [odd]
+
+
+def test_claim_refuses_naive_now(queue):
+    queue.put(operator.add, 1, 1)
+    with pytest.raises(ValueError, match='now'):
+        queue.claim(now=datetime.datetime(2030, 1, 1))
+
+
+def test_expired_job_fails_with_timeout_at_claim(queue):
+    job = queue.put(operator.add, 1, 1, begin_by=datetime.timedelta(
+        minutes=1))
+    fresh = queue.put(operator.add, 2, 2)
+    assert queue.claim(now=now() + HOUR) is fresh
+    assert job.status == COMPLETED
+    assert job.result.check(TimeoutError) is TimeoutError
+    assert 'begin_by deadline' in job.result.message
+    assert job not in queue and len(queue) == 0
+
+
+def test_expired_job_fails_even_when_the_filter_rejects_it(queue):
+    job = queue.put(operator.add, 1, 1, begin_by=datetime.timedelta(
+        minutes=1))
+    assert queue.claim(reject_all, now=now() + HOUR) is None
+    assert job.status == COMPLETED
+    assert job.result.check(TimeoutError)
+    assert len(queue) == 0
+
+
+def test_expired_future_job_fails(queue):
+    start = now() + HOUR
+    job = queue.put(operator.add, 1, 1, begin_after=start,
+                    begin_by=datetime.timedelta(minutes=1))
+    assert queue.claim(reject_all, now=start) is None
+    assert job.status == PENDING  # not expired at its own start
+    assert queue.claim(reject_all, now=start + HOUR) is None
+    assert job.status == COMPLETED
+    assert job.result.check(TimeoutError)
+
+
+def test_expired_job_callbacks_go_through_the_queue(queue):
+    job = queue.put(operator.add, 1, 1, begin_by=datetime.timedelta(
+        minutes=1))
+    errback = job.addCallbacks(failure=_failure_type)
+    assert queue.claim(reject_all, now=now() + HOUR) is None
+    assert job.status == COMPLETED
+    assert errback.status == PENDING
+    assert queue.claim(now=now() + HOUR) is errback
+    assert errback() == 'TimeoutError'
+
+
+def _failure_type(failure):
+    return failure.type_name
+
+
+class CountingFilter:
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, job):
+        self.calls += 1
+        return True
+
+
+def test_claim_does_not_visit_future_jobs(db, conn, queue):
+    later = now() + HOUR
+    for i in range(10000):
+        queue.put(operator.add, i, 0, begin_after=later,
+                  begin_by=datetime.timedelta(hours=1))
+    due = queue.put(operator.add, 'due', '')
+    transaction.commit()
+
+    other, fresh_queue = other_connection(db)
+    try:
+        fresh_queue._p_activate()
+        loads = []
+        original = other._storage.load
+
+        def counting_load(oid, *args):
+            loads.append(oid)
+            return original(oid, *args)
+        other._storage.load = counting_load
+        counter = CountingFilter()
+        claimed = fresh_queue.claim(counter)
+        assert claimed._p_oid == due._p_oid
+        assert fresh_queue.claim(counter) is None  # nothing else is due
+        assert counter.calls == 1
+        assert 0 < len(loads) < 40, len(loads)
+        assert len(fresh_queue) == 10000
+    finally:
+        other.transaction_manager.abort()
+        other.close()
+
+
+# -- concurrency ---------------------------------------------------------
+
+def test_two_connections_racing_for_one_job_one_wins(db, conn, queue):
+    job = queue.put(operator.add, 1, 1)
+    transaction.commit()
+    first, first_queue = other_connection(db)
+    second, second_queue = other_connection(db)
+    try:
+        one = first_queue.claim()
+        two = second_queue.claim()
+        assert one._p_oid == two._p_oid == job._p_oid
+        first.transaction_manager.commit()
+        with pytest.raises(ConflictError):
+            second.transaction_manager.commit()
+        second.transaction_manager.abort()
+        # the loser sees the truth on its next attempt
+        assert second_queue.claim() is None
+        assert second.get(job._p_oid).status == ASSIGNED
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize('pending', [1, 5])
+@pytest.mark.parametrize('consumer_first', [False, True])
+def test_producer_and_consumer_commit_without_conflict(
+        file_db, pending, consumer_first):
+    setup, setup_queue = other_connection(file_db)
+    for i in range(pending):
+        setup_queue.put(operator.add, i, 0)
+    setup.transaction_manager.commit()
+    setup.close()
+
+    producer, producer_queue = other_connection(file_db)
+    consumer, consumer_queue = other_connection(file_db)
+    try:
+        added = producer_queue.put(operator.add, 'new', '',
+                                   begin_by=HOUR)
+        claimed = consumer_queue.claim()
+        assert claimed is not None
+        order = [producer, consumer]
+        if consumer_first:
+            order.reverse()
+        for connection in order:
+            connection.transaction_manager.commit()
+    finally:
+        producer.close()
+        consumer.close()
+
+    check, check_queue = other_connection(file_db)
+    try:
+        assert len(check_queue) == pending
+        assert len(list(check_queue)) == pending
+        assert list(check_queue)[-1]._p_oid == added._p_oid
+    finally:
+        check.close()
