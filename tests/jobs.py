@@ -42,3 +42,35 @@ def append_to(tree, key):
     """Touches only ZODB: the insert exists once if the job committed once."""
     tree[key] = tree.get(key, 0) + 1
     return key
+
+
+def report_local():
+    """What a running job sees of itself."""
+    job = local.get_job()
+    dispatcher = local.get_dispatcher()
+    return (job._p_oid, local.get_queue().name,
+            dispatcher.UUID if dispatcher else None)
+
+
+def annotate_and_hold(hold_path, seconds=10):
+    local.set_live_annotation('progress', 'half way')
+    deadline = time.monotonic() + seconds
+    while os.path.exists(hold_path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return 'done'
+
+
+class WorkerKiller(BaseException):
+    """Not an Exception: escapes the runner, as a dying thread would."""
+
+
+def kill_worker():
+    raise WorkerKiller('the worker thread dies here')
+
+
+def divide(a, b):
+    return a / b
+
+
+def remember(tree, key, value):
+    tree[key] = value
