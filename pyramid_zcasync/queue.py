@@ -135,6 +135,10 @@ class Queue(persistent.Persistent):
         if job.status != NEW:
             raise BadStatusError('cannot put back %r: only new jobs can be '
                                  'queued' % (job,))
+        self.quotas.check_names(job.quota_names)
+        return self._put_back(job)
+
+    def _put_back(self, job: Job) -> Job:
         self._insert(job, self._front_micros())
         zope.event.notify(JobQueued(job, self))
         return job
@@ -164,7 +168,7 @@ class Queue(persistent.Persistent):
         job.assignerUUID = None
         job.active_start = None
         if begin_after is None:
-            self.putBack(job)
+            self._put_back(job)  # even if one of its quotas was removed
         else:
             job._begin_after = clock.aware_utc(begin_after, 'begin_after')
             self._insert(job, clock.to_micros(job._begin_after))

@@ -120,12 +120,17 @@ class Quotas(persistent.Persistent):
                              'queue.quotas.create(name, size); known: %s'
                              % (unknown, sorted(self._quotas) or 'none'))
 
+    def _named(self, job):
+        """The job's quotas that exist (a removed quota limits nothing)."""
+        return [quota for quota in map(self._quotas.get, job.quota_names)
+                if quota is not None]
+
     def allow(self, job) -> bool:
-        return not any(self._quotas[name].filled for name in job.quota_names)
+        return not any(quota.filled for quota in self._named(job))
 
     def acquire(self, job) -> None:
-        for name in job.quota_names:
-            self._quotas[name].acquire(job)
+        for quota in self._named(job):
+            quota.acquire(job)
 
     def release(self, job) -> None:
         for name in job.quota_names:
