@@ -5,7 +5,8 @@
 """
 from . import interfaces  # noqa: F401  registers the IQueue(root) adapter
 from .composite import parallel, serial
+from .config import includeme
 from .install import install_queues
 from .job import Job
 
-__all__ = ['Job', 'install_queues', 'parallel', 'serial']
+__all__ = ['Job', 'includeme', 'install_queues', 'parallel', 'serial']

@@ -427,7 +427,9 @@ def _mark_error(poll: Poll, exc: Exception) -> None:
 
 # -- waking on commit -----------------------------------------------------
 
-def _wake_after_commit(event: JobQueued) -> None:
+def _wake_after_commit(event) -> None:
+    if not isinstance(event, JobQueued):
+        return  # zope.event subscribers see every event of the process
     jar = event.queue._p_jar
     if jar is None or not _running:
         return

@@ -1,0 +1,135 @@
+"""``config.include('pyramid_zcasync')``: settings, queues, request API,
+and the dispatcher started with the app.
+
+Modelled on pyramid_zodbconn: settings are read once here, the databases
+are pyramid_zodbconn's, and the queues are reached through the request's
+own connection, so a ``put`` commits or aborts with the request.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from typing import Optional
+
+from pyramid.events import ApplicationCreated
+from pyramid.exceptions import ConfigurationError
+from pyramid_zodbconn import get_connection
+
+from . import dispatcher as dispatcher_module
+from .install import install_queues
+from .instance import ENV_VAR
+from .interfaces import KEY
+from .settings import DEFAULT_QUEUE, ZcasyncSettings, parse_settings
+
+log = logging.getLogger('pyramid_zcasync.events')
+
+#: Console scripts that load the app without serving it: no dispatcher.
+NO_DISPATCHER_PROGRAMS = frozenset(
+    ['pshell', 'proutes', 'pviews', 'prequest', 'ptweens', 'pdistreport'])
+#: Environment override: ``1`` forces the dispatcher on, ``0`` off.
+DISPATCHER_ENV = 'ZCASYNC_DISPATCHER'
+
+
+def includeme(config) -> None:
+    settings = parse_settings(config.get_settings(),
+                              ini_dir=config.get_settings().get('here'))
+    config.include('pyramid_tm')
+    config.include('pyramid_retry')
+    config.include('pyramid_zodbconn')
+    registry = config.registry
+    main_db = _main_database(registry)
+    _check_database_name(settings, registry)
+    names = settings.queues
+    if DEFAULT_QUEUE not in names:
+        names = (DEFAULT_QUEUE,) + tuple(names)
+    install_queues(main_db, names, database_name=settings.database)
+    registry.zcasync_settings = settings
+    registry.zcasync_dispatcher = None
+    config.add_request_method(async_queues, 'async_queues', reify=True)
+    config.add_request_method(async_queue, 'async_queue', reify=True)
+    config.add_subscriber(_start_with_app, ApplicationCreated)
+
+
+def async_queues(request):
+    """The Queues mapping, in the request's connection and transaction."""
+    settings: ZcasyncSettings = request.registry.zcasync_settings
+    connection = get_connection(request, settings.database)
+    return connection.root()[KEY]
+
+
+def async_queue(request):
+    """The default queue ``''``: ``request.async_queue.put(f, *args)``."""
+    return request.async_queues[DEFAULT_QUEUE]
+
+
+def _main_database(registry):
+    databases = getattr(registry, '_zodb_databases', None) or {}
+    if '' not in databases:
+        raise ConfigurationError(
+            'pyramid_zcasync needs a ZODB database: set zodbconn.uri (e.g. '
+            'file://%(here)s/var/Data.fs) in the settings')
+    return databases['']
+
+
+def _check_database_name(settings: ZcasyncSettings, registry) -> None:
+    name = settings.database
+    known = sorted(n for n in registry._zodb_databases if n)
+    if name is not None and name not in registry._zodb_databases:
+        raise ConfigurationError(
+            'Bad pyramid_zcasync settings:\n  zcasync.database = %r: no such '
+            'pyramid_zodbconn database; expected one of %s (named by '
+            'zodbconn.uri.NAME settings)' % (name, known or 'none'))
+
+
+def queue_database(registry):
+    """The database whose root holds the queues."""
+    databases = registry._zodb_databases
+    return databases[registry.zcasync_settings.database or '']
+
+
+def dispatcher_wanted(settings: ZcasyncSettings,
+                      argv: Optional[list] = None) -> bool:
+    """The setting, unless the program is pshell & co, unless the
+    environment variable says otherwise."""
+    forced = os.environ.get(DISPATCHER_ENV, '').strip()
+    if forced in ('0', '1'):
+        return forced == '1'
+    program = os.path.basename((argv or sys.argv or [''])[0])
+    if program in NO_DISPATCHER_PROGRAMS:
+        return False
+    return settings.dispatcher
+
+
+def _start_with_app(event) -> None:
+    registry = event.app.registry
+    settings: ZcasyncSettings = registry.zcasync_settings
+    atexit.register(close_databases, registry)
+    if not dispatcher_wanted(settings):
+        return
+    if settings.uuid_file is None and not os.environ.get(ENV_VAR):
+        raise ConfigurationError(
+            'Bad pyramid_zcasync settings:\n  zcasync.uuid_file (not set): '
+            'the dispatcher needs a UUID file; set zcasync.uuid_file = '
+            '%%(here)s/var/uuid.txt in the ini file, or %s' % ENV_VAR)
+    registry.zcasync_dispatcher = dispatcher_module.start(
+        queue_database(registry), uuid_file=settings.uuid_file,
+        poll_interval=settings.poll_interval,
+        agent_size=settings.agent_size,
+        ping_interval=settings.ping_interval,
+        ping_death_interval=settings.ping_death_interval)
+
+
+def close_databases(registry) -> None:
+    """Stop this app's dispatcher, then close pyramid_zodbconn's databases
+    (it never does; an unclosed FileStorage rebuilds its index next
+    start)."""
+    running = getattr(registry, 'zcasync_dispatcher', None)
+    if running is not None:
+        running.stop()
+    for db in list(getattr(registry, '_zodb_databases', {}).values()):
+        try:
+            db.close()
+        except Exception:  # closing at exit: say so, carry on
+            log.exception('closing database %r failed', db.database_name)
