@@ -19,7 +19,7 @@ from pyramid_zodbconn import get_connection
 
 from . import dispatcher as dispatcher_module
 from .install import install_queues
-from .instance import ENV_VAR
+from .instance import ENV_VAR, UUIDFileError
 from .interfaces import KEY
 from .settings import DEFAULT_QUEUE, ZcasyncSettings, parse_settings
 
@@ -113,12 +113,17 @@ def _start_with_app(event) -> None:
             'Bad pyramid_zcasync settings:\n  zcasync.uuid_file (not set): '
             'the dispatcher needs a UUID file; set zcasync.uuid_file = '
             '%%(here)s/var/uuid.txt in the ini file, or %s' % ENV_VAR)
-    registry.zcasync_dispatcher = dispatcher_module.start(
-        queue_database(registry), uuid_file=settings.uuid_file,
-        poll_interval=settings.poll_interval,
-        agent_size=settings.agent_size,
-        ping_interval=settings.ping_interval,
-        ping_death_interval=settings.ping_death_interval)
+    try:
+        registry.zcasync_dispatcher = dispatcher_module.start(
+            queue_database(registry), uuid_file=settings.uuid_file,
+            poll_interval=settings.poll_interval,
+            agent_size=settings.agent_size,
+            ping_interval=settings.ping_interval,
+            ping_death_interval=settings.ping_death_interval)
+    except UUIDFileError as exc:
+        raise ConfigurationError(
+            'Bad pyramid_zcasync settings:\n  zcasync.uuid_file = %r: %s'
+            % (settings.uuid_file or os.environ.get(ENV_VAR), exc)) from None
 
 
 def close_databases(registry) -> None:
