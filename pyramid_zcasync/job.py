@@ -237,7 +237,14 @@ class Job(persistent.Persistent):
         self._result = result
         self.active_end = clock.utcnow()
         self._status = CALLBACKS if self.callbacks else COMPLETED
-        self._leave_queue()
+        if self._status == COMPLETED:
+            self._leave_queue()
+        elif self.queue is not None:
+            # Quotas limit running calls: free them now.  The agent slot
+            # is kept until the callbacks are done, so that recovery of
+            # a dead dispatcher finds (and finishes) a job whose worker
+            # died between committing its result and its callbacks.
+            self.queue.quotas.release(self)
         if run_callbacks:
             self.run_callbacks_inline()
 
@@ -270,6 +277,7 @@ class Job(persistent.Persistent):
         if self._status == CALLBACKS and not self.pending_callbacks():
             self._status = COMPLETED
             self.initial_callbacks_end = clock.utcnow()
+            self._leave_queue()
 
     def _wait_for(self, inner: 'Job') -> None:
         if inner is self:

@@ -1,0 +1,145 @@
+"""Agents: a dispatcher's job slots in a queue, and their history."""
+import datetime
+import operator
+
+import pytest
+import transaction
+
+from pyramid_zcasync import Job
+from pyramid_zcasync.agent import Agent, CompletedHistory
+from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, PENDING
+
+UTC = datetime.timezone.utc
+
+
+def only_strings(job):
+    return isinstance(job.args[0], str)
+
+
+def newest_first(agent, now=None):
+    """A chooser: the most recently queued job, claimed the public way."""
+    jobs = list(agent.queue)
+    if not jobs:
+        return None
+    return agent.queue.claim(lambda job: job is jobs[-1], now=now)
+
+
+@pytest.fixture
+def registration(queue):
+    registration = queue.dispatchers.register('u1')
+    registration.activate()
+    return registration
+
+
+def test_agent_claims_for_its_dispatcher(queue, registration):
+    agent = registration.add(Agent('main', 3))
+    assert agent.queue is queue
+    assert agent.UUID == 'u1'
+    assert agent.parent is registration and registration['main'] is agent
+    job = queue.put(operator.add, 1, 2)
+    assert agent.claimJob() is job
+    assert job.status == ASSIGNED
+    assert job.assignerUUID == 'u1'
+    assert job.agent is agent
+    assert list(agent) == [job] and job in agent and len(agent) == 1
+    transaction.commit()
+
+
+def test_agent_size_limits_claims(queue, registration):
+    agent = registration.add(Agent('main', 2))
+    jobs = [queue.put(operator.add, i, 0) for i in range(3)]
+    assert agent.claimJob() is jobs[0]
+    assert agent.claimJob() is jobs[1]
+    assert agent.available == 0
+    assert agent.claimJob() is None
+    assert jobs[2].status == PENDING
+    jobs[0]()  # a job ending frees its slot
+    assert agent.available == 1
+    assert agent.claimJob() is jobs[2]
+
+
+def test_agent_filter_and_chooser(queue, registration):
+    strings = registration.add(Agent('strings', 5, filter=only_strings))
+    newest = registration.add(Agent('newest', 5, chooser=newest_first))
+    number = queue.put(operator.add, 1, 1)
+    text = queue.put(operator.add, 'a', 'b')
+    last = queue.put(operator.add, 2, 2)
+    assert strings.claimJob() is text
+    assert strings.claimJob() is None
+    assert newest.claimJob() is last
+    assert last.agent is newest and last.assignerUUID == 'u1'
+    assert list(queue) == [number]
+    transaction.commit()  # filters and choosers are stored
+
+
+def test_duplicate_agent_name_is_refused(registration):
+    registration.add(Agent('main'))
+    with pytest.raises(KeyError, match="already has an agent 'main'"):
+        registration.add(Agent('main'))
+
+
+def test_agent_with_jobs_cannot_be_removed(queue, registration):
+    agent = registration.add(Agent('main'))
+    queue.put(operator.add, 1, 1)
+    job = agent.claimJob()
+    with pytest.raises(ValueError, match="agent 'main' still has 1 jobs"):
+        del registration['main']
+    job()
+    del registration['main']
+    assert 'main' not in registration
+
+
+@pytest.mark.parametrize('size, error', [(-1, ValueError), ('3', TypeError)])
+def test_bad_agent_size_is_refused_naming_it(size, error):
+    with pytest.raises(error, match="agent 'main' size.*%r" % (size,)):
+        Agent('main', size)
+
+
+def test_completed_jobs_enter_the_history(queue, registration):
+    agent = registration.add(Agent('main', 3))
+    jobs = [queue.put(operator.add, i, 0) for i in range(3)]
+    for _ in jobs:
+        agent.claimJob()()
+    assert len(agent) == 0
+    assert len(agent.completed) == 3
+    assert list(agent.completed) == jobs[::-1]  # newest first
+    assert agent.completed.first() is jobs[-1]
+    assert all(job.status == COMPLETED for job in agent.completed)
+    transaction.commit()
+
+
+def test_history_is_bounded_by_count(queue, registration):
+    agent = registration.add(Agent('main', 1))
+    agent.completed.max_size = 3
+    jobs = []
+    for i in range(5):
+        jobs.append(queue.put(operator.add, i, 0))
+        agent.claimJob()()
+    assert len(agent.completed) == 3
+    assert list(agent.completed) == jobs[:1:-1]
+
+
+def test_history_is_bounded_by_age(queue, registration):
+    history = CompletedHistory(max_age=datetime.timedelta(days=7))
+    start = datetime.datetime(2030, 1, 1, tzinfo=UTC)
+    old = queue.put(operator.add, 1, 0)
+    queue.claim()
+    old()
+    old.active_end = start
+    history.add(old, now=start)
+    new = queue.put(operator.add, 2, 0)
+    queue.claim()
+    new()
+    new.active_end = start + datetime.timedelta(days=6)
+    history.add(new, now=new.active_end)
+    assert list(history) == [new, old]
+    assert list(history.since(start + datetime.timedelta(days=1))) == [new]
+    history.trim(start + datetime.timedelta(days=8))
+    assert list(history) == [new]
+    assert len(history) == 1
+
+
+def test_history_of_empty_agent(registration):
+    agent = registration.add(Agent('main'))
+    assert agent.completed.first() is None
+    assert list(agent.completed) == []
