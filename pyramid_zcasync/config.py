@@ -50,6 +50,7 @@ def includeme(config) -> None:
     config.add_request_method(async_queues, 'async_queues', reify=True)
     config.add_request_method(async_queue, 'async_queue', reify=True)
     config.add_subscriber(_start_with_app, ApplicationCreated)
+    config.include('pyramid_zcasync.views')
 
 
 def async_queues(request):

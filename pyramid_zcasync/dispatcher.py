@@ -329,7 +329,8 @@ class Dispatcher:
             result = job.result
             return {'status': job.status,
                     'failed': job.status == COMPLETED and _is_failure(result),
-                    'result': repr(result)[:200]}
+                    'result': repr(result)[:200],
+                    'pickup': _pickup_seconds(job)}
         return self._transact(read)
 
     def _worker_crashed(self, task_, args, exc) -> None:
@@ -412,6 +413,13 @@ def _job_id(job) -> tuple:
 
 def _oid_int(oid: bytes) -> int:
     return int.from_bytes(oid, 'big')
+
+
+def _pickup_seconds(job) -> Optional[float]:
+    """Due (put, or its begin_after) -> started, for the metrics."""
+    if job.active_start is None or job.begin_after is None:
+        return None
+    return max((job.active_start - job.begin_after).total_seconds(), 0.0)
 
 
 def _is_failure(result) -> bool:

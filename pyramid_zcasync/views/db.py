@@ -1,0 +1,5 @@
+"""Placeholder until its views land; registers nothing."""
+
+
+def includeme(config):
+    pass

@@ -1,0 +1,143 @@
+"""The admin views' formats, in one place: durations, datetimes, job ids,
+and the parsing of query parameters into clear 400/404 errors.
+
+Durations are ``{"days", "hours", "minutes", "seconds"}`` with zero parts
+left out, as zc.async's monitor printed them; datetimes are UTC ISO-8601
+with ``Z``; a job is named ``[oid, database name]``.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any, Iterable, Optional
+
+from pyramid.renderers import JSON
+
+from .. import clock
+from ..failure import Failure
+
+
+class ParameterError(Exception):
+    """A bad request parameter or an unknown object: a JSON 400 or 404."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def not_found(message: str) -> ParameterError:
+    return ParameterError(message, 404)
+
+
+def duration(delta: Optional[datetime.timedelta]) -> Optional[dict]:
+    if delta is None:
+        return None
+    negative = delta < datetime.timedelta(0)
+    delta = abs(delta)
+    minutes, seconds = divmod(delta.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = {'days': delta.days, 'hours': hours, 'minutes': minutes,
+             'seconds': seconds + delta.microseconds / 1e6}
+    result = {name: (-value if negative else value)
+              for name, value in parts.items() if value}
+    return result or {'seconds': 0.0}
+
+
+def utc_iso(value: Optional[datetime.datetime]) -> Optional[str]:
+    if value is None:
+        return None
+    return value.astimezone(clock.UTC).replace(tzinfo=None).isoformat() + 'Z'
+
+
+def job_id(job) -> list:
+    return [int.from_bytes(job._p_oid, 'big'), job._p_jar.db().database_name]
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON values from what the dispatcher and the model hold."""
+    if isinstance(value, datetime.datetime):
+        return utc_iso(value)
+    if isinstance(value, datetime.timedelta):
+        return duration(value)
+    if isinstance(value, Failure):
+        return {'type': value.type_name, 'message': value.message}
+    if isinstance(value, dict):
+        return {str(key): to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def json_renderer() -> JSON:
+    renderer = JSON(indent=2, sort_keys=True)
+    return _Converting(renderer)
+
+
+class _Converting:
+    """The JSON renderer, fed with :func:`to_json` values."""
+
+    def __init__(self, renderer):
+        self.renderer = renderer
+
+    def __call__(self, info):
+        render = self.renderer(info)
+        return lambda value, system: render(to_json(value), system)
+
+
+# -- parameters -----------------------------------------------------------
+
+def param_datetime(request, name: str) -> Optional[datetime.datetime]:
+    raw = request.params.get(name)
+    if raw is None or raw == '':
+        return None
+    text = raw.strip()
+    if text.endswith(('Z', 'z')):
+        text = text[:-1] + '+00:00'
+    try:
+        value = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ParameterError('%s=%r is not a date: expected ISO-8601 UTC, '
+                             'e.g. 2026-11-25T16:00:00Z' % (name, raw))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=clock.UTC)
+    return value.astimezone(clock.UTC)
+
+
+def param_int(request, name: str, minimum: int = 0) -> Optional[int]:
+    raw = request.params.get(name)
+    if raw is None or raw == '':
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ParameterError('%s=%r is not an integer' % (name, raw))
+    if value < minimum:
+        raise ParameterError('%s=%r must be at least %d'
+                             % (name, raw, minimum))
+    return value
+
+
+def param_choice(request, name: str, choices: Iterable[str]
+                 ) -> Optional[str]:
+    raw = request.params.get(name)
+    if raw is None or raw == '':
+        return None
+    choices = list(choices)
+    if raw not in choices:
+        raise ParameterError('%s=%r is unknown; expected one of %s'
+                             % (name, raw, ', '.join(choices)))
+    return raw
+
+
+def parse_oid(raw: str) -> int:
+    """A job's oid as an integer, decimal or 0x-hex."""
+    try:
+        value = int(raw, 16) if raw.lower().startswith('0x') else int(raw)
+    except (ValueError, AttributeError):
+        raise ParameterError('%r is not a job id: expected the integer oid '
+                             '(decimal or 0x hex)' % (raw,))
+    if value < 0:
+        raise ParameterError('%r is not a job id: oids are positive' % raw)
+    return value
