@@ -1,0 +1,116 @@
+"""Retry policies: the decisions they take, attempt by attempt."""
+import datetime
+import operator
+
+import pytest
+from ZEO.Exceptions import ClientDisconnected
+from ZODB.POSException import ConflictError, ReadConflictError
+
+from pyramid_zcasync import Job
+from pyramid_zcasync.failure import Failure
+from pyramid_zcasync.retry import (NeverRetry, RetryCommonForever,
+                                   RetryCommonFourTimes, backoff)
+
+S = datetime.timedelta(seconds=1)
+
+
+def failure(exc):
+    return Failure.from_exception(exc)
+
+
+def decisions(hook, exc, times):
+    data_cache = {}
+    return [hook(failure(exc), data_cache) for _ in range(times)], data_cache
+
+
+def test_backoff_doubles_from_5_to_a_60_second_cap():
+    assert [backoff(n) for n in range(1, 8)] == [
+        5 * S, 10 * S, 20 * S, 40 * S, 60 * S, 60 * S, 60 * S]
+
+
+@pytest.mark.parametrize('hook', ['jobError', 'commitError'])
+@pytest.mark.parametrize('exc', [ConflictError(), ReadConflictError()])
+def test_four_times_retries_conflicts_for_5_attempts_in_all(hook, exc):
+    policy = RetryCommonFourTimes(Job(operator.add))
+    # each decision follows a failed attempt: 4 retries, then give up
+    answers, data_cache = decisions(getattr(policy, hook), exc, 5)
+    assert answers == [True, True, True, True, False]
+    assert data_cache['pyramid_zcasync.retry'] == {'conflict': 5}
+
+
+@pytest.mark.parametrize('hook', ['jobError', 'commitError'])
+def test_four_times_backs_off_on_client_disconnected_forever(hook):
+    policy = RetryCommonFourTimes(Job(operator.add))
+    answers, _ = decisions(getattr(policy, hook),
+                           ClientDisconnected('gone'), 8)
+    assert answers == [5 * S, 10 * S, 20 * S, 40 * S, 60 * S, 60 * S,
+                       60 * S, 60 * S]
+
+
+def test_four_times_gives_up_on_other_errors_at_once():
+    policy = RetryCommonFourTimes(Job(operator.add))
+    assert policy.jobError(failure(ValueError('x')), {}) is False
+    assert policy.commitError(failure(TypeError('x')), {}) is False
+
+
+def test_counts_are_per_kind():
+    policy = RetryCommonFourTimes(Job(operator.add))
+    data_cache = {}
+    for _ in range(4):
+        assert policy.jobError(failure(ConflictError()), data_cache) is True
+        assert policy.jobError(failure(ClientDisconnected()),
+                               data_cache) == backoff(
+            data_cache['pyramid_zcasync.retry']['disconnected'])
+    assert data_cache['pyramid_zcasync.retry'] == {
+        'conflict': 4, 'disconnected': 4}
+
+
+def test_forever_retries_conflicts_forever():
+    policy = RetryCommonForever(Job(operator.add))
+    answers, _ = decisions(policy.jobError, ConflictError(), 200)
+    assert set(answers) == {True}
+    answers, _ = decisions(policy.commitError, ConflictError(), 200)
+    assert set(answers) == {True}
+
+
+def test_forever_errors_of_the_call_fail_but_commit_errors_retry():
+    policy = RetryCommonForever(Job(operator.add))
+    assert policy.jobError(failure(ValueError()), {}) is False
+    answers, _ = decisions(policy.commitError, OSError('disk'), 5)
+    assert answers == [5 * S, 10 * S, 20 * S, 40 * S, False]
+
+
+def test_never_retry_never_retries():
+    policy = NeverRetry(Job(operator.add))
+    assert policy.jobError(failure(ConflictError()), {}) is False
+    assert policy.commitError(failure(ConflictError()), {}) is False
+    assert policy.jobError(failure(ClientDisconnected()), {}) is False
+    assert policy.jobError(failure(ValueError()), {}) is False
+    assert policy.interrupted() is False
+
+
+def test_interruptions_are_counted_on_the_job():
+    job = Job(operator.add)
+    policy = RetryCommonFourTimes(job)
+    assert [policy.interrupted() for _ in range(10)] == [True] * 9 + [False]
+    assert job.annotations['pyramid_zcasync.retry.interruptions'] == 10
+    # a fresh policy object (as after a restart) sees the stored count
+    assert RetryCommonFourTimes(job).interrupted() is False
+
+
+def test_forever_interruptions():
+    job = Job(operator.add)
+    policy = RetryCommonForever(job)
+    assert all(policy.interrupted() for _ in range(50))
+    assert job.annotations['pyramid_zcasync.retry.interruptions'] == 50
+
+
+def test_update_data_stores_counts_in_annotations():
+    job = Job(operator.add)
+    policy = RetryCommonFourTimes(job)
+    policy.updateData({})
+    assert 'pyramid_zcasync.retry' not in job.annotations
+    data_cache = {}
+    policy.jobError(failure(ConflictError()), data_cache)
+    policy.updateData(data_cache)
+    assert job.annotations['pyramid_zcasync.retry'] == {'conflict': 1}
