@@ -49,6 +49,8 @@ def _serial_step(parts, index, postprocess, *previous_result):
 
 def _parallel_start(parts, postprocess):
     queue = _current_queue()
+    if not parts:  # no part would ever queue ``finish``
+        return postprocess()
     finish = Job(_parallel_finish, parts, postprocess)
     for part in parts:
         queue.put(part)
