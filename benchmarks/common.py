@@ -1,0 +1,218 @@
+"""Shared helpers for the benchmark scripts.
+
+Everything here is small and dependency-free (standard library only) so that
+the peer benchmarks and, later, the pyramid_zcasync rows can share the same
+timing, reporting and process-handling code.
+"""
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           'results')
+
+
+# -- statistics -------------------------------------------------------------
+
+def percentile(values, p):
+    """The p-th percentile (0..100) of ``values``, linear interpolation
+    between closest ranks (same as numpy's default).  None if empty."""
+    data = sorted(values)
+    if not data:
+        return None
+    if len(data) == 1:
+        return data[0]
+    k = (len(data) - 1) * (p / 100.0)
+    lo = int(k)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+
+def latency_summary(seconds):
+    """Summarise a list of latencies given in seconds, as milliseconds."""
+    ms = [s * 1000.0 for s in seconds]
+    if not ms:
+        return {'n': 0}
+    return {
+        'n': len(ms),
+        'p50_ms': round(percentile(ms, 50), 3),
+        'p95_ms': round(percentile(ms, 95), 3),
+        'min_ms': round(min(ms), 3),
+        'max_ms': round(max(ms), 3),
+        'mean_ms': round(statistics.fmean(ms), 3),
+    }
+
+
+# -- waiting, bounded -------------------------------------------------------
+
+class Timeout(Exception):
+    pass
+
+
+def wait_until(predicate, timeout, interval=0.002, what='condition'):
+    """Call ``predicate`` every ``interval`` s until it returns a true value
+    (which is returned) or ``timeout`` s have passed (raises Timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise Timeout('timed out after %.1f s waiting for %s'
+                          % (timeout, what))
+        time.sleep(interval)
+
+
+# -- processes and ports ----------------------------------------------------
+
+def free_port(host='127.0.0.1'):
+    """A TCP port on ``host`` that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc, timeout=5.0, sig=signal.SIGTERM):
+    """Stop one child process by its PID: ``sig`` first, SIGKILL if it has
+    not exited after ``timeout`` s.  Returns the exit code."""
+    if proc.poll() is not None:
+        return proc.returncode
+    try:
+        os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return proc.wait(timeout)
+
+
+def project_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def python_env():
+    """Environment for child Python processes: the project root on
+    sys.path so that ``benchmarks.*`` imports resolve."""
+    env = dict(os.environ)
+    root = project_root()
+    env['PYTHONPATH'] = (root + os.pathsep + env['PYTHONPATH']
+                         if env.get('PYTHONPATH') else root)
+    return env
+
+
+# -- machine description ----------------------------------------------------
+
+def _cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.lower().startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_bytes():
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemTotal:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _version(dist):
+    try:
+        from importlib.metadata import version
+        return version(dist)
+    except Exception:
+        return None
+
+
+def machine_description(packages=('ZODB', 'persistent', 'transaction',
+                                  'huey', 'rq', 'redis')):
+    ram = _ram_bytes()
+    return {
+        'cpu_model': _cpu_model(),
+        'cores': os.cpu_count(),
+        'ram_gib': round(ram / 2 ** 30, 1) if ram else None,
+        'python': platform.python_version(),
+        'python_implementation': platform.python_implementation(),
+        'platform': platform.platform(),
+        'packages': {p: _version(p) for p in packages},
+    }
+
+
+def describe_machine(m=None):
+    m = m or machine_description()
+    pk = ', '.join('%s %s' % (k, v) for k, v in m['packages'].items() if v)
+    return ('%s, %s cores, %s GiB RAM, %s %s, %s\n%s'
+            % (m['cpu_model'], m['cores'], m['ram_gib'],
+               m['python_implementation'], m['python'], m['platform'], pk))
+
+
+# -- output -----------------------------------------------------------------
+
+def fmt(value, digits=None):
+    """Cell text: '-' for None; floats with 1 decimal (2 below 10)."""
+    if value is None:
+        return '-'
+    if isinstance(value, float):
+        if digits is None:
+            digits = 2 if abs(value) < 10 else 1
+        return '%.*f' % (digits, value)
+    return str(value)
+
+
+def print_table(headers, rows, out=None):
+    """Print ``rows`` (lists of cells) under ``headers`` as a plain text
+    table; cells are formatted with ``fmt``; numbers right-aligned."""
+    out = out or sys.stdout
+    cells = [[fmt(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None
+                   for r in rows) and rows for i in range(len(headers))]
+
+    def line(row):
+        return '  '.join(c.rjust(w) if numeric[i] else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths)))
+    print(line(headers), file=out)
+    print('  '.join('-' * w for w in widths), file=out)
+    for row in cells:
+        print(line(row), file=out)
+
+
+def write_json(name, data):
+    """Write ``data`` to benchmarks/results/<name>.json; return the path."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    return write_json_path(os.path.join(RESULTS_DIR, name + '.json'), data)
+
+
+def write_json_path(path, data):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write('\n')
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,477 @@
+"""Peer and baseline benchmarks: raw FileStorage, Huey (SQLite), RQ (Redis).
+
+    python -m benchmarks.peers [--quick] [--only raw,huey,rq]
+
+prints a table and writes benchmarks/results/peers.json.  See
+benchmarks/README.md for what each figure means and how it is measured.
+
+Every system is measured the same way:
+
+throughput
+    with the workers already running and warmed up, put N no-op jobs one
+    after the other as fast as the client can, then wait until all N results
+    are stored; jobs/s = N / (time of last result seen - time of first put).
+pick-up latency
+    put one job, wait until it has finished, sleep a small random gap, repeat.
+    The job returns ``time.time()`` taken as it starts; latency = that minus
+    ``time.time()`` taken right after the put call returned (the job is then
+    committed and visible to workers).  p50 / p95 over the samples.
+
+All servers listen on 127.0.0.1 only and are stopped by PID; temporary
+directories are removed; every loop is bounded in count and in time.
+"""
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import common
+from benchmarks import raw_storage
+
+
+REDIS_INSTALL_HINT = 'apt-get install -y redis-server'
+PIP_INSTALL_HINT = "pip install -e '.[bench]'  (or: pip install huey rq redis)"
+
+# Defaults sized for a full run well under 90 s on a 2-core machine.
+DEFAULTS = {
+    'rounds': 3,               # throughput: median of this many rounds
+    'raw_commits': 1500,
+    'huey_jobs': 1500,
+    'rq_jobs': 500,
+    'latency_jobs': 100,
+    'warmup_jobs': 20,
+    'gap_min_s': 0.020,        # pick-up: idle gap before each put,
+    'gap_max_s': 0.100,        #   uniform in [min, max], fixed seed
+    'huey_threads': 2,
+    'rq_workers': (1, 2),
+    'phase_timeout_s': 30.0,   # upper bound on any one phase
+}
+QUICK = dict(DEFAULTS, rounds=1, raw_commits=300, huey_jobs=300,
+             rq_jobs=150, latency_jobs=20, warmup_jobs=5)
+
+
+class Skipped(Exception):
+    """A peer cannot run here (missing package or binary)."""
+
+
+# -- child processes ----------------------------------------------------------
+
+class Child:
+    """A child process with its output in a log file, stopped by PID."""
+
+    def __init__(self, argv, logpath, cwd=None, env=None):
+        self.logpath = logpath
+        self.log = open(logpath, 'wb')
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=cwd or common.project_root(),
+            env=env or common.python_env())
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def check_alive(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError('child %s exited with %s; log tail:\n%s'
+                               % (self.pid, self.proc.returncode, self.tail()))
+
+    def tail(self, n=2000):
+        try:
+            with open(self.logpath, 'rb') as f:
+                return f.read()[-n:].decode('utf-8', 'replace')
+        except OSError:
+            return ''
+
+    def stop(self, timeout=5.0):
+        try:
+            return common.stop_process(self.proc, timeout)
+        finally:
+            self.log.close()
+
+
+def _python_child(args, logpath):
+    return Child([sys.executable, '-m', 'benchmarks._peer_jobs'] + args,
+                 logpath)
+
+
+def _gaps(n, lo, hi, seed=1):
+    rnd = random.Random(seed)
+    return [rnd.uniform(lo, hi) for _ in range(n)]
+
+
+def _wait(pred, timeout, what, children=(), interval=0.002):
+    def check():
+        for c in children:
+            c.check_alive()
+        return pred()
+    return common.wait_until(check, timeout, interval, what)
+
+
+def _throughput(put, done_count, jobs, rounds, children, timeout, what,
+                after_round=None):
+    """``rounds`` times: put ``jobs`` jobs with ``put()`` as fast as possible,
+    then wait until ``done_count()`` has grown by ``jobs``.  Reports the
+    median round (and every round's rate, to show the noise)."""
+    per_round = []
+    for i in range(rounds):
+        base = done_count()
+        t0 = time.perf_counter()
+        handles = [put() for _ in range(jobs)]
+        t_put = time.perf_counter()
+        _wait(lambda: done_count() >= base + jobs, timeout,
+              '%s results (round %d)' % (what, i + 1), children)
+        t1 = time.perf_counter()
+        if after_round is not None:
+            after_round(handles)
+        per_round.append({'seconds': t1 - t0, 'put_seconds': t_put - t0,
+                          'jobs_per_s': jobs / (t1 - t0)})
+    per_round_sorted = sorted(per_round, key=lambda r: r['jobs_per_s'])
+    med = per_round_sorted[len(per_round_sorted) // 2]
+    return {
+        'jobs': jobs,
+        'rounds': rounds,
+        'jobs_per_s': round(med['jobs_per_s'], 1),
+        'seconds': round(med['seconds'], 4),
+        'put_seconds': round(med['put_seconds'], 4),
+        'jobs_per_s_rounds': [round(r['jobs_per_s'], 1) for r in per_round],
+    }
+
+
+# -- Huey -------------------------------------------------------------------
+
+def run_huey(jobs=DEFAULTS['huey_jobs'], rounds=DEFAULTS['rounds'],
+             latency_jobs=DEFAULTS['latency_jobs'],
+             threads=DEFAULTS['huey_threads'],
+             warmup_jobs=DEFAULTS['warmup_jobs'],
+             gap_min_s=DEFAULTS['gap_min_s'], gap_max_s=DEFAULTS['gap_max_s'],
+             phase_timeout_s=DEFAULTS['phase_timeout_s']):
+    """Huey with SqliteHuey and one consumer process running ``threads``
+    worker threads (huey's default polling: 0.1 s, backoff 1.15)."""
+    try:
+        import huey  # noqa: F401
+    except ImportError:
+        raise Skipped('huey is not installed; ' + PIP_INSTALL_HINT)
+    from benchmarks._peer_jobs import make_huey
+
+    tmp = tempfile.mkdtemp(prefix='bench-huey-')
+    consumer = None
+    try:
+        dbfile = os.path.join(tmp, 'huey.db')
+        hy, task = make_huey(dbfile)
+        storage = hy.storage
+        consumer = _python_child(['huey', dbfile, str(threads)],
+                                 os.path.join(tmp, 'consumer.log'))
+
+        def results_in(rs):
+            # pop each stored result (non-blocking) and check it is there
+            vals = []
+            for r in rs:
+                v = r.get()   # non-blocking; pops the result
+                if v is None:
+                    raise RuntimeError('huey result missing for %s' % r.id)
+                vals.append(v)
+            return vals
+
+        # warm-up: consumer imported, threads running, SQLite file hot
+        warm = [task() for _ in range(warmup_jobs)]
+        _wait(lambda: storage.result_store_size() >= warmup_jobs,
+              phase_timeout_s, 'huey warm-up', [consumer])
+        results_in(warm)
+
+        # throughput (results_in pops the results: the store is empty
+        # again at the start of each round)
+        tput = _throughput(task, storage.result_store_size, jobs, rounds,
+                           [consumer], phase_timeout_s, 'huey',
+                           after_round=results_in)
+
+        # pick-up latency
+        lat, put_cost = [], []
+        deadline = time.monotonic() + phase_timeout_s
+        for gap in _gaps(latency_jobs, gap_min_s, gap_max_s):
+            if time.monotonic() > deadline:
+                break
+            before = time.time()
+            r = task()
+            after = time.time()
+            _wait(lambda: storage.has_data_for_key(r.id), phase_timeout_s,
+                  'huey job %s' % r.id, [consumer], interval=0.0005)
+            lat.append(r.get() - after)
+            put_cost.append(after - before)
+            time.sleep(gap)
+        return {
+            'name': 'Huey SqliteHuey, 1 consumer x %d threads' % threads,
+            'system': 'huey', 'workers': threads,
+            'throughput': tput,
+            'pickup': common.latency_summary(lat),
+            'put_call': common.latency_summary(put_cost),
+        }
+    finally:
+        if consumer is not None:
+            consumer.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- RQ ---------------------------------------------------------------------
+
+class RedisServer:
+    """redis-server on 127.0.0.1 and a free port, no persistence, in a temp
+    dir; stopped by PID."""
+
+    def __init__(self, timeout=10.0):
+        self.binary = shutil.which('redis-server')
+        if not self.binary:
+            raise Skipped('redis-server not found on PATH; install it with: '
+                          + REDIS_INSTALL_HINT)
+        self.timeout = timeout
+        self.child = None
+        self.tmp = None
+
+    def __enter__(self):
+        from redis import Redis
+        self.tmp = tempfile.mkdtemp(prefix='bench-redis-')
+        self.port = common.free_port()
+        try:
+            self.child = Child(
+                [self.binary, '--bind', '127.0.0.1', '--port', str(self.port),
+                 '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+                 '--dir', self.tmp],
+                os.path.join(self.tmp, 'redis.log'))
+            self.url = 'redis://127.0.0.1:%d/0' % self.port
+            conn = Redis.from_url(self.url, socket_connect_timeout=1)
+
+            def ping():
+                try:
+                    return conn.ping()
+                except Exception:
+                    return False
+            _wait(ping, self.timeout, 'redis-server to answer', [self.child],
+                  interval=0.02)
+            self.version = conn.info().get('redis_version')
+            conn.close()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def _rq_one(url, n_workers, jobs, rounds, latency_jobs, warmup_jobs,
+            gap_min_s, gap_max_s, phase_timeout_s, tmp):
+    from redis import Redis
+    from rq import Queue, Worker
+    from rq.registry import FailedJobRegistry, FinishedJobRegistry
+    from benchmarks._peer_jobs import started_at
+
+    conn = Redis.from_url(url)
+    qname = 'bench-%dw' % n_workers
+    queue = Queue(qname, connection=conn)
+    finished_key = FinishedJobRegistry(queue=queue).key
+    failed_key = FailedJobRegistry(queue=queue).key
+    workers = []
+    try:
+        for i in range(n_workers):
+            workers.append(_python_child(
+                ['rq', url, qname],
+                os.path.join(tmp, 'worker-%d-%d.log' % (n_workers, i))))
+        _wait(lambda: Worker.count(queue=queue) >= n_workers,
+              phase_timeout_s, 'rq workers to register', workers,
+              interval=0.02)
+
+        def finished():
+            if conn.zcard(failed_key):
+                raise RuntimeError('rq jobs failed')
+            return conn.zcard(finished_key)
+
+        def results_of(js):
+            vals = [j.return_value() for j in js]
+            if any(v is None for v in vals):
+                raise RuntimeError('rq result missing')
+            return vals
+
+        base = finished()
+        warm = [queue.enqueue(started_at) for _ in range(warmup_jobs)]
+        _wait(lambda: finished() >= base + warmup_jobs, phase_timeout_s,
+              'rq warm-up', workers)
+        results_of(warm)
+
+        tput = _throughput(lambda: queue.enqueue(started_at), finished,
+                           jobs, rounds, workers, phase_timeout_s, 'rq',
+                           after_round=results_of)
+
+        lat, put_cost = [], []
+        deadline = time.monotonic() + phase_timeout_s
+        for gap in _gaps(latency_jobs, gap_min_s, gap_max_s):
+            if time.monotonic() > deadline:
+                break
+            before = time.time()
+            job = queue.enqueue(started_at)
+            after = time.time()
+            _wait(lambda: conn.zscore(finished_key, job.id) is not None,
+                  phase_timeout_s, 'rq job %s' % job.id, workers,
+                  interval=0.0005)
+            lat.append(job.return_value() - after)
+            put_cost.append(after - before)
+            time.sleep(gap)
+        return {
+            'name': 'RQ Redis, %d SimpleWorker process%s'
+                    % (n_workers, '' if n_workers == 1 else 'es'),
+            'system': 'rq', 'workers': n_workers,
+            'throughput': tput,
+            'pickup': common.latency_summary(lat),
+            'put_call': common.latency_summary(put_cost),
+        }
+    finally:
+        for w in workers:
+            w.stop()
+        conn.close()
+
+
+def run_rq(worker_counts=DEFAULTS['rq_workers'], jobs=DEFAULTS['rq_jobs'],
+           rounds=DEFAULTS['rounds'],
+           latency_jobs=DEFAULTS['latency_jobs'],
+           warmup_jobs=DEFAULTS['warmup_jobs'],
+           gap_min_s=DEFAULTS['gap_min_s'], gap_max_s=DEFAULTS['gap_max_s'],
+           phase_timeout_s=DEFAULTS['phase_timeout_s']):
+    """RQ against a private redis-server, once per worker count; returns a
+    list of result dicts (one per count)."""
+    try:
+        import redis  # noqa: F401
+        import rq  # noqa: F401
+    except ImportError:
+        raise Skipped('rq/redis are not installed; ' + PIP_INSTALL_HINT)
+    out = []
+    with RedisServer() as server:
+        tmp = tempfile.mkdtemp(prefix='bench-rq-')
+        try:
+            for n in worker_counts:
+                r = _rq_one(server.url, n, jobs, rounds, latency_jobs,
+                            warmup_jobs,
+                            gap_min_s, gap_max_s, phase_timeout_s, tmp)
+                r['redis_server'] = server.version
+                out.append(r)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# -- the whole run ----------------------------------------------------------
+
+def run(params=None, only=('raw', 'huey', 'rq'), log=print):
+    """Run the selected benchmarks; return one JSON-able dict."""
+    p = dict(DEFAULTS, **(params or {}))
+    started = time.time()
+    out = {
+        'machine': common.machine_description(),
+        'started': time.strftime('%Y-%m-%dT%H:%M:%S%z',
+                                 time.localtime(started)),
+        'params': {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in p.items()},
+        'raw_storage': {},
+        'peers': [],
+        'skipped': {},
+        'errors': {},
+    }
+    gaps = dict(gap_min_s=p['gap_min_s'], gap_max_s=p['gap_max_s'],
+                phase_timeout_s=p['phase_timeout_s'])
+
+    def attempt(key, fn):
+        t = time.perf_counter()
+        log('running %s ...' % key)
+        try:
+            return fn()
+        except Skipped as e:
+            out['skipped'][key] = str(e)
+            log('  skipped: %s' % e)
+        except Exception as e:   # one peer failing must not lose the rest
+            out['errors'][key] = '%s: %s' % (type(e).__name__, e)
+            log('  error: %s: %s' % (type(e).__name__, e))
+        finally:
+            log('  (%.1f s)' % (time.perf_counter() - t))
+
+    if 'raw' in only:
+        r = attempt('raw', lambda: raw_storage.run_all(
+            p['raw_commits'], p['phase_timeout_s'], p['rounds']))
+        if r:
+            out['raw_storage'] = r
+    if 'huey' in only:
+        r = attempt('huey', lambda: run_huey(
+            p['huey_jobs'], p['rounds'], p['latency_jobs'], p['huey_threads'],
+            p['warmup_jobs'], **gaps))
+        if r:
+            out['peers'].append(r)
+    if 'rq' in only:
+        r = attempt('rq', lambda: run_rq(
+            tuple(p['rq_workers']), p['rq_jobs'], p['rounds'],
+            p['latency_jobs'],
+            p['warmup_jobs'], **gaps))
+        if r:
+            out['peers'].extend(r)
+    out['duration_s'] = round(time.time() - started, 1)
+    return out
+
+
+def print_report(result, file=None):
+    raw = result.get('raw_storage', {}).get('modify')
+    raw_rate = raw['commits_per_s'] if raw else None
+    headers = ['benchmark', 'n', 'per s', 'x raw FS', 'pickup p50 ms',
+               'pickup p95 ms']
+    rows = []
+    for r in result.get('raw_storage', {}).values():
+        rows.append([r['name'], r['commits'], r['commits_per_s'],
+                     round(r['commits_per_s'] / raw_rate, 2)
+                     if raw_rate else None, None, None])
+    for r in result.get('peers', []):
+        t, pk = r['throughput'], r['pickup']
+        rows.append([r['name'], t['jobs'], t['jobs_per_s'],
+                     round(t['jobs_per_s'] / raw_rate, 2)
+                     if raw_rate else None,
+                     pk.get('p50_ms'), pk.get('p95_ms')])
+    common.print_table(headers, rows, out=file)
+    for key, why in sorted(result.get('skipped', {}).items()):
+        print('skipped %s: %s' % (key, why), file=file)
+    for key, why in sorted(result.get('errors', {}).items()):
+        print('ERROR %s: %s' % (key, why), file=file)
+    print('machine: ' + common.describe_machine(result['machine']),
+          file=file)
+    print('total %.1f s' % result['duration_s'], file=file)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        description='Peer (Huey, RQ) and raw FileStorage benchmarks.')
+    ap.add_argument('--quick', action='store_true',
+                    help='small counts, for a smoke test (figures noisy)')
+    ap.add_argument('--only', default='raw,huey,rq',
+                    help='comma-separated subset of raw,huey,rq')
+    ap.add_argument('--json', default=None,
+                    help='output path (default benchmarks/results/peers.json)')
+    args = ap.parse_args(argv)
+    params = QUICK if args.quick else DEFAULTS
+    only = tuple(s.strip() for s in args.only.split(',') if s.strip())
+    result = run(params, only, log=lambda s: print(s, file=sys.stderr))
+    print_report(result)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
+                    exist_ok=True)
+        common.write_json_path(args.json, result)
+        path = args.json
+    else:
+        path = common.write_json('peers', result)
+    print('wrote %s' % path)
+    return 1 if result['errors'] else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
