@@ -23,7 +23,9 @@ import zope.event
 import zope.interface
 
 from . import clock
-from .interfaces import (ASSIGNED, NEW, PENDING, IQueue, IQueues, JobQueued)
+from .failure import Failure
+from .interfaces import (ASSIGNED, COMPLETED, NEW, PENDING, IQueue, IQueues,
+                         JobQueued)
 from .job import BadStatusError, Job
 from .quota import Quotas, above_floor, floor_tree
 from .registry import DispatcherAgents
@@ -173,6 +175,23 @@ class Queue(persistent.Persistent):
             job._begin_after = clock.aware_utc(begin_after, 'begin_after')
             self._insert(job, clock.to_micros(job._begin_after))
             zope.event.notify(JobQueued(job, self))
+
+    def retry_failed(self, job: Job) -> Job:
+        """Run a failed job again (an operator's decision): same job, new
+        attempt, at the back of the queue.  Its callbacks already saw the
+        failure and are not run again."""
+        if job.status != COMPLETED or not isinstance(job.result, Failure):
+            raise BadStatusError('only a failed job can be retried; %r has '
+                                 'status %s' % (job, job.status))
+        job.annotations['pyramid_zcasync.failed_before'] = job.result
+        job._result = None
+        job._status = NEW
+        job.assignerUUID = None
+        job.active_start = job.active_end = None
+        job._begin_after = None
+        job._begin_by = None
+        job.queue = None
+        return self.put(job)
 
     # -- removing -----------------------------------------------------
 
