@@ -143,3 +143,46 @@ def test_history_of_empty_agent(registration):
     agent = registration.add(Agent('main'))
     assert agent.completed.first() is None
     assert list(agent.completed) == []
+
+
+def test_claim_and_completion_in_two_connections_both_commit(file_db):
+    """A dispatcher's poll claims while a worker commits a result: both
+    change the agent's active jobs, and neither may conflict."""
+    from pyramid_zcasync.interfaces import IQueue
+
+    def connect():
+        manager = transaction.TransactionManager()
+        return manager, file_db.open(transaction_manager=manager)
+    manager, setup = connect()
+    queue = IQueue(setup.root())
+    registration = queue.dispatchers.register('u1')
+    registration.add(Agent('main', 3))
+    registration.activate()
+    first = queue.put(operator.add, 1, 1)
+    registration['main'].claimJob()
+    queue.put(operator.add, 2, 2)
+    queue.put(operator.add, 3, 3)
+    manager.commit()
+    setup.close()
+
+    worker_tm, worker = connect()
+    poll_tm, poll = connect()
+    try:
+        job = worker.get(first._p_oid)
+        job()  # the worker's transaction: result, slot freed
+        claimed = IQueue(poll.root()).dispatchers['u1']['main'].claimJob()
+        assert claimed is not None
+        worker_tm.commit()
+        poll_tm.commit()
+    finally:
+        worker.close()
+        poll.close()
+
+    check_tm, check = connect()
+    try:
+        agent = IQueue(check.root()).dispatchers['u1']['main']
+        assert [j.args[0] for j in agent] == [2]
+        assert [j.args[0] for j in agent.completed] == [1]
+        assert len(IQueue(check.root())) == 1
+    finally:
+        check.close()
