@@ -256,7 +256,10 @@ class Job(persistent.Persistent):
         if exc is None:
             exc = RuntimeError('job failed without running')
         if self._status == PENDING and self.queue is not None:
-            self.queue.remove(self)
+            # Out of the pending jobs, but still of this queue, so that its
+            # callbacks are queued rather than run in the caller's
+            # transaction (remove() would forget the queue).
+            self.queue._take(self)
         self.resolve(Failure.from_exception(exc), run_callbacks=False)
         self.complete_callbacks_elsewhere()
 

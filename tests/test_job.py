@@ -366,3 +366,26 @@ def test_default_retry_policies(conn):
 
 def test_queued_job_adapts_from_root(conn):
     assert IQueue(conn.root()) is conn.root()['pyramid_zcasync']['']
+
+
+def test_failing_a_pending_job_hands_its_callbacks_to_the_queue(queue):
+    job = queue.put(operator.add, 1, 1)
+    errback = job.addCallbacks(failure=on_failure)
+    job.fail(LookupError('cancelled by an admin'))
+    assert job.status == COMPLETED
+    assert job.result.check(LookupError)
+    assert job.result.message == 'cancelled by an admin'
+    assert job not in queue
+    # the caller's transaction does not run the callbacks itself
+    assert errback.status == PENDING
+    assert list(queue) == [errback]
+    assert queue.claim() is errback
+    assert errback() == 'handled LookupError'
+
+
+def test_fail_without_an_exception_and_of_a_completed_job(conn):
+    job = Job(operator.add, 1, 1)
+    job.fail()
+    assert job.result.check(RuntimeError)
+    with pytest.raises(BadStatusError):
+        job.fail()
