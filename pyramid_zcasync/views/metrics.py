@@ -1,5 +1,217 @@
-"""Placeholder until its views land; registers nothing."""
+"""``/metrics``: Prometheus text exposition, protected like every admin view.
+
+Each app gets its own :class:`prometheus_client.CollectorRegistry` (the
+global default one would mix two apps in one process, and tests), and one
+collector that reads everything at scrape time: queue contents from a
+fresh connection on the queue database (cluster-wide: every dispatcher's
+agents), and counters of this process's dispatcher from its job history.
+The history is bounded, so :class:`JobTotals` keeps running totals fed
+from it, counting each completion once however often it is scraped.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Dict, Iterator, List, Tuple
+
+import transaction
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
+from pyramid.response import Response
+
+from .. import dispatcher as dispatcher_module
+from ..config import queue_database
+from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
+from . import add_admin_view
+
+log = logging.getLogger('pyramid_zcasync.trace')
+
+#: Pick-up latency bucket bounds in seconds: 1 ms .. 10 s.
+PICKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                  0.5, 1.0, 2.5, 5.0, 10.0)
+#: Job status -> ``state`` label of the jobs held by agents.
+AGENT_STATES = {ASSIGNED: 'assigned', ACTIVE: 'active',
+                CALLBACKS: 'callbacks'}
+STATES = ('pending',) + tuple(AGENT_STATES.values())
 
 
-def includeme(config):
-    pass
+class JobTotals:
+    """Running totals of this dispatcher's finished jobs, per queue.
+
+    The dispatcher's :class:`~pyramid_zcasync.history.JobHistory` forgets
+    old entries, so counters cannot be recounted from it at each scrape.
+    Instead each scrape adds the completions not seen yet.  A completion is
+    known by job id *and* completion time, so a job retried under the same
+    id counts again while a repeated scrape counts nothing; only ids still
+    in the history are remembered, so this stays as bounded as the history.
+    Completions evicted before any scrape saw them (more than the history
+    size between two scrapes) are missed.
+    """
+
+    def __init__(self, buckets: Tuple[float, ...] = PICKUP_BUCKETS):
+        self.buckets = buckets
+        self.completed: Dict[str, int] = {}
+        self.failed: Dict[str, int] = {}
+        #: queue -> [count per bucket (not cumulative) + overflow, sum]
+        self.pickup: Dict[str, list] = {}
+        self._seen: Dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    def update(self, entries: List[dict]) -> None:
+        """Count the completed entries not counted yet."""
+        with self._lock:
+            seen = {}
+            for entry in entries:
+                completed = entry.get('completed')
+                if completed is None:
+                    continue
+                job_id = entry.get('id')
+                seen[job_id] = completed
+                if self._seen.get(job_id) != completed:
+                    self._count(entry)
+            self._seen = seen
+
+    def _count(self, entry: dict) -> None:
+        queue = str(entry.get('queue', ''))
+        self.completed[queue] = self.completed.get(queue, 0) + 1
+        if entry.get('failed'):
+            self.failed[queue] = self.failed.get(queue, 0) + 1
+        pickup = entry.get('pickup')
+        if pickup is None:
+            return  # e.g. a crashed worker: no start time was recorded
+        counts = self.pickup.setdefault(
+            queue, [[0] * (len(self.buckets) + 1), 0.0])
+        index = next((i for i, bound in enumerate(self.buckets)
+                      if pickup <= bound), len(self.buckets))
+        counts[0][index] += 1
+        counts[1] += pickup
+
+    def families(self) -> Iterator[Metric]:
+        with self._lock:
+            completed = CounterMetricFamily(
+                'zcasync_jobs_completed',
+                'Jobs this process\'s dispatcher finished (succeeded or '
+                'failed), by queue.', labels=['queue'])
+            failed = CounterMetricFamily(
+                'zcasync_jobs_failed',
+                'Jobs this process\'s dispatcher finished with a failure, '
+                'by queue (a subset of zcasync_jobs_completed_total).',
+                labels=['queue'])
+            for queue, count in sorted(self.completed.items()):
+                completed.add_metric([queue], count)
+                failed.add_metric([queue], self.failed.get(queue, 0))
+            pickup = HistogramMetricFamily(
+                'zcasync_job_pickup_seconds',
+                'Seconds from when a job was due (put, or its begin_after) '
+                'until this process\'s dispatcher started it, by queue.',
+                labels=['queue'])
+            for queue, (counts, total) in sorted(self.pickup.items()):
+                cumulative, buckets = 0, []
+                for bound, count in zip(self.buckets + (float('inf'),),
+                                        counts):
+                    cumulative += count
+                    buckets.append((_bound(bound), cumulative))
+                pickup.add_metric([queue], buckets, total)
+        return iter([completed, failed, pickup])
+
+
+def _bound(bound: float) -> str:
+    return '+Inf' if bound == float('inf') else repr(float(bound))
+
+
+class ZcasyncCollector:
+    """Yields every ``zcasync_`` metric of one app, read at scrape time."""
+
+    def __init__(self, registry):
+        self.registry = registry  # the Pyramid registry, not Prometheus'
+        self.totals = JobTotals()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._database_families()
+        running = getattr(self.registry, 'zcasync_dispatcher', None)
+        if running is not None:
+            self.totals.update(running.jobs.values())
+            up = GaugeMetricFamily(
+                'zcasync_dispatcher_up',
+                '1 when this process\'s dispatcher is RUNNING (polling on '
+                'time), else 0; absent when this process runs none.',
+                labels=['uuid'])
+            up.add_metric([running.UUID],
+                          int(running.status == dispatcher_module.RUNNING))
+            yield up
+        yield from self.totals.families()
+
+    def _database_families(self) -> Iterator[Metric]:
+        database_up = GaugeMetricFamily(
+            'zcasync_database_up',
+            '1 when the queue database answered this scrape, else 0 (and '
+            'the queue metrics are missing).')
+        try:
+            counts = read_queue_counts(queue_database(self.registry))
+        except Exception:
+            log.exception('metrics: reading the queues failed')
+            database_up.add_metric([], 0)
+            yield database_up
+            return
+        database_up.add_metric([], 1)
+        yield database_up
+        jobs = GaugeMetricFamily(
+            'zcasync_jobs',
+            'Jobs in the database by queue and state: pending in the queue '
+            '(due or scheduled), or assigned/active/callbacks in the agents '
+            'of any dispatcher.', labels=['queue', 'state'])
+        pending = GaugeMetricFamily(
+            'zcasync_queue_pending',
+            'Jobs waiting in each queue, including those scheduled for '
+            'later (begin_after in the future).', labels=['queue'])
+        for queue, by_state in sorted(counts.items()):
+            for state in STATES:
+                jobs.add_metric([queue, state], by_state[state])
+            pending.add_metric([queue], by_state['pending'])
+        yield jobs
+        yield pending
+
+
+def read_queue_counts(db) -> Dict[str, Dict[str, int]]:
+    """``{queue: {state: count}}`` read in a connection of its own, so a
+    scrape never joins (or conflicts with) the request's transaction."""
+    manager = transaction.TransactionManager()
+    connection = db.open(transaction_manager=manager)
+    try:
+        counts: Dict[str, Dict[str, int]] = {}
+        queues = connection.root().get(KEY) or {}
+        for name, queue in queues.items():
+            by_state = counts[name] = dict.fromkeys(STATES, 0)
+            by_state['pending'] = len(queue)
+            for registration in queue.dispatchers.values():
+                for agent in registration.values():
+                    for job in agent:
+                        state = AGENT_STATES.get(job.status)
+                        if state is not None:
+                            by_state[state] += 1
+        return counts
+    finally:
+        manager.abort()
+        connection.close()
+
+
+def metrics_registry(registry) -> CollectorRegistry:
+    """This app's Prometheus registry (made by ``includeme``)."""
+    return registry.zcasync_metrics
+
+
+def metrics(request) -> Response:
+    """The exposition; a Response, so the admin JSON renderer is skipped."""
+    response = Response(generate_latest(metrics_registry(request.registry)))
+    response.headers['Content-Type'] = CONTENT_TYPE_LATEST
+    response.cache_control = 'no-store'
+    return response
+
+
+def includeme(config) -> None:
+    prometheus = CollectorRegistry(auto_describe=False)
+    prometheus.register(ZcasyncCollector(config.registry))
+    config.registry.zcasync_metrics = prometheus
+    add_admin_view(config, metrics, 'metrics', request_method='GET')
