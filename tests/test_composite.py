@@ -1,5 +1,6 @@
 """serial() and parallel(), run end to end by claiming and running."""
 import operator
+import threading
 
 import persistent.list
 import pytest
@@ -29,6 +30,22 @@ def joined(*jobs):
 
 def total(*jobs):
     return sum(job.result for job in jobs)
+
+
+#: Calls of ``counted_postprocess``, and barriers, outside ZODB.
+CALLS = []
+BARRIERS = {}
+
+
+def counted_postprocess(*jobs):
+    CALLS.append(len(jobs))
+    return total(*jobs)
+
+
+def meet(name, result):
+    """A callback holding each part until both have committed results."""
+    BARRIERS[name].wait(10)
+    return result
 
 
 @pytest.fixture
@@ -148,3 +165,49 @@ def test_composite_outside_a_queue_is_a_clear_error(conn):
     result = job()
     assert result.check(RuntimeError)
     assert 'must run from a queue' in result.message
+
+
+def claim_all(db):
+    manager = transaction.TransactionManager()
+    conn = db.open(transaction_manager=manager)
+    try:
+        with manager:
+            agent = IQueue(conn.root()).dispatchers['u1']['main']
+            oids = []
+            while True:
+                job = agent.claimJob()
+                if job is None:
+                    return oids
+                oids.append(job._p_oid)
+    finally:
+        conn.close()
+
+
+def test_parallel_parts_ending_together_queue_the_postprocess_once(
+        db, conn, queue, main):
+    del CALLS[:]
+    BARRIERS['together'] = threading.Barrier(2)
+    first = Job(operator.add, 1, 2)
+    second = Job(operator.add, 3, 4)
+    for part in (first, second):
+        part.addCallback(Job(meet, 'together'))
+    job = queue.put(parallel(first, second, postprocess=counted_postprocess))
+    transaction.commit()
+    outer_oid, = claim_all(db)
+    Runner(db, uuid='u1').run(outer_oid)
+    part_oids = claim_all(db)
+    assert len(part_oids) == 2
+    # both parts commit their results, wait for each other, then both
+    # find every part finished and try to queue the postprocess
+    threads = [threading.Thread(target=Runner(db, uuid='u1').run,
+                                args=(oid,)) for oid in part_oids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    drain(db)
+    transaction.begin()
+    assert CALLS == [2]
+    assert job.status == COMPLETED
+    assert job.result == 10
+    assert len(queue) == 0 and len(main) == 0
