@@ -238,3 +238,22 @@ def test_registry_works_through_iqueue_of_another_connection(db, main):
     finally:
         manager.abort()
         other.close()
+
+
+def test_siblings_judge_pings_in_database_time(db, queue, main):
+    """Read from another connection (a sibling), where the ping object
+    starts as a ghost, a skewed dispatcher clock changes nothing."""
+    main.parent.ping(datetime.datetime(2001, 1, 1, tzinfo=UTC))
+    transaction.commit()
+    manager = transaction.TransactionManager()
+    other = db.open(transaction_manager=manager)
+    try:
+        dispatchers = IQueue(other.root()).dispatchers
+        registration = dispatchers['u1']
+        assert abs(registration.last_ping - datetime.datetime.now(UTC)) < (
+            5 * SECOND)
+        assert not registration.dead
+        assert dispatchers.deactivate_dead() == []
+    finally:
+        manager.abort()
+        other.close()
