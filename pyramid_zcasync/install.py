@@ -47,18 +47,24 @@ def _database(db, database_name):
             database_name, sorted(db.databases))) from None
 
 
+#: Attempts of an install transaction: processes starting together on a
+#: fresh database race to create the root entry, and the losers retry.
+ATTEMPTS = 5
+
+
 def _ensure_queues(db, names) -> list:
     manager = transaction.TransactionManager()
     connection = db.open(transaction_manager=manager)
     try:
-        with manager:
-            root = connection.root()
-            queues = root.get(KEY)
-            if queues is None:
-                queues = root[KEY] = Queues()
-            created = [name for name in names if name not in queues]
-            for name in created:
-                queues[name] = Queue(name)
+        for attempt in manager.attempts(ATTEMPTS):
+            with attempt:
+                root = connection.root()
+                queues = root.get(KEY)
+                if queues is None:
+                    queues = root[KEY] = Queues()
+                created = [name for name in names if name not in queues]
+                for name in created:
+                    queues[name] = Queue(name)
         return created
     finally:
         connection.close()
@@ -68,11 +74,12 @@ def _link_main_root(main_db, queues_db) -> None:
     manager = transaction.TransactionManager()
     connection = main_db.open(transaction_manager=manager)
     try:
-        with manager:
-            root = connection.root()
-            queues = connection.get_connection(
-                queues_db.database_name).root()[KEY]
-            if root.get(KEY) is not queues:
-                root[KEY] = queues
+        for attempt in manager.attempts(ATTEMPTS):
+            with attempt:
+                root = connection.root()
+                queues = connection.get_connection(
+                    queues_db.database_name).root()[KEY]
+                if root.get(KEY) is not queues:
+                    root[KEY] = queues
     finally:
         connection.close()

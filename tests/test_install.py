@@ -153,3 +153,28 @@ def test_database_name_of_the_main_database_means_the_main_one():
         conn.close()
     finally:
         close_all(databases)
+
+
+def test_two_processes_installing_at_once_both_succeed(monkeypatch):
+    """A web process and a worker starting together on a fresh database:
+    the loser of the race on the root retries instead of failing."""
+    from pyramid_zcasync import install
+    db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
+    real_queues = install.Queues
+    raced = []
+
+    def racing_queues():
+        if not raced:
+            raced.append(True)
+            # the other process commits its install while we build ours
+            assert pyramid_zcasync.install_queues(db, ('', 'other')) == [
+                '', 'other']
+        return real_queues()
+    monkeypatch.setattr(install, 'Queues', racing_queues)
+    try:
+        assert pyramid_zcasync.install_queues(db, ('', 'mine')) == ['mine']
+        conn = db.open()
+        assert sorted(conn.root()[KEY]) == ['', 'mine', 'other']
+        conn.close()
+    finally:
+        db.close()
