@@ -1,10 +1,16 @@
 """A dispatcher-only process for end-to-end tests.
 
-    python worker.py STORAGE UUID_FILE [poll ping death]
+    python worker.py STORAGE UUID_FILE [poll ping death] [--agent-size N]
+                     [--log PATH]
 
 STORAGE is ``file:PATH`` or ``zeo:PORT``.  Prints ``ready`` once the
 dispatcher runs, then waits for a signal; SIGINT/SIGTERM stop it cleanly.
+``--agent-size`` sets the size of the agent ``main`` (default 3);
+``--log`` writes pyramid_zcasync's and ZEO's log records (INFO and up) to
+PATH, to see afterwards what a worker went through.
 """
+import argparse
+import logging
 import signal
 import sys
 
@@ -22,15 +28,37 @@ def open_db(spec):
     return ZEO.DB(('127.0.0.1', int(where)), wait_timeout=30)
 
 
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument('storage')
+    parser.add_argument('uuid_file')
+    parser.add_argument('timing', nargs='*', type=float,
+                        help='poll ping death (seconds)')
+    parser.add_argument('--agent-size', type=int, default=3)
+    parser.add_argument('--log')
+    args = parser.parse_args(argv)
+    if args.timing and len(args.timing) != 3:
+        parser.error('timing is: poll ping death')
+    return args
+
+
 def main(argv):
-    storage, uuid_file = argv[:2]
-    poll, ping, death = (float(x) for x in (argv[2:5] or (0.2, 0.5, 2)))
-    db = open_db(storage)
+    args = parse(argv)
+    poll, ping, death = args.timing or (0.2, 0.5, 2)
+    if args.log:
+        logging.basicConfig(
+            filename=args.log, level=logging.INFO,
+            format='%(asctime)s %(process)d %(threadName)s %(name)s '
+                   '%(levelname)s %(message)s')
+    db = open_db(args.storage)
     pyramid_zcasync.install_queues(db)
-    dispatcher.start(db, uuid_file=uuid_file, poll_interval=poll,
-                     ping_interval=ping, ping_death_interval=death)
-    print('ready', flush=True)
     try:
+        dispatcher.start(db, uuid_file=args.uuid_file, poll_interval=poll,
+                         ping_interval=ping, ping_death_interval=death,
+                         agent_size=args.agent_size)
+        # Inside the try: a SIGTERM that arrives as soon as the parent
+        # reads "ready" must still end with "stopped" and exit status 0.
+        print('ready', flush=True)
         while True:
             signal.pause()
     except (KeyboardInterrupt, SystemExit):
