@@ -103,6 +103,21 @@ class RetryPolicy:
             self.parent.annotations[self.key] = dict(counts)
 
 
+def disconnected(data_cache: dict) -> datetime.timedelta:
+    """The wait after the storage server was away where no policy could
+    be asked (loading the job itself failed); shares the policies' count,
+    so the back-off goes on from where the job's own failures left it."""
+    counts = data_cache.setdefault(RetryPolicy.key, {})
+    counts['disconnected'] = counts.get('disconnected', 0) + 1
+    return backoff(counts['disconnected'])
+
+
+def is_disconnected(exc: BaseException) -> bool:
+    """Whether ``exc`` is ZEO's ClientDisconnected (ZEO is optional)."""
+    return any('%s.%s' % (c.__module__, c.__qualname__) == CLIENT_DISCONNECTED
+               for c in type(exc).__mro__)
+
+
 def _within(count: int, limit) -> bool:
     return limit is None or count <= limit
 

@@ -19,7 +19,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from . import clock as clock_module
-from . import local
+from . import local, retry
 from .failure import Failure
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, NEW
 from .job import Job
@@ -48,7 +48,19 @@ class Runner:
     def transact(self, work: Callable):
         """``work(connection)`` in a committed transaction, retrying
         conflicts; the connection is closed between attempts."""
-        for attempt in range(1, BOOKKEEPING_ATTEMPTS + 1):
+        return self._transact(work, wait_for_server=False)
+
+    def bookkeep(self, work: Callable):
+        """Like :meth:`transact`, but waits out a lost storage server,
+        with back-off, as long as it takes: a job's state must be written
+        (a job left ACTIVE would never be recovered while we live)."""
+        return self._transact(work, wait_for_server=True)
+
+    def _transact(self, work: Callable, wait_for_server: bool):
+        conflicts = 0
+        away: dict = {}
+        while True:
+            delay = None
             connection = self.db.open(transaction_manager=self.manager)
             try:
                 self.manager.begin()
@@ -57,14 +69,21 @@ class Runner:
                 return result
             except ConflictError:
                 self.manager.abort()
-                trace.debug('bookkeeping conflict, attempt %d', attempt)
-            except BaseException:
+                conflicts += 1
+                trace.debug('bookkeeping conflict, attempt %d', conflicts)
+                if conflicts >= BOOKKEEPING_ATTEMPTS:
+                    raise ConflictError('gave up after %d conflicting '
+                                        'attempts' % conflicts)
+            except BaseException as exc:
                 self.manager.abort()
-                raise
+                if not (wait_for_server and retry.is_disconnected(exc)):
+                    raise
+                delay = retry.disconnected(away)
+                log.warning('storage server away (%s); retrying in %s',
+                            exc, delay)
             finally:
                 connection.close()
-        raise ConflictError('gave up after %d conflicting attempts'
-                            % BOOKKEEPING_ATTEMPTS)
+            self.wait(delay)
 
     def wait(self, decision) -> None:
         if isinstance(decision, datetime.timedelta):
@@ -74,7 +93,7 @@ class Runner:
 
     def run(self, oid: bytes) -> None:
         """Run the ASSIGNED job ``oid`` and then its callbacks."""
-        if not self.transact(lambda conn: self._start(conn.get(oid))):
+        if not self.bookkeep(lambda conn: self._start(conn.get(oid))):
             return
         if self.call(lambda conn: self._own_active(conn.get(oid))):
             self.run_callbacks(oid)
@@ -106,13 +125,23 @@ class Runner:
         data_cache: dict = {}
         steps = (load, extra_args, inline_callbacks)
         while True:
-            outcome, value = self._attempt(steps, data_cache)
+            try:
+                outcome, value = self._attempt(steps, data_cache)
+            except Exception as exc:
+                # Loading the job (or its policy) failed: no policy to ask.
+                if not retry.is_disconnected(exc):
+                    raise
+                delay = retry.disconnected(data_cache)
+                log.warning('storage server away (%s); retrying in %s',
+                            exc, delay)
+                self.wait(delay)
+                continue
             if outcome == 'gone':
                 return False
             if outcome == 'done':
                 return True
             if value is False:
-                self.transact(lambda conn: self._record_failure(
+                self.bookkeep(lambda conn: self._record_failure(
                     load(conn), outcome, data_cache, inline_callbacks))
                 return True
             self.wait(value)
@@ -165,14 +194,14 @@ class Runner:
     def run_callbacks(self, oid: bytes) -> None:
         """Each callback in a transaction of its own, then COMPLETED."""
         while True:
-            callback_oid = self.transact(
+            callback_oid = self.bookkeep(
                 lambda conn: _next_callback_oid(conn.get(oid)))
             if callback_oid is None:
                 break
             self.call(lambda conn: _startable_callback(conn.get(callback_oid)),
                       extra_args=lambda cb: (cb.parent.result,),
                       inline_callbacks=True)
-        self.transact(lambda conn: conn.get(oid).mark_callbacks_done())
+        self.bookkeep(lambda conn: conn.get(oid).mark_callbacks_done())
 
 
 def _next_callback_oid(job):

@@ -6,9 +6,12 @@ import threading
 import persistent.list
 import pytest
 import transaction
+import ZODB
+import ZODB.MappingStorage
 from ZEO.Exceptions import ClientDisconnected
 from ZODB.POSException import ConflictError
 
+import pyramid_zcasync
 from pyramid_zcasync import Job, local
 from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.failure import Failure
@@ -353,3 +356,115 @@ def test_runner_leaves_jobs_it_does_not_own(db, conn, queue, main):
     Runner(db, uuid='u1').run(oid)
     transaction.begin()
     assert job.result == 2
+
+
+class FlakyServerStorage(ZODB.MappingStorage.MappingStorage):
+    """Loads raise ClientDisconnected while ``down`` is set, as a ZEO
+    client's do while its server is away."""
+
+    down = False
+
+    def loadBefore(self, oid, tid):
+        if self.down:
+            raise ClientDisconnected('server went away')
+        return super().loadBefore(oid, tid)
+
+
+class ServerComesBackClock(FakeClock):
+    """The server is back after ``outage`` waits; ZEO drops its caches."""
+
+    def __init__(self, db, storage, outage):
+        super().__init__(db)
+        self.storage = storage
+        self.outage = outage
+
+    def sleep(self, seconds):
+        super().sleep(seconds)
+        self.db.cacheMinimize()  # a reconnected client reloads objects
+        if len(self.slept) >= self.outage:
+            self.storage.down = False
+
+
+STORAGES = {}
+
+
+def lose_the_server(key):
+    CALLS[key] = CALLS.get(key, 0) + 1
+    if CALLS[key] == 1:
+        STORAGES[key].down = True
+        raise ClientDisconnected('server went away')
+    return 'ran %d times' % CALLS[key]
+
+
+@pytest.mark.parametrize('outage', [1, 3])
+def test_server_away_while_the_runner_reloads_the_job(outage):
+    storage = FlakyServerStorage()
+    db = ZODB.DB(storage)
+    try:
+        pyramid_zcasync.install_queues(db)
+        manager = transaction.TransactionManager()
+        conn = db.open(transaction_manager=manager)
+        queue = IQueue(conn.root())
+        registration = queue.dispatchers.register('u1')
+        registration.add(Agent('main', 3))
+        registration.activate()
+        STORAGES['zeo-away'] = storage
+        job = queue.put(lose_the_server, 'zeo-away')
+        manager.commit()
+        clock = ServerComesBackClock(db, storage, outage)
+        oid = claim_one(db)
+        Runner(db, uuid='u1', clock=clock).run(oid)
+        manager.begin()
+        assert job.status == COMPLETED
+        assert job.result == 'ran 2 times'
+        # one back-off after the call failed, then one per failed reload
+        assert clock.slept == [5, 10, 20][:outage]
+        assert job.annotations['pyramid_zcasync.retry'] == {
+            'disconnected': outage}
+        conn.close()
+    finally:
+        STORAGES.clear()
+        db.close()
+
+
+def test_server_away_while_recording_a_failure():
+    storage = FlakyServerStorage()
+    db = ZODB.DB(storage)
+    try:
+        pyramid_zcasync.install_queues(db)
+        manager = transaction.TransactionManager()
+        conn = db.open(transaction_manager=manager)
+        queue = IQueue(conn.root())
+        registration = queue.dispatchers.register('u1')
+        registration.add(Agent('main', 3))
+        registration.activate()
+        STORAGES['record'] = storage
+        job = Job(lose_the_server, 'record')
+        job.retry_policy_factory = NeverRetry
+        queue.put(job)
+        manager.commit()
+        clock = ServerComesBackClock(db, storage, outage=2)
+        Runner(db, uuid='u1', clock=clock).run(claim_one(db))
+        manager.begin()
+        assert CALLS['record'] == 1  # NeverRetry: not called again
+        assert clock.slept == [5, 10]  # waited to write the failure
+        assert job.status == COMPLETED
+        assert job.result.check(ClientDisconnected)
+        conn.close()
+    finally:
+        STORAGES.clear()
+        db.close()
+
+
+def raise_disconnected(connection):
+    raise ClientDisconnected('server went away')
+
+
+def test_plain_transact_does_not_wait_for_the_server(db):
+    """The dispatcher's own bookkeeping (deactivate at shutdown) must not
+    hang while the server is away: only job bookkeeping waits."""
+    clock = FakeClock()
+    runner = Runner(db, uuid='u1', clock=clock)
+    with pytest.raises(ClientDisconnected):
+        runner.transact(raise_disconnected)
+    assert clock.slept == []
