@@ -22,6 +22,12 @@ from .quota import FLOOR, above_floor, check_size, floor_tree
 HISTORY_AGE = datetime.timedelta(days=7)
 #: The most completed jobs an agent's history keeps, whatever their age.
 HISTORY_SIZE = 10000
+#: How far past its limits a history grows before it is trimmed (entries,
+#: and age).  Trimming on every completion made every two jobs of an
+#: agent finishing together delete the same oldest entry: a conflict
+#: that ran one of them again.  Trimming in batches makes that rare.
+TRIM_SLACK = 100
+TRIM_SLACK_AGE = datetime.timedelta(hours=1)
 
 
 def claim_from_queue(agent: 'Agent', now=None):
@@ -44,7 +50,10 @@ class CompletedHistory(persistent.Persistent):
         ended = job.active_end or now
         self._jobs[(clock.to_micros(ended),) + tuple(job._key)] = job
         self._length.change(1)
-        self.trim(now)
+        if (self._length() > self.max_size + TRIM_SLACK
+                or self._jobs.minKey()[0] < clock.to_micros(
+                    now - self.max_age - TRIM_SLACK_AGE)):
+            self.trim(now)
 
     def trim(self, now: datetime.datetime) -> None:
         oldest_kept = clock.to_micros(now - self.max_age)

@@ -6,7 +6,7 @@ import pytest
 import transaction
 
 from pyramid_zcasync import Job
-from pyramid_zcasync.agent import Agent, CompletedHistory
+from pyramid_zcasync.agent import TRIM_SLACK, Agent, CompletedHistory
 from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, PENDING
 
 UTC = datetime.timezone.utc
@@ -112,30 +112,38 @@ def test_history_is_bounded_by_count(queue, registration):
     agent = registration.add(Agent('main', 1))
     agent.completed.max_size = 3
     jobs = []
-    for i in range(5):
+    for i in range(3 + TRIM_SLACK):
         jobs.append(queue.put(operator.add, i, 0))
         agent.claimJob()()
+    # trimmed in batches: a little over the limit is tolerated ...
+    assert len(agent.completed) == 3 + TRIM_SLACK
+    jobs.append(queue.put(operator.add, 'one more', 0))
+    agent.claimJob()()
+    # ... and past it, back to the newest max_size
     assert len(agent.completed) == 3
-    assert list(agent.completed) == jobs[:1:-1]
+    assert list(agent.completed) == jobs[:-4:-1]
 
 
 def test_history_is_bounded_by_age(queue, registration):
     history = CompletedHistory(max_age=datetime.timedelta(days=7))
     start = datetime.datetime(2030, 1, 1, tzinfo=UTC)
-    old = queue.put(operator.add, 1, 0)
-    queue.claim()
-    old()
-    old.active_end = start
-    history.add(old, now=start)
-    new = queue.put(operator.add, 2, 0)
-    queue.claim()
-    new()
-    new.active_end = start + datetime.timedelta(days=6)
-    history.add(new, now=new.active_end)
+
+    def complete(value, ended):
+        job = queue.put(operator.add, value, 0)
+        queue.claim()
+        job()
+        job.active_end = ended
+        history.add(job, now=ended)
+        return job
+    old = complete(1, start)
+    new = complete(2, start + datetime.timedelta(days=6))
     assert list(history) == [new, old]
     assert list(history.since(start + datetime.timedelta(days=1))) == [new]
-    history.trim(start + datetime.timedelta(days=8))
-    assert list(history) == [new]
+    # 7 days and a bit later, the next completion trims the old one
+    newest = complete(3, start + datetime.timedelta(days=7, hours=2))
+    assert list(history) == [newest, new]
+    history.trim(start + datetime.timedelta(days=14))
+    assert list(history) == [newest]
     assert len(history) == 1
 
 
@@ -184,5 +192,46 @@ def test_claim_and_completion_in_two_connections_both_commit(file_db):
         assert [j.args[0] for j in agent] == [2]
         assert [j.args[0] for j in agent.completed] == [1]
         assert len(IQueue(check.root())) == 1
+    finally:
+        check.close()
+
+
+def test_two_jobs_of_an_agent_with_a_full_history_finish_together(file_db):
+    """Both results commit: finishing does not make them both delete the
+    same oldest history entry (one would conflict and run again)."""
+    from pyramid_zcasync.interfaces import IQueue
+    manager = transaction.TransactionManager()
+    setup = file_db.open(transaction_manager=manager)
+    queue = IQueue(setup.root())
+    registration = queue.dispatchers.register('u1')
+    agent = registration.add(Agent('main', 3))
+    registration.activate()
+    agent.completed.max_size = 20
+    for i in range(20 + TRIM_SLACK // 2):
+        queue.put(operator.add, i, 0)
+        agent.claimJob()()
+    first = queue.put(operator.add, 'first', '')
+    second = queue.put(operator.add, 'second', '')
+    agent.claimJob()
+    agent.claimJob()
+    manager.commit()
+    setup.close()
+
+    managers = [transaction.TransactionManager() for _ in range(2)]
+    conns = [file_db.open(transaction_manager=m) for m in managers]
+    try:
+        conns[0].get(first._p_oid)()
+        conns[1].get(second._p_oid)()
+        for m in managers:
+            m.commit()
+    finally:
+        for c in conns:
+            c.close()
+    check = file_db.open(transaction_manager=manager)
+    try:
+        agent = IQueue(check.root()).dispatchers['u1']['main']
+        assert [j.args[0] for j in list(agent.completed)[:2]] == [
+            'second', 'first']
+        assert len(agent) == 0
     finally:
         check.close()
