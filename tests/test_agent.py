@@ -5,7 +5,6 @@ import operator
 import pytest
 import transaction
 
-from pyramid_zcasync import Job
 from pyramid_zcasync.agent import TRIM_SLACK, Agent, CompletedHistory
 from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, PENDING
 

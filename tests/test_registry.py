@@ -8,10 +8,9 @@ import transaction
 
 from pyramid_zcasync import Job
 from pyramid_zcasync.agent import Agent
-from pyramid_zcasync.interfaces import (ACTIVE, ASSIGNED, COMPLETED,
-                                        PENDING, IQueue)
+from pyramid_zcasync.interfaces import COMPLETED, PENDING, IQueue
 from pyramid_zcasync.registry import JobInterrupted, DispatcherAgent
-from pyramid_zcasync.retry import NeverRetry, RetryCommonFourTimes
+from pyramid_zcasync.retry import NeverRetry
 from pyramid_zcasync.runner import Runner
 
 UTC = datetime.timezone.utc
