@@ -12,7 +12,9 @@ import pytest
 import transaction
 import webtest
 
-from adminapp import ADMIN, make_admin_app
+from pyramid.config import Configurator
+from pyramid.security import Allowed, Denied
+
 from pyramid_zcasync import Job
 from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.config import close_databases
@@ -21,6 +23,35 @@ from pyramid_zcasync.runner import Runner
 
 UTC = datetime.timezone.utc
 ISO_Z = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$')
+ADMIN = {'X-Admin': 'yes'}
+
+
+class HeaderPolicy:
+    """Grants every permission to requests with ``X-Admin: yes``."""
+
+    def identity(self, request):
+        return 'admin' if request.headers.get('X-Admin') == 'yes' else None
+
+    def authenticated_userid(self, request):
+        return self.identity(request)
+
+    def permits(self, request, context, permission):
+        if self.identity(request) == 'admin':
+            return Allowed('admin')
+        return Denied('not an admin')
+
+
+def make_admin_app(directory, **extra):
+    """pyramid_zcasync on a FileStorage in ``directory``, dispatcher off
+    unless ``extra`` turns it on."""
+    settings = {'zodbconn.uri': 'file://%s/Data.fs' % directory,
+                'zcasync.uuid_file': str(directory / 'uuid.txt'),
+                'zcasync.poll_interval': '0.5'}
+    settings.update(extra)
+    with Configurator(settings=settings) as config:
+        config.set_security_policy(HeaderPolicy())
+        config.include('pyramid_zcasync')
+        return config.make_wsgi_app()
 
 
 def fail_loudly(message):
