@@ -1,0 +1,1 @@
+"""Console entry points: ``pzcasync-zeo`` (the ZEO server of production.ini)."""

@@ -1,0 +1,248 @@
+"""``pzcasync-zeo``: the ZEO server of production.ini, in one command.
+
+    pzcasync-zeo [--address 127.0.0.1:8100] [--var ./var] [--config-only]
+
+Fills in the shipped ZConfig template ``zeo.conf`` (two file storages,
+``main`` for the application and ``async`` for the job queues, both under
+``--var``), writes it to ``VAR/zeo.conf`` and runs ZEO's ``runzeo -C`` on it
+in this process, so the process's PID is the server's: SIGTERM or SIGINT
+stops it cleanly.  The clients name the storages in their URIs::
+
+    zodbconn.uri       = zeo://127.0.0.1:8100?storage=main
+    zodbconn.uri.async = zeo://127.0.0.1:8100?storage=async
+
+ZEO has no authentication, so the default address is the loopback
+interface.  A bad address or an unusable directory is reported in one line
+naming the value, before runzeo starts.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import os
+import re
+import socket
+import sys
+import tempfile
+from importlib import resources
+from typing import Optional, Sequence
+
+#: Where the server listens unless told: loopback only, ZEO's usual port.
+DEFAULT_ADDRESS = '127.0.0.1:8100'
+#: Host used when ``--address`` gives only a port (never all interfaces).
+DEFAULT_HOST = '127.0.0.1'
+#: Storage directory unless told, relative to the working directory.
+DEFAULT_VAR = 'var'
+#: The shipped template, in this package.
+TEMPLATE = 'zeo.conf'
+#: Name of the filled-in configuration written into the storage directory.
+CONFIG_NAME = 'zeo.conf'
+#: Storage names of the template, as the clients' ``storage=`` asks them.
+STORAGES = ('main', 'async')
+
+PROGRAM = 'pzcasync-zeo'
+_PLACEHOLDER = re.compile(r'\{(address|var)\}')
+
+
+class UsageError(Exception):
+    """A bad option value; the message names it."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``PORT`` (on 127.0.0.1)."""
+    value = text.strip()
+    host, sep, port = value.rpartition(':')
+    if not sep:
+        host, port = DEFAULT_HOST, value
+    elif host.startswith('[') and host.endswith(']'):
+        host = host[1:-1]
+    elif ':' in host:
+        raise UsageError('--address %r: put an IPv6 address in brackets, '
+                         'e.g. [::1]:8100' % text)
+    if not host or any(c.isspace() or c in '/[]' for c in host):
+        raise UsageError('--address %r: expected HOST:PORT, e.g. %s'
+                         % (text, DEFAULT_ADDRESS))
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError('--address %r: expected HOST:PORT (e.g. %s) or '
+                         'PORT; %r is not a port number from 1 to 65535'
+                         % (text, DEFAULT_ADDRESS, port))
+    return host, int(port)
+
+
+def format_address(host: str, port: int) -> str:
+    return '[%s]:%d' % (host, port) if ':' in host else '%s:%d' % (host, port)
+
+
+def check_address(text: str, host: str, port: int) -> str:
+    """Bind and release the address, so that a typo or a busy port is
+    reported here in one line rather than by runzeo's usage message;
+    return the IP address it binds."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError('--address %r: unknown host %r (%s)'
+                         % (text, host, exc.strerror)) from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                reason = 'the port is already in use'
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                reason = '%s is not an address of this machine' % host
+            else:
+                reason = exc.strerror or str(exc)
+            raise UsageError('--address %r: cannot listen there: %s'
+                             % (text, reason)) from None
+    return sockaddr[0]
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split('%')[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def prepare_var(text: str) -> str:
+    """The storage directory, absolute, created if missing, and writable."""
+    if '\n' in text or '\r' in text:
+        raise UsageError('--var %r: a line break in a path' % text)
+    path = os.path.abspath(os.path.expanduser(text))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError('--var %r: %s exists and is not a directory'
+                         % (text, path))
+    try:
+        os.makedirs(path, exist_ok=True)
+        # os.access lies for root and on some network file systems.
+        with tempfile.TemporaryFile(dir=path, prefix='.write-test-'):
+            pass
+    except OSError as exc:
+        raise UsageError('--var %r: cannot write in %s: %s'
+                         % (text, path, exc.strerror or exc)) from None
+    return path
+
+
+def check_unlocked(text: str, var: str) -> None:
+    """Refuse a directory whose storages a running server has open, before
+    runzeo overwrites that server's zeo.conf and removes its PID file."""
+    try:
+        from zc.lockfile import LockError, LockFile
+    except ImportError:  # pragma: no cover - ZODB depends on zc.lockfile
+        return
+    for name in STORAGES:
+        # FileStorage's own lock file: taken and released at once.
+        path = os.path.join(var, name + '.fs.lock')
+        try:
+            LockFile(path).close()
+        except LockError:
+            raise UsageError(
+                '--var %r: storage %r there is in use by another running ZEO'
+                ' server (lock %s; its PID is in %s)' % (
+                    text, name, path, os.path.join(var, 'zeo.pid'))) from None
+        except OSError as exc:
+            raise UsageError('--var %r: cannot lock %s: %s' % (
+                text, path, exc.strerror or exc)) from None
+
+
+def render_config(address: str, var: str) -> str:
+    """The shipped template with its placeholders filled in."""
+    try:
+        template = resources.files(__package__).joinpath(TEMPLATE).read_text(
+            encoding='utf-8')
+    except FileNotFoundError:
+        raise UsageError('the template %s is missing from the installed '
+                         'package %s; reinstall pyramid_zcasync'
+                         % (TEMPLATE, __package__)) from None
+    # ZConfig substitutes $NAME in values: keep a path's '$' literal.
+    values = {'address': address, 'var': var.replace('$', '$$')}
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+
+
+def write_config(address: str, var: str) -> str:
+    path = os.path.join(var, CONFIG_NAME)
+    text = ('# Written by %s from pyramid_zcasync/scripts/%s; rewritten at '
+            'each start.\n' % (PROGRAM, TEMPLATE)) + render_config(address, var)
+    try:
+        with open(path, 'w', encoding='utf-8') as stream:
+            stream.write(text)
+    except OSError as exc:
+        raise UsageError('--var %r: cannot write %s: %s'
+                         % (var, path, exc.strerror or exc)) from None
+    return path
+
+
+def run_zeo(config: str, var: str) -> int:
+    """Run runzeo in this process until a signal stops it."""
+    try:
+        from ZEO import runzeo
+    except ImportError:
+        raise UsageError('ZEO is not installed: pip install '
+                         '"pyramid_zcasync[zeo]"') from None
+    try:
+        from zc.lockfile import LockError
+    except ImportError:  # pragma: no cover - ZODB depends on zc.lockfile
+        LockError = ()
+    try:
+        runzeo.main(['-C', config])
+    except LockError:
+        raise UsageError('--var %r: the storages there are locked by another'
+                         ' running ZEO server (see %s)'
+                         % (var, os.path.join(var, 'zeo.pid'))) from None
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description='Run the ZEO server of a pyramid_zcasync deployment: '
+        'storages %s under --var, served by runzeo.'
+        % ' and '.join(repr(name) for name in STORAGES))
+    parser.add_argument(
+        '--address', default=DEFAULT_ADDRESS, metavar='HOST:PORT',
+        help='where to listen (default %(default)s; a bare PORT listens on '
+        '127.0.0.1). ZEO has no authentication: keep it on loopback or a '
+        'private network')
+    parser.add_argument(
+        '--var', default=DEFAULT_VAR, metavar='DIR',
+        help='directory of the storage files, zeo.conf and zeo.pid, created '
+        'if missing (default ./%(default)s)')
+    parser.add_argument(
+        '--config-only', action='store_true',
+        help='write DIR/zeo.conf, print its path and exit (to run runzeo -C '
+        'yourself, e.g. under a process manager)')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    options = make_parser().parse_args(argv)
+    try:
+        host, port = parse_address(options.address)
+        var = prepare_var(options.var)
+        check_unlocked(options.var, var)
+        if not options.config_only:
+            ip = check_address(options.address, host, port)
+            if not is_loopback(ip):
+                print('%s: warning: listening on %s, not on loopback; ZEO has'
+                      ' no authentication, so firewall this port'
+                      % (PROGRAM, ip), file=sys.stderr)
+        address = format_address(host, port)
+        config = write_config(address, var)
+        if options.config_only:
+            print(config)
+            return 0
+        print('%s: serving storages %s from %s on %s (config %s)'
+              % (PROGRAM, ', '.join(STORAGES), var, address, config),
+              file=sys.stderr, flush=True)
+        return run_zeo(config, var)
+    except UsageError as exc:
+        print('%s: error: %s' % (PROGRAM, exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':  # pragma: no cover
+    sys.exit(main())
