@@ -1,0 +1,122 @@
+"""The demo's views: the page, the form's POST, one job as JSON.
+
+The POST puts the job with ``request.async_queue``, in the request's
+transaction: pyramid_tm commits it with the response, and the dispatcher
+is woken by that commit.  So the redirect is *returned*, never raised (a
+raised HTTP exception makes pyramid_tm abort, and the job would be lost),
+and bad input is refused before anything is put.
+"""
+from __future__ import annotations
+
+import datetime
+
+from pyramid.csrf import get_csrf_token
+from pyramid.exceptions import BadCSRFToken
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.response import Response
+
+from .. import dispatcher as dispatcher_module
+from . import form, page, recent
+from .jobs import KINDS
+
+
+def _wants_json(request) -> bool:
+    offers = request.accept.acceptable_offers(['text/html',
+                                               'application/json'])
+    return bool(offers) and offers[0][0] == 'application/json'
+
+
+def _dispatcher_line() -> str:
+    running = dispatcher_module.get()
+    if running is None:
+        return ('No dispatcher runs in this process (zcasync.dispatcher is '
+                'off, or ZCASYNC_DISPATCHER=0): jobs wait in the queue until '
+                'one runs.')
+    return ('Dispatcher %s is running here: it polls every %g s, and at '
+            'once when this process commits a job.'
+            % (running.UUID, running.poll_interval))
+
+
+def _highlight(request):
+    text = request.GET.get('job', '')
+    return int(text) if text.isdigit() else None
+
+
+def _page(request, values: dict, error=None, status: int = 200) -> Response:
+    body = page.render(
+        action=request.route_path('home'),
+        job_url=request.route_path('job', oid='OID'),
+        csrf_token=get_csrf_token(request), values=values,
+        jobs=[recent.describe(job) for job in recent.newest_first(request)],
+        dispatcher=_dispatcher_line(), error=error,
+        highlight=_highlight(request))
+    return Response(body, status=status, content_type='text/html',
+                    charset='utf-8')
+
+
+def home(request) -> Response:
+    return _page(request, dict(form.DEFAULTS))
+
+
+def enqueue(request):
+    """Check the form, put the job, redirect to the page (303, so a reload
+    does not post again); JSON clients get the job's oid instead."""
+    try:
+        order = form.parse(request.POST)
+    except form.BadInput as bad:
+        if _wants_json(request):
+            return _json_error(request, 400, str(bad))
+        return _page(request, form.echo(request.POST), error=str(bad),
+                     status=400)
+    begin_after = None
+    if order.delay:
+        begin_after = (datetime.datetime.now(datetime.timezone.utc)
+                       + datetime.timedelta(seconds=order.delay))
+    function = KINDS[order.kind][0]
+    job = request.async_queue.put(function, order.a, order.b,
+                                  begin_after=begin_after)
+    oid = recent.remember(request, job)
+    if _wants_json(request):
+        request.response.status = 201
+        return {'oid': oid, 'url': request.route_url('job', oid=oid)}
+    return HTTPSeeOther(location=request.route_url('home',
+                                                   _query={'job': oid}))
+
+
+def _json_error(request, status: int, message: str) -> Response:
+    return Response(json_body={'error': message}, status=status)
+
+
+def job_json(request):
+    text = request.matchdict['oid']
+    if not text.isdigit():
+        return _json_error(request, 400, '%r is not a job id (a whole '
+                           'number)' % text[:form.QUOTE_LENGTH])
+    job = recent.lookup(request, int(text))
+    if job is None:
+        return _json_error(request, 404, 'no job %s among the %d recent '
+                           'jobs of this demo' % (text, recent.LIMIT))
+    return recent.describe(job)
+
+
+def bad_csrf(exc, request) -> Response:
+    """A clear 400 instead of Pyramid's bare one; pyramid_tm aborts the
+    request's transaction, so nothing was queued."""
+    message = ('The form was refused: its CSRF token is missing or does not '
+               "match this browser's session (the session cookie may have "
+               'expired, or demo.secret changed). Nothing was queued; '
+               'reload the page and submit again.')
+    if _wants_json(request):
+        return _json_error(request, 400, message)
+    return _page(request, form.echo(request.POST), error=message, status=400)
+
+
+def includeme(config) -> None:
+    config.add_route('home', '/')
+    config.add_route('job', '/jobs/{oid}')
+    config.add_view(home, route_name='home', request_method='GET')
+    config.add_view(enqueue, route_name='home', request_method='POST',
+                    renderer='json')
+    config.add_view(job_json, route_name='job', request_method='GET',
+                    renderer='json')
+    config.add_view(bad_csrf, context=BadCSRFToken)
