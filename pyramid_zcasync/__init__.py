@@ -1,12 +1,19 @@
 """pyramid_zcasync: durable, transactional background jobs in ZODB.
 
 ``config.include('pyramid_zcasync')`` in a Pyramid app; without Pyramid,
-``install_queues`` and ``dispatcher.start``.
+``install_queues`` and ``dispatcher.start``.  Importing the package loads
+neither Pyramid nor Twisted: a process that only reads stored jobs and
+failure records needs neither.
 """
 from . import interfaces  # noqa: F401  registers the IQueue(root) adapter
 from .composite import parallel, serial
-from .config import includeme
 from .install import install_queues
 from .job import Job
 
 __all__ = ['Job', 'includeme', 'install_queues', 'parallel', 'serial']
+
+
+def includeme(config) -> None:
+    """``config.include('pyramid_zcasync')``; see :mod:`.config`."""
+    from .config import includeme as include
+    include(config)

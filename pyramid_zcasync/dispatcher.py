@@ -25,7 +25,8 @@ from . import clock as clock_module
 from .agent import Agent
 from .history import JobHistory, Poll, Polls, statistics
 from .instance import (ENV_VAR, InstanceLock, read_uuid, resolve_uuid_file)
-from .interfaces import ACTIVE, ASSIGNED, COMPLETED, KEY, JobQueued
+from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, KEY,
+                         JobQueued)
 from .pool import Pool
 from .registry import recover_job
 from .runner import Runner
@@ -339,7 +340,7 @@ class Dispatcher:
 
         def recover(connection):
             job = connection.get(oid)
-            if job.status in (ASSIGNED, ACTIVE) and \
+            if job.status in (ASSIGNED, ACTIVE, CALLBACKS) and \
                     job.assignerUUID == self.UUID:
                 recover_job(job, 'lost its worker (%s)' % type(exc).__name__)
         self._transact(recover)
