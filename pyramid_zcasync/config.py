@@ -97,7 +97,8 @@ def dispatcher_wanted(settings: ZcasyncSettings,
     forced = os.environ.get(DISPATCHER_ENV, '').strip()
     if forced in ('0', '1'):
         return forced == '1'
-    program = os.path.basename((argv or sys.argv or [''])[0])
+    program = os.path.splitext(
+        os.path.basename((argv or sys.argv or [''])[0]))[0]  # pshell.py too
     if program in NO_DISPATCHER_PROGRAMS:
         return False
     return settings.dispatcher

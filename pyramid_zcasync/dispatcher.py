@@ -250,6 +250,7 @@ class Dispatcher:
         now = self.clock.utcnow()
         poll = Poll(self.polls.total, now)
         claimed = []
+        due = None
         ping_due = (self._last_ping is None
                     or now - self._last_ping >= self.ping_interval)
         for name, queue in sorted(_queues(self._connection).items()):
@@ -259,6 +260,7 @@ class Dispatcher:
                 queue.dispatchers.deactivate_dead(exclude=self.UUID)
             poll[name] = {agent.name: self._claim(agent, claimed)
                           for agent in registration.values()}
+            due = _earliest(due, queue.next_due(now))
         try:
             self._manager.commit()
         except ConflictError as exc:
@@ -271,8 +273,24 @@ class Dispatcher:
         if ping_due:
             self._last_ping = now
         self.polls.add(poll)
+        self._wake_at(due, now)
         for queue_name, agent, oid in claimed:
             self._submit(queue_name, agent, oid, poll.key)
+
+    def _wake_at(self, due, now) -> None:
+        """Poll when the next scheduled job is due, not up to a poll
+        interval later."""
+        if due is None:
+            return
+        delay = (due - now).total_seconds()
+        if delay >= self.poll_interval:
+            return
+        call = getattr(self, '_due_call', None)
+        if call is not None and call.active():
+            if call.getTime() <= self.reactor.seconds() + delay:
+                return
+            call.cancel()
+        self._due_call = self.reactor.callLater(max(delay, 0), self._poll)
 
     def _claim(self, agent, claimed: list) -> dict:
         info = {'active jobs': [_job_id(job) for job in agent],
@@ -404,6 +422,12 @@ class Dispatcher:
         return statistics(entries, since, until)
 
 
+def _earliest(first, second):
+    if first is None or second is None:
+        return first or second
+    return min(first, second)
+
+
 def _queues(connection):
     return connection.root().get(KEY) or {}
 
@@ -479,6 +503,8 @@ def _install_signal_handlers() -> None:
         return
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(signum)
+        if previous == signal.SIG_IGN:
+            continue  # as Python does: an ignored signal stays ignored
         signal.signal(signum, _make_handler(previous))
 
 
@@ -492,8 +518,6 @@ def _make_handler(previous):
         stopper.join(STOP_GRACE + 10)
         if callable(previous):
             return previous(signum, frame)
-        if previous == signal.SIG_IGN:
-            return None
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)

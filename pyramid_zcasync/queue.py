@@ -246,6 +246,14 @@ class Queue(persistent.Persistent):
             return job
         return None
 
+    def next_due(self, now: datetime.datetime
+                 ) -> Optional[datetime.datetime]:
+        """When the first job not yet due at ``now`` becomes due, so a
+        dispatcher can wake then instead of at its next poll."""
+        later = self._pending.keys(min=(clock.to_micros(now) + 1,))
+        key = next(iter(later), None)  # the floor () sorts below any bound
+        return None if key is None else clock.from_micros(key[0])
+
     def fail_expired(self, now_micros: int) -> int:
         expired = list(above_floor(self._deadlines, max=(now_micros,),
                                    excludemax=True))

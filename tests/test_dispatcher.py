@@ -136,6 +136,23 @@ def test_scheduled_job_waits_for_begin_after(dispatcher, queue):
     assert job.active_start >= begin
 
 
+def test_scheduled_job_starts_on_time_not_at_the_next_poll(fs_db, tmp_path,
+                                                           queue):
+    slow_poller = dispatcher_module.start(
+        fs_db, uuid_file=str(tmp_path / 'slow.txt'), poll_interval=5,
+        install_signal_handlers=False)
+    try:
+        get_poll(slow_poller, 0)
+        begin = datetime.datetime.now(datetime.timezone.utc) \
+            + datetime.timedelta(seconds=0.5)
+        job = queue.put(operator.mul, 6, 7, begin_after=begin)
+        transaction.commit()
+        assert wait_for_result(job) == 42
+        assert job.active_start - begin < datetime.timedelta(seconds=0.3)
+    finally:
+        tear_down_dispatcher(slow_poller)
+
+
 def test_monitoring_reports(dispatcher, queue):
     job = queue.put(operator.mul, 3, 4)
     transaction.commit()

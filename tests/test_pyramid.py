@@ -153,6 +153,7 @@ def test_request_queue_is_in_the_request_transaction(apps, tmp_path):
     (['/usr/bin/pshell'], None, True, False),
     (['proutes'], None, True, False),
     (['prequest'], None, True, False),
+    (['/venv/lib/pyramid/scripts/pshell.py'], None, True, False),
     (['pshell'], '1', True, True),
     (['pserve'], '0', True, False),
 ])
