@@ -93,19 +93,35 @@ class Runner:
 
     def run(self, oid: bytes) -> None:
         """Run the ASSIGNED job ``oid`` and then its callbacks."""
-        if not self.bookkeep(lambda conn: self._start(conn.get(oid))):
+        started: dict = {}
+        if not self.bookkeep(lambda conn: self._start(conn.get(oid),
+                                                      started)):
             return
-        if self.call(lambda conn: self._own_active(conn.get(oid))):
+        if self.call(lambda conn: self._own_active(conn.get(oid))) or \
+                self.bookkeep(lambda conn: self._owes_callbacks(
+                    conn.get(oid))):
             self.run_callbacks(oid)
 
-    def _start(self, job) -> bool:
+    def _start(self, job, started: dict) -> bool:
+        if (job.status == ACTIVE and job.assignerUUID == self.uuid
+                and 'at' in started and job.active_start == started['at']):
+            # Our last attempt committed, but the server's answer was lost
+            # (ClientDisconnected in tpc_finish): it is ours, not started.
+            return True
         if job.status != ASSIGNED or job.assignerUUID != self.uuid:
             trace.info('%r is no longer ours to start', job)
             return False
         job.annotations  # created now so live annotations never touch job
-        job.mark_active(self.clock.utcnow())
+        started['at'] = self.clock.utcnow()
+        job.mark_active(started['at'])
         log.info('starting %r', job)
         return True
+
+    def _owes_callbacks(self, job) -> bool:
+        """Whether the job's commit went through although it looked lost
+        (the server's answer to tpc_finish never came): its callbacks are
+        still ours to run, nobody else would until we die."""
+        return job.status == CALLBACKS and job.assignerUUID == self.uuid
 
     def _own_active(self, job):
         if job.status == ACTIVE and job.assignerUUID == self.uuid:
