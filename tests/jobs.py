@@ -78,3 +78,11 @@ def remember(tree, key, value):
 
 def multiply(a, b):
     return a * b
+
+
+def fail_while_flag(flag_path):
+    """Fails while the file ``flag_path`` exists, then succeeds: a job an
+    operator retries once the cause is fixed (the dashboard's Retry)."""
+    if os.path.exists(flag_path):
+        raise RuntimeError('the flag file %s is still there' % flag_path)
+    return 'recovered'

@@ -1,5 +1,704 @@
-"""Placeholder until its views land; registers nothing."""
+"""The HTML dashboard at the prefix root (``/_async/``).
+
+Server-rendered from the request's own ZODB connection, with
+:class:`string.Template` pages under ``templates/`` and small functions
+here that escape every value with :func:`html.escape`.  Nothing is loaded
+from elsewhere (no CDN, fonts or scripts): it works offline.  A little
+inline script refreshes the page every few seconds by fetching it again
+and swapping its live part, keeping open tracebacks open, and skips a
+refresh while a form is being submitted or an input has the focus;
+without script a ``<noscript>`` meta refresh does it.
+
+The POST actions (cancel, retry, re-queue) live in :mod:`.actions`; the
+forms here carry the CSRF token, which needs a session factory or a CSRF
+storage policy in the app.  Without one the page still renders, with
+the actions disabled and a note saying why.
+"""
+from __future__ import annotations
+
+import datetime
+import html
+import itertools
+import os
+import secrets
+import string
+from typing import Iterable, Optional
+
+from pyramid.csrf import get_csrf_token
+from pyramid.interfaces import IDefaultCSRFOptions
+from pyramid.response import Response
+
+from .. import clock
+from .. import dispatcher as dispatcher_module
+from ..failure import Failure
+from ..interfaces import CALLBACKS, COMPLETED
+from . import add_admin_view, route_name
+
+#: Pending jobs shown per queue.
+NEXT_PENDING = 5
+#: Completed and failed jobs shown.
+RECENT_COMPLETED = 10
+RECENT_FAILED = 10
+#: Newest history entries per agent searched for failures.
+FAILED_SCAN = 300
+#: Minutes in the throughput chart.
+THROUGHPUT_MINUTES = 15
+#: Up to this many completions in the chart's window, each job is read to
+#: tell failures apart; above it the chart shows totals only.
+THROUGHPUT_DETAIL = 5000
+#: Seconds between refreshes.
+REFRESH_SECONDS = 5
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                         'templates')
+_templates: dict = {}
 
 
-def includeme(config):
-    pass
+def template(name: str) -> string.Template:
+    found = _templates.get(name)
+    if found is None:
+        with open(os.path.join(TEMPLATES, name), encoding='utf-8') as stream:
+            found = _templates[name] = string.Template(stream.read())
+    return found
+
+
+def e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+# -- small formats --------------------------------------------------------
+
+def status_name(status: str) -> str:
+    return status.replace('-status', '')
+
+
+def short_uuid(uuid: str) -> str:
+    return uuid[:8]
+
+
+def oid_of(job) -> Optional[int]:
+    oid = getattr(job, '_p_oid', None)
+    return int.from_bytes(oid, 'big') if oid else None
+
+
+def job_ref(job) -> str:
+    oid = oid_of(job)
+    if oid is None:
+        return '<span class="oid">unsaved</span>'
+    database = job._p_jar.db().database_name if job._p_jar else ''
+    return '<span class="oid" title="oid %d in database %s">0x%x</span>' % (
+        oid, e(repr(database)), oid)
+
+
+def clip(text: str, size: int) -> str:
+    return text if len(text) <= size else text[:size - 1] + '\u2026'
+
+
+def call_text(job) -> str:
+    func = job.callable
+    name = getattr(func, '__qualname__', None) or getattr(
+        func, '__name__', None) or repr(func)
+    module = getattr(func, '__module__', None)
+    if module and module != 'builtins':
+        name = '%s.%s' % (module.rsplit('.', 1)[-1], name)
+    parts = [clip(repr(arg), 40) for arg in job.args]
+    parts += ['%s=%s' % (key, clip(repr(value), 40))
+              for key, value in sorted(job.kwargs.items())]
+    return clip('%s(%s)' % (name, ', '.join(parts)), 110)
+
+
+def ago(when: Optional[datetime.datetime], now: datetime.datetime) -> str:
+    if when is None:
+        return 'never'
+    seconds = (now - when).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 1:
+        text = '%d ms' % (seconds * 1000)
+    elif seconds < 60:
+        text = '%d s' % seconds
+    elif seconds < 3600:
+        text = '%d min' % (seconds // 60)
+    elif seconds < 86400 * 2:
+        text = '%d h %d min' % (seconds // 3600, seconds % 3600 // 60)
+    else:
+        text = '%d days' % (seconds // 86400)
+    return 'in ' + text if future else text + ' ago'
+
+
+def took(delta: Optional[datetime.timedelta]) -> str:
+    if delta is None:
+        return ''
+    seconds = delta.total_seconds()
+    if seconds < 0.0005:
+        return '< 1 ms'
+    if seconds < 1:
+        return '%d ms' % round(seconds * 1000)
+    if seconds < 60:
+        return '%.1f s' % seconds
+    if seconds < 3600:
+        return '%d min %d s' % (seconds // 60, seconds % 60)
+    return '%d h %d min' % (seconds // 3600, seconds % 3600 // 60)
+
+
+def when_html(when: Optional[datetime.datetime],
+              now: datetime.datetime) -> str:
+    if when is None:
+        return '<span class="muted">\u2014</span>'
+    utc = when.astimezone(clock.UTC)
+    iso = utc.replace(tzinfo=None).isoformat() + 'Z'
+    shown = utc.strftime('%H:%M:%S') if abs(now - utc) < datetime.timedelta(
+        hours=20) else utc.strftime('%Y-%m-%d %H:%M')
+    return ('<time class="when" datetime="%s" title="%s">%s '
+            '<span class="ago">%s</span></time>'
+            % (e(iso), e(iso), e(shown), e(ago(utc, now))))
+
+
+def pill(text: str, kind: str) -> str:
+    return '<span class="pill %s">%s</span>' % (kind, e(text))
+
+
+def queue_label(name: str) -> str:
+    return e(name) if name else '<span class="muted">(default)</span>'
+
+
+def is_failed(job) -> bool:
+    return (job.status in (CALLBACKS, COMPLETED)
+            and isinstance(job.result, Failure))
+
+
+# -- forms ----------------------------------------------------------------
+
+class Forms:
+    """The action buttons, with the CSRF token when the app can make one."""
+
+    def __init__(self, request):
+        self.request = request
+        options = request.registry.queryUtility(IDefaultCSRFOptions)
+        self.field = getattr(options, 'token', None) or 'csrf_token'
+        try:
+            self.token = get_csrf_token(request)
+        except Exception:  # no session factory nor CSRF storage policy
+            self.token = None
+
+    def button(self, action: str, fields: dict, label: str,
+               kind: str = '', confirm: Optional[str] = None,
+               busy: Optional[str] = None) -> str:
+        url = self.request.route_path(route_name(action))
+        if self.token is None:
+            return ('<button class="btn %s" type="button" disabled title="'
+                    'Actions need a session factory or a CSRF storage '
+                    'policy in the app">%s</button>' % (kind, e(label)))
+        hidden = [(self.field, self.token)] + list(fields.items())
+        inputs = ''.join('<input type="hidden" name="%s" value="%s">'
+                         % (e(name), e(value)) for name, value in hidden)
+        question = ' data-confirm="%s"' % e(confirm) if confirm else ''
+        return ('<form class="inline" method="post" action="%s"%s>%s'
+                '<button class="btn %s" type="submit" data-action="%s"'
+                ' data-busy="%s">%s</button></form>'
+                % (e(url), question, inputs, kind, e(action),
+                   e(busy or label + '\u2026'), e(label)))
+
+
+# -- reading the model ----------------------------------------------------
+
+def registrations(queues) -> dict:
+    """uuid -> [(queue name, registration)], over every queue."""
+    found: dict = {}
+    for name, queue in sorted(queues.items()):
+        for uuid, registration in queue.dispatchers.items():
+            found.setdefault(uuid, []).append((name, registration))
+    return found
+
+
+def agents(queues) -> Iterable:
+    for name, queue in sorted(queues.items()):
+        for registration in queue.dispatchers.values():
+            for agent in registration.values():
+                yield name, registration, agent
+
+
+def recent_jobs(queues, count: int, scan: int, wanted) -> list:
+    """The newest ``count`` jobs of the agents' histories that ``wanted``
+    accepts, newest first, each once (a retried job is in a history
+    twice), looking at ``scan`` entries per agent at most."""
+    candidates = []
+    for name, registration, agent in agents(queues):
+        for job in itertools.islice(iter(agent.completed), scan):
+            end = job.active_end
+            if end is not None and wanted(job):
+                candidates.append((end, oid_of(job), name, job))
+    candidates.sort(key=lambda item: item[0], reverse=True)
+    seen, found = set(), []
+    for end, oid, name, job in candidates:
+        if oid in seen:
+            continue
+        seen.add(oid)
+        found.append((name, job))
+        if len(found) == count:
+            break
+    return found
+
+
+def completion_micros(history, since: datetime.datetime) -> list:
+    """When each job of an agent's history completed, at or after
+    ``since``, read from the history's keys (no job is loaded)."""
+    tree = getattr(history, '_jobs', None)
+    if tree is not None:
+        return [key[0] for key in tree.keys(min=(clock.to_micros(since),))]
+    return [clock.to_micros(job.active_end) for job in history.since(since)
+            if job.active_end is not None]
+
+
+def throughput(queues, now: datetime.datetime,
+               minutes: int = THROUGHPUT_MINUTES) -> dict:
+    """Completions per minute over the last ``minutes`` minutes (the last
+    one is the current, partial minute), failures apart when affordable."""
+    start = now.replace(second=0, microsecond=0) - datetime.timedelta(
+        minutes=minutes - 1)
+    start_micros = clock.to_micros(start)
+    totals = [0] * minutes
+    histories = [agent.completed for _, _, agent in agents(queues)]
+    for history in histories:
+        for micros in completion_micros(history, start):
+            index = (micros - start_micros) // 60000000
+            if 0 <= index < minutes:
+                totals[index] += 1
+    failed: Optional[list] = None
+    if sum(totals) <= THROUGHPUT_DETAIL:
+        failed = [0] * minutes
+        for history in histories:
+            for job in history.since(start):
+                end = job.active_end
+                if end is None or not isinstance(job.result, Failure):
+                    continue
+                index = (clock.to_micros(end) - start_micros) // 60000000
+                if 0 <= index < minutes:
+                    failed[index] += 1
+        # A retried job is in its history once per run, but only its
+        # last result is kept: never more failures than completions.
+        failed = [min(f, t) for f, t in zip(failed, totals)]
+    return {'start': start, 'totals': totals, 'failed': failed}
+
+
+# -- sections -------------------------------------------------------------
+
+def me_html(request, now: datetime.datetime) -> str:
+    running = getattr(request.registry, 'zcasync_dispatcher', None) \
+        or dispatcher_module.get()
+    if running is None:
+        return ('<span>This process runs no dispatcher</span>'
+                '<span class="muted">(zcasync.dispatcher is off)</span>')
+    info = running.getStatusInfo()
+    status = info['status']
+    kind = {'RUNNING': 'ok', 'STOPPED': 'bad', 'STUCK': 'bad'}.get(
+        status, 'warn')
+    parts = ['<span>This process&rsquo;s dispatcher %s</span>'
+             % pill(status, kind),
+             '<span class="mono" title="%s">%s</span>'
+             % (e(info['uuid']), e(short_uuid(info['uuid'])))]
+    if info['uptime'] is not None:
+        parts.append('<span>up <strong>%s</strong></span>'
+                     % e(took(info['uptime'])))
+    since_poll = info['time since last poll']
+    parts.append('<span>last poll <strong>%s</strong></span>'
+                 % e('never' if since_poll is None
+                     else took(since_poll) + ' ago'))
+    parts.append('<span>polls every %s</span>'
+                 % e(took(info['poll interval'])))
+    if running.activated is not None:
+        stats = running.getStatistics()
+        parts.append('<span><strong>%d</strong> ok, <strong>%d</strong> '
+                     'failed since start</span>'
+                     % (stats['successful'], stats['failed']))
+    return ''.join(parts)
+
+
+def flash_html(request) -> str:
+    params = request.params
+    done = params.get('done')
+    job = params.get('job', '')
+    try:
+        job_text = '0x%x' % int(job)
+    except ValueError:
+        job_text = ''
+    messages = {
+        'cancelled': 'Job %s was cancelled: it left its queue and will '
+                     'not run.' % job_text,
+        'retried': 'Job %s was queued again; it runs in its turn.'
+                   % job_text,
+    }
+    if done == 'requeued':
+        try:
+            count = int(params.get('count', '0'))
+        except ValueError:
+            count = 0
+        message = ('Dispatcher %s was deactivated; %d unfinished job%s '
+                   'handed to %s retry polic%s.'
+                   % (clip(params.get('uuid', ''), 40), count,
+                      '' if count == 1 else 's', 'its' if count == 1
+                      else 'their', 'y' if count == 1 else 'ies'))
+    elif done in messages:
+        message = messages[done]
+    else:
+        return ''
+    return ('<div class="flash ok" role="status"><span>%s</span>'
+            '<a href="%s">dismiss</a></div>'
+            % (e(message), e(request.route_path(route_name('dashboard')))))
+
+
+def stats_html(queues, regs, chart, now) -> str:
+    pending = sum(len(queue) for queue in queues.values())
+    running = sum(len(agent) for _, _, agent in agents(queues))
+    capacity = sum(agent.size for _, registration, agent in agents(queues)
+                   if registration.activated)
+    dead = alive = 0
+    for uuid, entries in regs.items():
+        registration = entries[0][1]
+        if registration.activated is None:
+            continue
+        if any(r.dead for _, r in entries):
+            dead += 1
+        else:
+            alive += 1
+    done = sum(chart['totals'])
+    failed = sum(chart['failed']) if chart['failed'] is not None else None
+    cards = [
+        ('', pending, 'pending jobs'),
+        ('', '%d<span class="muted" style="font-size:15px"> / %d</span>'
+         % (running, capacity), 'running / slots'),
+        ('ok', done, 'completed, %d min' % THROUGHPUT_MINUTES),
+        ('bad' if failed else '', '\u2014' if failed is None else failed,
+         'failed, %d min' % THROUGHPUT_MINUTES),
+        ('bad' if dead else '', '%d<span class="muted" style="font-size:15px">'
+         '%s</span>' % (alive, ' + %d dead' % dead if dead else ''),
+         'dispatchers alive'),
+    ]
+    return '<div class="stats">%s</div>' % ''.join(
+        '<div class="stat %s"><div class="n">%s</div><div class="l">%s</div>'
+        '</div>' % (kind, value, e(label)) for kind, value, label in cards)
+
+
+def chart_html(chart: dict) -> str:
+    totals, failed = chart['totals'], chart['failed']
+    minutes = len(totals)
+    width, height, left, bottom, top = 420, 150, 30, 20, 10
+    plot_w, plot_h = width - left - 6, height - bottom - top
+    peak = max(totals) if totals else 0
+    scale_max = _nice_ceiling(peak)
+    slot = plot_w / minutes
+    bar_w = slot * 0.72
+    parts = ['<svg viewBox="0 0 %d %d" role="img" aria-label="Jobs completed '
+             'per minute over the last %d minutes">' % (width, height,
+                                                        minutes)]
+    for fraction in (0.5, 1.0):
+        y = top + plot_h * (1 - fraction)
+        parts.append('<line class="grid-line" x1="%d" x2="%d" y1="%.1f" '
+                     'y2="%.1f"/>' % (left, width - 6, y, y))
+        parts.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>'
+                     % (left - 5, y + 3.5, _short_number(
+                         scale_max * fraction)))
+    base = top + plot_h
+    parts.append('<line class="axis" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
+                 % (left, width - 6, base, base))
+    parts.append('<text x="%d" y="%.1f" text-anchor="end">0</text>'
+                 % (left - 5, base + 3.5))
+    for index, total in enumerate(totals):
+        minute = chart['start'] + datetime.timedelta(minutes=index)
+        x = left + slot * index + (slot - bar_w) / 2
+        bad = failed[index] if failed is not None else 0
+        label = '%s UTC: %d completed%s' % (
+            minute.strftime('%H:%M'), total,
+            ', %d failed' % bad if failed is not None else '')
+        h_total = plot_h * total / scale_max if scale_max else 0
+        h_bad = plot_h * bad / scale_max if scale_max else 0
+        parts.append('<g><title>%s</title>' % e(label))
+        parts.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
+                     'fill="transparent"/>' % (x, top, bar_w, plot_h))
+        if total:
+            parts.append('<rect class="bar" x="%.1f" y="%.1f" width="%.1f" '
+                         'height="%.1f" rx="2"/>'
+                         % (x, base - h_total, bar_w, max(h_total, 1.5)))
+        if bad:
+            parts.append('<rect class="bar failed" x="%.1f" y="%.1f" '
+                         'width="%.1f" height="%.1f" rx="2"/>'
+                         % (x, base - h_bad, bar_w, max(h_bad, 1.5)))
+        parts.append('</g>')
+        back = minutes - 1 - index
+        if back % 5 == 0:
+            text = 'now' if back == 0 else '\u2212%d min' % back
+            parts.append('<text x="%.1f" y="%d" text-anchor="middle">%s'
+                         '</text>' % (x + bar_w / 2, height - 5, text))
+    parts.append('</svg>')
+    legend = ['<span><i></i>completed</span>']
+    if failed is not None:
+        legend.append('<span><i class="failed"></i>of which failed</span>')
+    else:
+        legend.append('<span>(too many to tell failures apart)</span>')
+    legend.append('<span>peak %d/min</span>' % peak)
+    return ('<section class="card chart"><h2>Throughput <span class="count">'
+            'jobs per minute, last %d minutes</span></h2>%s'
+            '<div class="legend">%s</div></section>'
+            % (minutes, ''.join(parts), ''.join(legend)))
+
+
+def _nice_ceiling(value: float) -> int:
+    if value <= 4:
+        return 4
+    magnitude = 10 ** (len(str(int(value))) - 1)
+    for step in (1, 2, 2.5, 5, 10):
+        if step * magnitude >= value:
+            return int(step * magnitude)
+    return int(10 * magnitude)
+
+
+def _short_number(value: float) -> str:
+    if value >= 1000:
+        return '%gk' % (value / 1000)
+    return '%g' % value
+
+
+def queues_html(queues, forms: Forms, now) -> str:
+    blocks = []
+    for name, queue in sorted(queues.items()):
+        size = len(queue)
+        rows = []
+        for job in itertools.islice(iter(queue), NEXT_PENDING):
+            oid = oid_of(job)
+            try:
+                call = e(call_text(job))
+                due = when_html(job.begin_after, now)
+            except Exception as exc:  # an unreadable job: say so
+                call = '<span class="err">unreadable: %s</span>' % e(exc)
+                due = ''
+            rows.append(
+                '<tr><td>%s</td><td class="call">%s</td><td>%s</td>'
+                '<td class="act">%s</td></tr>'
+                % (job_ref(job), call, due, forms.button(
+                    'cancel', {'job': oid}, 'Cancel', 'danger',
+                    confirm='Cancel job 0x%x? It will not run.' % oid,
+                    busy='Cancelling\u2026')))
+        title = ('<h3>%s %s</h3>'
+                 % (queue_label(name),
+                    pill('%d pending' % size, 'warn' if size else 'idle')))
+        if rows:
+            table = ('<table><thead><tr><th>Job</th><th>Call</th>'
+                     '<th class="nowrap">Due</th><th></th></tr></thead>'
+                     '<tbody>%s</tbody></table>' % ''.join(rows))
+            if size > len(rows):
+                table += ('<div class="more">and %d more</div>'
+                          % (size - len(rows)))
+        else:
+            table = '<div class="empty">Nothing pending.</div>'
+        blocks.append(title + table)
+    return ('<section class="card"><h2>Queues <span class="count">%d</span>'
+            '</h2>%s</section>' % (len(queues), ''.join(blocks)))
+
+
+def dispatchers_html(queues, regs: dict, forms: Forms, request, now) -> str:
+    running = getattr(request.registry, 'zcasync_dispatcher', None)
+    mine = running.UUID if running is not None else None
+    db_now = None
+    for queue in queues.values():
+        db_now = queue.dispatchers.database_now()
+        break
+    blocks = []
+
+    def order(item):
+        uuid, entries = item
+        registration = entries[0][1]
+        return (uuid != mine, registration.activated is None, uuid)
+    for uuid, entries in sorted(regs.items(), key=order):
+        first = entries[0][1]
+        activated = first.activated
+        dead = activated is not None and any(
+            r.is_dead(db_now) for _, r in entries)
+        last_ping = max((r.last_ping for _, r in entries
+                         if r.last_ping is not None), default=None)
+        if activated is None:
+            state = pill('stopped', 'idle')
+        elif dead:
+            state = pill('dead', 'bad')
+        else:
+            state = pill('alive', 'ok')
+        head = ['<span class="mono" title="dispatcher UUID">%s</span>'
+                % e(uuid), state]
+        if uuid == mine:
+            head.append('<span class="tag">this process</span>')
+        if dead:
+            head.append(forms.button(
+                'requeue', {'uuid': uuid}, 'Re-queue its jobs', 'primary',
+                confirm='Deactivate dispatcher %s and hand its jobs back to '
+                        'their queues?' % uuid, busy='Re-queuing\u2026'))
+        facts = ['activated %s' % (when_html(activated, now)
+                                  if activated else '<span>\u2014</span>'),
+                 'last ping %s' % when_html(last_ping, now),
+                 'declared dead after %s silent'
+                 % e(took(first.ping_death_interval))]
+        rows = []
+        for queue_name, registration in entries:
+            for agent in registration.values():
+                active = list(agent)
+                size = agent.size
+                share = min(len(active) / size, 1) if size else 0
+                meter = ('<span class="meter%s"><span style="width:%d%%">'
+                         '</span></span>%d / %d'
+                         % (' full' if size and len(active) >= size else '',
+                            round(share * 100), len(active), size))
+                jobs = []
+                for job in active:
+                    try:
+                        jobs.append('<div>%s <span class="call">%s</span> %s'
+                                    ' <span class="muted">%s</span>'
+                                    '</div>' % (
+                                        job_ref(job), e(call_text(job)),
+                                        pill(status_name(job.status), 'warn'),
+                                        e('started ' + ago(job.active_start,
+                                                           now))
+                                        if job.active_start else
+                                        'not started'))
+                    except Exception as exc:
+                        jobs.append('<div>%s <span class="err">unreadable: '
+                                    '%s</span></div>' % (job_ref(job),
+                                                         e(exc)))
+                rows.append('<tr><td>%s</td><td>%s</td><td class="nowrap">'
+                            '%s</td><td>%s</td></tr>' % (
+                                queue_label(queue_name), e(agent.name),
+                                meter, ''.join(jobs) or
+                                '<span class="muted">idle</span>'))
+        table = ('<table><thead><tr><th>Queue</th><th>Agent</th>'
+                 '<th>Busy</th><th>Active jobs</th></tr></thead><tbody>%s'
+                 '</tbody></table>' % ''.join(rows)) if rows else \
+            '<div class="empty">No agents.</div>'
+        blocks.append('<div class="dispatcher%s"><div class="head">%s</div>'
+                      '<div class="facts">%s</div>%s</div>'
+                      % (' dead' if dead else '', ''.join(head),
+                         ''.join('<span>%s</span>' % f for f in facts),
+                         table))
+    if not blocks:
+        blocks.append('<div class="empty">No dispatcher has registered '
+                      'yet.</div>')
+    return ('<section class="card"><h2>Dispatchers <span class="count">%d'
+            '</span></h2>%s</section>' % (len(regs), ''.join(blocks)))
+
+
+def failed_html(queues, forms: Forms, now) -> str:
+    found = recent_jobs(queues, RECENT_FAILED, FAILED_SCAN, is_failed)
+    rows = []
+    for queue_name, job in found:
+        oid = oid_of(job)
+        failure = job.result
+        try:
+            call = e(call_text(job))
+        except Exception as exc:
+            call = '<span class="err">unreadable: %s</span>' % e(exc)
+        rows.append(
+            '<tr><td>%s</td><td class="call">%s</td><td>%s</td>'
+            '<td class="msg"><span class="err">%s</span>: %s'
+            '<details data-key="tb-%d"><summary>Traceback</summary>'
+            '<pre class="tb">%s</pre></details></td><td class="act">%s</td>'
+            '</tr>' % (
+                job_ref(job), call, when_html(job.active_end, now),
+                e(failure.type_name), e(clip(failure.message, 300)), oid,
+                e(failure.getTraceback()),
+                forms.button('retry', {'job': oid}, 'Retry', 'primary',
+                             busy='Retrying\u2026')
+                if job.status == COMPLETED else
+                '<span class="muted">callbacks running</span>'))
+    if rows:
+        body = ('<table><thead><tr><th>Job</th><th>Call</th><th>Failed</th>'
+                '<th>Error</th><th></th></tr></thead><tbody>%s</tbody>'
+                '</table>' % ''.join(rows))
+    else:
+        body = '<div class="empty">No recent failures.</div>'
+    return ('<section class="card failures"><h2>Recent failures '
+            '<span class="count">'
+            '%d shown</span></h2>%s</section>' % (len(rows), body))
+
+
+def completed_html(queues, now) -> str:
+    found = recent_jobs(queues, RECENT_COMPLETED, RECENT_COMPLETED,
+                        lambda job: job.status in (CALLBACKS, COMPLETED))
+    rows = []
+    for queue_name, job in found:
+        try:
+            call = e(call_text(job))
+            if isinstance(job.result, Failure):
+                outcome = '<span class="err">%s</span>' % e(
+                    job.result.type_name)
+            else:
+                outcome = '<span class="call">%s</span>' % e(
+                    clip(repr(job.result), 80))
+        except Exception as exc:
+            call, outcome = '<span class="err">unreadable</span>', e(exc)
+        duration = (job.active_end - job.active_start
+                    if job.active_start and job.active_end else None)
+        rows.append('<tr><td>%s</td><td class="call">%s</td><td>%s</td>'
+                    '<td>%s</td><td class="nowrap">%s</td><td>%s</td></tr>'
+                    % (job_ref(job), call, queue_label(queue_name),
+                       when_html(job.active_end, now), e(took(duration)),
+                       outcome))
+    if rows:
+        body = ('<table><thead><tr><th>Job</th><th>Call</th><th>Queue</th>'
+                '<th>Ended</th><th>Took</th><th>Result</th></tr></thead>'
+                '<tbody>%s</tbody></table>' % ''.join(rows))
+    else:
+        body = '<div class="empty">Nothing completed yet.</div>'
+    return ('<section class="card"><h2>Recently completed <span class='
+            '"count">%d shown</span></h2>%s</section>' % (len(rows), body))
+
+
+# -- the view -------------------------------------------------------------
+
+def dashboard(request):
+    now = clock.utcnow()
+    queues = request.async_queues
+    forms = Forms(request)
+    regs = registrations(queues)
+    chart = throughput(queues, now)
+    body = []
+    if forms.token is None:
+        body.append('<div class="warnbox">Actions are disabled: the app has '
+                    'no session factory nor CSRF storage policy, so these '
+                    'forms cannot carry a CSRF token.</div>')
+    body.append(stats_html(queues, regs, chart, now))
+    body.append('<div class="grid">%s%s</div>' % (
+        chart_html(chart), queues_html(queues, forms, now)))
+    body.append(dispatchers_html(queues, regs, forms, request, now))
+    body.append(failed_html(queues, forms, now))
+    body.append(completed_html(queues, now))
+    nonce = secrets.token_urlsafe(16)
+    page = template('dashboard.html').substitute(
+        title='Background jobs \u00b7 pyramid_zcasync',
+        refresh=REFRESH_SECONDS, nonce=nonce, me=me_html(request, now),
+        generated='updated %s UTC' % now.strftime('%H:%M:%S'),
+        flash=flash_html(request), body='\n'.join(body),
+        csrf_meta='' if forms.token is None else
+        '<meta name="csrf-token" content="%s">\n' % e(forms.token))
+    response = Response(page, content_type='text/html', charset='utf-8')
+    secure(response, nonce)
+    return response
+
+
+def secure(response: Response, nonce: Optional[str] = None) -> None:
+    """No caching, no framing (the buttons must not be clickjacked), and
+    scripts only from this page."""
+    script = "'nonce-%s'" % nonce if nonce else "'none'"
+    response.headers.update({
+        'Cache-Control': 'no-store',
+        'X-Frame-Options': 'DENY',
+        'X-Content-Type-Options': 'nosniff',
+        'Referrer-Policy': 'same-origin',
+        'Content-Security-Policy': (
+            "default-src 'none'; style-src 'unsafe-inline'; "
+            "script-src %s; connect-src 'self'; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            % script),
+    })
+
+
+def includeme(config) -> None:
+    for name in ('dashboard', 'dashboard_bare'):
+        add_admin_view(config, dashboard, name, request_method='GET',
+                       renderer=None)
+    config.include('pyramid_zcasync.views.actions')

@@ -1,0 +1,195 @@
+"""The dashboard's POST actions: cancel a pending job, retry a failed job,
+re-queue the jobs of a dead dispatcher.
+
+Each requires the admin permission and a security policy (as every admin
+view), then a valid CSRF token.  The token is checked here, in the view,
+rather than with ``require_csrf=True``: Pyramid runs its CSRF check
+*before* the view's decorators, so an app without a security policy
+would answer 400 (bad token) instead of 403 to a POST without a token.
+The check follows the app's ``config.set_default_csrf_options`` (token
+and header names, origin check) when it set them.
+
+On success the answer is a 303 redirect to the dashboard, whose query
+names what was done (a code, not free text, so a crafted link cannot
+put words on the page).  A bad request is a 400, an unknown job or
+dispatcher a 404: an HTML page with a link back for a browser, JSON
+``{"error": …}`` otherwise; nothing is changed.
+"""
+from __future__ import annotations
+
+import struct
+
+from pyramid.csrf import check_csrf_origin, check_csrf_token, get_csrf_token
+from pyramid.exceptions import BadCSRFToken
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.interfaces import IDefaultCSRFOptions
+from pyramid.response import Response
+from ZODB.POSException import POSKeyError
+from ZODB.utils import p64
+
+from ..failure import Failure
+from ..interfaces import COMPLETED, PENDING
+from ..job import Job
+from . import add_admin_view, route_name
+from .dashboard import e, secure, status_name, template, took
+from .format import ParameterError, parse_oid
+
+#: Reason recorded when an admin deactivates a dead dispatcher.
+REQUEUE_REASON = 'declared dead by an admin'
+
+
+class ActionError(ParameterError):
+    """A refused action: HTML for a browser, JSON otherwise."""
+
+
+# -- checks ---------------------------------------------------------------
+
+def check_csrf(request) -> None:
+    """Pyramid's CSRF checks, with the app's default options if any."""
+    options = request.registry.queryUtility(IDefaultCSRFOptions)
+    token = getattr(options, 'token', 'csrf_token')
+    header = getattr(options, 'header', 'X-CSRF-Token')
+    if options is None or options.check_origin:
+        check_csrf_origin(request, raises=True, allow_no_origin=getattr(
+            options, 'allow_no_origin', False))
+    try:
+        get_csrf_token(request)
+    except Exception:  # no session factory nor CSRF storage policy
+        raise BadCSRFToken(
+            'The app has no session factory nor CSRF storage policy, so '
+            'no CSRF token can be checked; configure one to use the '
+            'dashboard actions.')
+    check_csrf_token(request, token or 'csrf_token',
+                     header or 'X-CSRF-Token', raises=True)
+
+
+def csrf_checked(view):
+    def checked(request):
+        check_csrf(request)
+        return view(request)
+    checked.__name__ = view.__name__
+    checked.__doc__ = view.__doc__
+    return checked
+
+
+def required(request, name: str, what: str) -> str:
+    value = request.POST.get(name, '').strip()
+    if not value:
+        raise ActionError('missing parameter %r: %s' % (name, what))
+    return value
+
+
+def find_job(request) -> Job:
+    raw = required(request, 'job', 'the oid of the job')
+    try:
+        oid = parse_oid(raw)
+    except ParameterError as exc:
+        raise ActionError(exc.message)
+    connection = request.async_queues._p_jar
+    try:
+        found = connection.get(p64(oid))
+    except (POSKeyError, KeyError, ValueError, struct.error,
+            OverflowError):
+        found = None
+    if not isinstance(found, Job):
+        raise ActionError('there is no job with oid 0x%x (%d) in the queues\''
+                          ' database' % (oid, oid), 404)
+    return found
+
+
+def redirect(request, **query) -> HTTPSeeOther:
+    return HTTPSeeOther(location=request.route_url(
+        route_name('dashboard'), _query=query))
+
+
+def oid_int(job) -> int:
+    return int.from_bytes(job._p_oid, 'big')
+
+
+# -- actions --------------------------------------------------------------
+
+def cancel(request):
+    """Take a pending job out of its queue; it will not run."""
+    job = find_job(request)
+    queue = job.queue
+    if job.status != PENDING or queue is None or job not in queue:
+        raise ActionError(
+            'job 0x%x is not pending (its status is %s): only a pending job '
+            'can be cancelled' % (oid_int(job), status_name(job.status)))
+    queue.remove(job)
+    return redirect(request, done='cancelled', job=oid_int(job))
+
+
+def retry(request):
+    """Run a failed job again, at the back of its queue."""
+    job = find_job(request)
+    if job.status != COMPLETED or not isinstance(job.result, Failure):
+        raise ActionError(
+            'job 0x%x has not failed (its status is %s%s): only a failed job '
+            'can be retried' % (oid_int(job), status_name(job.status),
+                                ', and it succeeded' if job.status ==
+                                COMPLETED else ''))
+    queue = job.queue
+    if queue is None:
+        raise ActionError('job 0x%x never was in a queue: there is nowhere '
+                          'to retry it' % oid_int(job))
+    queue.retry_failed(job)
+    return redirect(request, done='retried', job=oid_int(job))
+
+
+def requeue(request):
+    """Deactivate a dead dispatcher: its jobs go back to their queues
+    (or fail, as their retry policies decide)."""
+    uuid = required(request, 'uuid', 'the UUID of a dead dispatcher')
+    queues = request.async_queues
+    found = [queue.dispatchers[uuid] for name, queue in sorted(queues.items())
+             if uuid in queue.dispatchers]
+    if not found:
+        raise ActionError('there is no dispatcher %s in any queue' % uuid,
+                          404)
+    now = found[0].parent.database_now()
+    dead = [registration for registration in found
+            if registration.is_dead(now)]
+    if not dead:
+        if any(registration.activated for registration in found):
+            raise ActionError(
+                'dispatcher %s is alive (it pinged within the last %s): '
+                'only a dead dispatcher\'s jobs can be re-queued'
+                % (uuid, took(found[0].ping_death_interval)))
+        raise ActionError('dispatcher %s is not active: its jobs were '
+                          'already handed back when it stopped' % uuid)
+    count = 0
+    for registration in dead:
+        count += sum(len(agent) for agent in registration.values())
+        registration.deactivate(reason=REQUEUE_REASON)
+    return redirect(request, done='requeued', uuid=uuid, count=count)
+
+
+# -- errors ---------------------------------------------------------------
+
+REASONS = {400: '400 Bad Request', 404: '404 Not Found'}
+
+
+def action_error(exc: ActionError, request):
+    offers = request.accept.acceptable_offers(['application/json',
+                                               'text/html'])
+    if offers and offers[0][0] == 'text/html':
+        page = template('error.html').substitute(
+            status=e(REASONS.get(exc.status, str(exc.status))),
+            message=e(exc.message),
+            back=e(request.route_path(route_name('dashboard'))))
+        response = Response(page, status=exc.status,
+                            content_type='text/html', charset='utf-8')
+        secure(response)
+        return response
+    response = Response(json_body={'error': exc.message}, status=exc.status)
+    return response
+
+
+def includeme(config) -> None:
+    for view, name in ((cancel, 'cancel'), (retry, 'retry'),
+                       (requeue, 'requeue')):
+        add_admin_view(config, csrf_checked(view), name,
+                       request_method='POST', require_csrf=False,
+                       renderer=None)
+    config.add_view(action_error, context=ActionError)
