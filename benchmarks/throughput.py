@@ -61,7 +61,7 @@ def run(jobs=3000, agent_size=3, timeout=120.0):
             poll_interval=5, agent_size=agent_size,
             install_signal_handlers=False)
         common.wait_until(lambda: _agents_idle(queue), timeout,
-                          what='all jobs to complete')
+                          interval=0.05, what='all jobs to complete')
         elapsed = time.perf_counter() - started
         running.stop()
         assert _all_done(db, oids), 'some job did not complete'

@@ -118,9 +118,14 @@ class Agent(persistent.Persistent):
     def available(self) -> int:
         return max(self.size - len(self), 0)
 
-    def claimJob(self, now: Optional[datetime.datetime] = None):
-        """Claim one job for this agent's dispatcher, if a slot is free."""
-        if not self.available:
+    def claimJob(self, now: Optional[datetime.datetime] = None,
+                 limit: Optional[int] = None):
+        """Claim one job for this agent's dispatcher, if a slot is free.
+
+        ``limit`` lets a dispatcher hold more claimed jobs than ``size``
+        when its jobs are short, to run them in groups (see group.py).
+        """
+        if len(self) >= (self.size if limit is None else limit):
             return None
         job = (self.chooser or claim_from_queue)(self, now=now)
         if job is not None:

@@ -78,6 +78,9 @@ class JobHistory:
     def __init__(self, size: int = JOB_HISTORY):
         self.size = size
         self._jobs: collections.OrderedDict = collections.OrderedDict()
+        #: Claimed and not completed: what polls ask for, kept apart so
+        #: they need not walk the whole history.
+        self._open: dict = {}
         self._lock = threading.Lock()
 
     def record(self, job_id: tuple, **info) -> dict:
@@ -86,8 +89,13 @@ class JobHistory:
             if entry is None:
                 entry = self._jobs[job_id] = {}
                 while len(self._jobs) > self.size:
-                    self._jobs.popitem(last=False)
+                    self._open.pop(self._jobs.popitem(last=False)[0], None)
             entry.update(info)
+            if 'completed' in info:
+                self._open.pop(job_id, None)
+            elif 'claimed' in info:
+                entry.pop('completed', None)  # claimed again: a retry
+                self._open[job_id] = entry
             return dict(entry)
 
     def get(self, job_id: tuple) -> Optional[dict]:
@@ -102,11 +110,14 @@ class JobHistory:
         with self._lock:
             return [dict(entry) for entry in self._jobs.values()]
 
-    def active_ids(self, queue=None, agent=None) -> list:
-        return [e['id'] for e in self.values()
-                if e.get('completed') is None and e.get('started')
-                and (queue is None or e.get('queue') == queue)
-                and (agent is None or e.get('agent') == agent)]
+    def active_ids(self, queue=None, agent=None, started=True) -> list:
+        """Ids of the jobs claimed and not completed (``started``: and
+        started), oldest claim first."""
+        with self._lock:
+            return [job_id for job_id, e in self._open.items()
+                    if (e.get('started') or not started)
+                    and (queue is None or e.get('queue') == queue)
+                    and (agent is None or e.get('agent') == agent)]
 
 
 def statistics(entries: list, since: datetime.datetime,

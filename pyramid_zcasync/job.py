@@ -65,7 +65,8 @@ class Job(persistent.Persistent):
     def __init__(self, callable: Callable, *args: Any, **kwargs: Any):
         _check_storable(callable)
         self.callable = callable
-        self.args = persistent.list.PersistentList(args)
+        #: Stored in the job's own record (a list: reassign, don't mutate).
+        self.args = list(args)
         self.kwargs = dict(kwargs)
         self._status = NEW
         self._result = None
@@ -76,7 +77,7 @@ class Job(persistent.Persistent):
         self.active_end = None
         self.initial_callbacks_end = None
         self.assignerUUID = None
-        self.callbacks = persistent.list.PersistentList()
+        self._callbacks = None  # a PersistentList once one is added
         #: The job whose result this callback job receives, if any.
         self.parent = None
         #: The queue holding or having held this job.
@@ -97,6 +98,13 @@ class Job(persistent.Persistent):
     @property
     def result(self) -> Any:
         return self._result
+
+    @property
+    def callbacks(self):
+        """The callback jobs, in order (an empty tuple until one is added:
+        most jobs have none, and a list of their own would be one more
+        object to store and load per job)."""
+        return self._callbacks if self._callbacks is not None else ()
 
     @property
     def annotations(self) -> BTrees.OOBTree.OOBTree:
@@ -169,7 +177,9 @@ class Job(persistent.Persistent):
         if callback.status != NEW or callback.parent is not None:
             raise BadStatusError('%r is already in use as a job' % callback)
         callback.parent = self
-        self.callbacks.append(callback)
+        if self._callbacks is None:
+            self._callbacks = persistent.list.PersistentList()
+        self._callbacks.append(callback)
         if self._status == COMPLETED:
             self._start_late_callback(callback)
         return callback
@@ -186,7 +196,7 @@ class Job(persistent.Persistent):
 
     def _start_late_callback(self, callback: 'Job') -> None:
         if self.queue is not None:
-            callback.args.append(self._result)
+            callback.args = list(callback.args) + [self._result]
             self.queue.put(callback)
         else:
             callback(self._result)
@@ -223,23 +233,28 @@ class Job(persistent.Persistent):
         kwargs.update(extra_kwargs)
         return self.callable(*self.args, *extra_args, **kwargs)
 
-    def resolve(self, result: Any, run_callbacks: bool) -> None:
+    def resolve(self, result: Any, run_callbacks: bool,
+                release: bool = True) -> None:
         """Record what the call returned.
 
         A returned job is waited for: this job completes when it does,
         without holding a dispatcher slot meanwhile.  ``run_callbacks``
         runs the callbacks here, in this transaction; otherwise the caller
         (the dispatcher) runs each in a transaction of its own.
+        ``release=False`` leaves the agent slot and quotas to the caller:
+        the dispatcher frees them in a short transaction of their own, so
+        that a job's transaction writes nothing shared with other jobs and
+        a conflict there never makes a job run again.
         """
         if isinstance(result, Job):
-            self._wait_for(result)
+            self._wait_for(result, release)
             return
         self._result = result
         self.active_end = clock.utcnow()
         self._status = CALLBACKS if self.callbacks else COMPLETED
-        if self._status == COMPLETED:
+        if release and self._status == COMPLETED:
             self._leave_queue()
-        elif self.queue is not None:
+        elif release and self.queue is not None:
             # Quotas limit running calls: free them now.  The agent slot
             # is kept until the callbacks are done, so that recovery of
             # a dead dispatcher finds (and finishes) a job whose worker
@@ -282,11 +297,12 @@ class Job(persistent.Persistent):
             self.initial_callbacks_end = clock.utcnow()
             self._leave_queue()
 
-    def _wait_for(self, inner: 'Job') -> None:
+    def _wait_for(self, inner: 'Job', release: bool = True) -> None:
         if inner is self:
             raise BadStatusError('a job cannot wait for itself')
         self.waiting_for = inner
-        self._leave_queue()
+        if release:
+            self._leave_queue()
         inner.addCallback(Job(_resolve_outer, self))
 
     def _leave_queue(self) -> None:

@@ -14,14 +14,21 @@ import transaction
 _state = threading.local()
 
 
+class NeedsOwnTransaction(Exception):
+    """Raised inside a group-committed job that asks for something only a
+    job in its own transaction can do; the job is then run alone."""
+
+
 @contextlib.contextmanager
-def running(job, db=None, dispatcher=None):
+def running(job, db=None, dispatcher=None, grouped=False):
     previous = getattr(_state, 'current', None)
     _state.current = (job, db, dispatcher)
+    _state.grouped = grouped
     try:
         yield
     finally:
         _state.current = previous
+        _state.grouped = False
 
 
 def _current():
@@ -56,6 +63,8 @@ def set_live_annotation(name: str, value: Any) -> None:
     if db is None or job._p_oid is None:
         job.annotations[name] = value
         return
+    if getattr(_state, 'grouped', False):
+        raise NeedsOwnTransaction('set_live_annotation')
     manager = transaction.TransactionManager()
     connection = db.open(transaction_manager=manager)
     try:

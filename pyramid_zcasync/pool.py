@@ -1,6 +1,8 @@
 """Worker threads of one agent.
 
-Daemon threads, so a process never hangs at exit waiting for them (a
+A worker takes up to ``batch`` waiting items at once: the dispatcher sets
+it to 1 while jobs are slow, so they run side by side, and higher while
+they are short, so they can be committed together.  Daemon threads, so a process never hangs at exit waiting for them (a
 non-daemon pool made pserve ignore Ctrl-C).  A task that raises anything
 at all is reported to ``on_crash`` and the thread carries on: a worker
 that died silently would leave its job ACTIVE forever (a zc.async bug).
@@ -20,10 +22,12 @@ _STOP = object()
 
 class Pool:
 
-    def __init__(self, name: str, size: int,
-                 on_crash: Optional[Callable] = None):
+    def __init__(self, name: str, size: int, handler: Callable,
+                 on_crash: Optional[Callable] = None, batch: int = 1):
         self.name = name
+        self.handler = handler
         self.on_crash = on_crash
+        self.batch = batch
         self._tasks: queue_module.Queue = queue_module.Queue()
         self._threads: list = []
         self._busy = 0
@@ -52,25 +56,41 @@ class Pool:
             self._threads.pop()
             self._tasks.put(_STOP)
 
-    def submit(self, task: Callable, *args) -> None:
-        self._tasks.put((task, args))
+    def submit(self, item) -> None:
+        self._tasks.put(item)
+
+    def _take(self):
+        """The next item and this worker's share of those waiting."""
+        first = self._tasks.get()
+        if first is _STOP:
+            return first
+        items = [first]
+        while len(items) < self.batch:
+            try:
+                item = self._tasks.get_nowait()
+            except queue_module.Empty:
+                break
+            if item is _STOP:
+                self._tasks.put(_STOP)
+                break
+            items.append(item)
+        return items
 
     def _work(self) -> None:
         while True:
-            item = self._tasks.get()
-            if item is _STOP:
+            items = self._take()
+            if items is _STOP:
                 return
-            task, args = item
             with self._lock:
                 self._busy += 1
             try:
-                task(*args)
+                self.handler(items)
             except BaseException as exc:  # noqa: B902 - see module doc
-                log.exception('worker %s: task %r crashed',
-                              threading.current_thread().name, task)
+                log.exception('worker %s: %d item(s) crashed',
+                              threading.current_thread().name, len(items))
                 if self.on_crash is not None:
                     try:
-                        self.on_crash(task, args, exc)
+                        self.on_crash(items, exc)
                     except Exception:
                         log.exception('crash handler failed')
             finally:

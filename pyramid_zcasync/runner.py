@@ -10,6 +10,7 @@ with a plain database and an injected clock.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import threading
@@ -21,7 +22,7 @@ from ZODB.POSException import ConflictError
 from . import clock as clock_module
 from . import local, retry
 from .failure import Failure
-from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, NEW
+from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW
 from .job import Job
 
 log = logging.getLogger('pyramid_zcasync.events')
@@ -36,11 +37,15 @@ class Runner:
     """Runs jobs of one database; one per worker thread."""
 
     def __init__(self, db, uuid: Optional[str] = None, clock=None,
-                 dispatcher=None):
+                 dispatcher=None, lock=None):
         self.db = db
         self.uuid = uuid
         self.clock = clock or clock_module.default_clock
         self.dispatcher = dispatcher
+        #: Held around transactions that write the dispatcher's shared
+        #: bookkeeping (agent slots, history), so that this process's
+        #: threads never conflict with each other there.
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.manager = transaction.TransactionManager()
 
     # -- transactions -------------------------------------------------
@@ -101,8 +106,17 @@ class Runner:
                 self.bookkeep(lambda conn: self._owes_callbacks(
                     conn.get(oid))):
             self.run_callbacks(oid)
+        self.release(oid)
 
-    def _start(self, job, started: dict) -> bool:
+    def release(self, oid: bytes) -> None:
+        """Free the agent slot and quotas of a job that finished (or waits
+        for a job it returned); its own transaction left them alone."""
+        with self.lock:
+            self.bookkeep(lambda conn: release_if_ours(conn.get(oid),
+                                                       self.uuid))
+
+    def _start(self, job, started: Optional[dict] = None) -> bool:
+        started = {} if started is None else started
         if (job.status == ACTIVE and job.assignerUUID == self.uuid
                 and 'at' in started and job.active_start == started['at']):
             # Our last attempt committed, but the server's answer was lost
@@ -182,7 +196,8 @@ class Runner:
                 return failure, policy.jobError(failure, data_cache)
             try:
                 policy.updateData(data_cache)
-                job.resolve(result, run_callbacks=inline_callbacks)
+                job.resolve(result, run_callbacks=inline_callbacks,
+                            release=False)
                 self.manager.commit()
             except Exception as exc:
                 self.manager.abort()
@@ -201,7 +216,8 @@ class Runner:
         if job.status in (NEW, ASSIGNED):
             job.mark_active(self.clock.utcnow())
         job.getRetryPolicy().updateData(data_cache)
-        job.resolve(failure, run_callbacks=inline_callbacks)
+        job.resolve(failure, run_callbacks=inline_callbacks,
+                    release=False)
         log.log(job.failure_log_level, '%r failed: %s', job,
                 failure.getTraceback())
 
@@ -218,6 +234,14 @@ class Runner:
                       extra_args=lambda cb: (cb.parent.result,),
                       inline_callbacks=True)
         self.bookkeep(lambda conn: conn.get(oid).mark_callbacks_done())
+
+
+def release_if_ours(job, uuid: str) -> None:
+    agent = job.agent
+    if agent is None or agent.UUID != uuid or job.queue is None:
+        return  # released already, or recovered by a sibling meanwhile
+    if job.status == COMPLETED or job.waiting_for is not None:
+        job.queue.release(job)
 
 
 def _next_callback_oid(job):

@@ -43,11 +43,12 @@ def get_poll(dispatcher, count: Optional[int] = None, seconds: float = 6):
 
 
 def wait_for_result(job, seconds: float = 6) -> Any:
-    """The job's result once it is COMPLETED (aborts the current
-    transaction of the job's connection, to see other commits)."""
+    """The job's result once it is COMPLETED and its dispatcher has
+    released it (it then shows in its agent's history); aborts the
+    current transaction of the job's connection, to see other commits."""
     def completed():
         _sync(job)
-        return job.status == COMPLETED
+        return job.status == COMPLETED and job.agent is None
     _wait(completed, seconds, 'the result of %r' % (job,))
     return job.result
 
