@@ -14,7 +14,7 @@ import BTrees.Length
 import BTrees.OOBTree
 import persistent
 
-from . import clock
+from . import clock, keys
 from .interfaces import CALLBACKS, COMPLETED
 from .quota import FLOOR, above_floor, check_size, floor_tree
 
@@ -48,17 +48,19 @@ class CompletedHistory(persistent.Persistent):
     def add(self, job, now: Optional[datetime.datetime] = None) -> None:
         now = now or clock.utcnow()
         ended = job.active_end or now
-        self._jobs[(clock.to_micros(ended),) + tuple(job._key)] = job
+        keys.insert_unique(self._jobs, keys.make(clock.to_micros(ended),
+                                                 keys.tiebreak_of(job._key)),
+                           job)
         self._length.change(1)
         if (self._length() > self.max_size + TRIM_SLACK
-                or self._jobs.minKey()[0] < clock.to_micros(
+                or keys.micros_of(self._jobs.minKey()) < clock.to_micros(
                     now - self.max_age - TRIM_SLACK_AGE)):
             self.trim(now)
 
     def trim(self, now: datetime.datetime) -> None:
         oldest_kept = clock.to_micros(now - self.max_age)
         while self._jobs and (self._length() > self.max_size
-                              or self._jobs.minKey()[0] < oldest_kept):
+                              or keys.micros_of(self._jobs.minKey()) < oldest_kept):
             del self._jobs[self._jobs.minKey()]
             self._length.change(-1)
 
@@ -77,7 +79,13 @@ class CompletedHistory(persistent.Persistent):
 
     def since(self, when: datetime.datetime):
         """Jobs completed at or after ``when``, oldest first."""
-        return self._jobs.values(min=(clock.to_micros(when),))
+        return self._jobs.values(min=keys.first_of(clock.to_micros(when)))
+
+    def end_times(self, since: datetime.datetime) -> list:
+        """Completion times (µs since the epoch) from ``since`` on, read
+        from the keys alone: counting completions loads no job."""
+        return [keys.micros_of(key) for key in
+                self._jobs.keys(min=keys.first_of(clock.to_micros(since)))]
 
 
 class Agent(persistent.Persistent):

@@ -62,32 +62,39 @@ class Job(persistent.Persistent):
     #: Names of the queue's quotas limiting how many such jobs run at once.
     quota_names: tuple = ()
 
+    # Defaults live on the class: an attribute enters the job's stored
+    # record only once it is set, which keeps the record of a typical job
+    # small (puts and claims of many jobs pickle many records).
+    _result = None
+    _begin_after = None
+    _begin_by = None
+    _annotations = None
+    _callbacks = None  # a PersistentList once a callback is added
+    active_start = None
+    active_end = None
+    initial_callbacks_end = None
+    assignerUUID = None
+    #: The job whose result this callback job receives, if any.
+    parent = None
+    #: The queue holding or having held this job.
+    queue = None
+    #: The agent that claimed this job, while it is assigned or active.
+    agent = None
+    #: A job this job returned and is waiting for.
+    waiting_for = None
+    _key = None
+    _deadline_key = None
+
+    kwargs: dict = {}  # never mutated: __init__ sets a job's own
+
     def __init__(self, callable: Callable, *args: Any, **kwargs: Any):
         _check_storable(callable)
         self.callable = callable
         #: Stored in the job's own record (a list: reassign, don't mutate).
         self.args = list(args)
-        self.kwargs = dict(kwargs)
+        if kwargs:
+            self.kwargs = dict(kwargs)
         self._status = NEW
-        self._result = None
-        self._begin_after = None
-        self._begin_by = None
-        self._annotations = None
-        self.active_start = None
-        self.active_end = None
-        self.initial_callbacks_end = None
-        self.assignerUUID = None
-        self._callbacks = None  # a PersistentList once one is added
-        #: The job whose result this callback job receives, if any.
-        self.parent = None
-        #: The queue holding or having held this job.
-        self.queue = None
-        #: The agent that claimed this job, while it is assigned or active.
-        self.agent = None
-        #: A job this job returned and is waiting for.
-        self.waiting_for = None
-        self._queue_key = None
-        self._deadline_key = None
 
     # -- read-only state --------------------------------------------------
 

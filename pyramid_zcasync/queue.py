@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import os
 from typing import Any, Callable, Iterator, Optional
 
 import BTrees.Length
@@ -22,22 +21,13 @@ import persistent.mapping
 import zope.event
 import zope.interface
 
-from . import clock
+from . import clock, keys
 from .failure import Failure
 from .interfaces import (ASSIGNED, COMPLETED, NEW, PENDING, IQueue, IQueues,
                          JobQueued)
 from .job import BadStatusError, Job
 from .quota import Quotas, above_floor, floor_tree
 from .registry import DispatcherAgents
-
-#: Orders puts made in the same microsecond by one process.
-_sequence = itertools.count()
-#: Tells apart keys of two processes putting in the same microsecond.
-_NONCE = int.from_bytes(os.urandom(4), 'big')
-
-
-def _new_key(micros: int) -> tuple:
-    return (micros, next(_sequence), _NONCE)
 
 
 @zope.interface.implementer(IQueues)
@@ -85,7 +75,7 @@ class Queue(persistent.Persistent):
         return (isinstance(job, Job) and job.queue is self
                 and job.status == PENDING and job._key in self._pending)
 
-    def _key_at(self, index: int) -> tuple:
+    def _key_at(self, index: int) -> int:
         if not isinstance(index, int) or isinstance(index, bool):
             raise TypeError('queue index must be an integer, got %r'
                             % (index,))
@@ -150,14 +140,16 @@ class Queue(persistent.Persistent):
         first = next(iter(above_floor(self._pending, 'keys')), None)
         if first is None:
             return now
-        return min(first[0], now) - 1
+        return min(keys.micros_of(first), now) - 1
 
     def _insert(self, job: Job, micros: int) -> None:
-        key = job._key = _new_key(micros)
-        self._pending[key] = job
+        tiebreak = keys.new_tiebreak()
+        job._key = keys.insert_unique(self._pending,
+                                      keys.make(micros, tiebreak), job)
         if job.begin_by is not None:
-            job._deadline_key = (clock.to_micros(job.begin_by),) + key[1:]
-            self._deadlines[job._deadline_key] = job
+            job._deadline_key = keys.insert_unique(
+                self._deadlines,
+                keys.make(clock.to_micros(job.begin_by), tiebreak), job)
         self._length.change(1)
         job.queue = self
         job._status = PENDING
@@ -233,7 +225,7 @@ class Queue(persistent.Persistent):
         now = clock.aware_utc(now, 'now') or clock.utcnow()
         now_micros = clock.to_micros(now)
         self.fail_expired(now_micros)
-        for job in above_floor(self._pending, max=(now_micros + 1,)):
+        for job in above_floor(self._pending, max=keys.last_of(now_micros)):
             if job.begin_after is not None and job.begin_after > now:
                 continue  # put back ahead of its time
             if filter is not None and not filter(job):
@@ -250,12 +242,14 @@ class Queue(persistent.Persistent):
                  ) -> Optional[datetime.datetime]:
         """When the first job not yet due at ``now`` becomes due, so a
         dispatcher can wake then instead of at its next poll."""
-        later = self._pending.keys(min=(clock.to_micros(now) + 1,))
-        key = next(iter(later), None)  # the floor () sorts below any bound
-        return None if key is None else clock.from_micros(key[0])
+        later = self._pending.keys(
+            min=keys.first_of(clock.to_micros(now) + 1))
+        key = next(iter(later), None)  # the floor sorts below any bound
+        return None if key is None else clock.from_micros(keys.micros_of(key))
 
     def fail_expired(self, now_micros: int) -> int:
-        expired = list(above_floor(self._deadlines, max=(now_micros,),
+        expired = list(above_floor(self._deadlines,
+                                   max=keys.first_of(now_micros),
                                    excludemax=True))
         for job in expired:
             self._take(job)

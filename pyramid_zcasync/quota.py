@@ -9,12 +9,11 @@ from __future__ import annotations
 import BTrees.OOBTree
 import persistent
 
-#: A key sorting before every job key (job keys are non-empty tuples),
-#: kept in each BTree that producers and consumers change at once.
-#: BTrees refuse to resolve a conflict that deletes the first key of a
-#: bucket, and a FIFO claim always deletes the first key: with this floor
-#: entry in place, a put and a claim committed together resolve.
-FLOOR = ()
+# FLOOR is kept in each BTree that producers and consumers change at once.
+# BTrees refuse to resolve a conflict that deletes the first key of a
+# bucket, and a FIFO claim always deletes the first key: with this floor
+# entry in place, a put and a claim committed together resolve.
+from .keys import FLOOR
 
 
 def floor_tree() -> BTrees.OOBTree.OOBTree:

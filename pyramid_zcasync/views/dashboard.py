@@ -242,12 +242,8 @@ def recent_jobs(queues, count: int, scan: int, wanted) -> list:
 
 def completion_micros(history, since: datetime.datetime) -> list:
     """When each job of an agent's history completed, at or after
-    ``since``, read from the history's keys (no job is loaded)."""
-    tree = getattr(history, '_jobs', None)
-    if tree is not None:
-        return [key[0] for key in tree.keys(min=(clock.to_micros(since),))]
-    return [clock.to_micros(job.active_end) for job in history.since(since)
-            if job.active_end is not None]
+    ``since`` (read from the history's keys: no job is loaded)."""
+    return history.end_times(since)
 
 
 def throughput(queues, now: datetime.datetime,
