@@ -27,7 +27,7 @@ from ZODB.POSException import ConflictError
 from . import local
 from .failure import Failure
 from .interfaces import ASSIGNED, COMPLETED
-from .runner import Runner
+from .runner import Runner, release_if_ours
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -108,6 +108,10 @@ class GroupRunner:
                     done.append((oid, job))
                 else:
                     alone.append(oid)
+            # Slots and history last, once: released inside the loop, the
+            # agent's buckets would be pickled again at every savepoint.
+            for _, job in done:
+                release_if_ours(job, runner.uuid)
             manager.commit()
             finished = [(oid, outcome(job)) for oid, job in done]
         except ConflictError:
@@ -140,13 +144,13 @@ class GroupRunner:
             if job.getRetryPolicy().jobError(failure, {}) is not False:
                 return False  # its policy retries: let the Runner do it
             job.mark_active(self.runner.clock.utcnow())
-            job.resolve(failure, run_callbacks=False)
+            job.resolve(failure, run_callbacks=False, release=False)
             log.log(job.failure_log_level, '%r failed: %s', job,
                     failure.getTraceback())
             return True
         if hasattr(result, 'addBoth'):  # a Deferred: needs the Runner
             savepoint.rollback()
             return False
-        job.resolve(result, run_callbacks=False)
+        job.resolve(result, run_callbacks=False, release=False)
         trace.debug('%r succeeded in a group', job)
         return True
