@@ -47,6 +47,27 @@ def aware_utc(value: Optional[datetime.datetime],
     return value.astimezone(UTC)
 
 
+class Moment:
+    """An aware UTC datetime attribute of a persistent object, stored as
+    integer microseconds: an aware datetime pickles as half a dozen
+    objects (datetime, timezone, timedelta), an int as one, and jobs are
+    pickled at every put, claim and completion."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.slot = '_%s_us' % name.lstrip('_')
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        micros = getattr(obj, self.slot, None)
+        return None if micros is None else from_micros(micros)
+
+    def __set__(self, obj, value) -> None:
+        value = aware_utc(value, self.name.lstrip('_'))
+        setattr(obj, self.slot, None if value is None else to_micros(value))
+
+
 def to_micros(value: datetime.datetime) -> int:
     """Microseconds since the epoch: a compact, orderable BTree key."""
     delta = value - EPOCH

@@ -66,13 +66,13 @@ class Job(persistent.Persistent):
     # record only once it is set, which keeps the record of a typical job
     # small (puts and claims of many jobs pickle many records).
     _result = None
-    _begin_after = None
-    _begin_by = None
+    _begin_after = clock.Moment('begin_after')
+    _begin_by = clock.Moment('begin_by')
     _annotations = None
     _callbacks = None  # a PersistentList once a callback is added
-    active_start = None
-    active_end = None
-    initial_callbacks_end = None
+    active_start = clock.Moment('active_start')
+    active_end = clock.Moment('active_end')
+    initial_callbacks_end = clock.Moment('initial_callbacks_end')
     assignerUUID = None
     #: The job whose result this callback job receives, if any.
     parent = None
