@@ -18,6 +18,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid_zodbconn import get_connection
 
 from . import dispatcher as dispatcher_module
+from .context import PyramidContext
 from .install import install_queues
 from .instance import ENV_VAR, UUIDFileError
 from .interfaces import KEY
@@ -121,7 +122,8 @@ def _start_with_app(event) -> None:
             poll_interval=settings.poll_interval,
             agent_size=settings.agent_size,
             ping_interval=settings.ping_interval,
-            ping_death_interval=settings.ping_death_interval)
+            ping_death_interval=settings.ping_death_interval,
+            job_context=PyramidContext(registry, settings.app_url))
     except UUIDFileError as exc:
         raise ConfigurationError(
             'Bad pyramid_zcasync settings:\n  zcasync.uuid_file = %r: %s'

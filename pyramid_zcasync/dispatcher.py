@@ -67,7 +67,8 @@ def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
     file named by ``$ZC_ASYNC_UUID``.  With a file, an exclusive OS lock
     refuses a second live process with the same UUID.  ``options``:
     ``agent_size``, ``ping_interval``, ``ping_death_interval`` (seconds),
-    ``install_signal_handlers`` (default True), ``clock``.
+    ``install_signal_handlers`` (default True), ``clock``, ``job_context``
+    (see context.py).
     """
     lock = None
     if uuid is None:
@@ -99,7 +100,8 @@ class Dispatcher:
 
     def __init__(self, db, uuid: str, poll_interval: float = 5,
                  agent_size: int = 3, ping_interval: float = 30,
-                 ping_death_interval: float = 60, clock=None):
+                 ping_death_interval: float = 60, clock=None,
+                 job_context=None):
         if poll_interval <= 0:
             raise ValueError('poll_interval must be positive, got %r'
                              % (poll_interval,))
@@ -111,6 +113,8 @@ class Dispatcher:
         self.ping_death_interval = datetime.timedelta(
             seconds=ping_death_interval)
         self.clock = clock or clock_module.default_clock
+        #: Entered around each job (see context.py): the Pyramid app's.
+        self.job_context = job_context
         self.activated: Optional[datetime.datetime] = None
         self.reactor = None
         self.thread: Optional[threading.Thread] = None

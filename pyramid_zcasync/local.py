@@ -24,11 +24,35 @@ def running(job, db=None, dispatcher=None, grouped=False):
     previous = getattr(_state, 'current', None)
     _state.current = (job, db, dispatcher)
     _state.grouped = grouped
+    _state.request = None
+    context = getattr(dispatcher, 'job_context', None)
     try:
-        yield
+        if context is None:
+            yield
+        else:
+            with context.around(job) as frame:
+                _state.frame = frame
+                yield
     finally:
         _state.current = previous
         _state.grouped = False
+        _state.request = _state.frame = None
+
+
+def get_request():
+    """Inside a job of a Pyramid app: a request at ``zcasync.app_url`` for
+    URL generation (``get_request().route_url('home')``); made once per
+    job, and made current for Pyramid's thread-locals.  None elsewhere."""
+    request = getattr(_state, 'request', None)
+    if request is None:
+        context = getattr(get_dispatcher(), 'job_context', None)
+        if context is None or get_job() is None:
+            return None
+        request = _state.request = context.make_request()
+        frame = getattr(_state, 'frame', None)
+        if frame is not None:
+            frame['request'] = request
+    return request
 
 
 def _current():

@@ -59,6 +59,9 @@ class ZcasyncSettings:
     admin_permission: str = 'zcasync.admin'
     #: Where the admin views live; no trailing slash.
     route_prefix: str = '/_async'
+    #: The application's public URL, for URLs generated inside jobs
+    #: (``pyramid_zcasync.local.get_request().route_url``); None: localhost.
+    app_url: Optional[str] = None
 
 
 _DEFAULTS = ZcasyncSettings()
@@ -143,6 +146,11 @@ def _route_prefix(node: colander.SchemaNode, value: str) -> None:
         raise colander.Invalid(node, 'not a URL path below the site root')
 
 
+def _app_url(node: colander.SchemaNode, value: str) -> None:
+    if not re.fullmatch(r'https?://[^/\s]+(/\S*)?', value):
+        raise colander.Invalid(node, 'not an absolute http(s) URL')
+
+
 def _node(typ: colander.SchemaType, name: str, description: str,
           **kw: Any) -> colander.SchemaNode:
     return colander.SchemaNode(typ, missing=getattr(_DEFAULTS, name),
@@ -174,6 +182,10 @@ class SettingsSchema(colander.MappingSchema):
         _Text(), 'route_prefix', "a URL path starting with '/'",
         preparer=lambda v: v.rstrip('/') if isinstance(v, str) else v,
         validator=_route_prefix)
+    app_url = _node(
+        _Text(), 'app_url', 'the http(s) URL the application is served at',
+        preparer=lambda v: v.rstrip('/') if isinstance(v, str) else v,
+        validator=_app_url)
 
     def validator(self, node: colander.SchemaNode, appstruct: dict) -> None:
         # A dispatcher declared dead between two of its own pings would

@@ -86,3 +86,78 @@ def fail_while_flag(flag_path):
     if os.path.exists(flag_path):
         raise RuntimeError('the flag file %s is still there' % flag_path)
     return 'recovered'
+
+
+# -- for tests/test_reliability.py ----------------------------------------
+
+def note(log_path, line):
+    """Append one line to a file shared by every process."""
+    with open(log_path, 'a') as stream:
+        stream.write(line + '\n')
+
+
+def notes(log_path):
+    if not os.path.exists(log_path):
+        return []
+    with open(log_path) as stream:
+        return stream.read().split()
+
+
+def append_with_pid(tree, pids, key, seconds=0.0, times=None):
+    """``append_to`` that also stores which process committed it (and
+    when, in ``times``); sleeps ``seconds`` first, so that a test can
+    catch jobs running."""
+    if seconds:
+        time.sleep(seconds)
+    tree[key] = tree.get(key, 0) + 1
+    pids[key] = os.getpid()
+    if times is not None:
+        times[key] = time.time()
+    return key
+
+
+def raise_conflict(log_path, name):
+    """Raises ConflictError on every attempt, noting each one."""
+    from ZODB.POSException import ConflictError
+    note(log_path, '%s:%d' % (name, os.getpid()))
+    raise ConflictError('%s conflicts on purpose' % name)
+
+
+def write_contended(mapping, log_path, name, seconds):
+    """Read, wait, write the same non-resolving object others write: the
+    commit conflicts while someone else keeps writing it meanwhile."""
+    note(log_path, '%s:%d' % (name, os.getpid()))
+    value = mapping.get('job', 0)
+    time.sleep(seconds)
+    mapping['job'] = value + 1
+    return value + 1
+
+
+def fail_with(log_path, name, message):
+    note(log_path, '%s:%d' % (name, os.getpid()))
+    raise ValueError(message)
+
+
+def failing_callback(log_path, name, result):
+    note(log_path, '%s:%d' % (name, os.getpid()))
+    raise RuntimeError('callback %s refused %r' % (name, result))
+
+
+def noting_callback(log_path, name, result):
+    note(log_path, '%s:%d' % (name, os.getpid()))
+    return 'saw %r' % (result,)
+
+
+def describe_failure(failure):
+    """An errback for ``addCallbacks``: what it was told, as text."""
+    return 'handled %s: %s' % (failure.type_name, failure.message)
+
+
+def pyramid_context():
+    """What a job of a Pyramid app sees of its app."""
+    from pyramid.threadlocal import get_current_registry, get_current_request
+    registry = get_current_registry()
+    request = local.get_request()
+    return (registry.settings.get('custom.setting'),
+            request.route_url('home', name='ann') if request else None,
+            get_current_request() is request)
