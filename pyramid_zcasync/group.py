@@ -40,7 +40,7 @@ GROUP_WINDOW = 0.05
 def eligible(job, uuid: str) -> bool:
     return (job.status == ASSIGNED and job.assignerUUID == uuid
             and job.retry_policy_factory is None and job.parent is None
-            and not job.callbacks)
+            and not job.callbacks and job.time_limit is None)
 
 
 def outcome(job) -> dict:

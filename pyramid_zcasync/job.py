@@ -61,6 +61,8 @@ class Job(persistent.Persistent):
     retry_policy_factory: Optional[Callable] = None
     #: Names of the queue's quotas limiting how many such jobs run at once.
     quota_names: tuple = ()
+    #: Seconds the call may run before it is interrupted (timelimit.py).
+    time_limit: Optional[float] = None
 
     # Defaults live on the class: an attribute enters the job's stored
     # record only once it is set, which keeps the record of a typical job

@@ -24,6 +24,7 @@ from . import local, retry
 from .failure import Failure
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW
 from .job import Job
+from .timelimit import call_with_limit
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -188,7 +189,9 @@ class Runner:
             policy = job.getRetryPolicy()
             try:
                 with local.running(job, self.db, self.dispatcher):
-                    result = settle(job.invoke(*extra_args(job)))
+                    result = call_with_limit(
+                        lambda: settle(job.invoke(*extra_args(job))),
+                        job.time_limit, repr(job))
             except Exception as exc:
                 self.manager.abort()
                 failure = Failure.from_exception(exc)

@@ -161,3 +161,13 @@ def pyramid_context():
     return (registry.settings.get('custom.setting'),
             request.route_url('home', name='ann') if request else None,
             get_current_request() is request)
+
+
+def busy_for(seconds):
+    """Pure Python work: interruptible between bytecodes."""
+    import time as _time
+    deadline = _time.monotonic() + seconds
+    count = 0
+    while _time.monotonic() < deadline:
+        count += 1
+    return count

@@ -1,0 +1,68 @@
+"""Run-time limits: a job running longer than ``job.time_limit`` seconds
+is interrupted and fails with :class:`TimeLimitExceeded`.
+
+Python can only interrupt a thread between bytecodes: the exception is
+raised in the job's thread (``PyThreadState_SetAsyncExc``) and lands at
+its next bytecode.  A job blocked inside a C call (``time.sleep``, a
+socket read without timeout, a long C extension call) is interrupted only
+when that call returns; give such calls their own timeouts.  The job's
+transaction is aborted like any failed call's, and the failure recorded.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any, Callable, Optional
+
+
+class TimeLimitExceeded(Exception):
+    """The job ran longer than its ``time_limit``."""
+
+
+def _interrupt(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(TimeLimitExceeded))
+
+
+def call_with_limit(func: Callable[[], Any], seconds: Optional[float],
+                    what: str = 'the job') -> Any:
+    """``func()``, interrupted after ``seconds`` (None: no limit)."""
+    if seconds is None:
+        return func()
+    state = {'running': True}
+    lock = threading.Lock()
+    thread_id = threading.get_ident()
+
+    def expire():
+        with lock:
+            if state['running']:
+                _interrupt(thread_id)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    try:
+        try:
+            timer.start()
+            return func()
+        finally:
+            # The interruption may land in here too (it was raised while
+            # we waited for the lock): the outer handler catches it.
+            with lock:
+                state['running'] = False
+            timer.cancel()
+    except TimeLimitExceeded:
+        raise TimeLimitExceeded('%s ran longer than its time limit of %s s'
+                                % (what, seconds)) from None
+
+
+def check_limit(value) -> Optional[float]:
+    """A time limit as positive seconds, or a ValueError naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError('time_limit must be a number of seconds, got %r'
+                        % (value,))
+    if not value > 0:
+        raise ValueError('time_limit must be more than 0 seconds, got %r'
+                         % (value,))
+    return float(value)
