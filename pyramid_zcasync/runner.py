@@ -56,22 +56,24 @@ class Runner:
         conflicts; the connection is closed between attempts."""
         return self._transact(work, wait_for_server=False)
 
-    def bookkeep(self, work: Callable):
+    def bookkeep(self, work: Callable, lock=None):
         """Like :meth:`transact`, but waits out a lost storage server,
         with back-off, as long as it takes: a job's state must be written
-        (a job left ACTIVE would never be recovered while we live)."""
-        return self._transact(work, wait_for_server=True)
+        (a job left ACTIVE would never be recovered while we live).
+        ``lock`` is held during each attempt, never during a wait."""
+        return self._transact(work, wait_for_server=True, lock=lock)
 
-    def _transact(self, work: Callable, wait_for_server: bool):
+    def _transact(self, work: Callable, wait_for_server: bool, lock=None):
         conflicts = 0
         away: dict = {}
         while True:
             delay = None
             connection = self.db.open(transaction_manager=self.manager)
             try:
-                self.manager.begin()
-                result = work(connection)
-                self.manager.commit()
+                with lock if lock is not None else contextlib.nullcontext():
+                    self.manager.begin()
+                    result = work(connection)
+                    self.manager.commit()
                 return result
             except ConflictError:
                 self.manager.abort()
@@ -111,10 +113,11 @@ class Runner:
 
     def release(self, oid: bytes) -> None:
         """Free the agent slot and quotas of a job that finished (or waits
-        for a job it returned); its own transaction left them alone."""
-        with self.lock:
-            self.bookkeep(lambda conn: release_if_ours(conn.get(oid),
-                                                       self.uuid))
+        for a job it returned); its own transaction left them alone.
+        The lock is not held across a back-off wait: that would stop this
+        dispatcher's polls and pings for as long as the wait lasts."""
+        self.bookkeep(lambda conn: release_if_ours(conn.get(oid), self.uuid),
+                      lock=self.lock)
 
     def _start(self, job, started: Optional[dict] = None) -> bool:
         started = {} if started is None else started
