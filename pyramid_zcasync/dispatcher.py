@@ -22,6 +22,7 @@ from twisted.internet import selectreactor, task
 from ZODB.POSException import ConflictError
 
 from . import clock as clock_module
+from . import periodic
 from .agent import Agent
 from .history import JobHistory, Poll, Polls, statistics
 from .instance import (ENV_VAR, InstanceLock, read_uuid, resolve_uuid_file)
@@ -270,12 +271,14 @@ class Dispatcher:
                     or now - self._last_ping >= self.ping_interval)
         for name, queue in sorted(_queues(self._connection).items()):
             registration = self._registration(queue)
+            periodic.enqueue_due(queue, now)
             if ping_due:
                 registration.ping(now)
                 queue.dispatchers.deactivate_dead(exclude=self.UUID)
             poll[name] = {agent.name: self._claim(agent, claimed)
                           for agent in registration.values()}
             due = _earliest(due, queue.next_due(now))
+            due = _earliest(due, periodic.next_due(queue))
         try:
             self._manager.commit()
         except ConflictError as exc:

@@ -30,6 +30,7 @@ from pyramid.response import Response
 
 from .. import clock
 from .. import dispatcher as dispatcher_module
+from .. import periodic
 from ..failure import Failure
 from ..interfaces import CALLBACKS, COMPLETED
 from . import add_admin_view, route_name
@@ -644,6 +645,41 @@ def completed_html(queues, now) -> str:
             '"count">%d shown</span></h2>%s</section>' % (len(rows), body))
 
 
+def periodic_html(queues, now) -> str:
+    """The schedules of ``periodic``: when each runs next and how its
+    last run went."""
+    rows = []
+    for queue_name, queue in sorted(queues.items()):
+        for name, schedule in periodic.schedules(queue).items():
+            job = schedule.last_job
+            if job is None:
+                state = ''
+            elif is_failed(job):
+                state = pill('failed', 'bad')
+            else:
+                state = pill(status_name(job.status),
+                             'ok' if job.status == COMPLETED else 'warn')
+            cron = '<span class="mono">%s</span>' % e(schedule.cron)
+            if schedule.timezone != 'UTC':
+                cron += ' <span class="muted">%s</span>' % e(schedule.timezone)
+            error = ('<div class="err">%s</div>' % e(clip(schedule.error, 200))
+                     if schedule.error else '')
+            rows.append('<tr><td>%s%s</td><td>%s</td><td>%s</td><td>%s</td>'
+                        '<td>%s</td><td>%s %s</td></tr>' % (
+                            e(name), error, queue_label(queue_name), cron,
+                            e(schedule.missed),
+                            when_html(schedule.next, now),
+                            when_html(schedule.last, now), state))
+    if rows:
+        body = ('<table><thead><tr><th>Name</th><th>Queue</th><th>Cron</th>'
+                '<th>Missed</th><th>Next run</th><th>Last run</th></tr>'
+                '</thead><tbody>%s</tbody></table>' % ''.join(rows))
+    else:
+        body = '<div class="empty">No periodic jobs.</div>'
+    return ('<section class="card"><h2>Periodic jobs <span class="count">%d'
+            '</span></h2>%s</section>' % (len(rows), body))
+
+
 # -- the view -------------------------------------------------------------
 
 def dashboard(request):
@@ -661,6 +697,7 @@ def dashboard(request):
     body.append('<div class="grid">%s%s</div>' % (
         chart_html(chart), queues_html(queues, forms, now)))
     body.append(dispatchers_html(queues, regs, forms, request, now))
+    body.append(periodic_html(queues, now))
     body.append(failed_html(queues, forms, now))
     body.append(completed_html(queues, now))
     nonce = secrets.token_urlsafe(16)
