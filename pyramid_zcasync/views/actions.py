@@ -108,21 +108,27 @@ def oid_int(job) -> int:
 
 # -- actions --------------------------------------------------------------
 
-def cancel(request):
-    """Take a pending job out of its queue; it will not run."""
-    job = find_job(request)
+def cancel_job(job: Job) -> None:
+    """Take a pending job out of its queue; it will not run.  Apart from
+    the view so that ``pzcasync cancel`` makes the same checks."""
     queue = job.queue
     if job.status != PENDING or queue is None or job not in queue:
         raise ActionError(
             'job 0x%x is not pending (its status is %s): only a pending job '
             'can be cancelled' % (oid_int(job), status_name(job.status)))
     queue.remove(job)
+
+
+def cancel(request):
+    """Take a pending job out of its queue; it will not run."""
+    job = find_job(request)
+    cancel_job(job)
     return redirect(request, done='cancelled', job=oid_int(job))
 
 
-def retry(request):
-    """Run a failed job again, at the back of its queue."""
-    job = find_job(request)
+def retry_job(job: Job) -> None:
+    """Run a failed job again, at the back of its queue.  Apart from the
+    view so that ``pzcasync retry`` makes the same checks."""
     if job.status != COMPLETED or not isinstance(job.result, Failure):
         raise ActionError(
             'job 0x%x has not failed (its status is %s%s): only a failed job '
@@ -134,6 +140,12 @@ def retry(request):
         raise ActionError('job 0x%x never was in a queue: there is nowhere '
                           'to retry it' % oid_int(job))
     queue.retry_failed(job)
+
+
+def retry(request):
+    """Run a failed job again, at the back of its queue."""
+    job = find_job(request)
+    retry_job(job)
     return redirect(request, done='retried', job=oid_int(job))
 
 
