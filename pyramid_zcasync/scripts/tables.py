@@ -1,0 +1,189 @@
+"""How ``pzcasync`` shows the admin views' data to a person: aligned
+columns and ``name: value`` lines, UTC times to the second, durations as
+``1h 2m 3.5s``.  Kept apart from :mod:`.cli` so that the command stays
+the commands, and so that ``--json`` and these texts start from the very
+same data.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any, Iterable, List, Sequence
+
+from .. import clock
+from ..failure import Failure
+
+#: Column separator of the tables.
+GAP = '  '
+#: Shown for a missing value (None) in a table or a field.
+NONE = '-'
+
+
+def text(value: Any) -> str:
+    """One value, short and readable."""
+    if value is None:
+        return NONE
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, datetime.datetime):
+        value = value.astimezone(clock.UTC).replace(microsecond=0)
+        return value.strftime('%Y-%m-%d %H:%M:%SZ')
+    if isinstance(value, datetime.timedelta):
+        return duration(value)
+    if isinstance(value, Failure):
+        return '%s: %s' % (value.type_name, value.message)
+    if isinstance(value, (list, tuple)):
+        return ', '.join(text(item) for item in value) or NONE
+    if isinstance(value, dict):
+        return ', '.join('%s=%s' % (key, text(item))
+                         for key, item in value.items()) or NONE
+    return str(value)
+
+
+def duration(delta: datetime.timedelta) -> str:
+    sign = '-' if delta < datetime.timedelta(0) else ''
+    delta = abs(delta)
+    minutes, seconds = divmod(delta.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    seconds += delta.microseconds / 1e6
+    parts = ['%dd' % delta.days if delta.days else '',
+             '%dh' % hours if hours else '',
+             '%dm' % minutes if minutes else '',
+             ('%.3gs' % seconds) if seconds or not (delta.days or hours
+                                                    or minutes) else '']
+    return sign + ' '.join(part for part in parts if part)
+
+
+def queue_name(name: str) -> str:
+    """Queue names quoted, so the default queue ``''`` is visible."""
+    return repr(name)
+
+
+def oid(job_id: Any) -> str:
+    """A job id ``[oid, database]``: the oid (pzcasync's OID argument)."""
+    if isinstance(job_id, (list, tuple)) and job_id:
+        return str(job_id[0])
+    return text(job_id)
+
+
+def columns(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """An aligned table, the last column unpadded."""
+    cells = [list(headers)] + [[text(cell) if not isinstance(cell, str)
+                                else cell for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return '\n'.join(
+        GAP.join(cell.ljust(width) for cell, width in zip(row, widths))
+        .rstrip() for row in cells)
+
+
+def fields(pairs: Iterable[tuple]) -> str:
+    """``name: value`` lines, the values aligned."""
+    pairs = [(str(name), value if isinstance(value, str) else text(value))
+             for name, value in pairs]
+    width = max((len(name) for name, _ in pairs), default=0) + 1
+    return '\n'.join(('%s:' % name).ljust(width) + ' ' + value
+                     for name, value in pairs)
+
+
+# -- one renderer per command: (data, args) -> text ------------------------
+
+def scalar(data: Any, args=None) -> str:
+    return text(data)
+
+
+def lines(data: Sequence[Any], args=None) -> str:
+    return '\n'.join(text(item) for item in data)
+
+
+def status(data: dict, args=None) -> str:
+    rows: List[list] = []
+    quotas: List[list] = []
+    for name, queue in sorted(data.items()):
+        for quota, info in sorted(queue['quotas'].items()):
+            quotas.append([queue_name(name), quota, info['size'],
+                           info['len']])
+        dispatchers = queue['dispatchers']
+        if not dispatchers:
+            rows.append([queue_name(name), queue['len']] + [None] * 8)
+        for uuid, reg in sorted(dispatchers.items()):
+            agents = sorted(reg['agents'].items()) or [(None, {})]
+            for agent, info in agents:
+                rows.append([queue_name(name), queue['len'], uuid,
+                             reg['last ping'], reg['since ping'],
+                             bool(reg['dead']), agent, info.get('size'),
+                             info.get('len'), info.get('completed')])
+    out = columns(['QUEUE', 'PENDING', 'DISPATCHER', 'LAST PING',
+                   'SINCE PING', 'DEAD', 'AGENT', 'SIZE', 'HELD',
+                   'COMPLETED'], rows)
+    if quotas:
+        out += '\n\n' + columns(['QUEUE', 'QUOTA', 'SIZE', 'ACTIVE'], quotas)
+    return out
+
+
+def outcome(info: dict) -> str:
+    """completed → succeeded or failed, as the ``state`` filter says."""
+    if info['status'] == 'completed':
+        return 'failed' if info['failed'] else 'succeeded'
+    return info['status']
+
+
+def jobs(data: Sequence[dict], args=None) -> str:
+    rows = [[oid(info['id']), outcome(info), queue_name(info['queue'])
+             if info['queue'] is not None else None, info['callable'],
+             info['begin after'], info['active start'], info['active end'],
+             (info['dispatcher'] or '')[:8] or None] for info in data]
+    return columns(['OID', 'STATUS', 'QUEUE', 'CALLABLE', 'BEGIN AFTER',
+                    'STARTED', 'ENDED', 'DISPATCHER'], rows)
+
+
+#: The job's fields in reading order; what describe adds later follows.
+JOB_FIELDS = ('status', 'callable', 'args', 'kwargs', 'queue', 'agent',
+              'dispatcher', 'begin after', 'begin by', 'active start',
+              'active end', 'initial callbacks end', 'wait', 'active',
+              'result', 'failure', 'retry policy', 'quota names',
+              'callbacks', 'parent', 'waiting for', 'annotations')
+
+
+def job(info: dict, args=None) -> str:
+    pairs = [('oid', oid(info['id'])), ('database', repr(info['id'][1]))]
+    for name in JOB_FIELDS + tuple(sorted(set(info) - set(JOB_FIELDS) - {
+            'id', 'repr', 'failed'})):
+        value = info.get(name)
+        if name == 'status':
+            value = outcome(info)
+        elif name == 'queue' and value is not None:
+            value = queue_name(value)
+        elif name == 'callbacks':
+            value = [oid(item) for item in value or ()] or None
+        elif name in ('parent', 'waiting for'):
+            value = oid(value) if value else None
+        pairs.append((name, value))
+    out = fields(pairs)
+    if info.get('failed'):
+        out += '\n(its traceback: pzcasync %s traceback %s)' % (
+            getattr(args, 'config_uri', 'CONFIG.ini'), oid(info['id']))
+    return out
+
+
+def traceback(data: dict, args=None) -> str:
+    return 'job %s failed with %s: %s\n\n%s' % (
+        oid(data['id']), data['type'], data['message'],
+        data['traceback'].rstrip('\n'))
+
+
+def jobstats(data: dict, args=None) -> str:
+    pairs = []
+    for name, value in data.items():
+        if isinstance(value, dict):  # {'duration': ..., 'job': id}
+            value = '%s (job %s)' % (text(value['duration']),
+                                     oid(value['job']))
+        pairs.append((name, value))
+    return fields(pairs)
+
+
+def changed(data: dict, args=None) -> str:
+    info = data['job']
+    if data['done'] == 'cancelled':
+        return ('job %s cancelled: out of its queue, it will not run (its '
+                'status is now %s)' % (oid(info['id']), info['status']))
+    return 'job %s retried: pending again in queue %s' % (
+        oid(info['id']), queue_name(info['queue'] or ''))

@@ -1,0 +1,131 @@
+"""``pzcasync-worker CONFIG.ini [name=value ...]``: a process that runs
+jobs and serves no HTTP.
+
+For deployments that keep web processes and job processes apart: the web
+processes set ``zcasync.dispatcher = false`` (or run elsewhere) and any
+number of workers, each with its own UUID file, run the jobs against the
+same ZEO or RelStorage databases.  The worker loads the *app* from the
+ini file (not just the settings), so its databases and pyramid_zcasync
+settings are exactly those the app's own ``includeme`` sets up; it forces
+the dispatcher on whatever ``zcasync.dispatcher`` and the program-name
+rule say, since running it is the worker's only purpose.
+
+It logs through the ini's logging configuration, waits for SIGTERM or
+SIGINT, then stops the dispatcher (running jobs get a few seconds; its
+registration shows ``activated`` false), closes the databases, and exits
+0.  A missing ini file or a bad setting is one line on stderr and exit
+status 2; a FileStorage another process holds, or a twin process with the
+same UUID, exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Optional, Sequence
+
+from .common import (ScriptError, bootstrap, check_ini, close_app,
+                     parse_options, setup_logging)
+
+PROGRAM = 'pzcasync-worker'
+
+log = logging.getLogger('pyramid_zcasync.events')
+
+#: Hint added to the error when the ini's FileStorage is held elsewhere.
+LOCKED_HINT = ('; a worker beside a web process needs a database server: '
+               'ZEO (pzcasync-zeo, see production.ini) or RelStorage')
+
+
+class _Stop(BaseException):
+    """Raised by our signal handler to end the wait (not an Exception, so
+    that nothing on the way swallows it)."""
+
+
+class StopSignal:
+    """SIGTERM/SIGINT → stop.  Installed *before* the app loads, so the
+    dispatcher's own handler (installed as it starts) stops it first and
+    then chains to this one.  A signal during start-up is remembered and
+    honoured once the app is up, so start-up is never cut in the middle;
+    during the wait it raises :class:`_Stop` to end ``signal.pause()``."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self.waiting = False
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                # as Python and the dispatcher do: ignored stays ignored
+                signal.signal(signum, self.handle)
+
+    def handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+        if self.waiting:
+            self.waiting = False
+            raise _Stop()
+
+    def wait(self) -> None:
+        """Until a signal came (at once if one already did)."""
+        try:
+            self.waiting = True
+            while self.received is None:
+                signal.pause()
+        except _Stop:
+            pass
+        finally:
+            self.waiting = False
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description='Run the pyramid_zcasync dispatcher of the app in '
+        'CONFIG.ini, without serving HTTP, until SIGTERM or SIGINT.')
+    parser.add_argument(
+        'config_uri', metavar='CONFIG.ini',
+        help='the app\'s ini file (FILE.ini or FILE.ini#app_name)')
+    parser.add_argument(
+        'variables', nargs='*', metavar='name=value',
+        help='variables for the ini file, as for pserve')
+    return parser
+
+
+def run(config_uri: str, variables: Sequence[str]) -> int:
+    check_ini(config_uri)
+    options = parse_options(variables)
+    setup_logging(config_uri, options)
+    stopper = StopSignal()
+    stopper.install()
+    env = bootstrap(config_uri, options, dispatcher=True,
+                    locked_hint=LOCKED_HINT)
+    try:
+        registry = env['registry']
+        dispatcher = getattr(registry, 'zcasync_dispatcher', None)
+        if dispatcher is None:  # pragma: no cover - config.py starts it
+            raise ScriptError('%s: no dispatcher started' % config_uri, 2)
+        print('%s: dispatcher %s running in process %d; SIGTERM or SIGINT '
+              'stops it' % (PROGRAM, dispatcher.UUID, os.getpid()),
+              file=sys.stderr, flush=True)
+        stopper.wait()
+        log.info('%s: %s: stopping dispatcher %s', PROGRAM,
+                 signal.Signals(stopper.received).name, dispatcher.UUID)
+    finally:
+        close_app(env)
+    print('%s: stopped' % PROGRAM, file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return run(args.config_uri, args.variables)
+    except ScriptError as exc:
+        print('%s: error: %s' % (PROGRAM, exc.message), file=sys.stderr)
+        return exc.status
+
+
+if __name__ == '__main__':  # pragma: no cover
+    sys.exit(main())
