@@ -59,10 +59,19 @@ class CompletedHistory(persistent.Persistent):
 
     def trim(self, now: datetime.datetime) -> None:
         oldest_kept = clock.to_micros(now - self.max_age)
-        while self._jobs and (self._length() > self.max_size
-                              or keys.micros_of(self._jobs.minKey()) < oldest_kept):
+        while self._jobs and (
+                self._length() > self.max_size
+                or keys.micros_of(self._jobs.minKey()) < oldest_kept):
             del self._jobs[self._jobs.minKey()]
             self._length.change(-1)
+
+    def configure(self, max_size: Optional[int] = None,
+                  max_age: Optional[datetime.timedelta] = None) -> None:
+        """Change the bounds (written only when they differ)."""
+        if max_size is not None and max_size != self.max_size:
+            self.max_size = max_size
+        if max_age is not None and max_age != self.max_age:
+            self.max_age = max_age
 
     def __len__(self) -> int:
         return self._length()

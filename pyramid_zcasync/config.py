@@ -50,6 +50,7 @@ def includeme(config) -> None:
     registry.zcasync_dispatcher = None
     config.add_request_method(async_queues, 'async_queues', reify=True)
     config.add_request_method(async_queue, 'async_queue', reify=True)
+    config.include('pyramid_zcasync.periodic')
     config.add_subscriber(_start_with_app, ApplicationCreated)
     config.include('pyramid_zcasync.views')
 
@@ -123,7 +124,9 @@ def _start_with_app(event) -> None:
             agent_size=settings.agent_size,
             ping_interval=settings.ping_interval,
             ping_death_interval=settings.ping_death_interval,
-            job_context=PyramidContext(registry, settings.app_url))
+            job_context=PyramidContext(registry, settings.app_url),
+            history_size=settings.history_size,
+            history_age=settings.history_age)
     except UUIDFileError as exc:
         raise ConfigurationError(
             'Bad pyramid_zcasync settings:\n  zcasync.uuid_file = %r: %s'

@@ -69,7 +69,8 @@ def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
     refuses a second live process with the same UUID.  ``options``:
     ``agent_size``, ``ping_interval``, ``ping_death_interval`` (seconds),
     ``install_signal_handlers`` (default True), ``clock``, ``job_context``
-    (see context.py).
+    (see context.py), ``history_size`` and ``history_age`` (seconds): the
+    bounds of each agent's history of completed jobs.
     """
     lock = None
     if uuid is None:
@@ -102,7 +103,8 @@ class Dispatcher:
     def __init__(self, db, uuid: str, poll_interval: float = 5,
                  agent_size: int = 3, ping_interval: float = 30,
                  ping_death_interval: float = 60, clock=None,
-                 job_context=None):
+                 job_context=None, history_size: Optional[int] = None,
+                 history_age: Optional[float] = None):
         if poll_interval <= 0:
             raise ValueError('poll_interval must be positive, got %r'
                              % (poll_interval,))
@@ -116,6 +118,9 @@ class Dispatcher:
         self.clock = clock or clock_module.default_clock
         #: Entered around each job (see context.py): the Pyramid app's.
         self.job_context = job_context
+        self.history_size = history_size
+        self.history_age = None if history_age is None else \
+            datetime.timedelta(seconds=history_age)
         self.activated: Optional[datetime.datetime] = None
         self.reactor = None
         self.thread: Optional[threading.Thread] = None
@@ -222,6 +227,9 @@ class Dispatcher:
                 ping_death_interval=self.ping_death_interval)
         if 'main' not in registration:
             registration.add(Agent('main', self.agent_size))
+        if activate:
+            for agent in registration.values():
+                agent.completed.configure(self.history_size, self.history_age)
         if activate or not registration.activated:
             if not activate:
                 log.warning('dispatcher %s found itself deactivated in '
@@ -323,6 +331,8 @@ class Dispatcher:
                 job = agent.claimJob(limit=limit)
                 if job is None:
                     break
+                if job._p_oid is None:  # put earlier in this very poll
+                    agent._p_jar.add(job)
                 info['new jobs'].append(_job_id(job))
                 claimed.append((agent.queue.name, agent, job._p_oid))
         except Exception as exc:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Union
 import BTrees.OOBTree
 import persistent
 import persistent.list
+import ZODB.broken
 import zope.interface
 
 from . import clock
@@ -238,9 +239,15 @@ class Job(persistent.Persistent):
 
     def invoke(self, *extra_args: Any, **extra_kwargs: Any) -> Any:
         """Call the callable; exceptions propagate (the runner decides)."""
+        func = self.callable
+        if isinstance(func, type) and issubclass(func, ZODB.broken.Broken):
+            # ZODB loads a function whose module is gone as a Broken class;
+            # calling it would "succeed" by making an instance.
+            raise ImportError('the callable of %r cannot be imported: %s.%s'
+                              % (self, func.__module__, func.__name__))
         kwargs = dict(self.kwargs)
         kwargs.update(extra_kwargs)
-        return self.callable(*self.args, *extra_args, **kwargs)
+        return func(*self.args, *extra_args, **kwargs)
 
     def resolve(self, result: Any, run_callbacks: bool,
                 release: bool = True) -> None:

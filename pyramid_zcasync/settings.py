@@ -59,6 +59,11 @@ class ZcasyncSettings:
     admin_permission: str = 'zcasync.admin'
     #: Where the admin views live; no trailing slash.
     route_prefix: str = '/_async'
+    #: Completed jobs each agent keeps for the reports (older ones are
+    #: dropped, and packing the database then frees them).
+    history_size: int = 10000
+    #: Seconds a completed job stays in its agent's history at most.
+    history_age: float = 7 * 24 * 3600.0
     #: The application's public URL, for URLs generated inside jobs
     #: (``pyramid_zcasync.local.get_request().route_url``); None: localhost.
     app_url: Optional[str] = None
@@ -182,6 +187,10 @@ class SettingsSchema(colander.MappingSchema):
         _Text(), 'route_prefix', "a URL path starting with '/'",
         preparer=lambda v: v.rstrip('/') if isinstance(v, str) else v,
         validator=_route_prefix)
+    history_size = _node(_Positive(whole=True), 'history_size',
+                         'a whole number of jobs, at least 1')
+    history_age = _node(_Positive(), 'history_age',
+                        'seconds, a number greater than 0')
     app_url = _node(
         _Text(), 'app_url', 'the http(s) URL the application is served at',
         preparer=lambda v: v.rstrip('/') if isinstance(v, str) else v,

@@ -171,3 +171,7 @@ def busy_for(seconds):
     while _time.monotonic() < deadline:
         count += 1
     return count
+
+
+def noop():
+    return None

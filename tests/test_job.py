@@ -389,3 +389,13 @@ def test_fail_without_an_exception_and_of_a_completed_job(conn):
     assert job.result.check(RuntimeError)
     with pytest.raises(BadStatusError):
         job.fail()
+
+
+def test_a_callable_whose_module_is_gone_fails_with_import_error():
+    import ZODB.broken
+    from pyramid_zcasync.failure import Failure
+    job = Job(max, 1, 2)
+    job.callable = ZODB.broken.find_global('no_such_module_here', 'func')
+    result = job()
+    assert isinstance(result, Failure) and result.check(ImportError)
+    assert 'no_such_module_here.func' in result.message
