@@ -226,3 +226,14 @@ def test_operator_jobs_too(apps, tmp_path):
     transaction.commit()
     assert wait_for_result(job) == 1024
     connection.close()
+
+
+def test_a_twin_uuid_stops_start_up_with_a_clear_message(apps, tmp_path):
+    apps(tmp_path, **{'zcasync.dispatcher': 'true'})
+    other = tmp_path / 'other'
+    other.mkdir()
+    with pytest.raises(ConfigurationError) as raised:
+        make_app(other, **{'zcasync.dispatcher': 'true',
+                           'zcasync.uuid_file': str(tmp_path / 'uuid.txt')})
+    assert 'zcasync.uuid_file' in str(raised.value)
+    assert 'is already running' in str(raised.value)
