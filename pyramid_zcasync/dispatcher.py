@@ -137,6 +137,9 @@ class Dispatcher:
         self._wake_lock = threading.Lock()
         self._last_ping: Optional[datetime.datetime] = None
         self._stopping = False
+        #: Claims of a poll whose commit failed: if the storage server
+        #: committed it and its answer was lost, the jobs are ours.
+        self._unsure_claims: list = []
         self._manager = transaction.TransactionManager()
         self._connection = None
 
@@ -287,21 +290,43 @@ class Dispatcher:
                           for agent in registration.values()}
             due = _earliest(due, queue.next_due(now))
             due = _earliest(due, periodic.next_due(queue))
+        self._adopt_unsure_claims(claimed)
         try:
             self._manager.commit()
         except ConflictError as exc:
+            self._unsure_claims = claimed
             self._manager.abort()
             trace.info('dispatcher %s: poll conflicted, retrying', self.UUID)
             _mark_error(poll, exc)
             self.polls.add(poll)
             self.reactor.callLater(0.01, self._poll)
             return
+        except Exception:
+            self._unsure_claims = claimed
+            raise
+        self._unsure_claims = []
         if ping_due:
             self._last_ping = now
         self.polls.add(poll)
         self._wake_at(due, now)
         for queue_name, agent, oid in claimed:
             self._submit(queue_name, agent, oid, poll.key)
+
+    def _adopt_unsure_claims(self, claimed: list) -> None:
+        """Run the jobs claimed by a poll whose commit raised, if the
+        database says they are assigned to us after all: ZEO can commit
+        and then lose the server before answering (ClientDisconnected
+        from tpc_finish), and nobody else runs a live dispatcher's jobs."""
+        known = {oid for _, _, oid in claimed}
+        for queue_name, agent, oid in self._unsure_claims:
+            job = self._connection.get(oid)
+            if oid not in known and job.status == ASSIGNED and \
+                    job.assignerUUID == self.UUID:
+                log.warning('dispatcher %s: %r was claimed by a poll whose '
+                            'commit seemed to fail; running it', self.UUID,
+                            job)
+                claimed.append((queue_name, agent, oid))
+                known.add(oid)
 
     def _wake_at(self, due, now) -> None:
         """Poll when the next scheduled job is due, not up to a poll
