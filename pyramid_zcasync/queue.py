@@ -1,18 +1,28 @@
 """Queues and Queue: pending jobs in order, claimed without scanning.
 
-Pending jobs live in a BTree keyed by ``(due time in µs, sequence, nonce)``
-so that a claim walks from the front and stops at the first job not yet
-due: jobs scheduled for later are never visited.  Deadlines (``begin_by``)
-have a BTree of their own, so expired jobs are failed at claim time even
-when every agent's filter would skip them.  The length is a
-``BTrees.Length`` and inserts land in BTree buckets, whose conflict
+Pending jobs live in BTrees keyed by due time (see keys.py), so that a
+claim walks from the front and stops at the first job not yet due: jobs
+scheduled for later are never visited.  There is one such BTree, a
+*lane*, per priority and set of quota names: a claim visits the priorities
+from the highest, and in each takes the earliest due job of its lanes, so
+it never loads a job of a lower priority than the one it returns, and a
+lane whose quotas are full or out of rate is passed over whole, without
+loading its jobs.  Lanes are created on first use and kept (a producer may
+be adding to one while a claim empties it); the default lane (priority 0,
+no quotas) is ``_pending``, the only tree of queues stored before lanes,
+which is why the claim still checks quotas job by job there.  Deadlines
+(``begin_by``) have a BTree of their own, so expired jobs are failed at
+claim time even when every agent's filter would skip them.  The length is
+a ``BTrees.Length`` and inserts land in BTree buckets, whose conflict
 resolution lets a producer and a consumer in two processes commit at once.
 """
 from __future__ import annotations
 
 import datetime
+import heapq
 import itertools
-from typing import Any, Callable, Iterator, Optional
+import operator
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -28,6 +38,7 @@ from .interfaces import (ASSIGNED, COMPLETED, NEW, PENDING, IQueue, IQueues,
 from .job import BadStatusError, Job
 from .quota import Quotas, above_floor, floor_tree
 from .registry import DispatcherAgents
+from .timelimit import check_limit
 
 
 @zope.interface.implementer(IQueues)
@@ -47,12 +58,17 @@ class Queues(persistent.mapping.PersistentMapping):
 @zope.interface.implementer(IQueue)
 class Queue(persistent.Persistent):
 
+    #: ``(-priority, quota names) -> BTree`` of the lanes other than the
+    #: default one; None in queues stored before priorities existed.
+    _lanes = None
+
     def __init__(self, name: str = ''):
         self.name = name
         self.parent = None
-        # Both keep a floor entry: see quota.FLOOR.
+        # All keep a floor entry: see quota.FLOOR.
         self._pending = floor_tree()
         self._deadlines = floor_tree()
+        self._lanes = BTrees.OOBTree.OOBTree()
         self._length = BTrees.Length.Length()
         self.quotas = Quotas()
         self.dispatchers = DispatcherAgents(self)
@@ -66,16 +82,27 @@ class Queue(persistent.Persistent):
         return self._length()
 
     def __iter__(self) -> Iterator[Job]:
-        return iter(above_floor(self._pending))
+        """Pending jobs in claim order: highest priority first, then
+        earliest due, then first queued."""
+        return map(operator.itemgetter(1), self._items())
 
     def __getitem__(self, index: int) -> Job:
-        return self._pending[self._key_at(index)]
+        return self._item_at(index)[1]
 
     def __contains__(self, job) -> bool:
         return (isinstance(job, Job) and job.queue is self
-                and job.status == PENDING and job._key in self._pending)
+                and job.status == PENDING and self._tree_of(job) is not None)
 
-    def _key_at(self, index: int) -> int:
+    def _items(self) -> Iterator[Tuple[int, Job]]:
+        for _, lanes in self._levels():
+            if len(lanes) == 1:
+                yield from above_floor(lanes[0][1], 'items')
+            else:
+                yield from heapq.merge(
+                    *(above_floor(tree, 'items') for _, tree in lanes),
+                    key=operator.itemgetter(0))
+
+    def _item_at(self, index: int) -> Tuple[int, Job]:
         if not isinstance(index, int) or isinstance(index, bool):
             raise TypeError('queue index must be an integer, got %r'
                             % (index,))
@@ -84,24 +111,80 @@ class Queue(persistent.Persistent):
         if not 0 <= position < size:
             raise IndexError('queue %r has %d pending jobs; no index %d'
                              % (self.name, size, index))
-        return next(itertools.islice(above_floor(self._pending, 'keys'),
-                                     position, None))
+        return next(itertools.islice(self._items(), position, None))
+
+    # -- lanes --------------------------------------------------------
+
+    @staticmethod
+    def _names_of(job: Job) -> tuple:
+        return tuple(sorted(set(job.quota_names)))
+
+    def _lane(self, priority: int, names: tuple, create: bool = False):
+        """The BTree of that priority and those quota names, or None."""
+        if priority == 0 and not names:
+            return self._pending
+        if self._lanes is None:
+            if not create:
+                return None
+            self._lanes = BTrees.OOBTree.OOBTree()
+        tree = self._lanes.get((-priority, names))
+        if tree is None and create:
+            tree = self._lanes[(-priority, names)] = floor_tree()
+        return tree
+
+    def _all_lanes(self) -> List[Tuple[int, tuple, Any]]:
+        """``(priority, names, tree)`` of every lane, in claim order."""
+        lanes = [((0, ()), self._pending)]
+        if self._lanes is not None:
+            lanes.extend(self._lanes.items())
+            lanes.sort(key=operator.itemgetter(0))
+        return [(-negative, names, tree)
+                for (negative, names), tree in lanes]
+
+    def _levels(self) -> Iterator[Tuple[int, List[Tuple[tuple, Any]]]]:
+        """``(priority, [(names, tree), ...])``, highest priority first."""
+        for priority, lanes in itertools.groupby(
+                self._all_lanes(), key=operator.itemgetter(0)):
+            yield priority, [(names, tree) for _, names, tree in lanes]
+
+    def _tree_of(self, job: Job):
+        """The lane holding ``job``, or None."""
+        key = job._key
+        if key is None:
+            return None
+        lane = self._lane(job.priority, self._names_of(job))
+        for tree in (lane, self._pending):
+            if tree is not None and tree.get(key) is job:
+                return tree
+        # Its quota names were changed while it was pending: look around.
+        for _, _, tree in self._all_lanes():
+            if tree.get(key) is job:
+                return tree
+        return None
 
     # -- adding -------------------------------------------------------
 
     def put(self, item: Any, *args: Any,
             begin_after: Optional[datetime.datetime] = None,
-            begin_by: Optional[Any] = None, **kwargs: Any) -> Job:
+            begin_by: Optional[Any] = None,
+            priority: Optional[int] = None,
+            time_limit: Optional[float] = None, **kwargs: Any) -> Job:
         """Queue a Job, or a callable with its arguments; return the job.
 
         The job runs once the current transaction commits; if it aborts,
-        nothing was queued.
+        nothing was queued.  ``priority`` (an int, higher first; the job's
+        own, 0 by default, when not given) comes before due time in the
+        claim order.  ``time_limit`` is ``job.time_limit`` (timelimit.py).
         """
         job = self._as_job(item, args, kwargs)
         if job.status != NEW:
             raise BadStatusError('cannot put %r: only new jobs can be '
                                  'queued' % (job,))
         self.quotas.check_names(job.quota_names)
+        if priority is not None:
+            job.priority = priority
+        if time_limit is not None:
+            job.time_limit = check_limit(time_limit)
         if begin_after is not None:
             job.begin_after = begin_after
         if begin_by is not None:
@@ -123,7 +206,8 @@ class Queue(persistent.Persistent):
         return Job(item, *args, **kwargs)
 
     def putBack(self, job: Job) -> Job:
-        """Queue ``job`` in front of every other pending job."""
+        """Queue ``job`` in front of every other pending job of its
+        priority."""
         if job.status != NEW:
             raise BadStatusError('cannot put back %r: only new jobs can be '
                                  'queued' % (job,))
@@ -131,21 +215,24 @@ class Queue(persistent.Persistent):
         return self._put_back(job)
 
     def _put_back(self, job: Job) -> Job:
-        self._insert(job, self._front_micros())
+        self._insert(job, self._front_micros(job.priority))
         zope.event.notify(JobQueued(job, self))
         return job
 
-    def _front_micros(self) -> int:
+    def _front_micros(self, priority: int) -> int:
         now = clock.to_micros(clock.utcnow())
-        first = next(iter(above_floor(self._pending, 'keys')), None)
-        if first is None:
+        firsts = [next(iter(above_floor(tree, 'keys')), None)
+                  for level, _, tree in self._all_lanes()
+                  if level == priority]
+        firsts = [key for key in firsts if key is not None]
+        if not firsts:
             return now
-        return min(keys.micros_of(first), now) - 1
+        return min(keys.micros_of(min(firsts)), now) - 1
 
     def _insert(self, job: Job, micros: int) -> None:
         tiebreak = keys.new_tiebreak()
-        job._key = keys.insert_unique(self._pending,
-                                      keys.make(micros, tiebreak), job)
+        lane = self._lane(job.priority, self._names_of(job), create=True)
+        job._key = keys.insert_unique(lane, keys.make(micros, tiebreak), job)
         if job.begin_by is not None:
             job._deadline_key = keys.insert_unique(
                 self._deadlines,
@@ -189,7 +276,7 @@ class Queue(persistent.Persistent):
 
     def pull(self, index: int = 0) -> Job:
         """Remove the pending job at ``index``; it is NEW again."""
-        job = self._pending[self._key_at(index)]
+        job = self._item_at(index)[1]
         self._unlink(job)
         return job
 
@@ -205,8 +292,13 @@ class Queue(persistent.Persistent):
         job._status = NEW
         job.queue = None
 
-    def _take(self, job: Job) -> None:
-        del self._pending[job._key]
+    def _take(self, job: Job, lane=None) -> None:
+        if lane is None:
+            lane = self._tree_of(job)
+            if lane is None:
+                raise KeyError('%r is not pending in queue %r'
+                               % (job, self.name))
+        del lane[job._key]
         if job._deadline_key is not None:
             self._deadlines.pop(job._deadline_key, None)
             job._deadline_key = None
@@ -216,36 +308,66 @@ class Queue(persistent.Persistent):
 
     def claim(self, filter: Optional[Callable[[Job], bool]] = None,
               now: Optional[datetime.datetime] = None) -> Optional[Job]:
-        """The next due job that ``filter`` and the quotas allow, ASSIGNED.
+        """The next due job that ``filter`` and the quotas allow, ASSIGNED:
+        of the highest priority that has one, the earliest due, then the
+        first queued.
 
         Expired jobs (past ``begin_by``) are failed with TimeoutError first,
-        whatever the filter.  The walk stops at the first job not yet due,
-        so its cost is the jobs skipped by filter or quota, not the queue.
+        whatever the filter.  Each lane's walk stops at its first job not
+        yet due, and lanes whose quotas are full or out of rate are passed
+        over whole, so the cost is the lanes and the jobs skipped by the
+        filter, not the queue.
         """
         now = clock.aware_utc(now, 'now') or clock.utcnow()
         now_micros = clock.to_micros(now)
         self.fail_expired(now_micros)
-        for job in above_floor(self._pending, max=keys.last_of(now_micros)):
-            if job.begin_after is not None and job.begin_after > now:
-                continue  # put back ahead of its time
-            if filter is not None and not filter(job):
-                continue
-            if not self.quotas.allow(job):
-                continue
-            self._take(job)
-            self.quotas.acquire(job)
-            job._status = ASSIGNED
-            return job
+        due = keys.last_of(now_micros)
+        for _, lanes in self._levels():
+            best = None  # (key, job, lane): the earliest so far
+            for names, lane in lanes:
+                if names and not self.quotas.allow_names(names, now_micros):
+                    continue  # every job here waits for these quotas
+                bound = due if best is None else best[0]
+                for key, job in above_floor(lane, 'items', max=bound,
+                                            excludemax=best is not None):
+                    if job.begin_after is not None and job.begin_after > now:
+                        continue  # put back ahead of its time
+                    if filter is not None and not filter(job):
+                        continue
+                    if job.quota_names and not self.quotas.allow_names(
+                            job.quota_names, now_micros):
+                        continue
+                    best = (key, job, lane)
+                    break
+            if best is not None:
+                _, job, lane = best
+                self._take(job, lane)
+                self.quotas.acquire(job, now)
+                job._status = ASSIGNED
+                return job
         return None
 
     def next_due(self, now: datetime.datetime
                  ) -> Optional[datetime.datetime]:
-        """When the first job not yet due at ``now`` becomes due, so a
-        dispatcher can wake then instead of at its next poll."""
-        later = self._pending.keys(
-            min=keys.first_of(clock.to_micros(now) + 1))
-        key = next(iter(later), None)  # the floor sorts below any bound
-        return None if key is None else clock.from_micros(keys.micros_of(key))
+        """When a job waiting only for time may start: the first job not
+        yet due at ``now`` becomes due, or the rate window of a quota
+        holding back due jobs reopens (``Quota.next_allowed``), so a
+        dispatcher can wake then instead of at its next poll.  (Due jobs
+        of the default lane, from before lanes, are not looked at.)"""
+        now_micros = clock.to_micros(now)
+        after = keys.first_of(now_micros + 1)
+        times = []
+        for _, names, lane in self._all_lanes():
+            later = next(iter(lane.keys(min=after)), None)  # floor < bound
+            if later is not None:
+                times.append(keys.micros_of(later))
+            if names and next(iter(above_floor(lane, 'keys', max=after,
+                                               excludemax=True)), None
+                              ) is not None:
+                reopens = self.quotas.next_allowed(names, now_micros)
+                if reopens is not None:
+                    times.append(reopens)
+        return clock.from_micros(min(times)) if times else None
 
     def fail_expired(self, now_micros: int) -> int:
         expired = list(above_floor(self._deadlines,
