@@ -37,6 +37,9 @@ class IJob(zope.interface.Interface):
     begin_after = zope.interface.Attribute('Aware UTC datetime.')
     begin_by = zope.interface.Attribute('Aware UTC deadline, or None.')
     annotations = zope.interface.Attribute('Persistent mapping.')
+    priority = zope.interface.Attribute('Higher runs first; default 0.')
+    time_limit = zope.interface.Attribute(
+        'Seconds the call may run before it fails with TimeLimitExceeded.')
 
     def __call__(*args, **kwargs):
         """Run the job in the current transaction."""
@@ -51,8 +54,13 @@ class IJob(zope.interface.Interface):
 class IQueue(zope.interface.Interface):
     """Pending jobs in order, and the dispatchers serving them."""
 
-    def put(item, *args, begin_after=None, begin_by=None, **kwargs):
-        """Queue a job (or a callable and its arguments); return the job."""
+    def put(item, *args, begin_after=None, begin_by=None, priority=None,
+            time_limit=None, **kwargs):
+        """Queue a job (or a callable and its arguments); return the job.
+
+        Claims take the highest ``priority`` first (an int from -100 to
+        100, default 0), then the earliest due, then the first queued.
+        """
 
     def putBack(job):
         """Queue a job in front of all others."""

@@ -146,7 +146,8 @@ def pending_jobs(selection: Selection) -> Iterator[Job]:
             if not agents:
                 continue
         sources.append(_pending_in(queue, selection, agents))
-    return heapq.merge(*sources, key=lambda job: job._key)
+    # Each queue lists its jobs in claim order: priority, then due time.
+    return heapq.merge(*sources, key=lambda job: (-job.priority, job._key))
 
 
 def _pending_in(queue, selection: Selection,
