@@ -20,7 +20,7 @@ from pyramid_zodbconn import get_connection
 from . import dispatcher as dispatcher_module
 from .context import PyramidContext
 from .install import install_queues
-from .instance import ENV_VAR, DispatcherAlreadyRunning, UUIDFileError
+from .instance import ENV_VAR, UUIDFileError
 from .interfaces import KEY
 from .settings import DEFAULT_QUEUE, ZcasyncSettings, parse_settings
 
@@ -127,7 +127,7 @@ def _start_with_app(event) -> None:
             job_context=PyramidContext(registry, settings.app_url),
             history_size=settings.history_size,
             history_age=settings.history_age)
-    except (UUIDFileError, DispatcherAlreadyRunning) as exc:
+    except UUIDFileError as exc:
         raise ConfigurationError(
             'Bad pyramid_zcasync settings:\n  zcasync.uuid_file = %r: %s'
             % (settings.uuid_file or os.environ.get(ENV_VAR), exc)) from None

@@ -2,6 +2,7 @@
 databases, commit/abort semantics, conflicts retried by pyramid_retry,
 bad settings, and when the dispatcher starts."""
 import operator
+import os
 import time
 
 import pytest
@@ -229,11 +230,15 @@ def test_operator_jobs_too(apps, tmp_path):
 
 
 def test_a_twin_uuid_stops_start_up_with_a_clear_message(apps, tmp_path):
+    """A live twin is not a bad setting (the worker exits 1 for it, 2 for
+    settings): its own error, which names the UUID file and the holder."""
+    from pyramid_zcasync.instance import DispatcherAlreadyRunning
     apps(tmp_path, **{'zcasync.dispatcher': 'true'})
     other = tmp_path / 'other'
     other.mkdir()
-    with pytest.raises(ConfigurationError) as raised:
+    with pytest.raises(DispatcherAlreadyRunning) as raised:
         make_app(other, **{'zcasync.dispatcher': 'true',
                            'zcasync.uuid_file': str(tmp_path / 'uuid.txt')})
-    assert 'zcasync.uuid_file' in str(raised.value)
-    assert 'is already running' in str(raised.value)
+    assert 'is already running (process %d' % os.getpid() \
+        in str(raised.value)
+    assert 'uuid.txt.lock' in str(raised.value)
