@@ -43,6 +43,9 @@ STUCK = 'STUCK'
 
 #: Seconds running jobs get to finish when the dispatcher stops.
 STOP_GRACE = 5.0
+#: Seconds between looks at the storage's last transaction (see
+#: Dispatcher._watch_database): the cross-process pick-up latency.
+WATCH_INTERVAL = 0.02
 #: Most short jobs a worker runs in one transaction (and claims ahead).
 GROUP_SIZE = 50
 #: Jobs shorter than this (seconds, on average) are claimed ahead.
@@ -163,6 +166,7 @@ class Dispatcher:
         self._wake_lock = threading.Lock()
         self._last_ping: Optional[datetime.datetime] = None
         self._stopping = False
+        self._seen_tid = None
         #: Claims of a poll whose commit failed: if the storage server
         #: committed it and its answer was lost, the jobs are ours.
         self._unsure_claims: list = []
@@ -192,6 +196,9 @@ class Dispatcher:
         self._loop = task.LoopingCall(self._poll)
         self._loop.clock = self.reactor
         self.reactor.callWhenRunning(self._loop.start, self.poll_interval)
+        self._watch = task.LoopingCall(self._watch_database)
+        self._watch.clock = self.reactor
+        self.reactor.callWhenRunning(self._watch.start, WATCH_INTERVAL)
         self.thread = threading.Thread(
             target=self.reactor.run, kwargs={'installSignalHandlers': False},
             name='zcasync-reactor-%s' % self.UUID[:8], daemon=True)
@@ -227,8 +234,26 @@ class Dispatcher:
         log.info('dispatcher %s stopped', self.UUID)
 
     def _stop_loop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        for loop in (self._loop, self._watch):
+            if loop.running:
+                loop.stop()
+
+    def _watch_database(self) -> None:
+        """Poll when another process committed, not a poll interval later.
+
+        ``lastTransaction()`` is local for FileStorage and ZEO (whose
+        server pushes invalidations), so looking costs nothing; a change
+        since the last poll, ours or another process's, means a put may
+        be waiting.  Transactions of this process that put a job wake the
+        dispatcher at once anyway.
+        """
+        try:
+            latest = self.db.storage.lastTransaction()
+        except Exception:  # a storage without it, or away: polls remain
+            return
+        if latest != self._seen_tid:
+            self._seen_tid = latest
+            self.wake()
 
     def _transact(self, work):
         with self._bookkeeping:

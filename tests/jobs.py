@@ -175,3 +175,9 @@ def busy_for(seconds):
 
 def noop():
     return None
+
+
+def remember_start(tree, key):
+    """When the job started (time.time()), for pick-up latency."""
+    tree[key] = time.time()
+    return key
