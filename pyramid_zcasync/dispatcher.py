@@ -9,37 +9,31 @@ transaction that put a job, so local jobs start in milliseconds.
 """
 from __future__ import annotations
 
-import atexit
 import datetime
 import logging
-import signal
 import threading
 from typing import Dict, Optional
 
 import transaction
-import zope.event
 from twisted.internet import selectreactor, task
 from ZODB.POSException import ConflictError
 
 from . import clock as clock_module
-from . import periodic
+from . import periodic, running
+from .running import get, stop_all
 from .agent import Agent
-from .history import JobHistory, Poll, Polls, statistics
+from .history import JobHistory, Poll, Polls
 from .instance import (ENV_VAR, InstanceLock, read_uuid, resolve_uuid_file)
-from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, KEY,
-                         JobQueued)
+from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
+from .monitor import RUNNING, STARTING, STOPPED, STUCK, Monitor
 from .pool import Pool
 from .registry import recover_job
 from .group import GroupRunner
 from .runner import Runner
+from .zeoclient import forget_prefetched_oids_on_reconnect
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
-
-STOPPED = 'STOPPED'
-STARTING = 'STARTING'
-RUNNING = 'RUNNING'
-STUCK = 'STUCK'
 
 #: Seconds running jobs get to finish when the dispatcher stops.
 STOP_GRACE = 5.0
@@ -50,18 +44,6 @@ WATCH_INTERVAL = 0.02
 GROUP_SIZE = 50
 #: Jobs shorter than this (seconds, on average) are claimed ahead.
 FAST_JOB = 0.01
-
-_running: Dict[str, 'Dispatcher'] = {}
-_running_lock = threading.Lock()
-
-
-def get(uuid: Optional[str] = None) -> Optional['Dispatcher']:
-    """This process's running dispatcher (for ``uuid``), or None."""
-    with _running_lock:
-        if uuid is not None:
-            return _running.get(str(uuid))
-        return next(iter(_running.values()), None)
-
 
 def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
           uuid_file: Optional[str] = None, **options) -> 'Dispatcher':
@@ -82,7 +64,7 @@ def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
         lock = InstanceLock(path)
         lock.acquire(uuid)
     install_signal_handlers = options.pop('install_signal_handlers', True)
-    _forget_prefetched_oids_on_reconnect(db.storage)
+    forget_prefetched_oids_on_reconnect(db.storage)
     try:
         dispatcher = Dispatcher(db, str(uuid), poll_interval, **options)
         dispatcher.start(lock)
@@ -91,43 +73,11 @@ def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
             lock.release()
         raise
     if install_signal_handlers:
-        _install_signal_handlers()
+        running.install_exit_handlers(STOP_GRACE)
     return dispatcher
 
 
-def _forget_prefetched_oids_on_reconnect(storage) -> None:
-    """Work around ZEO reusing oids after a server restart.
-
-    A ZEO ClientStorage prefetches new oids 100 at a time and keeps them
-    across a reconnection, while a restarted FileStorage hands out oids
-    again from the highest one *stored*.  Two clients then create objects
-    with the same oid: ConflictError, or "ValueError: A different object
-    already has the same oid" and later POSKeyError in the client whose
-    cache that corrupted; jobs failed that way after a ZEO restart.
-    Dropping the prefetched oids when the client (re)connects avoids it.
-    Other storages are left alone.
-    """
-    prefetched = getattr(storage, '_oids', None)
-    notify_connected = getattr(storage, 'notify_connected', None)
-    if not isinstance(prefetched, list) or notify_connected is None or \
-            getattr(notify_connected, '_zcasync_forgets_oids', False):
-        return
-
-    def forget_then_notify(conn, info):
-        del storage._oids[:]
-        return notify_connected(conn, info)
-    forget_then_notify._zcasync_forgets_oids = True
-    storage.notify_connected = forget_then_notify
-
-
-def stop_all(timeout: float = 10) -> None:
-    with _running_lock:
-        dispatchers = list(_running.values())
-    for dispatcher in dispatchers:
-        dispatcher.stop(timeout)
-
-
-class Dispatcher:
+class Dispatcher(Monitor):
 
     def __init__(self, db, uuid: str, poll_interval: float = 5,
                  agent_size: int = 3, ping_interval: float = 30,
@@ -179,16 +129,11 @@ class Dispatcher:
     # -- life ---------------------------------------------------------
 
     def start(self, lock: Optional[InstanceLock] = None) -> None:
-        with _running_lock:
-            if self.UUID in _running:
-                raise RuntimeError('a dispatcher with UUID %s is already '
-                                   'running in this process' % self.UUID)
-            _running[self.UUID] = self
+        running.register(self)
         try:
             self._activate_all()
         except BaseException:
-            with _running_lock:
-                _running.pop(self.UUID, None)
+            running.unregister(self)
             raise
         self._lock = lock
         self.activated = self.clock.utcnow()
@@ -228,9 +173,7 @@ class Dispatcher:
         if self._lock is not None:
             self._lock.release()
         self.activated = None
-        with _running_lock:
-            if _running.get(self.UUID) is self:
-                del _running[self.UUID]
+        running.unregister(self)
         log.info('dispatcher %s stopped', self.UUID)
 
     def _stop_loop(self) -> None:
@@ -517,61 +460,6 @@ class Dispatcher:
                              failed=True, result='worker crashed: %r' % (exc,))
         self.wake()
 
-    # -- monitoring ---------------------------------------------------
-
-    @property
-    def status(self) -> str:
-        if self.activated is None:
-            return STOPPED
-        last = self.polls.first()
-        if last is None:
-            return STARTING
-        limit = datetime.timedelta(seconds=self.poll_interval * 2 + 5)
-        return STUCK if self.clock.utcnow() - last.utc_timestamp > limit \
-            else RUNNING
-
-    def getStatusInfo(self) -> dict:
-        now = self.clock.utcnow()
-        last = self.polls.first()
-        return {
-            'poll interval': datetime.timedelta(seconds=self.poll_interval),
-            'status': self.status,
-            'time since last poll': (now - last.utc_timestamp
-                                     if last is not None else None),
-            'uptime': now - self.activated if self.activated else None,
-            'uuid': self.UUID,
-        }
-
-    def getJobInfo(self, oid: int, database_name: Optional[str] = None
-                   ) -> dict:
-        job_id = (oid, database_name or self.db.database_name)
-        info = self.jobs.get(job_id)
-        if info is None:
-            raise ValueError('job %r is not in the history of dispatcher %s'
-                             % (job_id, self.UUID))
-        return info
-
-    def getActiveJobIds(self, queue: Optional[str] = None,
-                        agent: Optional[str] = None) -> list:
-        return self.jobs.active_ids(queue, agent)
-
-    def getPollInfo(self, at=None, before=None) -> Optional[Poll]:
-        found = self.polls.select(at=at, before=before, count=1)
-        return found[0] if found else None
-
-    def iterPolls(self, at=None, before=None, since=None, count=None):
-        return iter(self.polls.select(at, before, since, count))
-
-    def getStatistics(self, at=None, before=None, since=None,
-                      queue=None, agent=None) -> dict:
-        until = at or (before - datetime.timedelta(microseconds=1)
-                       if before else self.clock.utcnow())
-        since = since or (self.activated or until)
-        entries = [e for e in self.jobs.values()
-                   if (queue is None or e.get('queue') == queue)
-                   and (agent is None or e.get('agent') == agent)]
-        return statistics(entries, since, until)
-
 
 def _earliest(first, second):
     if first is None or second is None:
@@ -597,71 +485,6 @@ def _mark_error(poll: Poll, exc: Exception) -> None:
             info['error'] = '%s: %s' % (type(exc).__name__, exc)
 
 
-# -- waking on commit -----------------------------------------------------
-
-def _wake_after_commit(event) -> None:
-    if not isinstance(event, JobQueued):
-        return  # zope.event subscribers see every event of the process
-    jar = event.queue._p_jar
-    if jar is None or not _running:
-        return
-    txn = jar.transaction_manager.get()
-    if not getattr(txn, '_zcasync_wake', False):
-        txn._zcasync_wake = True
-        txn.addAfterCommitHook(_wake_all)
-
-
-def _wake_all(committed: bool) -> None:
-    if committed:
-        with _running_lock:
-            dispatchers = list(_running.values())
-        for dispatcher in dispatchers:
-            dispatcher.wake()
-
-
-if _wake_after_commit not in zope.event.subscribers:
-    zope.event.subscribers.append(_wake_after_commit)
-
-
-# -- process exit ---------------------------------------------------------
-
-_signals_installed = False
-
-
-def _install_signal_handlers() -> None:
-    """Stop cleanly on SIGINT and SIGTERM, then do what was done before:
-    the previous handler, KeyboardInterrupt for SIGINT, exit for SIGTERM.
-    Only the main thread may install handlers; elsewhere atexit remains.
-    """
-    global _signals_installed
-    if _signals_installed:
-        return
-    _signals_installed = True
-    atexit.register(stop_all)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.getsignal(signum)
-        if previous == signal.SIG_IGN:
-            continue  # as Python does: an ignored signal stays ignored
-        signal.signal(signum, _make_handler(previous))
-
-
-def _make_handler(previous):
-    def handler(signum, frame):
-        log.info('signal %d: stopping dispatchers', signum)
-        # In a thread of its own: the interrupted main thread may hold a
-        # lock the shutdown needs; then we exit after the timeout anyway.
-        stopper = threading.Thread(target=stop_all, daemon=True)
-        stopper.start()
-        stopper.join(STOP_GRACE + 10)
-        if callable(previous):
-            return previous(signum, frame)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
-    return handler
-
-
 __all__ = ['get', 'start', 'stop_all', 'Dispatcher', 'ENV_VAR', 'STOPPED',
            'STARTING', 'RUNNING', 'STUCK']
+

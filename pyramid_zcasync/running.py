@@ -1,0 +1,115 @@
+"""This process's running dispatchers: found by UUID, woken when this
+process commits a put, and stopped when the process exits.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import threading
+from typing import Dict, Optional
+
+import zope.event
+
+from .interfaces import JobQueued
+
+log = logging.getLogger('pyramid_zcasync.events')
+
+_running: Dict[str, object] = {}
+_running_lock = threading.Lock()
+
+
+def register(dispatcher) -> None:
+    with _running_lock:
+        if dispatcher.UUID in _running:
+            raise RuntimeError('a dispatcher with UUID %s is already '
+                               'running in this process' % dispatcher.UUID)
+        _running[dispatcher.UUID] = dispatcher
+
+
+def unregister(dispatcher) -> None:
+    with _running_lock:
+        if _running.get(dispatcher.UUID) is dispatcher:
+            del _running[dispatcher.UUID]
+
+
+def running() -> list:
+    with _running_lock:
+        return list(_running.values())
+
+
+def get(uuid: Optional[str] = None):
+    """This process's running dispatcher (for ``uuid``), or None."""
+    with _running_lock:
+        if uuid is not None:
+            return _running.get(str(uuid))
+        return next(iter(_running.values()), None)
+
+
+def stop_all(timeout: float = 10) -> None:
+    for dispatcher in running():
+        dispatcher.stop(timeout)
+
+
+# -- waking on commit -----------------------------------------------------
+
+def _wake_after_commit(event) -> None:
+    if not isinstance(event, JobQueued):
+        return  # zope.event subscribers see every event of the process
+    jar = event.queue._p_jar
+    if jar is None or not _running:
+        return
+    txn = jar.transaction_manager.get()
+    if not getattr(txn, '_zcasync_wake', False):
+        txn._zcasync_wake = True
+        txn.addAfterCommitHook(_wake_all)
+
+
+def _wake_all(committed: bool) -> None:
+    if committed:
+        for dispatcher in running():
+            dispatcher.wake()
+
+
+if _wake_after_commit not in zope.event.subscribers:
+    zope.event.subscribers.append(_wake_after_commit)
+
+
+# -- process exit ---------------------------------------------------------
+
+_signals_installed = False
+
+
+def install_exit_handlers(grace: float) -> None:
+    """Stop cleanly on SIGINT and SIGTERM, then do what was done before:
+    the previous handler, KeyboardInterrupt for SIGINT, exit for SIGTERM.
+    Only the main thread may install handlers; elsewhere atexit remains.
+    """
+    global _signals_installed
+    if _signals_installed:
+        return
+    _signals_installed = True
+    atexit.register(stop_all)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if previous == signal.SIG_IGN:
+            continue  # as Python does: an ignored signal stays ignored
+        signal.signal(signum, _make_handler(previous, grace))
+
+
+def _make_handler(previous, grace: float):
+    def handler(signum, frame):
+        log.info('signal %d: stopping dispatchers', signum)
+        # In a thread of its own: the interrupted main thread may hold a
+        # lock the shutdown needs; then we exit after the timeout anyway.
+        stopper = threading.Thread(target=stop_all, daemon=True)
+        stopper.start()
+        stopper.join(grace + 10)
+        if callable(previous):
+            return previous(signum, frame)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+    return handler
