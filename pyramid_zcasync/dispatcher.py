@@ -454,7 +454,11 @@ class Dispatcher(Monitor):
                         job.assignerUUID == self.UUID:
                     recover_job(job, 'lost its worker (%s)'
                                 % type(exc).__name__)
-        self._transact(recover)
+        # Waits out a lost storage server (a group commit raises
+        # ClientDisconnected when it goes away): a job left ASSIGNED to a
+        # live dispatcher is never run.  The lock is not held meanwhile.
+        Runner(self.db, self.UUID, self.clock).bookkeep(
+            recover, lock=self._bookkeeping)
         for oid, _ in items:
             self.jobs.record(self._job_id(oid), completed=self.clock.utcnow(),
                              failed=True, result='worker crashed: %r' % (exc,))
