@@ -504,7 +504,7 @@ def test_dispatcher_of_the_app_runs_declared_jobs(tmp_path):
 # -- the dashboard --------------------------------------------------------
 
 def test_dashboard_shows_next_and_last_run(queue):
-    from pyramid_zcasync.views.dashboard import periodic_html
+    from pyramid_zcasync.views.sections import periodic_html
     queues = queue._p_jar.root()[KEY]
     assert 'No periodic jobs.' in periodic_html(queues, at(0, 0))
     add_schedule(queue, 'five <min>', periodic_jobs.tick, cron='*/5 * * * *',

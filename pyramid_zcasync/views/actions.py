@@ -31,7 +31,7 @@ from ..failure import Failure
 from ..interfaces import COMPLETED, PENDING
 from ..job import Job
 from . import add_admin_view, route_name
-from .dashboard import e, secure, status_name, template, took
+from .html import e, secure, status_name, template, took
 from .format import ParameterError, parse_oid
 
 #: Reason recorded when an admin deactivates a dead dispatcher.
