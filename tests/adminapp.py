@@ -1,15 +1,19 @@
 """An app with pyramid_zcasync and a minimal security policy, for the admin
 view tests: the admin permission is granted to requests carrying the
-header ``X-Admin: yes``."""
+header ``X-Admin: yes`` or the cookie ``admin=yes`` (what a browser test
+sets)."""
 from pyramid.config import Configurator
 from pyramid.security import Allowed, Denied
 
 
 class HeaderPolicy:
-    """Grants everything to ``X-Admin: yes``; nothing to anyone else."""
+    """Grants everything to an admin; nothing to anyone else."""
 
     def identity(self, request):
-        return 'admin' if request.headers.get('X-Admin') == 'yes' else None
+        if request.headers.get('X-Admin') == 'yes' or \
+                request.cookies.get('admin') == 'yes':
+            return 'admin'
+        return None
 
     def authenticated_userid(self, request):
         return self.identity(request)

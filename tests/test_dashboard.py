@@ -9,7 +9,6 @@ import pytest
 import transaction
 import webtest
 from pyramid.config import Configurator
-from pyramid.security import Allowed, Denied
 from pyramid.session import SignedCookieSessionFactory
 
 import jobs
@@ -19,35 +18,11 @@ from pyramid_zcasync.config import close_databases
 from pyramid_zcasync.failure import Failure
 from pyramid_zcasync.interfaces import COMPLETED, NEW, PENDING, IQueue
 from pyramid_zcasync.testing import get_poll, wait_for_result
+from adminapp import HeaderPolicy as AdminPolicy
 
 ADMIN = {'X-Admin': 'yes'}
 DASHBOARD = '/_async/'
 TOKEN = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
-
-
-class AdminPolicy:
-    """An admin is a request with the cookie ``admin=yes`` (what a browser
-    test sets) or the header ``X-Admin: yes``; nobody else is anything."""
-
-    def identity(self, request):
-        if request.cookies.get('admin') == 'yes' or \
-                request.headers.get('X-Admin') == 'yes':
-            return 'admin'
-        return None
-
-    def authenticated_userid(self, request):
-        return self.identity(request)
-
-    def permits(self, request, context, permission):
-        if self.identity(request) == 'admin':
-            return Allowed('admin')
-        return Denied('not an admin')
-
-    def remember(self, request, userid, **kw):
-        return []
-
-    def forget(self, request, **kw):
-        return []
 
 
 def make_app(tmp_path, policy=True, session=True, csrf_options=None,

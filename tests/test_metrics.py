@@ -10,7 +10,6 @@ import webtest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from pyramid.config import Configurator
-from pyramid.security import Allowed, Denied
 
 import jobs
 from pyramid_zcasync import clock
@@ -18,29 +17,9 @@ from pyramid_zcasync.config import close_databases
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.testing import get_poll, wait_for_result, wait_for_start
 from pyramid_zcasync.views.metrics import JobTotals
+from adminapp import HeaderPolicy
 
 ADMIN = {'X-Admin': 'yes'}
-
-
-class HeaderPolicy:
-    """The admin permission for ``X-Admin: yes``, nothing for others."""
-
-    def identity(self, request):
-        return 'admin' if request.headers.get('X-Admin') == 'yes' else None
-
-    def authenticated_userid(self, request):
-        return self.identity(request)
-
-    def permits(self, request, context, permission):
-        if self.identity(request):
-            return Allowed('admin')
-        return Denied('not an admin')
-
-    def remember(self, request, userid, **kw):
-        return []
-
-    def forget(self, request, **kw):
-        return []
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Priorities: claims take the highest priority first, then the earliest
 due, then the first queued, without scanning the queue."""
-import datetime
 import operator
 
 import pytest
@@ -8,24 +7,13 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from pyramid_zcasync import Job
-from pyramid_zcasync.interfaces import (ASSIGNED, COMPLETED, NEW, PENDING,
-                                        IQueue)
+from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, NEW, PENDING
 from pyramid_zcasync.job import BadStatusError, MAX_PRIORITY, MIN_PRIORITY
 from pyramid_zcasync.keys import FLOOR
-
-UTC = datetime.timezone.utc
-HOUR = datetime.timedelta(hours=1)
-MINUTE = datetime.timedelta(minutes=1)
+from queuetools import HOUR, MINUTE, now, other_connection
 
 
-def now():
-    return datetime.datetime.now(UTC)
 
-
-def other_connection(db):
-    manager = transaction.TransactionManager()
-    conn = db.open(transaction_manager=manager)
-    return conn, IQueue(conn.root())
 
 
 def job(tag, priority=None):

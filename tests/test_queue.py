@@ -7,24 +7,13 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from pyramid_zcasync import Job
-from pyramid_zcasync.interfaces import (ASSIGNED, COMPLETED, NEW, PENDING,
-                                        IQueue)
+from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, NEW, PENDING
 from pyramid_zcasync.job import BadStatusError
 from pyramid_zcasync.queue import Queue, Queues
-
-UTC = datetime.timezone.utc
-HOUR = datetime.timedelta(hours=1)
+from queuetools import HOUR, now, other_connection
 
 
-def now():
-    return datetime.datetime.now(UTC)
 
-
-def other_connection(db):
-    """A connection with a transaction manager of its own."""
-    manager = transaction.TransactionManager()
-    conn = db.open(transaction_manager=manager)
-    return conn, IQueue(conn.root())
 
 
 def reject_all(job):

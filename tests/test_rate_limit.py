@@ -10,20 +10,11 @@ from ZODB.POSException import ConflictError
 from pyramid_zcasync import Job
 from pyramid_zcasync.interfaces import ASSIGNED, PENDING, IQueue
 from pyramid_zcasync.quota import Quota
+from queuetools import HOUR, now, other_connection
 
-UTC = datetime.timezone.utc
 SECOND = datetime.timedelta(seconds=1)
-HOUR = datetime.timedelta(hours=1)
 
 
-def now():
-    return datetime.datetime.now(UTC)
-
-
-def other_connection(db):
-    manager = transaction.TransactionManager()
-    conn = db.open(transaction_manager=manager)
-    return conn, IQueue(conn.root())
 
 
 def quota_job(tag, *names):

@@ -13,32 +13,17 @@ import transaction
 import webtest
 
 from pyramid.config import Configurator
-from pyramid.security import Allowed, Denied
 
 from pyramid_zcasync import Job
 from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.config import close_databases
 from pyramid_zcasync.interfaces import KEY
 from pyramid_zcasync.runner import Runner
+from adminapp import HeaderPolicy
 
 UTC = datetime.timezone.utc
 ISO_Z = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$')
 ADMIN = {'X-Admin': 'yes'}
-
-
-class HeaderPolicy:
-    """Grants every permission to requests with ``X-Admin: yes``."""
-
-    def identity(self, request):
-        return 'admin' if request.headers.get('X-Admin') == 'yes' else None
-
-    def authenticated_userid(self, request):
-        return self.identity(request)
-
-    def permits(self, request, context, permission):
-        if self.identity(request) == 'admin':
-            return Allowed('admin')
-        return Denied('not an admin')
 
 
 def make_admin_app(directory, **extra):
