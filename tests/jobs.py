@@ -177,6 +177,15 @@ def noop():
     return None
 
 
+def append_when_released(tree, pids, key, hold_path, times=None, seconds=30):
+    """``append_with_pid`` once the file ``hold_path`` is gone (at most
+    ``seconds``): a job a test can keep running as long as it needs."""
+    deadline = time.monotonic() + seconds
+    while os.path.exists(hold_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return append_with_pid(tree, pids, key, 0.0, times)
+
+
 def remember_start(tree, key):
     """When the job started (time.time()), for pick-up latency."""
     tree[key] = time.time()

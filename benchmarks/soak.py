@@ -1,0 +1,539 @@
+"""Soak test: N jobs over a real ZEO server while dispatchers are killed.
+
+    python -m benchmarks.soak --jobs 2000 --seconds 60 [--workers 3]
+                              [--death 2] [--seed 1] [--json PATH] [--keep]
+
+Run it from the project root.  The script starts ``runzeo`` (FileStorage)
+on 127.0.0.1 and a free port and ``--workers`` dispatcher-only processes
+(``python -m benchmarks.soak --worker ...``: this file), each with its own
+UUID file.  For ``--seconds`` it puts the ``--jobs`` jobs at an even pace
+and, every 2-5 s (random, ``--seed``), kills one live worker with SIGKILL
+(never the last one), notes the jobs the database says it held, and
+restarts it with the same UUID after a random 0-2x ``--death`` seconds: so
+some of its jobs are recovered by its restart, some by a sibling that
+finds it dead after ``ping_death_interval`` (``--death``) of silence.
+Then every dead worker is restarted and the queue drained (bounded).
+
+Each job appends a line to a shared file (so re-runs of interrupted jobs
+are counted) and adds 1 to ``done[key]`` in ZODB: a key at 0 is a lost
+job, above 1 a duplicate.  70 % of the jobs do nothing else (they may be
+committed in groups), 30 % sleep 20-60 ms first (so kills catch jobs
+running).  Printed and written to ``benchmarks/results/soak.json``:
+
+- jobs put, completed, failed, lost, duplicated; runs (more runs than
+  jobs: conflict retries, and jobs interrupted by a kill run again);
+- per kill: the jobs the killed worker held, whether its restart or a
+  sibling recovered them, how long after the kill a sibling found it dead,
+  and the recovery time: from the kill until every job it held is
+  COMPLETED (it includes the restart delay when the restart came first);
+- max and median recovery time.
+
+Children are stopped by PID (SIGTERM, then SIGKILL), everything listens on
+127.0.0.1 only, every wait is bounded, and the temporary directory is
+removed unless ``--keep``.  Exit status 1 if a job was lost, duplicated or
+failed.
+"""
+import argparse
+import collections
+import importlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from benchmarks import common
+
+DEFAULTS = {
+    'jobs': 2000,
+    'seconds': 60.0,
+    'workers': 3,
+    'poll_interval': 0.5,
+    'ping_interval': 0.3,
+    'death': 2.0,              # ping_death_interval, seconds
+    'agent_size': 3,
+    'kill_every': (2.0, 5.0),  # seconds between kills, uniform
+    'slow_share': 0.3,         # jobs that sleep first
+    'slow_ms': (20, 60),
+    'drain_timeout_s': 120.0,
+    'start_timeout_s': 30.0,
+}
+
+
+# -- the job and the worker process ---------------------------------------
+
+def soak_job(done, key, seconds, runs_log):
+    """Note the run, maybe sleep, count the key once in ZODB."""
+    with open(runs_log, 'a') as stream:
+        stream.write('%s %d\n' % (key, os.getpid()))
+    if seconds:
+        time.sleep(seconds)
+    done[key] = done.get(key, 0) + 1
+    return key
+
+
+def worker_main(argv):
+    """``--worker zeo:PORT UUID_FILE POLL PING DEATH AGENT_SIZE LOG``"""
+    import logging
+
+    import ZEO
+
+    import pyramid_zcasync
+    from pyramid_zcasync import dispatcher
+    storage, uuid_file, poll, ping, death, size, log = argv
+    logging.basicConfig(
+        filename=log, level=logging.WARNING,
+        format='%(asctime)s %(process)d %(threadName)s %(name)s '
+               '%(levelname)s %(message)s')
+    db = ZEO.DB(('127.0.0.1', int(storage.split(':')[1])), wait_timeout=30)
+    pyramid_zcasync.install_queues(db)
+    try:
+        dispatcher.start(db, uuid_file=uuid_file, poll_interval=float(poll),
+                         ping_interval=float(ping),
+                         ping_death_interval=float(death),
+                         agent_size=int(size))
+        print('ready', flush=True)
+        while True:
+            signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        db.close()
+
+
+# -- processes -------------------------------------------------------------
+
+class ZEOServer:
+    def __init__(self, directory):
+        self.path = os.path.join(directory, 'Data.fs')
+        self.log = os.path.join(directory, 'zeo.log')
+        self.port = common.free_port()
+        self.process = None
+
+    def start(self, timeout):
+        runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
+        command = [runzeo] if os.path.exists(runzeo) else [
+            sys.executable, '-m', 'ZEO.runzeo']
+        with open(self.log, 'ab') as log:
+            self.process = subprocess.Popen(
+                command + ['-a', '127.0.0.1:%d' % self.port, '-f', self.path],
+                stdout=log, stderr=subprocess.STDOUT)
+        common.wait_until(lambda: _listening(self.port), timeout,
+                          interval=0.05, what='runzeo on %d' % self.port)
+
+    def stop(self):
+        if self.process is not None:
+            common.stop_process(self.process)
+
+
+def _listening(port):
+    import socket
+    with socket.socket() as sock:
+        return sock.connect_ex(('127.0.0.1', port)) == 0
+
+
+class Worker:
+    """One dispatcher process; restartable with the same UUID file."""
+
+    def __init__(self, name, directory, port, params):
+        self.name = name
+        self.uuid_file = os.path.join(directory, name + '.uuid')
+        self.log = os.path.join(directory, name + '.log')
+        self.port = port
+        self.params = params
+        self.process = None
+        self.ready = threading.Event()
+        self.pids = []
+
+    def start(self):
+        self.ready = threading.Event()
+        p = self.params
+        self.process = subprocess.Popen(
+            [sys.executable, '-m', 'benchmarks.soak', '--worker',
+             'zeo:%d' % self.port, self.uuid_file, str(p['poll_interval']),
+             str(p['ping_interval']), str(p['death']), str(p['agent_size']),
+             self.log],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            cwd=common.project_root(), env=common.python_env())
+        self.pids.append(self.process.pid)
+        threading.Thread(target=self._read, args=(self.process, self.ready),
+                         daemon=True).start()
+
+    @staticmethod
+    def _read(process, ready):
+        for line in process.stdout:
+            if line.strip() == 'ready':
+                ready.set()
+        process.stdout.close()
+
+    @property
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self):
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self):
+        if self.process is not None:
+            common.stop_process(self.process, timeout=10)
+
+    @property
+    def uuid(self):
+        from pyramid_zcasync.instance import read_uuid
+        return read_uuid(self.uuid_file)
+
+
+# -- reading the database --------------------------------------------------
+
+class Reader:
+    """One connection of this process, a fresh transaction per look."""
+
+    def __init__(self, db):
+        import transaction
+        self.manager = transaction.TransactionManager()
+        self.connection = db.open(transaction_manager=self.manager)
+
+    def root(self):
+        self.manager.begin()
+        return self.connection.root()
+
+    def held(self, uuid):
+        """{oid: status} of the unfinished jobs in ``uuid``'s agents."""
+        from pyramid_zcasync.interfaces import COMPLETED, IQueue
+        registration = IQueue(self.root()).dispatchers.get(uuid)
+        if registration is None:
+            return {}
+        return {job._p_oid: job.status for agent in registration.values()
+                for job in agent if job.status != COMPLETED}
+
+    def statuses(self, oids):
+        self.root()
+        return [self.connection.get(oid).status for oid in oids]
+
+    def activated(self, uuid):
+        from pyramid_zcasync.interfaces import IQueue
+        return IQueue(self.root()).dispatchers[uuid].activated is not None
+
+    def close(self):
+        self.manager.abort()
+        self.connection.close()
+
+
+# -- the run -----------------------------------------------------------------
+
+def producer(db, plan, runs_log, seconds, stop, put_oids, errors):
+    """Put ``plan`` ([(key, sleep seconds)]) evenly over ``seconds``."""
+    import transaction
+
+    from pyramid_zcasync.interfaces import IQueue
+    job_function = importlib.import_module('benchmarks.soak').soak_job
+    manager = transaction.TransactionManager()
+    connection = db.open(transaction_manager=manager)
+    started = time.monotonic()
+    step = 0.1
+    batches = max(int(seconds / step), 1)
+    per_batch = -(-len(plan) // batches)
+    try:
+        for index in range(0, len(plan), per_batch):
+            if stop.is_set():
+                break
+            wait = started + (index // per_batch) * step - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            batch = plan[index:index + per_batch]
+            for attempt in range(20):
+                try:
+                    manager.begin()
+                    root = connection.root()
+                    queue = IQueue(root)
+                    jobs = [queue.put(job_function, root['soak_done'], key,
+                                      sleep, runs_log)
+                            for key, sleep in batch]
+                    manager.commit()
+                    put_oids.extend((key, job._p_oid)
+                                    for (key, _), job in zip(batch, jobs))
+                    break
+                except Exception as exc:  # a conflict: put the batch again
+                    manager.abort()
+                    errors.append(repr(exc))
+                    time.sleep(0.05)
+    finally:
+        manager.abort()
+        connection.close()
+
+
+def run(params, keep=False, out=sys.stdout):
+    import BTrees.OOBTree
+    import transaction
+    import ZEO
+
+    import pyramid_zcasync
+    from pyramid_zcasync.failure import Failure
+    from pyramid_zcasync.interfaces import ACTIVE, COMPLETED
+
+    rng = random.Random(params['seed'])
+    directory = tempfile.mkdtemp(prefix='zcasync-soak-')
+    runs_log = os.path.join(directory, 'runs.log')
+    server = ZEOServer(directory)
+    workers, db, reader = [], None, None
+    kills = []
+    try:
+        server.start(params['start_timeout_s'])
+        db = ZEO.DB(('127.0.0.1', server.port), wait_timeout=30)
+        pyramid_zcasync.install_queues(db)
+        connection = db.open()
+        with transaction.manager:
+            connection.root()['soak_done'] = BTrees.OOBTree.OOBTree()
+        connection.close()
+        workers = [Worker('w%d' % i, directory, server.port, params)
+                   for i in range(params['workers'])]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            if not worker.ready.wait(params['start_timeout_s']):
+                raise RuntimeError('worker %s did not start; see %s'
+                                   % (worker.name, worker.log))
+        reader = Reader(db)
+
+        plan = []
+        for i in range(params['jobs']):
+            slow = rng.random() < params['slow_share']
+            plan.append(('j%06d' % i, rng.uniform(*params['slow_ms']) / 1000
+                         if slow else 0.0))
+        put_oids, put_errors = [], []
+        stop = threading.Event()
+        feeding = threading.Thread(target=producer, args=(
+            db, plan, runs_log, params['seconds'], stop, put_oids,
+            put_errors))
+        started = time.monotonic()
+        feeding.start()
+        print('soak: %d jobs over %.0f s, %d workers, kill -9 every %s s, '
+              'ping_death_interval %s s' % (
+                  params['jobs'], params['seconds'], params['workers'],
+                  '-'.join('%g' % s for s in params['kill_every']),
+                  params['death']), file=out, flush=True)
+
+        # -- kill, restart, watch recoveries, for ``seconds`` ----------
+        next_kill = started + rng.uniform(*params['kill_every'])
+        restarts = []  # (when, worker)
+        open_kills = []
+        end = started + params['seconds']
+
+        def watch(now):
+            for worker_when in list(restarts):
+                when, worker = worker_when
+                if now >= when:
+                    worker.start()
+                    restarts.remove(worker_when)
+                    record = next(k for k in reversed(kills)
+                                  if k['worker'] == worker.name)
+                    record['restarted_after_s'] = round(
+                        now - record['_killed'], 3)
+            for record in list(open_kills):
+                if record['_detected'] is None and \
+                        'restarted_after_s' not in record and \
+                        not reader.activated(record['uuid']):
+                    record['_detected'] = now  # a sibling found it dead
+                if record['recovery_s'] is None and all(
+                        s == COMPLETED
+                        for s in reader.statuses(record['_held'])):
+                    record['recovery_s'] = round(now - record['_killed'], 3)
+                if record['recovery_s'] is not None and (
+                        record['_detected'] is not None
+                        or 'restarted_after_s' in record):
+                    open_kills.remove(record)
+
+        while time.monotonic() < end:
+            now = time.monotonic()
+            watch(now)
+            if now >= next_kill:
+                live = [w for w in workers if w.alive and w.ready.is_set()
+                        and not any(r[1] is w for r in restarts)]
+                if len(live) > 1:
+                    victim = rng.choice(live)
+                    victim.kill()
+                    killed = time.monotonic()
+                    held = reader.held(victim.uuid)
+                    delay = rng.uniform(0, 2 * params['death'])
+                    restarts.append((killed + delay, victim))
+                    record = {
+                        'at_s': round(killed - started, 3),
+                        'worker': victim.name, 'uuid': victim.uuid,
+                        'held': len(held),
+                        'held_active': sum(1 for s in held.values()
+                                           if s == ACTIVE),
+                        'restart_delay_s': round(delay, 3),
+                        'recovery_s': None if held else 0.0,
+                        '_killed': killed, '_held': list(held),
+                        '_detected': None}
+                    kills.append(record)
+                    open_kills.append(record)
+                next_kill = now + rng.uniform(*params['kill_every'])
+            time.sleep(0.05)
+
+        # -- restart the dead, drain ------------------------------------
+        feeding.join(params['seconds'] + 30)
+        stop.set()
+        drain_end = time.monotonic() + params['drain_timeout_s']
+        while time.monotonic() < drain_end:
+            now = time.monotonic()
+            for _, worker in list(restarts):
+                restarts.remove((_, worker))
+                restarts.append((now, worker))
+            watch(now)
+            done = len(reader.root()['soak_done'])
+            if not open_kills and not restarts and done >= len(put_oids):
+                break
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+
+        # -- check ------------------------------------------------------
+        root = reader.root()
+        done = dict(root['soak_done'])
+        statuses = collections.Counter()
+        failures = collections.Counter()
+        for key, oid in put_oids:
+            job = reader.connection.get(oid)
+            statuses[job.status] += 1
+            if job.status == COMPLETED and isinstance(job.result, Failure):
+                failures['%s: %s' % (job.result.type_name,
+                                     job.result.message[:80])] += 1
+        runs = collections.Counter()
+        if os.path.exists(runs_log):
+            with open(runs_log) as stream:
+                for line in stream:
+                    runs[line.split()[0]] += 1
+        keys = [key for key, _ in put_oids]
+        lost = [key for key in keys if done.get(key, 0) == 0]
+        duplicated = [key for key in keys if done.get(key, 0) > 1]
+        for record in kills:
+            record['recovered_by'] = (
+                None if not record['held'] else
+                'sibling' if record['_detected'] is not None else 'restart')
+            record['found_dead_after_s'] = (
+                round(record['_detected'] - record['_killed'], 3)
+                if record['_detected'] is not None else None)
+            record.setdefault('recovery_s', None)
+        recoveries = [k['recovery_s'] for k in kills
+                      if k['held'] and k['recovery_s'] is not None]
+        for record in kills:
+            if not record['held']:
+                record['recovery_s'] = None  # nothing to recover
+        detections = [k['found_dead_after_s'] for k in kills
+                      if k['found_dead_after_s'] is not None]
+        summary = {
+            'jobs_put': len(put_oids),
+            'jobs_completed': statuses.get(COMPLETED, 0),
+            'jobs_failed': sum(failures.values()),
+            'jobs_lost': len(lost),
+            'jobs_duplicated': len(duplicated),
+            'unfinished_statuses': {s: n for s, n in statuses.items()
+                                    if s != COMPLETED},
+            'failures': dict(failures),
+            'runs': sum(runs.values()),
+            # Conflict retries, and jobs interrupted by a kill run again.
+            'extra_runs': sum(n - 1 for n in runs.values() if n > 1),
+            'kills': len(kills),
+            'kills_holding_jobs': sum(1 for k in kills if k['held']),
+            'unrecovered_kills': sum(1 for k in kills
+                                     if k['held'] and k['recovery_s'] is None),
+            'max_recovery_s': max(recoveries) if recoveries else None,
+            'median_recovery_s': (common.percentile(recoveries, 50)
+                                  if recoveries else None),
+            'max_found_dead_after_s': max(detections) if detections else None,
+            'elapsed_s': round(elapsed, 1),
+            'put_retries': len(put_errors),
+        }
+        for record in kills:
+            for name in [n for n in record if n.startswith('_')]:
+                del record[name]
+        return {'parameters': dict(params), 'summary': summary,
+                'kills': kills, 'lost_keys': lost[:20],
+                'duplicated_keys': duplicated[:20],
+                'machine': common.machine_description(
+                    ('ZODB', 'ZEO', 'persistent', 'transaction')),
+                'directory': directory if keep else None}
+    finally:
+        for worker in workers:
+            worker.stop()
+        if reader is not None:
+            reader.close()
+        if db is not None:
+            db.close()
+        server.stop()
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def report(result, out=sys.stdout):
+    s = result['summary']
+    print('jobs put %d, completed %d, failed %d' % (
+        s['jobs_put'], s['jobs_completed'], s['jobs_failed']), file=out)
+    print('jobs lost: %d' % s['jobs_lost'], file=out)
+    print('duplicates: %d' % s['jobs_duplicated'], file=out)
+    print('max recovery time: %s s (median %s s, over %d kills holding '
+          'jobs; %d kills in all)' % (
+              common.fmt(s['max_recovery_s']),
+              common.fmt(s['median_recovery_s']), s['kills_holding_jobs'],
+              s['kills']), file=out)
+    print('found dead by a sibling after at most %s s; %d runs, %d more '
+          'than jobs (conflict retries, and interrupted jobs run again); '
+          '%.1f s in all' % (
+              common.fmt(s['max_found_dead_after_s']), s['runs'],
+              s['extra_runs'], s['elapsed_s']), file=out)
+    if s['unfinished_statuses'] or s['failures'] or s['unrecovered_kills']:
+        print('unfinished %s; failures %s; unrecovered kills %d' % (
+            s['unfinished_statuses'], s['failures'], s['unrecovered_kills']),
+            file=out)
+    rows = [[k['at_s'], k['worker'], k['held'], k['held_active'],
+             k['restart_delay_s'], k['recovered_by'] or '-',
+             k['found_dead_after_s'], k['recovery_s']]
+            for k in result['kills']]
+    if rows:
+        common.print_table(['kill at s', 'worker', 'held', 'active',
+                            'restart after s', 'recovered by',
+                            'found dead s', 'recovery s'], rows, out=out)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['--worker']:
+        return worker_main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog='python -m benchmarks.soak',
+        description=__doc__.split('\n\n')[0])
+    parser.add_argument('--jobs', type=int, default=DEFAULTS['jobs'])
+    parser.add_argument('--seconds', type=float, default=DEFAULTS['seconds'])
+    parser.add_argument('--workers', type=int, default=DEFAULTS['workers'])
+    parser.add_argument('--death', type=float, default=DEFAULTS['death'],
+                        help='ping_death_interval of the workers (s)')
+    parser.add_argument('--seed', type=int, default=1)
+    parser.add_argument('--json', help='where to write the JSON (default '
+                        'benchmarks/results/soak.json)')
+    parser.add_argument('--keep', action='store_true',
+                        help='keep the temporary directory (logs, Data.fs)')
+    args = parser.parse_args(argv)
+    if args.workers < 2:
+        parser.error('--workers must be at least 2 (one is always alive)')
+    params = dict(DEFAULTS, jobs=args.jobs, seconds=args.seconds,
+                  workers=args.workers, death=args.death, seed=args.seed)
+    result = run(params, keep=args.keep)
+    report(result)
+    path = (common.write_json_path(args.json, result) if args.json
+            else common.write_json('soak', result))
+    print('written to %s' % path)
+    if result['directory']:
+        print('kept %s' % result['directory'])
+    s = result['summary']
+    bad = (s['jobs_lost'] or s['jobs_duplicated'] or s['jobs_failed']
+           or s['unrecovered_kills'])
+    return 1 if bad else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
