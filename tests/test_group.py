@@ -9,6 +9,7 @@ import jobs
 from pyramid_zcasync import local
 from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.failure import Failure
+from pyramid_zcasync import group as group_module
 from pyramid_zcasync.group import GroupRunner
 from pyramid_zcasync.interfaces import COMPLETED, IQueue
 from pyramid_zcasync.retry import NeverRetry
@@ -54,7 +55,8 @@ def sync(connection):
     connection.transaction_manager.begin()
 
 
-def test_a_group_commits_once_and_releases_every_job(setup):
+def test_a_group_commits_once_and_releases_every_job(setup, monkeypatch):
+    monkeypatch.setattr(group_module, 'GROUP_WINDOW', 60.0)  # a slow machine
     db, connection, queue, agent = setup
     put = claim_all(queue, agent, *[(operator.mul, n, 2) for n in range(10)])
     before = db.lastTransaction()
@@ -153,3 +155,17 @@ def test_jobs_no_longer_ours_are_not_run(setup):
     Runner(db, UUID).run(job._p_oid)
     sync(connection)
     assert job.status != COMPLETED  # the Runner refused too
+
+
+def test_a_group_stops_taking_jobs_when_its_window_is_over(setup, monkeypatch):
+    monkeypatch.setattr(group_module, 'GROUP_WINDOW', 0.0)
+    db, connection, queue, agent = setup
+    put = claim_all(queue, agent, *[(operator.mul, n, 3) for n in range(4)])
+    oids = [job._p_oid for job in put]
+    done, alone, rest = GroupRunner(Runner(db, UUID)).run_group(oids)
+    assert [oid for oid, _ in done] == oids[:1]  # one job, then the window
+    assert alone == [] and rest == oids[1:]
+    outcomes = GroupRunner(Runner(db, UUID)).run(rest)
+    assert [oid for oid, _ in outcomes] == oids[1:]
+    sync(connection)
+    assert [job.result for job in put] == [0, 3, 6, 9]
