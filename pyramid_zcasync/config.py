@@ -23,6 +23,7 @@ from .install import install_queues
 from .instance import ENV_VAR, UUIDFileError
 from .interfaces import KEY
 from .settings import DEFAULT_QUEUE, ZcasyncSettings, parse_settings
+from .zeoclient import forget_prefetched_oids_on_reconnect
 
 log = logging.getLogger('pyramid_zcasync.events')
 
@@ -41,6 +42,8 @@ def includeme(config) -> None:
     config.include('pyramid_zodbconn')
     registry = config.registry
     main_db = _main_database(registry)
+    for db in registry._zodb_databases.values():
+        forget_prefetched_oids_on_reconnect(db.storage)
     _check_database_name(settings, registry)
     names = settings.queues
     if DEFAULT_QUEUE not in names:

@@ -274,11 +274,13 @@ class Dispatcher(Monitor):
         due = None
         ping_due = (self._last_ping is None
                     or now - self._last_ping >= self.ping_interval)
+        judge = ping_due and self._connected_throughout(now)
         for name, queue in sorted(_queues(self._connection).items()):
             registration = self._registration(queue)
             periodic.enqueue_due(queue, now)
             if ping_due:
                 registration.ping(now)
+            if judge:
                 queue.dispatchers.deactivate_dead(exclude=self.UUID)
             poll[name] = {agent.name: self._claim(agent, claimed)
                           for agent in registration.values()}
@@ -321,6 +323,14 @@ class Dispatcher(Monitor):
                             job)
                 claimed.append((queue_name, agent, oid))
                 known.add(oid)
+
+    def _connected_throughout(self, now) -> bool:
+        """Whether our own pings went through lately.  After an outage of
+        the storage server (or a stall of this process) longer than that,
+        siblings could not ping either: judging them now would declare
+        live dispatchers dead.  They get a ping interval to catch up."""
+        return (self._last_ping is not None
+                and now - self._last_ping <= 2 * self.ping_interval)
 
     def _wake_at(self, due, now) -> None:
         """Poll when the next scheduled job is due, not up to a poll

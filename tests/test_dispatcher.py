@@ -240,3 +240,16 @@ def test_uuid_file_forms_and_errors(tmp_path, monkeypatch):
     os.mkdir(unreadable)
     with pytest.raises(instance.UUIDFileError, match='cannot read'):
         instance.read_uuid(str(unreadable))
+
+
+def test_siblings_are_judged_only_while_our_own_pings_go_through(fs_db):
+    """After an outage of the storage server (or a stall of this process)
+    longer than two ping intervals, nobody could ping: judging siblings at
+    once would declare live ones dead.  They get a ping interval first."""
+    judge = dispatcher_module.Dispatcher(fs_db, 'u', ping_interval=30)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert not judge._connected_throughout(now)  # never pinged yet
+    judge._last_ping = now - datetime.timedelta(seconds=45)
+    assert judge._connected_throughout(now)
+    judge._last_ping = now - datetime.timedelta(seconds=61)
+    assert not judge._connected_throughout(now)
