@@ -30,6 +30,7 @@ from .pool import Pool
 from .registry import recover_job
 from .group import GroupRunner
 from .runner import Runner
+from .watch import LastTransaction
 from .zeoclient import forget_prefetched_oids_on_reconnect
 
 log = logging.getLogger('pyramid_zcasync.events')
@@ -117,6 +118,7 @@ class Dispatcher(Monitor):
         self._last_ping: Optional[datetime.datetime] = None
         self._stopping = False
         self._seen_tid = None
+        self._last_transaction = LastTransaction(db.storage)
         #: Claims of a poll whose commit failed: if the storage server
         #: committed it and its answer was lost, the jobs are ours.
         self._unsure_claims: list = []
@@ -180,21 +182,22 @@ class Dispatcher(Monitor):
         for loop in (self._loop, self._watch):
             if loop.running:
                 loop.stop()
+        self._last_transaction.close()
 
     def _watch_database(self) -> None:
         """Poll when another process committed, not a poll interval later.
 
-        ``lastTransaction()`` is local for FileStorage and ZEO (whose
-        server pushes invalidations), so looking costs nothing; a change
-        since the last poll, ours or another process's, means a put may
-        be waiting.  Transactions of this process that put a job wake the
-        dispatcher at once anyway.
+        The newest transaction is a local read for FileStorage and ZEO
+        (whose server pushes invalidations) and one short query for
+        RelStorage (see watch.py); a change since the last look, ours or
+        another process's, means a put may be waiting.  Transactions of
+        this process that put a job wake the dispatcher at once anyway.
         """
         try:
-            latest = self.db.storage.lastTransaction()
+            latest = self._last_transaction.latest()
         except Exception:  # a storage without it, or away: polls remain
             return
-        if latest != self._seen_tid:
+        if latest is not None and latest != self._seen_tid:
             self._seen_tid = latest
             self.wake()
 

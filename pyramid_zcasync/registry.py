@@ -233,7 +233,15 @@ class DispatcherAgents(persistent.Persistent):
         jar = self._p_jar
         if jar is None:
             return clock.utcnow()
-        tid = jar.db().storage.lastTransaction()
+        # The connection's storage: RelStorage gives each connection an
+        # instance of its own, which polls; the database's storage object
+        # never does, so its lastTransaction() stays where it was when
+        # the database opened (dead siblings were never found).  For
+        # other storages both answer the same.
+        storage = getattr(jar, '_storage', None)
+        if storage is None:  # (not "or": a storage may have a length)
+            storage = jar.db().storage
+        tid = storage.lastTransaction()
         if not tid or tid == b'\0' * 8:
             return clock.utcnow()
         return datetime.datetime.fromtimestamp(TimeStamp(tid).timeTime(),
