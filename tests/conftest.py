@@ -169,3 +169,30 @@ def workers():
         worker.stop()
         worker.process.stdout.close()
         worker.process.stderr.close()
+
+
+# -- PostgreSQL (RelStorage) -----------------------------------------------
+
+import itertools  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def postgresql():
+    """One throw-away PostgreSQL cluster for the session (tests/pgserver.py);
+    skipped only when the server binaries are not installed."""
+    import pgserver
+    if pgserver.MISSING:
+        pytest.skip(pgserver.MISSING)
+    server = pgserver.PostgreSQL().start()
+    yield server
+    server.stop()
+
+
+_pg_databases = itertools.count(1)
+
+
+@pytest.fixture
+def pg_uri(postgresql):
+    """A fresh, empty database of that cluster: its RelStorage zodburi URI
+    (history-free)."""
+    return postgresql.uri('test%d' % next(_pg_databases))

@@ -3,11 +3,12 @@
     python worker.py STORAGE UUID_FILE [poll ping death] [--agent-size N]
                      [--log PATH]
 
-STORAGE is ``file:PATH`` or ``zeo:PORT``.  Prints ``ready`` once the
-dispatcher runs, then waits for a signal; SIGINT/SIGTERM stop it cleanly.
-``--agent-size`` sets the size of the agent ``main`` (default 3);
-``--log`` writes pyramid_zcasync's and ZEO's log records (INFO and up) to
-PATH, to see afterwards what a worker went through.
+STORAGE is ``file:PATH``, ``zeo:PORT`` or ``pg:URI`` (RelStorage's zodburi
+URI, ``postgres://USER@HOST:PORT/DBNAME?keep_history=false``).  Prints
+``ready`` once the dispatcher runs, then waits for a signal; SIGINT/SIGTERM
+stop it cleanly.  ``--agent-size`` sets the size of the agent ``main``
+(default 3); ``--log`` writes pyramid_zcasync's and ZEO's log records
+(INFO and up) to PATH, to see afterwards what a worker went through.
 """
 import argparse
 import logging
@@ -24,6 +25,10 @@ def open_db(spec):
     kind, _, where = spec.partition(':')
     if kind == 'file':
         return ZODB.DB(where)
+    if kind == 'pg':  # pg:postgres://USER@HOST:PORT/DB?keep_history=false
+        import zodburi
+        factory, options = zodburi.resolve_uri(where)
+        return ZODB.DB(factory(), **options)
     import ZEO
     return ZEO.DB(('127.0.0.1', int(where)), wait_timeout=30)
 
