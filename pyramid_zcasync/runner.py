@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
 import transaction
@@ -48,6 +49,9 @@ class Runner:
         #: threads never conflict with each other there.
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.manager = transaction.TransactionManager()
+        #: How long the last call took (the call alone, not its commits):
+        #: what tells the dispatcher whether jobs are short.
+        self.call_seconds: Optional[float] = None
 
     # -- transactions -------------------------------------------------
 
@@ -190,16 +194,19 @@ class Runner:
                 self.manager.abort()
                 return 'gone', None
             policy = job.getRetryPolicy()
+            called = time.monotonic()
             try:
                 with local.running(job, self.db, self.dispatcher):
                     result = call_with_limit(
                         lambda: settle(job.invoke(*extra_args(job))),
                         job.time_limit, repr(job))
             except Exception as exc:
+                self.call_seconds = time.monotonic() - called
                 self.manager.abort()
                 failure = Failure.from_exception(exc)
                 _log_attempt('call', job, failure)
                 return failure, policy.jobError(failure, data_cache)
+            self.call_seconds = time.monotonic() - called
             try:
                 policy.updateData(data_cache)
                 job.resolve(result, run_callbacks=inline_callbacks,
