@@ -14,7 +14,10 @@ from .interfaces import ACTIVE, CALLBACKS, COMPLETED
 _STEP = 0.01
 
 
-def _wait(condition: Callable[[], Any], seconds: float, what: str) -> Any:
+def wait_until(condition: Callable[[], Any], seconds: float, what: str,
+               step: float = _STEP) -> Any:
+    """``condition()``'s first true value, checked every ``step`` seconds;
+    an AssertionError naming ``what`` after ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
         value = condition()
@@ -22,7 +25,10 @@ def _wait(condition: Callable[[], Any], seconds: float, what: str) -> Any:
             return value
         if time.monotonic() >= deadline:
             raise AssertionError('waited %s s for %s' % (seconds, what))
-        time.sleep(_STEP)
+        time.sleep(step)
+
+
+_wait = wait_until
 
 
 def _sync(obj) -> None:

@@ -11,18 +11,9 @@ import jobs
 import pyramid_zcasync
 import pyramid_zcasync.instance
 from pyramid_zcasync.interfaces import COMPLETED, IQueue
+from pyramid_zcasync.testing import wait_until
 
 SLOW = (0.2, 0.5, 30.0)  # poll, ping, death: death far beyond the test
-
-
-def wait_until(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError('waited %s s for %s' % (seconds, what))
 
 
 def put_held_job(db, tmp_path, name='j1'):

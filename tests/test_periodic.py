@@ -24,7 +24,7 @@ from pyramid_zcasync.interfaces import COMPLETED, IQueue, KEY
 from pyramid_zcasync.periodic import (add_schedule, enqueue_due, next_due,
                                       remove_schedule, schedules)
 from pyramid_zcasync.queue import Queue
-from pyramid_zcasync.testing import tear_down_dispatcher
+from pyramid_zcasync.testing import tear_down_dispatcher, wait_until
 
 UTC = datetime.timezone.utc
 
@@ -32,17 +32,6 @@ UTC = datetime.timezone.utc
 def at(hour, minute, second=0, micro=0, day=1):
     return datetime.datetime(2024, 1, day, hour, minute, second, micro,
                              tzinfo=UTC)
-
-
-def wait_until(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError('waited %s s for %s' % (seconds, what))
-        time.sleep(0.05)
 
 
 def read(db, work):

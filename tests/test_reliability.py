@@ -40,6 +40,7 @@ from pyramid_zcasync.failure import Failure
 from pyramid_zcasync.interfaces import ACTIVE, COMPLETED, PENDING, IQueue
 from pyramid_zcasync.registry import database_time
 from pyramid_zcasync.retry import RetryCommonFourTimes
+from pyramid_zcasync.testing import wait_until
 from pyramid_zcasync.runner import Runner
 
 UTC = datetime.timezone.utc
@@ -48,16 +49,6 @@ RETRY_COUNTS = 'pyramid_zcasync.retry'
 
 
 # -- helpers ---------------------------------------------------------------
-
-def wait_until(condition, seconds, what, step=0.05):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError('waited %s s for %s' % (seconds, what))
-        time.sleep(step)
 
 
 def read(db, work):
@@ -339,7 +330,7 @@ def test_poll_whose_answer_was_lost_runs_its_claims():
     the poll failed: it must still run it (it used to stay ASSIGNED in
     the agent forever, seen once in three runs of the ZEO restart test)."""
     from pyramid_zcasync import dispatcher as dispatcher_module
-    from pyramid_zcasync.testing import get_poll, tear_down_dispatcher
+    from pyramid_zcasync.testing import get_poll, tear_down_dispatcher, wait_until
     storage = LosesAnAnswer()
     db = ZODB.DB(storage)
     dispatcher = None

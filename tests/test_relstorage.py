@@ -27,6 +27,7 @@ import jobs
 import pyramid_zcasync
 import pyramid_zcasync.instance
 from pyramid_zcasync.interfaces import ACTIVE, COMPLETED, IQueue, KEY
+from pyramid_zcasync.testing import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRODUCTION_INI = os.path.join(ROOT, 'production-relstorage.ini')
@@ -53,17 +54,6 @@ def db(pg_uri):
     pyramid_zcasync.install_queues(database)
     yield database
     database.close()
-
-
-def wait_until(condition, seconds, what, step=0.05):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError('waited %s s for %s' % (seconds, what))
-        time.sleep(step)
 
 
 def read(db, work):
