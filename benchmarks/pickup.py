@@ -11,6 +11,7 @@ Target (SPEC): p50 <= 5 ms, by waking on commit rather than polling.
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -20,25 +21,28 @@ import transaction
 import ZODB
 
 import pyramid_zcasync
+from benchmarks import common
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
-
-STARTED = {}
-
-
-def note_start(key):
-    STARTED[key] = time.perf_counter()
-
 
 def percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
-def measure(jobs=200, pause=0.02, poll_interval=5.0):
+def measure(jobs=200, pause=0.02, poll_interval=5.0, pause_max=None,
+            warmup=5, seed=1, timeout=60.0):
+    """``jobs`` samples; between them an idle pause of ``pause`` s, or
+    uniform in [pause, pause_max] (fixed seed) if ``pause_max`` is given.
+    The job is ``benchmarks._peer_jobs.started_at``, which returns
+    ``time.time()`` as it starts: p50/p95 are from the ``commit()`` call,
+    ``from_commit_return`` from the moment it returned."""
+    from benchmarks._peer_jobs import started_at
+    rnd = random.Random(seed)
     directory = tempfile.mkdtemp()
     db = ZODB.DB(os.path.join(directory, 'Data.fs'))
+    from_call, from_return, commit_s = [], [], []
     try:
         pyramid_zcasync.install_queues(db)
         dispatcher = dispatcher_module.start(
@@ -46,25 +50,37 @@ def measure(jobs=200, pause=0.02, poll_interval=5.0):
             poll_interval=poll_interval, install_signal_handlers=False)
         connection = db.open()
         queue = IQueue(connection.root())
-        latencies = []
-        for key in range(jobs):
-            job = queue.put(note_start, key)
-            committing = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        for key in range(warmup + jobs):
+            if time.monotonic() > deadline:
+                break
+            job = queue.put(started_at)
+            committing = time.time()
             transaction.commit()
-            wait_for_result(job, seconds=30)
-            latencies.append((STARTED[key] - committing) * 1000)
-            time.sleep(pause)
+            committed = time.time()
+            started = wait_for_result(job, seconds=30)
+            if key >= warmup:
+                from_call.append(started - committing)
+                from_return.append(started - committed)
+                commit_s.append(committed - committing)
+            time.sleep(pause if pause_max is None
+                       else rnd.uniform(pause, pause_max))
         connection.close()
         tear_down_dispatcher(dispatcher)
     finally:
         db.close()
         shutil.rmtree(directory)
+    latencies = [s * 1000 for s in from_call]
     return {
-        'jobs': jobs,
+        'jobs': len(latencies),
         'poll_interval_s': poll_interval,
+        'pause_s': [pause, pause_max if pause_max is not None else pause],
         'p50_ms': round(statistics.median(latencies), 2),
         'p95_ms': round(percentile(latencies, 0.95), 2),
         'max_ms': round(max(latencies), 2),
+        'min_ms': round(min(latencies), 2),
+        'from_commit_return': common.latency_summary(from_return),
+        'commit_call': common.latency_summary(commit_s),
     }
 
 

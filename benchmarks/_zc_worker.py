@@ -1,0 +1,223 @@
+"""pyramid_zcasync dispatcher processes started by the benchmarks.
+
+    python -m benchmarks._zc_worker zeo PORT UUID_FILE [--poll S]
+                                    [--agent-size N]
+    python -m benchmarks._zc_worker memory DIRECTORY UUID_FILE --jobs N
+                                    [--batch B] [--out JSON]
+
+``zeo``: a dispatcher-only process over the ZEO server on 127.0.0.1:PORT.
+Prints ``ready`` once the dispatcher runs, then waits for SIGTERM or SIGINT,
+which stop the dispatcher cleanly (the package's own signal handlers).
+
+``memory``: one process with a FileStorage in DIRECTORY and a dispatcher,
+which puts N no-op jobs in batches of B (one transaction each), waits for
+each batch to be done (stopping early, and saying so, rather than overrun
+``--timeout`` seconds), and after each batch records the process's resident
+memory (VmRSS from /proc/self/status), the dispatcher's in-memory history
+sizes and the agent's stored history length.  The samples are written as
+JSON to ``--out``; the process then stops its dispatcher and exits.
+
+The job everywhere is ``benchmarks._peer_jobs.started_at``: the same no-op
+that the peers run, returning ``time.time()`` taken as it starts.
+"""
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+
+def rss_kib(pid='self'):
+    """Resident set size (VmRSS) and its peak (VmHWM), in KiB."""
+    out = {}
+    with open('/proc/%s/status' % pid) as f:
+        for line in f:
+            if line.startswith(('VmRSS:', 'VmHWM:')):
+                key, value = line.split(':', 1)
+                out[key] = int(value.split()[0])
+    return out.get('VmRSS'), out.get('VmHWM')
+
+
+def _logging():
+    """BENCH_ZC_LOG=LEVEL[:PATH] turns on the package's logging (for
+    looking into a run; off by default, as logging costs time)."""
+    spec = os.environ.get('BENCH_ZC_LOG')
+    if spec:
+        import logging
+        level, _, path = spec.partition(':')
+        logging.basicConfig(
+            filename=path or None, level=getattr(logging, level.upper()),
+            format='%(asctime)s %(process)d %(threadName)s %(name)s '
+                   '%(levelname)s %(message)s')
+
+
+#: As production.ini ships the queues' database: a 50 MB ZEO client cache
+#: and 5,000 objects per connection.
+ZEO_CLIENT_CACHE = 50 * 2 ** 20
+ZEO_CONNECTION_CACHE = 5000
+
+
+def zeo_db(port):
+    import ZODB
+    from ZEO.ClientStorage import ClientStorage
+    return ZODB.DB(ClientStorage(('127.0.0.1', port), wait_timeout=30,
+                                 cache_size=ZEO_CLIENT_CACHE),
+                   cache_size=ZEO_CONNECTION_CACHE)
+
+
+def zeo_main(args):
+    import pyramid_zcasync
+    from pyramid_zcasync import dispatcher
+
+    db = zeo_db(args.port)
+    try:
+        pyramid_zcasync.install_queues(db)
+        dispatcher.start(db, uuid_file=args.uuid_file,
+                         poll_interval=args.poll, agent_size=args.agent_size,
+                         install_signal_handlers=True)
+        print('ready', flush=True)
+        while True:
+            signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        dispatcher.stop_all()
+        db.close()
+        print('stopped', flush=True)
+
+
+def pooled_invalidations(db):
+    """Invalidated oids waiting in the DB pool's idle connections.
+
+    A closed connection stays in the pool and keeps receiving every
+    committed oid until it is opened again (ZODB's MVCC adapter); the pool
+    reuses the most recently closed connection first, so connections
+    opened once at start-up can sit idle, and their sets grow with every
+    job.  Reads ZODB internals, for this benchmark only."""
+    total, idle = 0, 0
+    for connection in list(getattr(db.pool, 'all', ())):
+        if connection.opened:
+            continue
+        idle += 1
+        pending = getattr(connection._storage, '_invalidations', None)
+        total += len(pending or ())
+    return {'idle_connections': idle, 'oids': total}
+
+
+def _idle(connection, manager, queue_name=''):
+    from pyramid_zcasync.interfaces import KEY
+    manager.begin()
+    queue = connection.root()[KEY][queue_name]
+    return len(queue) == 0 and all(
+        len(agent) == 0 for registration in queue.dispatchers.values()
+        for agent in registration.values())
+
+
+def memory_main(args):
+    import transaction
+    import ZODB
+    import pyramid_zcasync
+    from pyramid_zcasync import dispatcher
+    from pyramid_zcasync.interfaces import KEY
+    from benchmarks._peer_jobs import started_at
+
+    # The connection cache development.ini ships (and the FileStorage rows
+    # of the suite use): 20,000 objects per connection.
+    db = ZODB.DB(os.path.join(args.directory, 'Data.fs'),
+                 cache_size=args.cache_size)
+    samples = []
+    running = None
+    truncated = False
+    try:
+        pyramid_zcasync.install_queues(db)
+        running = dispatcher.start(db, uuid_file=args.uuid_file,
+                                   poll_interval=args.poll,
+                                   agent_size=args.agent_size,
+                                   install_signal_handlers=True)
+        manager = transaction.TransactionManager()
+        connection = db.open(transaction_manager=manager)
+        probe_manager = transaction.TransactionManager()
+        probe = db.open(transaction_manager=probe_manager)
+        rss, hwm = rss_kib()
+        samples.append({'jobs': 0, 'rss_kib': rss, 'hwm_kib': hwm,
+                        'seconds': 0.0})
+        started = time.perf_counter()
+        deadline = time.monotonic() + args.timeout
+        done = 0
+        while done < args.jobs:
+            batch = min(args.batch, args.jobs - done)
+            # Stop early rather than overrun the time bound: a batch takes
+            # about as long as the previous one did.
+            if len(samples) > 1:
+                last = samples[-1]['seconds'] - samples[-2]['seconds']
+                if time.monotonic() + 1.5 * last > deadline:
+                    truncated = True
+                    break
+            manager.begin()
+            queue = connection.root()[KEY]['']
+            for _ in range(batch):
+                queue.put(started_at)
+            manager.commit()
+            connection.cacheMinimize()
+            while not _idle(probe, probe_manager):
+                if time.monotonic() > deadline + 30:
+                    raise RuntimeError('timed out after %d jobs' % done)
+                time.sleep(0.02)
+            probe_manager.abort()
+            done += batch
+            agent = probe.root()[KEY][''].dispatchers[running.UUID]['main']
+            rss, hwm = rss_kib()
+            samples.append({
+                'jobs': done, 'rss_kib': rss, 'hwm_kib': hwm,
+                'seconds': round(time.perf_counter() - started, 3),
+                'dispatcher_job_history': len(running.jobs),
+                'dispatcher_poll_history': len(running.polls),
+                'agent_completed_history': len(agent.completed),
+                'pooled_invalidations': pooled_invalidations(db),
+                'storage_index_oids': len(getattr(db.storage, '_index', ())),
+            })
+            probe_manager.abort()
+            print('%(jobs)d jobs, RSS %(rss_kib)d KiB' % samples[-1],
+                  flush=True)
+        connection.close()
+        probe.close()
+    finally:
+        if running is not None:
+            running.stop()
+        db.close()
+        if args.out:
+            with open(args.out, 'w') as f:
+                json.dump({'samples': samples, 'jobs_asked': args.jobs,
+                           'truncated_by_time': truncated}, f)
+    print('done', flush=True)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest='kind', required=True)
+    zeo = sub.add_parser('zeo')
+    zeo.add_argument('port', type=int)
+    zeo.add_argument('uuid_file')
+    zeo.add_argument('--poll', type=float, default=5.0)
+    zeo.add_argument('--agent-size', type=int, default=3)
+    mem = sub.add_parser('memory')
+    mem.add_argument('directory')
+    mem.add_argument('uuid_file')
+    mem.add_argument('--jobs', type=int, default=100000)
+    mem.add_argument('--batch', type=int, default=10000)
+    mem.add_argument('--poll', type=float, default=5.0)
+    mem.add_argument('--agent-size', type=int, default=3)
+    mem.add_argument('--timeout', type=float, default=240.0)
+    mem.add_argument('--cache-size', type=int, default=20000)
+    mem.add_argument('--out')
+    args = parser.parse_args(argv)
+    _logging()
+    if args.kind == 'zeo':
+        zeo_main(args)
+    else:
+        memory_main(args)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
