@@ -41,6 +41,8 @@ STOP_GRACE = 5.0
 #: Seconds between looks at the storage's last transaction (see
 #: Dispatcher._watch_database): the cross-process pick-up latency.
 WATCH_INTERVAL = 0.02
+#: Seconds a pooled ZODB connection may stay unused before it is closed.
+IDLE_CONNECTION = 60
 #: Most short jobs a worker runs in one transaction (and claims ahead).
 GROUP_SIZE = 50
 #: Jobs shorter than this (seconds, on average) are claimed ahead.
@@ -66,6 +68,7 @@ def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
         lock.acquire(uuid)
     install_signal_handlers = options.pop('install_signal_handlers', True)
     forget_prefetched_oids_on_reconnect(db.storage)
+    _bound_idle_connections(db)
     try:
         dispatcher = Dispatcher(db, str(uuid), poll_interval, **options)
         dispatcher.start(lock)
@@ -76,6 +79,19 @@ def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
     if install_signal_handlers:
         running.install_exit_handlers(STOP_GRACE)
     return dispatcher
+
+
+def _bound_idle_connections(db) -> None:
+    """Close pooled connections idle for more than IDLE_CONNECTION seconds.
+
+    Worker threads each open connections, but once jobs run in groups one
+    connection does all the work and ZODB's pool keeps handing back the
+    last one closed; the others stay in the pool collecting the oid of
+    every committed object (+170 bytes a job, measured over 100,000 jobs).
+    """
+    pool = getattr(db, 'pool', None)
+    if pool is not None and pool.getTimeout() > IDLE_CONNECTION:
+        pool.setTimeout(IDLE_CONNECTION)
 
 
 class Dispatcher(Monitor):
@@ -293,7 +309,8 @@ class Dispatcher(Monitor):
         try:
             self._manager.commit()
         except ConflictError as exc:
-            self._unsure_claims = claimed
+            # A conflict is raised at vote, before anything is stored: no
+            # claim of this poll can have been committed.
             self._manager.abort()
             trace.info('dispatcher %s: poll conflicted, retrying', self.UUID)
             _mark_error(poll, exc)
