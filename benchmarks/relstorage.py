@@ -42,6 +42,7 @@ import time
 
 from benchmarks import common
 from benchmarks.peers import Child
+from benchmarks.zeo import Client, _wait  # the same client, on RelStorage
 
 TESTS = os.path.join(common.project_root(), 'tests')
 
@@ -131,68 +132,6 @@ class Dispatcher:
 
 
 # -- measurements -------------------------------------------------------------
-
-class Client:
-    """A connection for puts and one for watching."""
-
-    def __init__(self, db):
-        import transaction
-        self.db = db
-        self.tm = transaction.TransactionManager()
-        self.connection = db.open(transaction_manager=self.tm)
-        self.probe_tm = transaction.TransactionManager()
-        self.probe = db.open(transaction_manager=self.probe_tm)
-
-    def close(self):
-        self.tm.abort()
-        self.probe_tm.abort()
-        self.connection.close()
-        self.probe.close()
-
-    @staticmethod
-    def queue(connection):
-        from pyramid_zcasync.interfaces import KEY
-        return connection.root()[KEY]['']
-
-    def put(self, n):
-        from benchmarks._peer_jobs import started_at
-        self.tm.begin()
-        queue = self.queue(self.connection)
-        jobs = [queue.put(started_at) for _ in range(n)]
-        before = time.time()
-        self.tm.commit()
-        return jobs, before
-
-    def idle(self):
-        self.probe_tm.begin()
-        queue = self.queue(self.probe)
-        idle = len(queue) == 0 and all(
-            len(agent) == 0 for registration in queue.dispatchers.values()
-            for agent in registration.values())
-        self.probe_tm.abort()
-        return idle
-
-    def check(self, jobs):
-        """Every job COMPLETED with a float result; count by dispatcher."""
-        from pyramid_zcasync.interfaces import COMPLETED
-        self.tm.begin()
-        by = {}
-        for job in jobs:
-            if job.status != COMPLETED or not isinstance(job.result, float):
-                raise RuntimeError('job %r: status %s, result %r'
-                                   % (job, job.status, job.result))
-            by[job.assignerUUID] = by.get(job.assignerUUID, 0) + 1
-        self.tm.abort()
-        return by
-
-
-def _wait(pred, timeout, what, dispatchers, interval):
-    def check():
-        for d in dispatchers:
-            d.child.check_alive()
-        return pred()
-    return common.wait_until(check, timeout, interval, what)
-
 
 def raw_commits(db, n):
     """Commits/s of one client changing one small object each time."""

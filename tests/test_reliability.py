@@ -41,6 +41,7 @@ from pyramid_zcasync.interfaces import ACTIVE, COMPLETED, PENDING, IQueue
 from pyramid_zcasync.registry import database_time
 from pyramid_zcasync.retry import RetryCommonFourTimes
 from pyramid_zcasync.testing import wait_until
+from dbtools import read, write
 from pyramid_zcasync.runner import Runner
 
 UTC = datetime.timezone.utc
@@ -49,28 +50,6 @@ RETRY_COUNTS = 'pyramid_zcasync.retry'
 
 
 # -- helpers ---------------------------------------------------------------
-
-
-def read(db, work):
-    """``work(root)`` in a fresh connection, at the newest state."""
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        manager.begin()
-        return work(connection.root())
-    finally:
-        manager.abort()
-        connection.close()
-
-
-def write(db, work):
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        with manager:
-            return work(connection.root())
-    finally:
-        connection.close()
 
 
 def make_trees(db, *names):

@@ -28,6 +28,7 @@ import pyramid_zcasync
 import pyramid_zcasync.instance
 from pyramid_zcasync.interfaces import ACTIVE, COMPLETED, IQueue, KEY
 from pyramid_zcasync.testing import wait_until
+from dbtools import read, write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRODUCTION_INI = os.path.join(ROOT, 'production-relstorage.ini')
@@ -54,28 +55,6 @@ def db(pg_uri):
     pyramid_zcasync.install_queues(database)
     yield database
     database.close()
-
-
-def read(db, work):
-    """``work(root)`` in a fresh connection, at the newest state."""
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        manager.begin()
-        return work(connection.root())
-    finally:
-        manager.abort()
-        connection.close()
-
-
-def write(db, work):
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        with manager:
-            return work(connection.root())
-    finally:
-        connection.close()
 
 
 def make_trees(db):
