@@ -67,10 +67,15 @@ def zeo_db(port):
 
 
 def zeo_main(args):
+    serve(zeo_db(args.port), args)
+
+
+def serve(db, args):
+    """Run a dispatcher on ``db`` until SIGTERM/SIGINT, then close it;
+    prints ``ready`` and ``stopped`` for the parent."""
     import pyramid_zcasync
     from pyramid_zcasync import dispatcher
 
-    db = zeo_db(args.port)
     try:
         pyramid_zcasync.install_queues(db)
         dispatcher.start(db, uuid_file=args.uuid_file,

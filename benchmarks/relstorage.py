@@ -35,7 +35,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -87,22 +86,8 @@ def worker_main(argv):
     parser.add_argument('--poll', type=float, default=5.0)
     parser.add_argument('--agent-size', type=int, default=3)
     args = parser.parse_args(argv)
-    import pyramid_zcasync
-    from pyramid_zcasync import dispatcher
-    db = open_db(args.uri)
-    try:
-        pyramid_zcasync.install_queues(db)
-        dispatcher.start(db, uuid_file=args.uuid_file,
-                         poll_interval=args.poll, agent_size=args.agent_size)
-        print('ready', flush=True)
-        while True:
-            signal.pause()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        dispatcher.stop_all()
-        db.close()
-        print('stopped', flush=True)
+    from benchmarks._zc_worker import serve
+    serve(open_db(args.uri), args)
 
 
 class Dispatcher:

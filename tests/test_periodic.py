@@ -25,6 +25,7 @@ from pyramid_zcasync.periodic import (add_schedule, enqueue_due, next_due,
                                       remove_schedule, schedules)
 from pyramid_zcasync.queue import Queue
 from pyramid_zcasync.testing import tear_down_dispatcher, wait_until
+from dbtools import read
 
 UTC = datetime.timezone.utc
 
@@ -32,17 +33,6 @@ UTC = datetime.timezone.utc
 def at(hour, minute, second=0, micro=0, day=1):
     return datetime.datetime(2024, 1, day, hour, minute, second, micro,
                              tzinfo=UTC)
-
-
-def read(db, work):
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        manager.begin()
-        return work(connection.root())
-    finally:
-        manager.abort()
-        connection.close()
 
 
 @pytest.fixture
