@@ -19,7 +19,7 @@ from twisted.internet import selectreactor, task
 from ZODB.POSException import ConflictError
 
 from . import clock as clock_module
-from . import periodic, running
+from . import periodic, retry, running
 from .running import get, stop_all
 from .agent import Agent
 from .history import JobHistory, Poll, Polls
@@ -185,7 +185,7 @@ class Dispatcher(Monitor):
         self.reactor.callFromThread(self.reactor.stop)
         self.thread.join(timeout)
         if self._connection is not None:
-            self._manager.abort()
+            retry.abort(self._manager)
             self._connection.close()
             self._connection = None
         if self._lock is not None:
@@ -281,7 +281,7 @@ class Dispatcher(Monitor):
                 self._poll_once()
         except Exception:
             log.exception('dispatcher %s: poll failed', self.UUID)
-            self._manager.abort()
+            retry.abort(self._manager)
 
     def _poll_once(self) -> None:
         if self._connection is None:
@@ -311,7 +311,7 @@ class Dispatcher(Monitor):
         except ConflictError as exc:
             # A conflict is raised at vote, before anything is stored: no
             # claim of this poll can have been committed.
-            self._manager.abort()
+            retry.abort(self._manager)
             trace.info('dispatcher %s: poll conflicted, retrying', self.UUID)
             _mark_error(poll, exc)
             self.polls.add(poll)

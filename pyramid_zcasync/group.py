@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 
 from ZODB.POSException import ConflictError
 
-from . import local
+from . import local, retry
 from .failure import Failure
 from .interfaces import ASSIGNED, COMPLETED
 from .runner import Runner, release_if_ours
@@ -115,11 +115,11 @@ class GroupRunner:
             manager.commit()
             finished = [(oid, outcome(job)) for oid, job in done]
         except ConflictError:
-            manager.abort()
+            retry.abort(manager)
             trace.info('a group of %d conflicted: each runs alone', reached)
             return [], oids[:reached], oids[reached:]
         except BaseException:
-            manager.abort()
+            retry.abort(manager)
             raise
         finally:
             connection.close()

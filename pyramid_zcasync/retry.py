@@ -27,6 +27,22 @@ Decision = Union[bool, datetime.timedelta]
 
 #: ZEO's ClientDisconnected, by name: ZEO is an optional dependency.
 CLIENT_DISCONNECTED = 'ZEO.Exceptions.ClientDisconnected'
+#: What a storage raises when its server went away, by name (each is an
+#: optional dependency, and a failure record keeps only names): ZEO's,
+#: and what RelStorage lets through from its database drivers when
+#: PostgreSQL restarts or a connection is cut (its drivers'
+#: ``disconnected_exceptions``: the DB-API OperationalError and
+#: InterfaceError, and its own ReplicaClosedException).
+DISCONNECTED = (
+    CLIENT_DISCONNECTED,
+    'relstorage.adapters.interfaces.ReplicaClosedException',
+    'psycopg2.OperationalError',
+    'psycopg2.InterfaceError',
+    'psycopg.OperationalError',
+    'psycopg.InterfaceError',
+    'pg8000.exceptions.OperationalError',
+    'pg8000.exceptions.InterfaceError',
+)
 #: First wait after losing the storage server.
 BACKOFF_START = datetime.timedelta(seconds=5)
 #: Longest wait between attempts to reach the storage server.
@@ -53,7 +69,8 @@ class RetryPolicy:
     other_commit_attempts = 0
     #: Times a job may be re-queued after its dispatcher went away.
     max_interruptions = None
-    #: Retry ClientDisconnected at all (always with back-off).
+    #: Retry when the storage server went away (ZEO's ClientDisconnected,
+    #: RelStorage's lost database connection) at all, always with back-off.
     retry_disconnected = True
 
     key = 'pyramid_zcasync.retry'
@@ -67,7 +84,7 @@ class RetryPolicy:
         return counts[kind]
 
     def _decide(self, failure, data_cache: dict, other_attempts) -> Decision:
-        if failure.check(CLIENT_DISCONNECTED):
+        if failure.check(*DISCONNECTED):
             if not self.retry_disconnected:
                 return False
             return backoff(self._count(data_cache, 'disconnected'))
@@ -113,9 +130,24 @@ def disconnected(data_cache: dict) -> datetime.timedelta:
 
 
 def is_disconnected(exc: BaseException) -> bool:
-    """Whether ``exc`` is ZEO's ClientDisconnected (ZEO is optional)."""
-    return any('%s.%s' % (c.__module__, c.__qualname__) == CLIENT_DISCONNECTED
+    """Whether ``exc`` says the storage server went away (ZEO's
+    ClientDisconnected, or a RelStorage driver's disconnection)."""
+    return any('%s.%s' % (c.__module__, c.__qualname__) in DISCONNECTED
                for c in type(exc).__mro__)
+
+
+def abort(manager) -> None:
+    """Abort ``manager``'s transaction even while the storage server is
+    away: RelStorage asks its server for invalidations as a transaction
+    ends, so the abort itself raises the disconnection the caller is
+    handling.  The transaction is over either way (its resources were
+    aborted and it is freed); the next ``begin`` polls again."""
+    try:
+        manager.abort()
+    except Exception as exc:
+        if not is_disconnected(exc):
+            raise
+        log.debug('abort while the storage server is away: %s', exc)
 
 
 def _within(count: int, limit) -> bool:
@@ -124,7 +156,7 @@ def _within(count: int, limit) -> bool:
 
 class RetryCommonFourTimes(RetryPolicy):
     """The default for jobs: ConflictError up to 5 attempts in all,
-    ClientDisconnected forever with back-off, interruptions 9 times, any
+    a lost storage server forever with back-off, interruptions 9 times, any
     other error fails the job at once."""
 
     conflict_attempts = 5

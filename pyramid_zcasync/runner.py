@@ -72,29 +72,33 @@ class Runner:
         away: dict = {}
         while True:
             delay = None
-            connection = self.db.open(transaction_manager=self.manager)
+            connection = None
             try:
+                # Opening polls the storage too (RelStorage): it can raise
+                # the disconnection this loop waits out.
+                connection = self.db.open(transaction_manager=self.manager)
                 with lock if lock is not None else contextlib.nullcontext():
                     self.manager.begin()
                     result = work(connection)
                     self.manager.commit()
                 return result
             except ConflictError:
-                self.manager.abort()
+                retry.abort(self.manager)
                 conflicts += 1
                 trace.debug('bookkeeping conflict, attempt %d', conflicts)
                 if conflicts >= BOOKKEEPING_ATTEMPTS:
                     raise ConflictError('gave up after %d conflicting '
                                         'attempts' % conflicts)
             except BaseException as exc:
-                self.manager.abort()
+                retry.abort(self.manager)
                 if not (wait_for_server and retry.is_disconnected(exc)):
                     raise
                 delay = retry.disconnected(away)
                 log.warning('storage server away (%s); retrying in %s',
                             exc, delay)
             finally:
-                connection.close()
+                if connection is not None:
+                    connection.close()
             self.wait(delay)
 
     def wait(self, decision) -> None:
@@ -191,7 +195,7 @@ class Runner:
             self.manager.begin()
             job = load(connection)
             if job is None:
-                self.manager.abort()
+                retry.abort(self.manager)
                 return 'gone', None
             policy = job.getRetryPolicy()
             called = time.monotonic()
@@ -202,7 +206,7 @@ class Runner:
                         job.time_limit, repr(job))
             except Exception as exc:
                 self.call_seconds = time.monotonic() - called
-                self.manager.abort()
+                retry.abort(self.manager)
                 failure = Failure.from_exception(exc)
                 _log_attempt('call', job, failure)
                 return failure, policy.jobError(failure, data_cache)
@@ -213,7 +217,7 @@ class Runner:
                             release=False)
                 self.manager.commit()
             except Exception as exc:
-                self.manager.abort()
+                retry.abort(self.manager)
                 failure = Failure.from_exception(exc)
                 _log_attempt('commit', job, failure)
                 return failure, policy.commitError(failure, data_cache)

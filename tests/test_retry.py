@@ -2,14 +2,17 @@
 import datetime
 import operator
 
+import psycopg2
 import pytest
+import transaction
 from ZEO.Exceptions import ClientDisconnected
 from ZODB.POSException import ConflictError, ReadConflictError
 
 from pyramid_zcasync import Job
 from pyramid_zcasync.failure import Failure
 from pyramid_zcasync.retry import (NeverRetry, RetryCommonForever,
-                                   RetryCommonFourTimes, backoff)
+                                   RetryCommonFourTimes, abort, backoff,
+                                   is_disconnected)
 
 S = datetime.timedelta(seconds=1)
 
@@ -38,11 +41,20 @@ def test_four_times_retries_conflicts_for_5_attempts_in_all(hook, exc):
     assert data_cache['pyramid_zcasync.retry'] == {'conflict': 5}
 
 
+#: How each storage says its server went away: ZEO, and the psycopg2
+#: errors RelStorage lets through when PostgreSQL restarts.
+SERVER_AWAY = [
+    ClientDisconnected('gone'),
+    psycopg2.OperationalError('server closed the connection unexpectedly'),
+    psycopg2.InterfaceError('connection already closed'),
+]
+
+
 @pytest.mark.parametrize('hook', ['jobError', 'commitError'])
-def test_four_times_backs_off_on_client_disconnected_forever(hook):
+@pytest.mark.parametrize('exc', SERVER_AWAY, ids=lambda e: type(e).__name__)
+def test_four_times_backs_off_on_a_lost_server_forever(hook, exc):
     policy = RetryCommonFourTimes(Job(operator.add))
-    answers, _ = decisions(getattr(policy, hook),
-                           ClientDisconnected('gone'), 8)
+    answers, _ = decisions(getattr(policy, hook), exc, 8)
     assert answers == [5 * S, 10 * S, 20 * S, 40 * S, 60 * S, 60 * S,
                        60 * S, 60 * S]
 
@@ -114,3 +126,52 @@ def test_update_data_stores_counts_in_annotations():
     policy.jobError(failure(ConflictError()), data_cache)
     policy.updateData(data_cache)
     assert job.annotations['pyramid_zcasync.retry'] == {'conflict': 1}
+
+
+@pytest.mark.parametrize('exc', SERVER_AWAY, ids=lambda e: type(e).__name__)
+def test_a_lost_server_is_recognised_by_name_and_by_subclass(exc):
+    assert is_disconnected(exc)
+
+    class AdminShutdown(type(exc)):  # as psycopg2.errors subclasses them
+        pass
+    assert is_disconnected(AdminShutdown('terminating connection'))
+
+
+def test_other_errors_are_not_a_lost_server():
+    assert not is_disconnected(ConflictError())
+    assert not is_disconnected(psycopg2.ProgrammingError('syntax error'))
+    assert not is_disconnected(ValueError('x'))
+
+
+class EndsBadly:
+    """A data manager whose abort raises ``exc``, as a RelStorage
+    connection's does when PostgreSQL went away (it polls as the
+    transaction ends)."""
+
+    def __init__(self, exc):
+        self.exc = exc
+        self.aborted = 0
+
+    def abort(self, txn):
+        self.aborted += 1
+        raise self.exc
+
+    def sortKey(self):
+        return 'ends-badly'
+
+
+def test_abort_ends_the_transaction_while_the_server_is_away():
+    manager = transaction.TransactionManager()
+    first = manager.begin()
+    resource = EndsBadly(psycopg2.OperationalError('server closed'))
+    first.join(resource)
+    abort(manager)  # no exception: the caller is handling the outage
+    assert resource.aborted == 1
+    assert manager.begin() is not first  # over, a new one can begin
+
+
+def test_abort_lets_other_errors_through():
+    manager = transaction.TransactionManager()
+    manager.begin().join(EndsBadly(KeyError('bug')))
+    with pytest.raises(KeyError):
+        abort(manager)

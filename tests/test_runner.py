@@ -4,6 +4,7 @@ import operator
 import threading
 
 import persistent.list
+import psycopg2
 import pytest
 import transaction
 import ZODB
@@ -468,3 +469,35 @@ def test_plain_transact_does_not_wait_for_the_server(db):
     with pytest.raises(ClientDisconnected):
         runner.transact(raise_disconnected)
     assert clock.slept == []
+
+
+class OpensWhileTheServerIsAway(ZODB.DB):
+    """Opening a connection raises what RelStorage raises while
+    PostgreSQL restarts (opening polls the server), ``away`` times."""
+
+    away = 0
+
+    def open(self, *args, **kwargs):
+        if self.away:
+            self.away -= 1
+            raise psycopg2.OperationalError(
+                'the database system is shutting down')
+        return super().open(*args, **kwargs)
+
+
+def test_bookkeeping_waits_out_a_server_that_refuses_connections():
+    db = OpensWhileTheServerIsAway(ZODB.MappingStorage.MappingStorage())
+    try:
+        pyramid_zcasync.install_queues(db)
+        db.away = 2
+        clock = FakeClock()
+        runner = Runner(db, uuid='u1', clock=clock)
+        written = runner.bookkeep(lambda conn: conn.root().setdefault(
+            'written', 'yes'))
+        assert written == 'yes'
+        assert clock.slept == [5, 10]  # backed off twice, then wrote
+        conn = db.open()
+        assert conn.root()['written'] == 'yes'
+        conn.close()
+    finally:
+        db.close()
