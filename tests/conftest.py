@@ -196,3 +196,74 @@ def pg_uri(postgresql):
     """A fresh, empty database of that cluster: its RelStorage zodburi URI
     (history-free)."""
     return postgresql.uri('test%d' % next(_pg_databases))
+
+
+# -- the multi-process engines ---------------------------------------------
+
+class ZEOEngine:
+    """A ZEO server of this test's own (runzeo on FileStorage)."""
+
+    name = 'zeo'
+
+    def __init__(self, server):
+        self.server = server
+
+    @property
+    def spec(self):
+        """tests/worker.py's STORAGE argument."""
+        return 'zeo:%d' % self.server.port
+
+    @property
+    def uri(self):
+        """The zodburi URI an app's ``zodbconn.uri`` would hold."""
+        return 'zeo://127.0.0.1:%d?wait_timeout=30' % self.server.port
+
+    def db(self):
+        return self.server.db()
+
+    def restart(self, down_seconds=1.0):
+        """Stop runzeo by PID (SIGTERM), wait, start it on the same port
+        and file; the seconds it was down."""
+        went = time.time()
+        self.server.stop()
+        time.sleep(down_seconds)
+        self.server.start()
+        return time.time() - went
+
+
+class RelStorageEngine:
+    """A fresh database in the session's PostgreSQL cluster, reached by
+    RelStorage (history-free) through its zodburi URI."""
+
+    name = 'relstorage'
+
+    def __init__(self, cluster, uri):
+        self.cluster = cluster
+        self.uri = uri
+
+    @property
+    def spec(self):
+        return 'pg:' + self.uri
+
+    def db(self):
+        """What pyramid_zodbconn does with ``zodbconn.uri``."""
+        import zodburi
+        factory, options = zodburi.resolve_uri(self.uri)
+        return ZODB.DB(factory(), **options)
+
+    def restart(self, down_seconds=1.0):
+        return self.cluster.restart(down_seconds)
+
+
+@pytest.fixture(params=['zeo', 'relstorage'])
+def engine(request, tmp_path):
+    """Each test using it runs over a real ZEO server and over RelStorage
+    on a real PostgreSQL: the storages several processes can share."""
+    if request.param == 'zeo':
+        server = ZEOServer(tmp_path).start()
+        yield ZEOEngine(server)
+        server.stop()
+    else:
+        cluster = request.getfixturevalue('postgresql')
+        yield RelStorageEngine(cluster, cluster.uri(
+            'test%d' % next(_pg_databases)))

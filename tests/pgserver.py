@@ -3,6 +3,7 @@
     server = PostgreSQL().start()      # initdb + pg_ctl start
     uri = server.uri('jobs')           # createdb, then a zodburi URI
     db = server.db('jobs')             # or a ZODB.DB on RelStorage
+    server.restart()                   # cut every client, start again
     server.stop()                      # pg_ctl stop -m fast, then by PID
 
 The cluster lives in a temporary directory of its own (removed by
@@ -125,17 +126,36 @@ class PostgreSQL:
         if not self.durable:
             options += ['-c', 'fsync=off', '-c', 'synchronous_commit=off',
                         '-c', 'full_page_writes=off']
+        self._options = options
         for attempt in range(5):  # a free port can be taken meanwhile
             self.port = free_port()
-            command = ['-D', self.data, '-l', self.log, '-w', '-t', '60',
-                       '-o', ' '.join(options + ['-p', str(self.port)]),
-                       'start']
-            if self._run('pg_ctl', *command, check=False).returncode == 0:
+            if self._launch(check=False):
                 break
         else:
             raise RuntimeError('PostgreSQL did not start:\n' + self.output)
+
+    def _launch(self, check=True):
+        """pg_ctl start on ``self.port``; whether the server runs."""
+        command = ['-D', self.data, '-l', self.log, '-w', '-t', '60',
+                   '-o', ' '.join(self._options + ['-p', str(self.port)]),
+                   'start']
+        if self._run('pg_ctl', *command, check=check).returncode != 0:
+            return False
         with open(os.path.join(self.data, 'postmaster.pid')) as stream:
             self.pid = int(stream.readline())
+        return True
+
+    def restart(self, down_seconds=1.0):
+        """Stop the server (fast shutdown: every client connection is cut)
+        and start it again on the same port and data; the seconds it was
+        down."""
+        went = time.time()
+        self._run('pg_ctl', '-D', self.data, '-m', 'fast', '-w', '-t', '20',
+                  'stop')
+        self._kill(self.pid)
+        time.sleep(down_seconds)
+        self._launch()
+        return time.time() - went
 
     def stop(self):
         """Stop the server (fast shutdown, then by PID) and remove its

@@ -1,7 +1,7 @@
 """A producer: a Pyramid app on waitress whose requests enqueue jobs, with
 no dispatcher of its own, for the producer/consumer test.
 
-    python producer_app.py ZEO_PORT HTTP_PORT
+    python producer_app.py ZODB_URI HTTP_PORT
 
 ``POST /enqueue`` with ``key=K`` puts ``jobs.append_with_pid(done, pids,
 K)`` and, in the same transaction, records ``K`` in the app's own data
@@ -51,9 +51,9 @@ def enqueue(request):
     return {'key': key, 'attempt': attempt}
 
 
-def make_app(zeo_port):
+def make_app(uri):
     settings = {
-        'zodbconn.uri': 'zeo://127.0.0.1:%d?wait_timeout=30' % zeo_port,
+        'zodbconn.uri': uri,
         'retry.attempts': '5',
         'zcasync.dispatcher': 'false',
     }
@@ -69,8 +69,8 @@ def make_app(zeo_port):
 
 def main(argv):
     import waitress
-    zeo_port, http_port = int(argv[0]), int(argv[1])
-    app = make_app(zeo_port)
+    uri, http_port = argv[0], int(argv[1])
+    app = make_app(uri)
     signal.signal(signal.SIGTERM, lambda *args: sys.exit(0))
     print('serving', flush=True)
     waitress.serve(app, host='127.0.0.1', port=http_port, threads=8,

@@ -85,12 +85,12 @@ def test_restart_with_same_uuid_recovers_at_once(tmp_path, workers):
     assert_never_concurrent(log, 'j1')
 
 
-def test_sibling_recovers_jobs_of_a_killed_dispatcher(tmp_path, zeo_server,
+def test_sibling_recovers_jobs_of_a_killed_dispatcher(tmp_path, engine,
                                                       workers):
-    db = zeo_server.db()
+    db = engine.db()
     pyramid_zcasync.install_queues(db)
     oid, log, hold = put_held_job(db, tmp_path)
-    storage = 'zeo:%d' % zeo_server.port
+    storage = engine.spec
     fast = (0.2, 0.3, 2.0)
 
     doomed = workers(storage, tmp_path / 'a.txt', fast)
@@ -117,9 +117,9 @@ def test_sibling_recovers_jobs_of_a_killed_dispatcher(tmp_path, zeo_server,
     db.close()
 
 
-def test_second_process_with_same_uuid_is_refused(tmp_path, zeo_server,
+def test_second_process_with_same_uuid_is_refused(tmp_path, engine,
                                                   workers):
-    storage = 'zeo:%d' % zeo_server.port
+    storage = engine.spec
     uuid_file = tmp_path / 'uuid.txt'
     first = workers(storage, uuid_file)
     assert first.first_line == 'ready'
@@ -129,7 +129,7 @@ def test_second_process_with_same_uuid_is_refused(tmp_path, zeo_server,
     assert 'is already running' in error
     assert str(first.pid) in error  # names the live holder
     # The first one is untouched: still registered as active.
-    db = zeo_server.db()
+    db = engine.db()
     connection = db.open()
     queue = IQueue(connection.root())
     uuid = pyramid_zcasync.instance.read_uuid(str(uuid_file))
@@ -138,8 +138,8 @@ def test_second_process_with_same_uuid_is_refused(tmp_path, zeo_server,
     db.close()
 
 
-def test_sigterm_deactivates_and_exits(tmp_path, zeo_server, workers):
-    storage = 'zeo:%d' % zeo_server.port
+def test_sigterm_deactivates_and_exits(tmp_path, engine, workers):
+    storage = engine.spec
     uuid_file = tmp_path / 'uuid.txt'
     worker = workers(storage, uuid_file)
     assert worker.first_line == 'ready'
@@ -148,7 +148,7 @@ def test_sigterm_deactivates_and_exits(tmp_path, zeo_server, workers):
     assert time.monotonic() - started < 8
     assert worker.process.returncode is not None
     assert 'stopped' in worker.process.stdout.read()
-    db = zeo_server.db()
+    db = engine.db()
     connection = db.open()
     uuid = pyramid_zcasync.instance.read_uuid(str(uuid_file))
     assert IQueue(connection.root()).dispatchers[uuid].activated is None
