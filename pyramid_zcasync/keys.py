@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 
 #: A key below every job key: trees keep it as their first entry, so that
 #: removing the first job never removes a bucket's first key (BTrees
@@ -18,12 +19,50 @@ FLOOR = -1
 
 _TIE_BITS = 32
 _TIE_MASK = (1 << _TIE_BITS) - 1
-#: Orders keys made in the same microsecond by this process.
-_sequence = itertools.count(int.from_bytes(os.urandom(2), 'big') << 16)
+STRIPE_BITS = 3
+#: Trees per lane (queue.py): more than the producers that usually put at
+#: once, few enough that a claim's look at each tree's front stays cheap.
+STRIPES = 1 << STRIPE_BITS
+_STRIPE_MASK = STRIPES - 1
 
 
-def new_tiebreak() -> int:
-    return next(_sequence) & _TIE_MASK
+def _random(size: int) -> int:
+    return int.from_bytes(os.urandom(size), 'big')
+
+
+def _seed() -> None:
+    """Fresh counters, also in each forked child: children of one parent
+    (a preforking server) would otherwise pick the same stripes and
+    tiebreaks in the same order."""
+    global _sequence, _next_stripe, _local
+    #: Orders keys made in the same microsecond by this process.
+    _sequence = itertools.count(_random(2) << 13)
+    _next_stripe = itertools.count(_random(1))
+    _local = threading.local()
+
+
+_seed()
+os.register_at_fork(after_in_child=_seed)
+
+
+def local_stripe() -> int:
+    """This thread's stripe.  The threads of a process take turns from a
+    random start, so up to STRIPES threads never share one (a waitress
+    thread puts one request's jobs at a time) and processes likely
+    differ; all jobs of one transaction share a tree, as before."""
+    stripe = getattr(_local, 'stripe', None)
+    if stripe is None:
+        stripe = _local.stripe = next(_next_stripe) & _STRIPE_MASK
+    return stripe
+
+
+def new_tiebreak(stripe: int = 0) -> int:
+    """A tiebreak in ``stripe``, after this process's previous ones."""
+    return ((next(_sequence) << STRIPE_BITS) | stripe) & _TIE_MASK
+
+
+def stripe_of(key: int) -> int:
+    return key & _STRIPE_MASK
 
 
 def make(micros: int, tiebreak: int) -> int:
@@ -49,8 +88,9 @@ def last_of(micros: int) -> int:
 
 
 def insert_unique(tree, key: int, value) -> int:
-    """``tree[key] = value`` at ``key`` or, taken, the next free key."""
+    """``tree[key] = value`` at ``key`` or, taken, the next free key of
+    the same stripe."""
     while key in tree:
-        key += 1
+        key += STRIPES
     tree[key] = value
     return key
