@@ -131,7 +131,7 @@ def build_rate_held_one_tree(conn, queue, jobs):
 
     def put_in_default_tree(q, i):
         job = q.put(operator.add, i, 0)
-        job.quota_names = ('api',)  # after the put: it stays in _pending
+        job.quota_names = ('api',)  # set after the put: in the default lane
     _put_batches(conn, queue, jobs, put_in_default_tree)
     _put_batches(conn, queue, FREE,
                  lambda q, i: q.put(operator.add, 'free', i))

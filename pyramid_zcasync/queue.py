@@ -7,10 +7,17 @@ scheduled for later are never visited.  There is one such BTree, a
 from the highest, and in each takes the earliest due job of its lanes, so
 it never loads a job of a lower priority than the one it returns, and a
 lane whose quotas are full or out of rate is passed over whole, without
-loading its jobs.  Lanes are created on first use and kept (a producer may
-be adding to one while a claim empties it); the default lane (priority 0,
-no quotas) is ``_pending``, the only tree of queues stored before lanes,
-which is why the claim still checks quotas job by job there.  Deadlines
+loading its jobs.  Each lane is *striped*: keys.STRIPES BTrees, the key's
+low bits naming the tree (keys.stripe_of), each producer thread putting
+in its own (keys.local_stripe), because producers appending to one tree
+all conflict on its last bucket and its nodes.  A claim takes the
+earliest job of all trees of its priority, so striping changes no order.
+Lanes are created on first use and kept (a producer may be adding to one
+while a claim empties it).  Queues stored before stripes keep their
+unstriped trees (``_pending``, the default lane and the only tree before
+lanes, and ``_lanes``): claims merge them as one more tree of their lane,
+and check quotas job by job in every tree, as jobs put before lanes may
+name quotas in ``_pending``.  Deadlines
 (``begin_by``) have a BTree of their own, so expired jobs are failed at
 claim time even when every agent's filter would skip them.  The length is
 a ``BTrees.Length`` and inserts land in BTree buckets, whose conflict
@@ -58,17 +65,22 @@ class Queues(persistent.mapping.PersistentMapping):
 @zope.interface.implementer(IQueue)
 class Queue(persistent.Persistent):
 
-    #: ``(-priority, quota names) -> BTree`` of the lanes other than the
-    #: default one; None in queues stored before priorities existed.
+    #: ``(-priority, quota names) -> tuple`` of the keys.STRIPES trees of
+    #: that lane; None in queues stored before stripes.
+    _stripes = None
+    #: Unstriped trees of queues stored before stripes, still read (and
+    #: written by processes not yet upgraded): ``_pending`` the default
+    #: lane, ``_lanes`` ``(-priority, quota names) -> BTree`` the others.
+    _pending = None
     _lanes = None
 
     def __init__(self, name: str = ''):
         self.name = name
         self.parent = None
         # All keep a floor entry: see quota.FLOOR.
-        self._pending = floor_tree()
         self._deadlines = floor_tree()
-        self._lanes = BTrees.OOBTree.OOBTree()
+        self._stripes = BTrees.OOBTree.OOBTree()
+        self._stripe(0, (), 0, create=True)  # the first puts do not race
         self._length = BTrees.Length.Length()
         self.quotas = Quotas()
         self.dispatchers = DispatcherAgents(self)
@@ -95,11 +107,12 @@ class Queue(persistent.Persistent):
 
     def _items(self) -> Iterator[Tuple[int, Job]]:
         for _, lanes in self._levels():
-            if len(lanes) == 1:
-                yield from above_floor(lanes[0][1], 'items')
+            trees = [tree for _, lane in lanes for tree in lane]
+            if len(trees) == 1:
+                yield from above_floor(trees[0], 'items')
             else:
                 yield from heapq.merge(
-                    *(above_floor(tree, 'items') for _, tree in lanes),
+                    *(above_floor(tree, 'items') for tree in trees),
                     key=operator.itemgetter(0))
 
     def _item_at(self, index: int) -> Tuple[int, Job]:
@@ -119,45 +132,67 @@ class Queue(persistent.Persistent):
     def _names_of(job: Job) -> tuple:
         return tuple(sorted(set(job.quota_names)))
 
-    def _lane(self, priority: int, names: tuple, create: bool = False):
-        """The BTree of that priority and those quota names, or None."""
-        if priority == 0 and not names:
-            return self._pending
-        if self._lanes is None:
+    def _stripe(self, priority: int, names: tuple, stripe: int,
+                create: bool = False):
+        """The tree of that lane and stripe, or None."""
+        if self._stripes is None:
             if not create:
                 return None
-            self._lanes = BTrees.OOBTree.OOBTree()
-        tree = self._lanes.get((-priority, names))
-        if tree is None and create:
-            tree = self._lanes[(-priority, names)] = floor_tree()
-        return tree
+            self._stripes = BTrees.OOBTree.OOBTree()
+        trees = self._stripes.get((-priority, names))
+        if trees is None:
+            if not create:
+                return None
+            # All at once: producers in other stripes find them made.
+            trees = self._stripes[(-priority, names)] = tuple(
+                floor_tree() for _ in range(keys.STRIPES))
+        return trees[stripe]
 
-    def _all_lanes(self) -> List[Tuple[int, tuple, Any]]:
-        """``(priority, names, tree)`` of every lane, in claim order."""
-        lanes = [((0, ()), self._pending)]
+    def _unstriped(self, priority: int, names: tuple):
+        """The tree of that lane from before stripes, or None."""
+        if priority == 0 and not names:
+            return self._pending
+        return None if self._lanes is None else self._lanes.get(
+            (-priority, names))
+
+    def _all_lanes(self) -> List[Tuple[int, tuple, list]]:
+        """``(priority, names, trees)`` of every lane, in claim order."""
+        lanes = {}
+        if self._pending is not None:
+            lanes[(0, ())] = [self._pending]
         if self._lanes is not None:
-            lanes.extend(self._lanes.items())
-            lanes.sort(key=operator.itemgetter(0))
-        return [(-negative, names, tree)
-                for (negative, names), tree in lanes]
+            for lane, tree in self._lanes.items():
+                lanes[lane] = [tree]
+        if self._stripes is not None:
+            for lane, trees in self._stripes.items():
+                lanes.setdefault(lane, []).extend(trees)
+        return [(-negative, names, lanes[(negative, names)])
+                for negative, names in sorted(lanes)]
 
-    def _levels(self) -> Iterator[Tuple[int, List[Tuple[tuple, Any]]]]:
-        """``(priority, [(names, tree), ...])``, highest priority first."""
+    def _all_trees(self) -> Iterator[Tuple[tuple, Any]]:
+        """``(names, tree)`` of every tree of every lane."""
+        for _, names, trees in self._all_lanes():
+            for tree in trees:
+                yield names, tree
+
+    def _levels(self) -> Iterator[Tuple[int, List[Tuple[tuple, list]]]]:
+        """``(priority, [(names, trees), ...])``, highest priority first."""
         for priority, lanes in itertools.groupby(
                 self._all_lanes(), key=operator.itemgetter(0)):
-            yield priority, [(names, tree) for _, names, tree in lanes]
+            yield priority, [(names, trees) for _, names, trees in lanes]
 
     def _tree_of(self, job: Job):
-        """The lane holding ``job``, or None."""
+        """The tree holding ``job``, or None."""
         key = job._key
         if key is None:
             return None
-        lane = self._lane(job.priority, self._names_of(job))
-        for tree in (lane, self._pending):
+        names = self._names_of(job)
+        for tree in (self._stripe(job.priority, names, keys.stripe_of(key)),
+                     self._unstriped(job.priority, names), self._pending):
             if tree is not None and tree.get(key) is job:
                 return tree
         # Its quota names were changed while it was pending: look around.
-        for _, _, tree in self._all_lanes():
+        for _, tree in self._all_trees():
             if tree.get(key) is job:
                 return tree
         return None
@@ -222,16 +257,18 @@ class Queue(persistent.Persistent):
     def _front_micros(self, priority: int) -> int:
         now = clock.to_micros(clock.utcnow())
         firsts = [next(iter(above_floor(tree, 'keys')), None)
-                  for level, _, tree in self._all_lanes()
-                  if level == priority]
+                  for level, _, trees in self._all_lanes()
+                  if level == priority for tree in trees]
         firsts = [key for key in firsts if key is not None]
         if not firsts:
             return now
         return min(keys.micros_of(min(firsts)), now) - 1
 
     def _insert(self, job: Job, micros: int) -> None:
-        tiebreak = keys.new_tiebreak()
-        lane = self._lane(job.priority, self._names_of(job), create=True)
+        stripe = keys.local_stripe()
+        tiebreak = keys.new_tiebreak(stripe)
+        lane = self._stripe(job.priority, self._names_of(job), stripe,
+                            create=True)
         job._key = keys.insert_unique(lane, keys.make(micros, tiebreak), job)
         if job.begin_by is not None:
             job._deadline_key = keys.insert_unique(
@@ -323,28 +360,35 @@ class Queue(persistent.Persistent):
         self.fail_expired(now_micros)
         due = keys.last_of(now_micros)
         for _, lanes in self._levels():
-            best = None  # (key, job, lane): the earliest so far
-            for names, lane in lanes:
+            best = None  # (key, job, tree): the earliest so far
+            for names, trees in lanes:
                 if names and not self.quotas.allow_names(names, now_micros):
                     continue  # every job here waits for these quotas
-                bound = due if best is None else best[0]
-                for key, job in above_floor(lane, 'items', max=bound,
-                                            excludemax=best is not None):
-                    if job.begin_after is not None and job.begin_after > now:
-                        continue  # put back ahead of its time
-                    if filter is not None and not filter(job):
-                        continue
-                    if job.quota_names and not self.quotas.allow_names(
-                            job.quota_names, now_micros):
-                        continue
-                    best = (key, job, lane)
-                    break
+                for tree in trees:
+                    best = self._first(tree, due, best, filter, now,
+                                       now_micros) or best
             if best is not None:
                 _, job, lane = best
                 self._take(job, lane)
                 self.quotas.acquire(job, now)
                 job._status = ASSIGNED
                 return job
+        return None
+
+    def _first(self, tree, due: int, best, filter, now, now_micros):
+        """``(key, job, tree)`` of the first job of ``tree`` that may start
+        and comes before ``best`` (or is due, without a best), or None."""
+        bound = due if best is None else best[0]
+        for key, job in above_floor(tree, 'items', max=bound,
+                                    excludemax=best is not None):
+            if job.begin_after is not None and job.begin_after > now:
+                continue  # put back ahead of its time
+            if filter is not None and not filter(job):
+                continue
+            if job.quota_names and not self.quotas.allow_names(
+                    job.quota_names, now_micros):
+                continue
+            return key, job, tree
         return None
 
     def next_due(self, now: datetime.datetime
@@ -357,13 +401,14 @@ class Queue(persistent.Persistent):
         now_micros = clock.to_micros(now)
         after = keys.first_of(now_micros + 1)
         times = []
-        for _, names, lane in self._all_lanes():
-            later = next(iter(lane.keys(min=after)), None)  # floor < bound
-            if later is not None:
-                times.append(keys.micros_of(later))
-            if names and next(iter(above_floor(lane, 'keys', max=after,
-                                               excludemax=True)), None
-                              ) is not None:
+        for _, names, trees in self._all_lanes():
+            for tree in trees:
+                later = next(iter(tree.keys(min=after)), None)  # > floor
+                if later is not None:
+                    times.append(keys.micros_of(later))
+            if names and any(next(iter(above_floor(
+                    tree, 'keys', max=after, excludemax=True)), None)
+                    is not None for tree in trees):  # held by its quotas
                 reopens = self.quotas.next_allowed(names, now_micros)
                 if reopens is not None:
                     times.append(reopens)

@@ -6,10 +6,13 @@ import pytest
 import transaction
 from ZODB.POSException import ConflictError
 
-from pyramid_zcasync import Job
+import BTrees.OOBTree
+
+from pyramid_zcasync import Job, clock, keys
 from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, NEW, PENDING
 from pyramid_zcasync.job import BadStatusError, MAX_PRIORITY, MIN_PRIORITY
 from pyramid_zcasync.keys import FLOOR
+from pyramid_zcasync.quota import floor_tree
 from queuetools import HOUR, MINUTE, now, other_connection
 
 
@@ -232,32 +235,116 @@ def test_expired_jobs_of_any_priority_fail(queue):
     assert len(queue) == 0 and list(queue) == []
 
 
+def as_stored_before_lanes(queue):
+    """Make ``queue`` look stored before lanes and stripes: one tree,
+    ``_pending``, and the class defaults for the rest."""
+    del queue._stripes
+    queue._pending = floor_tree()
+    assert queue._lanes is None and queue._stripes is None
+
+
+def put_as_before(queue, tree, made, micros):
+    """Put ``made`` in an unstriped ``tree`` as before stripes: any low
+    bits in its key."""
+    made._key = keys.make(micros, 0x12345677)
+    tree[made._key] = made
+    queue._length.change(1)
+    made.queue = queue
+    made._status = PENDING
+    return made
+
+
 def test_a_queue_stored_before_priorities_keeps_working(queue):
     """Old queues have only ``_pending`` (and may hold quota jobs in it)."""
     queue.quotas.create('mail', 1)
-    del queue._lanes  # as stored before lanes: the class default, None
-    assert queue._lanes is None
-    old_plain = queue.put(job('old-plain'))
+    as_stored_before_lanes(queue)
+    start = clock.to_micros(now())
+    old_plain = put_as_before(queue, queue._pending, job('old-plain'), start)
     old_mail = Job(operator.add, 'old-mail', '')
-    # as put before lanes: in the default tree, whatever its quotas
-    queue._insert(old_mail, queue._front_micros(0))
     old_mail.quota_names = ('mail',)
-    assert queue._pending.get(old_mail._key) is old_mail
-    assert queue._lanes is None and list(queue) == [old_mail, old_plain]
+    put_as_before(queue, queue._pending, old_mail, start - 1)
+    assert list(queue) == [old_mail, old_plain]
+    new_plain = queue.put(job('new-plain'))
     high = queue.put(job('high', 1))
-    assert queue._lanes is not None
-    assert old_mail in queue
-    assert claim_all(queue) == [high, old_mail, old_plain]
+    assert queue._stripes is not None and queue._lanes is None
+    assert old_mail in queue and old_plain in queue
+    assert claim_all(queue) == [high, old_mail, old_plain, new_plain]
     blocked = Job(operator.add, 'blocked', '')
     blocked.quota_names = ('mail',)
     queue.put(blocked)  # the quota is full: old_mail holds it
     assert queue.claim() is None
     old_mail()
     assert queue.claim() is blocked
-    # an old quota job requeued goes to its lane, and is found there
+    # an old quota job requeued goes to a striped lane, and is found there
     queue.requeue(old_mail)
-    assert queue._lane(0, ('mail',)).get(old_mail._key) is old_mail
+    assert queue._stripe(0, ('mail',), keys.stripe_of(old_mail._key)).get(
+        old_mail._key) is old_mail
+    assert old_mail in queue
     transaction.commit()
+
+
+def test_a_queue_stored_before_stripes_still_claims_in_order(queue):
+    """Unstriped lanes of a stored queue are one more tree of their lane:
+    old and new jobs of a priority are claimed by due time together."""
+    queue.quotas.create('mail', 10)
+    as_stored_before_lanes(queue)
+    queue._lanes = BTrees.OOBTree.OOBTree()
+    old_high = queue._lanes[(-2, ())] = floor_tree()
+    old_mail = queue._lanes[(0, ('mail',))] = floor_tree()
+    start = clock.to_micros(now() + HOUR)  # keyed by begin_after
+    expected = []
+    for i in range(6):  # old, new, old, new ... of each lane, by due time
+        when = start + 10 * i
+        if i % 2 == 0:
+            expected.append(put_as_before(queue, old_high, job('h%d' % i, 2),
+                                          when))
+            mailed = job('m%d' % i)
+            mailed.quota_names = ('mail',)
+            expected.append(put_as_before(queue, old_mail, mailed, when))
+            expected.append(put_as_before(queue, queue._pending,
+                                          job('p%d' % i), when + 1))
+        else:
+            due = clock.from_micros(when)
+            expected.append(queue.put(job('h%d' % i, 2), begin_after=due))
+            mailed = job('m%d' % i)
+            mailed.quota_names = ('mail',)
+            expected.append(queue.put(mailed, begin_after=due))
+            expected.append(queue.put(job('p%d' % i),
+                                      begin_after=clock.from_micros(when + 1)))
+    highs = [j for j in expected if j.priority == 2]
+    rest = [j for j in expected if j.priority == 0]
+    assert list(queue) == highs + rest
+    assert all(j in queue for j in expected)
+    assert tags(claim_all(queue, clock.from_micros(start + 100))
+                ) == tags(highs + rest)
+    assert len(queue) == 0
+
+
+def test_claims_take_the_order_across_stripes(queue):
+    """Jobs of one lane put by different threads sit in different trees;
+    claims still take them by due time, then as queued."""
+    import threading
+    start = now() + HOUR  # due later: keyed by begin_after, not put time
+    put = []
+
+    def producer(offset):
+        for i in range(5):
+            due = start + MINUTE * (2 * i + offset)
+            put.append(queue.put(job('%d-%d' % (offset, i)),
+                                 begin_after=due))
+            put.append(queue.put(job('same-%d-%d' % (offset, i)),
+                                 begin_after=start))
+    threads = [threading.Thread(target=producer, args=(offset,))
+               for offset in (0, 1)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    stripes = {keys.stripe_of(j._key) for j in put}
+    assert len(stripes) == 2
+    # all 'same' jobs are due at ``start``: first queued, first claimed
+    expected = sorted(put, key=lambda j: (j.begin_after, put.index(j)))
+    assert list(queue) == expected
+    assert claim_all(queue, start + HOUR) == expected
 
 
 def test_a_pending_job_whose_quota_names_changed_is_still_found(queue):
@@ -292,8 +379,10 @@ def test_claims_load_neither_future_nor_lower_priority_jobs(db, conn, queue):
         assert 0 < len(loads) < 40, len(loads)
         loaded = set(loads.oids)
         # not one of the lower or future jobs was loaded
-        lower = [j._p_oid for j in fresh._lane(0, ()).values(
-            min=FLOOR, excludemin=True)][:50]
+        lower = [j._p_oid for _, names, trees in fresh._all_lanes()
+                 if not names for tree in trees
+                 for j in tree.values(min=FLOOR, excludemin=True)
+                 if j.priority == -1][:50]
         assert not loaded.intersection(lower)
         assert len(fresh) == 9000
         # the next claim takes priority 0, still without loading much

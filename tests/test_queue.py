@@ -299,6 +299,42 @@ def test_two_connections_racing_for_one_job_one_wins(db, conn, queue):
         second.close()
 
 
+@pytest.mark.parametrize('count', [1, 200])
+@pytest.mark.parametrize('priority', [0, 3])
+def test_producers_in_two_threads_commit_without_conflict(
+        file_db, count, priority):
+    """Each thread puts in a stripe of its own: no shared bucket, and no
+    shared tree node even when both split buckets (200 jobs)."""
+    import threading
+    setup, setup_queue = other_connection(file_db)
+    setup_queue.put(operator.add, 'old', '', priority=priority)  # the lane
+    setup.transaction_manager.commit()
+    setup.close()
+    producers = [other_connection(file_db) for _ in range(2)]
+
+    def produce(queue, tag):
+        for i in range(count):
+            queue.put(operator.add, tag, i, priority=priority)
+    threads = [threading.Thread(target=produce, args=(queue, tag))
+               for tag, (_, queue) in zip('ab', producers)]
+    try:
+        for thread in threads:
+            thread.start()
+            thread.join()
+        for connection, _ in producers:  # the second would conflict
+            connection.transaction_manager.commit()
+    finally:
+        for connection, _ in producers:
+            connection.close()
+    check, check_queue = other_connection(file_db)
+    try:
+        assert len(check_queue) == len(list(check_queue)) == 1 + 2 * count
+        assert [j.args for j in check_queue][:1 + count] == [
+            ['old', '']] + [['a', i] for i in range(count)]
+    finally:
+        check.close()
+
+
 @pytest.mark.parametrize('pending', [1, 5])
 @pytest.mark.parametrize('consumer_first', [False, True])
 def test_producer_and_consumer_commit_without_conflict(
