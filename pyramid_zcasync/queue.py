@@ -256,7 +256,7 @@ class Queue(persistent.Persistent):
 
     def _front_micros(self, priority: int) -> int:
         now = clock.to_micros(clock.utcnow())
-        firsts = [next(iter(above_floor(tree, 'keys')), None)
+        firsts = [_front_key(tree)
                   for level, _, trees in self._all_lanes()
                   if level == priority for tree in trees]
         firsts = [key for key in firsts if key is not None]
@@ -378,9 +378,13 @@ class Queue(persistent.Persistent):
     def _first(self, tree, due: int, best, filter, now, now_micros):
         """``(key, job, tree)`` of the first job of ``tree`` that may start
         and comes before ``best`` (or is due, without a best), or None."""
+        front = _front_key(tree)
+        if front is None or front > due or best is not None and (
+                front >= best[0]):
+            return None  # as most stripes: without making an iterator
         bound = due if best is None else best[0]
-        for key, job in above_floor(tree, 'items', max=bound,
-                                    excludemax=best is not None):
+        for key, job in tree.items(front, bound,
+                                   excludemax=best is not None):
             if job.begin_after is not None and job.begin_after > now:
                 continue  # put back ahead of its time
             if filter is not None and not filter(job):
@@ -403,12 +407,11 @@ class Queue(persistent.Persistent):
         times = []
         for _, names, trees in self._all_lanes():
             for tree in trees:
-                later = next(iter(tree.keys(min=after)), None)  # > floor
+                later = _first_key(tree, after)
                 if later is not None:
                     times.append(keys.micros_of(later))
-            if names and any(next(iter(above_floor(
-                    tree, 'keys', max=after, excludemax=True)), None)
-                    is not None for tree in trees):  # held by its quotas
+            if names and any(_holds_before(tree, after)
+                             for tree in trees):  # held by its quotas
                 reopens = self.quotas.next_allowed(names, now_micros)
                 if reopens is not None:
                     times.append(reopens)
@@ -431,3 +434,27 @@ class Queue(persistent.Persistent):
         self.quotas.release(job)
         if job.agent is not None:
             job.agent.jobCompleted(job)
+
+
+def _front_key(tree) -> Optional[int]:
+    """The first job key of ``tree``, or None: cheaper than an iterator,
+    which a claim would otherwise make for every stripe, and it reads only
+    the first bucket, which claims load anyway (``maxKey`` would load the
+    last, the one producers change)."""
+    try:
+        return tree.minKey(keys.FLOOR + 1)
+    except ValueError:
+        return None
+
+
+def _first_key(tree, low: int) -> Optional[int]:
+    """The first key of ``tree`` from ``low`` on, or None, without an
+    iterator (next_due looks at every stripe of every lane).  A tree is
+    never empty: it keeps its floor."""
+    return None if tree.maxKey() < low else tree.minKey(low)
+
+
+def _holds_before(tree, bound: int) -> bool:
+    """Whether ``tree`` holds a job whose key is below ``bound``."""
+    first = _front_key(tree)
+    return first is not None and first < bound
