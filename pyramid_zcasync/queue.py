@@ -65,14 +65,17 @@ class Queues(persistent.mapping.PersistentMapping):
 @zope.interface.implementer(IQueue)
 class Queue(persistent.Persistent):
 
-    #: ``(-priority, quota names) -> tuple`` of the keys.STRIPES trees of
-    #: that lane; None in queues stored before stripes.
+    #: ``(-priority, quota names) -> tuple``: the keys.STRIPES trees of
+    #: that lane, then the ``BTrees.Length`` of the jobs in them; None in
+    #: queues stored before stripes.
     _stripes = None
     #: Unstriped trees of queues stored before stripes, still read (and
     #: written by processes not yet upgraded): ``_pending`` the default
-    #: lane, ``_lanes`` ``(-priority, quota names) -> BTree`` the others.
+    #: lane, ``_lanes`` ``(-priority, quota names) -> BTree`` the others;
+    #: ``_length`` counts their jobs.
     _pending = None
     _lanes = None
+    _length = None
 
     def __init__(self, name: str = ''):
         self.name = name
@@ -81,7 +84,6 @@ class Queue(persistent.Persistent):
         self._deadlines = floor_tree()
         self._stripes = BTrees.OOBTree.OOBTree()
         self._stripe(0, (), 0, create=True)  # the first puts do not race
-        self._length = BTrees.Length.Length()
         self.quotas = Quotas()
         self.dispatchers = DispatcherAgents(self)
 
@@ -91,7 +93,11 @@ class Queue(persistent.Persistent):
     # -- reading ------------------------------------------------------
 
     def __len__(self) -> int:
-        return self._length()
+        counters = [] if self._stripes is None else [
+            lane[keys.STRIPES] for lane in self._stripes.values()]
+        if self._length is not None:
+            counters.append(self._length)
+        return sum(counter() for counter in counters)
 
     def __iter__(self) -> Iterator[Job]:
         """Pending jobs in claim order: highest priority first, then
@@ -144,9 +150,28 @@ class Queue(persistent.Persistent):
             if not create:
                 return None
             # All at once: producers in other stripes find them made.
+            # The counter last, so that its oid is above the trees': on
+            # RelStorage-PostgreSQL, which locks in oid order (read-current
+            # rows first), a counter below a tree lets two producers of
+            # one stripe deadlock, one holding the counter and waiting for
+            # the tree the other holds.
             trees = self._stripes[(-priority, names)] = tuple(
-                floor_tree() for _ in range(keys.STRIPES))
+                floor_tree() for _ in range(keys.STRIPES)) + (
+                    BTrees.Length.Length(),)
         return trees[stripe]
+
+    def _counter_of(self, tree, job: Job):
+        """The Length counting the jobs of ``tree``, which holds ``job``."""
+        if self._stripes is not None:
+            lane = self._stripes.get((-job.priority, self._names_of(job)))
+            lanes = [lane] if lane is not None else []
+            # Its quota names were changed while it was pending: look
+            # around.
+            lanes.extend(self._stripes.values())
+            for lane in lanes:
+                if any(stripe is tree for stripe in lane[:keys.STRIPES]):
+                    return lane[keys.STRIPES]
+        return self._length  # a tree from before stripes
 
     def _unstriped(self, priority: int, names: tuple):
         """The tree of that lane from before stripes, or None."""
@@ -165,7 +190,7 @@ class Queue(persistent.Persistent):
                 lanes[lane] = [tree]
         if self._stripes is not None:
             for lane, trees in self._stripes.items():
-                lanes.setdefault(lane, []).extend(trees)
+                lanes.setdefault(lane, []).extend(trees[:keys.STRIPES])
         return [(-negative, names, lanes[(negative, names)])
                 for negative, names in sorted(lanes)]
 
@@ -274,7 +299,7 @@ class Queue(persistent.Persistent):
             job._deadline_key = keys.insert_unique(
                 self._deadlines,
                 keys.make(clock.to_micros(job.begin_by), tiebreak), job)
-        self._length.change(1)
+        self._counter_of(lane, job).change(1)
         job.queue = self
         job._status = PENDING
 
@@ -339,7 +364,7 @@ class Queue(persistent.Persistent):
         if job._deadline_key is not None:
             self._deadlines.pop(job._deadline_key, None)
             job._deadline_key = None
-        self._length.change(-1)
+        self._counter_of(lane, job).change(-1)
 
     # -- claiming -----------------------------------------------------
 

@@ -6,6 +6,7 @@ import pytest
 import transaction
 from ZODB.POSException import ConflictError
 
+import BTrees.Length
 import BTrees.OOBTree
 
 from pyramid_zcasync import Job, clock, keys
@@ -240,6 +241,7 @@ def as_stored_before_lanes(queue):
     ``_pending``, and the class defaults for the rest."""
     del queue._stripes
     queue._pending = floor_tree()
+    queue._length = BTrees.Length.Length()
     assert queue._lanes is None and queue._stripes is None
 
 
