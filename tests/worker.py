@@ -28,9 +28,8 @@ def open_db(spec):
     if kind == 'file':
         return ZODB.DB(where)
     if kind == 'pg':  # pg:postgres://USER@HOST:PORT/DB?keep_history=false
-        import zodburi
-        factory, options = zodburi.resolve_uri(where)
-        return ZODB.DB(factory(), **options)
+        from dbtools import open_uri
+        return open_uri(where)
     import ZEO
     return ZEO.DB(('127.0.0.1', int(where)), wait_timeout=30)
 
