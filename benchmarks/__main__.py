@@ -13,9 +13,14 @@ fs      pyramid_zcasync on FileStorage in one process: throughput, bulk put
 zeo     pyramid_zcasync over a ZEO server started here: 1 and 2 dispatcher
         processes (throughput, cross-process pick-up), idle CPU of a
         dispatcher process
+pg      the same on RelStorage (history-free) over a throw-away PostgreSQL
+        cluster started here (fsync on; benchmarks/relstorage.py), plus
+        RelStorage's raw commit rate with one client; skipped, with the
+        reason in the table, without RelStorage, psycopg2 or the
+        PostgreSQL server binaries
 scale   poll cost and throughput with 0 vs 100,000 completed jobs kept
 memory  a dispatcher process's memory over 100,000 no-op jobs; last, with
-        what is left of the time budget (``budget_s``, 280 s): on a busy
+        what is left of the time budget (``budget_s``, 320 s): on a busy
         machine it stops early and the table says after how many jobs
 
 ``--profile DIR`` adds one uncounted ZEO throughput round per process
@@ -24,27 +29,32 @@ the table).
 
 Prints one table (every row's ratios against the raw FileStorage commit
 rate of this run, and pyramid_zcasync's against Huey and RQ with one
-worker, with the SPEC target and whether it is met) and writes every
-figure, round and parameter to ``benchmarks/results/all.json``.  Exit
-status 1 if a phase failed.  See benchmarks/README.md.
+worker, with the SPEC target and whether it is met; the RelStorage rows
+also against RelStorage's own raw commit rate) and writes every figure,
+round and parameter to ``benchmarks/results/all.json``.  A phase that
+cannot run here (a missing package or server binary) is skipped, its
+reason in the table.  Exit status 1 if a phase failed.  See
+benchmarks/README.md.
 """
 import argparse
 import os
 import sys
 import time
 
-from benchmarks import common, peers, pickup, scale, throughput, zeo
+from benchmarks import (common, peers, pickup, relstorage, scale,
+                        throughput, zeo)
 
 
-PHASES = ('raw', 'huey', 'rq', 'fs', 'zeo', 'scale', 'memory')
+PHASES = ('raw', 'huey', 'rq', 'fs', 'zeo', 'pg', 'scale', 'memory')
 
 FULL = {
-    'budget_s': 280.0,
+    'budget_s': 320.0,
     'peers': dict(peers.DEFAULTS),
     'fs': {'jobs': 3000, 'rounds': 3, 'bulk_jobs': 10000, 'bulk_rounds': 3,
            'latency_jobs': 100, 'gap_min_s': 0.020, 'gap_max_s': 0.100,
            'raw_alongside_commits': 1500},
     'zeo': dict(zeo.DEFAULTS),
+    'pg': dict(relstorage.DEFAULTS),
     'scale': dict(scale.DEFAULTS),
 }
 QUICK = {
@@ -54,6 +64,7 @@ QUICK = {
            'latency_jobs': 20, 'gap_min_s': 0.020, 'gap_max_s': 0.100,
            'raw_alongside_commits': 300},
     'zeo': dict(zeo.QUICK),
+    'pg': dict(relstorage.QUICK),
     'scale': dict(scale.QUICK),
 }
 
@@ -76,7 +87,8 @@ def run(params, only=PHASES, log=print):
     out = {
         'machine': common.machine_description(
             ('ZODB', 'ZEO', 'persistent', 'transaction', 'BTrees',
-             'Twisted', 'pyramid_zcasync', 'huey', 'rq', 'redis')),
+             'Twisted', 'RelStorage', 'psycopg2', 'pyramid_zcasync', 'huey',
+             'rq', 'redis')),
         'started': time.strftime('%Y-%m-%dT%H:%M:%S%z',
                                  time.localtime(started)),
         'code': code_version(),
@@ -125,6 +137,8 @@ def run(params, only=PHASES, log=print):
         res['fs'] = attempt('fs', lambda: fs_phase(params['fs']))
     if 'zeo' in only:
         res['zeo'] = attempt('zeo', lambda: zeo.run(params['zeo'], log))
+    if 'pg' in only:
+        res['pg'] = attempt('pg', lambda: relstorage.run(params['pg'], log))
     if 'scale' in only:
         res['scale'] = attempt('scale', lambda: scale.poll_cost(
             params['scale'], log))
@@ -230,6 +244,14 @@ def table(out):
         r = raw_rows[key]
         row(r['name'], r['commits'], r['commits_per_s'],
             other='%.3f ms/commit' % r['ms_per_commit'])
+    skipped = out.get('skipped') or {}
+
+    def skipped_row(key, name):
+        if key in skipped:
+            row(name, other='skipped: %s' % skipped[key])
+
+    skipped_row('huey', 'Huey SqliteHuey')
+    skipped_row('rq', 'RQ Redis')
     huey = res.get('huey')
     rq = res.get('rq') or []
     rq1 = next((r for r in rq if r['workers'] == 1), None)
@@ -271,29 +293,46 @@ def table(out):
              target='< %g s' % TARGET_BULK_S,
              met=_verdict([(bulk['seconds'] < TARGET_BULK_S,
                             '%.3f s' % bulk['seconds'])]))
-    z = res.get('zeo')
-    if z:
-        one = next((r for r in z['rows'] if r['processes'] == 1), None)
-        for r in z['rows']:
+
+    def dispatcher_processes(result, storage, other=lambda r: ''):
+        """zeo.run's or relstorage.run's rows: 1 and 2 dispatcher
+        processes, an idle one.  The targets SPEC sets over ZEO; ours for
+        RelStorage, the other way to scale out."""
+        one = next((r for r in result['rows'] if r['processes'] == 1), None)
+        for r in result['rows']:
             t, pk = r['throughput'], r['pickup']
             checks = [(pk['p50_ms'] <= TARGET_PICKUP_ZEO_MS,
                        'p50 %.1f ms' % pk['p50_ms'])]
             target = 'p50 <= %g ms' % TARGET_PICKUP_ZEO_MS
-            other = 'poll %g s' % r['poll_interval_s']
+            text = 'poll %g s' % r['poll_interval_s'] + other(r)
             if r['processes'] == 2 and one:
                 growth = _ratio(t['jobs_per_s'],
                                 one['throughput']['jobs_per_s'])
-                other += ', %.2f x 1 process' % growth
+                text += ', %.2f x 1 process' % growth
                 target = '>= %.2f x 1 process, ' % TARGET_GROWTH + target
                 checks.insert(0, (growth >= TARGET_GROWTH,
                                   '%.2f x 1 process' % growth))
             ours(r['name'], t['jobs'], t['jobs_per_s'], pk['p50_ms'],
-                 pk['p95_ms'], other, target, _verdict(checks))
-        cpu = z.get('idle_cpu')
+                 pk['p95_ms'], text, target, _verdict(checks))
+        cpu = result.get('idle_cpu')
         if cpu:
-            ours('idle dispatcher process, ZEO', None, None,
+            ours('idle dispatcher process, %s' % storage, None, None,
                  other='%.1f %% of a core'
                        % cpu['cpu_percent_of_one_core'][0])
+
+    z = res.get('zeo')
+    if z:
+        dispatcher_processes(z, 'ZEO')
+    pg = res.get('pg')
+    skipped_row('pg', 'pyramid_zcasync RelStorage-PostgreSQL')
+    if pg:
+        pg_raw = pg['raw_commits_per_s']
+        row(relstorage.raw_name(pg), pg['params']['raw_commits'], pg_raw,
+            other='%.2f ms/commit; %s, history-free' % (
+                1000 / pg_raw, pg.get('postgresql') or 'PostgreSQL'))
+        dispatcher_processes(
+            pg, 'RelStorage', lambda r: ', %.2f x raw RelStorage' % _ratio(
+                r['throughput']['jobs_per_s'], pg_raw))
     s = res.get('scale')
     if s:
         us, cpu_us = s['idle_poll_us'], s['idle_poll_cpu_us']
@@ -379,6 +418,9 @@ def print_report(out, file=None):
     if z:
         zeo.print_cpu(z, file)
         zeo.print_profiles(z, file)
+    pg = out['results'].get('pg')
+    if pg:
+        relstorage.print_cpu(pg, file)
     code = out.get('code') or {}
     print('code: %s %s%s' % (
         (code.get('commit') or '?')[:10], code.get('subject') or '',

@@ -3,52 +3,63 @@ dispatcher processes.
 
     python -m benchmarks.relstorage [--quick] [--json PATH] [--fsync off]
 
+``python -m benchmarks`` runs the same (``run``, with ``DEFAULTS`` or
+``QUICK``) as its ``pg`` phase, and puts the rows in its one table.
+
 The script starts a throw-away PostgreSQL cluster (tests/pgserver.py:
 initdb into a temporary directory, 127.0.0.1 and a free port; fsync on,
 as a production server runs, unless ``--fsync off``), a database reached
 through RelStorage's zodburi URI ``postgres://...?keep_history=false``,
 and dispatcher-only child processes (``python -m benchmarks.relstorage
-worker URI UUID_FILE``), each with its own UUID file.  This process puts
-the jobs and watches them.  The job is the peers' no-op
-(``benchmarks._peer_jobs.started_at``).
+worker URI UUID_FILE``, the loop of ``benchmarks._zc_worker.serve``), each
+with its own UUID file.  This process puts the jobs and watches them.  The
+job is the peers' no-op (``benchmarks._peer_jobs.started_at``).  Without
+RelStorage, psycopg2 or the PostgreSQL server binaries, ``run`` raises
+``benchmarks.peers.Skipped`` with the reason (this script exits with it).
 
 raw commits
     one client commits a change of one small object, over and over: the
     storage's ceiling for one-commit-per-job work.
-throughput
-    the dispatchers are running and warmed up; put N jobs in one
-    transaction, wait until the queue is empty and no agent holds a job;
-    jobs/s = N / (time all are done - time the put started).  Every job is
-    checked (COMPLETED, a float result).  Median of ``rounds`` rounds, with
-    1 and with 2 dispatcher processes.
-pick-up latency (across processes)
-    put one job and commit here; the job returns ``time.time()`` taken as
-    it starts in a dispatcher process; latency = that minus ``time.time()``
-    just before ``commit()``.  Idle gaps of 20-100 ms between samples.
-    The dispatchers poll every 5 s (the default): pick-up relies on their
-    watching the newest transaction id (pyramid_zcasync/watch.py).
+throughput, pick-up latency (across processes), idle CPU
+    measured as the ZEO rows are (benchmarks/zeo.py: ``throughput``,
+    ``pickup``, ``idle_cpu``, with the same ``Client``).  Throughput: the
+    dispatchers are running and warmed up; put N jobs in one transaction,
+    wait until the queue is empty and no agent holds a job; jobs/s = N /
+    (time all are done - time the put started); every job is checked
+    (COMPLETED, a float result); median of ``rounds`` rounds, with 1 and
+    with 2 dispatcher processes, and the CPU used by this process and each
+    dispatcher.  Pick-up: put one job and commit here; the job returns
+    ``time.time()`` taken as it starts in a dispatcher process; latency =
+    that minus ``time.time()`` just before ``commit()``.  Idle gaps of
+    20-100 ms between samples.  The dispatchers poll every 5 s (the
+    default): pick-up relies on their watching the newest transaction id
+    (pyramid_zcasync/watch.py), a query every 20 ms, whose cost the idle
+    CPU of one dispatcher process shows.
 
 The cluster and the children are stopped by PID, the temporary directories
 removed, and every wait is bounded (``phase_timeout_s``).
 """
 import argparse
+import importlib.util
 import os
-import random
 import shutil
 import sys
 import tempfile
 import time
 
-from benchmarks import common
-from benchmarks.peers import Child
-from benchmarks.zeo import Client, _wait  # the same client, on RelStorage
+from benchmarks import common, zeo
+from benchmarks.peers import Child, Skipped
+# The ZEO rows' client and measurements, here on RelStorage.
+from benchmarks.zeo import Client, idle_cpu, pickup, throughput, warm_up
 
 TESTS = os.path.join(common.project_root(), 'tests')
 
+# The ZEO rows' counts (benchmarks/zeo.py), so that the suite's table
+# compares like with like.
 DEFAULTS = {
     'rounds': 3,
-    'jobs': 500,
-    'latency_jobs': 100,
+    'jobs': 1500,
+    'latency_jobs': 60,
     'warmup_jobs': 50,
     'raw_commits': 500,
     'poll_interval': 5.0,
@@ -59,15 +70,34 @@ DEFAULTS = {
     'idle_cpu_s': 3.0,
     'phase_timeout_s': 90.0,
 }
-QUICK = dict(DEFAULTS, rounds=1, jobs=300, latency_jobs=20, raw_commits=200,
+QUICK = dict(DEFAULTS, rounds=1, jobs=500, latency_jobs=20, raw_commits=200,
              idle_cpu_s=1.0)
 
 
 def _pgserver():
+    """tests/pgserver.py; :class:`Skipped` (with the reason and the
+    install command) when RelStorage or the PostgreSQL binaries are
+    missing."""
+    missing = [name for name in ('relstorage', 'psycopg2')
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise Skipped("%s not installed: pip install -e '.[relstorage]'"
+                      % ' and '.join(missing))
     if TESTS not in sys.path:
         sys.path.insert(0, TESTS)
     import pgserver
+    if pgserver.MISSING:
+        raise Skipped(pgserver.MISSING)
     return pgserver
+
+
+def postgres_version(bin_dir):
+    """'PostgreSQL 15.18', from ``postgres --version`` in ``bin_dir``."""
+    import subprocess
+    words = subprocess.run([os.path.join(bin_dir, 'postgres'), '--version'],
+                           capture_output=True, text=True,
+                           timeout=30).stdout.split()
+    return 'PostgreSQL %s' % (words[2] if len(words) > 2 else '?')
 
 
 def open_db(uri):
@@ -90,9 +120,13 @@ def worker_main(argv):
     serve(open_db(args.uri), args)
 
 
-class Dispatcher:
+class Dispatcher(zeo.Dispatcher):
+    """A dispatcher-only child process on the RelStorage database ``uri``
+    (zeo.Dispatcher but for the command it runs)."""
+
     def __init__(self, directory, name, uri, poll, agent_size, timeout=30.0):
         self.uuid_file = os.path.join(directory, name + '.uuid')
+        self.poll = poll
         self.child = Child(
             [sys.executable, '-m', 'benchmarks.relstorage', 'worker', uri,
              self.uuid_file, '--poll', str(poll), '--agent-size',
@@ -100,20 +134,11 @@ class Dispatcher:
         try:
             common.wait_until(self._ready, timeout, 0.02,
                               'dispatcher %s to start' % name)
+            from pyramid_zcasync.instance import read_uuid
+            self.uuid = read_uuid(self.uuid_file, create=False)
         except BaseException:
             self.stop()
             raise
-
-    @property
-    def pid(self):
-        return self.child.pid
-
-    def _ready(self):
-        self.child.check_alive()
-        return 'ready' in self.child.tail()
-
-    def stop(self):
-        return self.child.stop(timeout=10.0)
 
 
 # -- measurements -------------------------------------------------------------
@@ -136,71 +161,14 @@ def raw_commits(db, n):
         connection.close()
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a process so far (from /proc)."""
-    with open('/proc/%s/stat' % pid) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
-def idle_cpu(dispatcher, seconds):
-    """CPU an idle dispatcher process uses (its 20 ms look at the newest
-    transaction is a query here), as a percentage of one core."""
-    before = cpu_seconds(dispatcher.pid)
-    started = time.perf_counter()
-    time.sleep(seconds)
-    used = cpu_seconds(dispatcher.pid) - before
-    return round(100 * used / (time.perf_counter() - started), 2)
-
-
-def warm_up(client, n, dispatchers, timeout):
-    jobs, _ = client.put(n)
-    _wait(client.idle, timeout, 'warm-up jobs', dispatchers, 0.01)
-    client.check(jobs)
-
-
-def throughput(client, jobs, rounds, dispatchers, timeout):
-    per_round = []
-    for i in range(rounds):
-        t0 = time.perf_counter()
-        handles, _ = client.put(jobs)
-        _wait(client.idle, timeout, 'round %d to finish' % (i + 1),
-              dispatchers, 0.005)
-        seconds = time.perf_counter() - t0
-        by = client.check(handles)
-        per_round.append((jobs / seconds, sorted(by.values())))
-    ordered = sorted(per_round)
-    return {'jobs': jobs, 'rounds': rounds,
-            'jobs_per_s': round(ordered[len(ordered) // 2][0], 1),
-            'jobs_per_s_rounds': [round(r[0], 1) for r in per_round],
-            'jobs_by_process_rounds': [r[1] for r in per_round]}
-
-
-def pickup(client, samples, gap_min_s, gap_max_s, dispatchers, timeout,
-           seed=1):
-    from pyramid_zcasync.interfaces import COMPLETED
-    rnd = random.Random(seed)
-    waits = []
-    for _ in range(samples):
-        (job,), before = client.put(1)
-
-        def done():
-            client.tm.begin()
-            return job.status == COMPLETED
-        _wait(done, timeout, 'job %r' % (job,), dispatchers, 0.001)
-        waits.append(job.result - before)
-        client.tm.abort()
-        time.sleep(rnd.uniform(gap_min_s, gap_max_s))
-    return common.latency_summary(waits)
-
-
 # -- the whole run ------------------------------------------------------------
 
 def run(params=None, log=print):
+    """The raw commit rate and both rows; a JSON-able dict.  Raises
+    :class:`benchmarks.peers.Skipped` when RelStorage or PostgreSQL is
+    missing (``python -m benchmarks`` then skips its ``pg`` phase)."""
     p = dict(DEFAULTS, **(params or {}))
     pgserver = _pgserver()
-    if pgserver.MISSING:
-        raise SystemExit('benchmarks.relstorage: ' + pgserver.MISSING)
     timeout = p['phase_timeout_s']
     tmp = tempfile.mkdtemp(prefix='bench-relstorage-')
     server = db = client = None
@@ -209,6 +177,7 @@ def run(params=None, log=print):
     started = time.perf_counter()
     try:
         server = pgserver.PostgreSQL(durable=p['fsync']).start()
+        out['postgresql'] = postgres_version(server.bin)
         raw_db = open_db(server.uri('raw'))
         try:
             log('  RelStorage: raw commits')
@@ -227,8 +196,9 @@ def run(params=None, log=print):
                 p['agent_size']))
             warm_up(client, p['warmup_jobs'], dispatchers, timeout)
             if count == 1:
-                out['idle_cpu_percent'] = idle_cpu(dispatchers[0],
-                                                   p['idle_cpu_s'])
+                out['idle_cpu'] = dict(
+                    idle_cpu(dispatchers, p['idle_cpu_s']),
+                    poll_interval_s=p['poll_interval'])
             log('  RelStorage, %d dispatcher process(es): throughput'
                 % count)
             tput = throughput(client, p['jobs'], p['rounds'], dispatchers,
@@ -257,10 +227,15 @@ def run(params=None, log=print):
     return out
 
 
+def raw_name(result):
+    """The raw commit rate's row name (``python -m benchmarks`` too)."""
+    return 'raw RelStorage-PostgreSQL commit, 1 client (fsync %s)' % (
+        'on' if result['params']['fsync'] else 'off')
+
+
 def print_report(result, file=None):
-    print('RelStorage-PostgreSQL (fsync %s): raw commits, one client: '
-          '%s/s' % ('on' if result['params']['fsync'] else 'off',
-                    result['raw_commits_per_s']), file=file)
+    print('%s: %s/s' % (raw_name(result), result['raw_commits_per_s']),
+          file=file)
     headers = ['benchmark', 'n', 'jobs/s', 'x raw', 'pickup p50 ms',
                'pickup p95 ms', 'poll s']
     rows = []
@@ -272,9 +247,22 @@ def print_report(result, file=None):
                      r['pickup']['p50_ms'], r['pickup']['p95_ms'],
                      r['poll_interval_s']])
     common.print_table(headers, rows, out=file)
+    print_cpu(result, file)
     print('idle dispatcher at %s s poll: %s %% of one core' % (
-        result['params']['poll_interval'], result['idle_cpu_percent']),
-        file=file)
+        result['params']['poll_interval'],
+        result['idle_cpu']['cpu_percent_of_one_core'][0]), file=file)
+
+
+def print_cpu(result, file=None):
+    """CPU per job and per process in each row's median throughput round
+    (the commits are not counted here, unlike over ZEO)."""
+    for r in result['rows']:
+        t = r['throughput']
+        per_process = ', '.join('%s %.0f' % kv
+                                for kv in t['cpu_percent'].items())
+        print('%s, median round: CPU %.2f ms/job (%% of a core: %s; the '
+              'PostgreSQL server not counted)' % (
+                  r['name'], t['cpu_ms_per_job'], per_process), file=file)
 
 
 def main(argv=None):
@@ -289,7 +277,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else DEFAULTS,
                   fsync=args.fsync == 'on')
-    result = run(params, log=lambda s: print(s, file=sys.stderr))
+    try:
+        result = run(params, log=lambda s: print(s, file=sys.stderr))
+    except Skipped as e:
+        raise SystemExit('benchmarks.relstorage: %s' % e)
     result['machine'] = common.machine_description()
     print_report(result)
     path = (common.write_json_path(args.json, result) if args.json

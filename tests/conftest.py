@@ -246,10 +246,8 @@ class RelStorageEngine:
         return 'pg:' + self.uri
 
     def db(self):
-        """What pyramid_zodbconn does with ``zodbconn.uri``."""
-        import zodburi
-        factory, options = zodburi.resolve_uri(self.uri)
-        return ZODB.DB(factory(), **options)
+        from dbtools import open_uri
+        return open_uri(self.uri)
 
     def restart(self, down_seconds=1.0):
         return self.cluster.restart(down_seconds)

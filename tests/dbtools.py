@@ -1,6 +1,16 @@
-"""Reading and writing a database's root in transactions of their own,
-for tests that watch what other processes commit."""
+"""Opening a database by its zodburi URI, and reading and writing its
+root in transactions of their own, for tests that watch what other
+processes commit."""
 import transaction
+import ZODB
+
+
+def open_uri(uri, **options):
+    """What pyramid_zodbconn does with ``zodbconn.uri`` (``options``, e.g.
+    ``database_name`` and ``databases``, are the DB's)."""
+    import zodburi
+    factory, uri_options = zodburi.resolve_uri(uri)
+    return ZODB.DB(factory(), **dict(uri_options, **options))
 
 
 def read(db, work):

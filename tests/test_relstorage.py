@@ -20,14 +20,12 @@ import time
 
 import pytest
 import transaction
-import ZODB
-import zodburi
 
 import jobs
 import pyramid_zcasync
 import pyramid_zcasync.instance
 from pyramid_zcasync.interfaces import COMPLETED, IQueue, KEY
-from dbtools import read, write
+from dbtools import open_uri, read, write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRODUCTION_INI = os.path.join(ROOT, 'production-relstorage.ini')
@@ -37,16 +35,10 @@ SHIPPED_SERVER = 'postgres://zcasync@127.0.0.1:5432/'
 
 # -- helpers --------------------------------------------------------------
 
-def open_db(uri):
-    """What pyramid_zodbconn does with ``zodbconn.uri``."""
-    factory, options = zodburi.resolve_uri(uri)
-    return ZODB.DB(factory(), **options)
-
-
 @pytest.fixture
 def db(pg_uri):
     """Here ``db`` is on RelStorage (instead of conftest's mapping/file)."""
-    database = open_db(pg_uri)
+    database = open_uri(pg_uri)
     pyramid_zcasync.install_queues(database)
     yield database
     database.close()
@@ -71,7 +63,7 @@ def test_another_process_commit_is_seen(pg_uri, db):
     (cross-process pick-up) and the database time (death of siblings)
     ask storage instances that do."""
     from pyramid_zcasync.watch import LastTransaction
-    other = open_db(pg_uri)  # as another process would
+    other = open_uri(pg_uri)  # as another process would
     watch = LastTransaction(db.storage)
     manager = transaction.TransactionManager()
     connection = db.open(transaction_manager=manager)
@@ -173,10 +165,8 @@ def test_pserve_production_relstorage_ini(tmp_path, postgresql):
         str(site / 'var' / 'uuid.txt'))
     databases = {}
     for name, dbname in (('', 'app'), ('async', 'jobs')):
-        factory, options = zodburi.resolve_uri(
-            postgresql.uri(dbname, create=False))
-        options['database_name'] = name
-        ZODB.DB(factory(), databases=databases, **options)
+        open_uri(postgresql.uri(dbname, create=False), database_name=name,
+                 databases=databases)
     try:
         manager = transaction.TransactionManager()
         connection = databases[''].open(transaction_manager=manager)

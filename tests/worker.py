@@ -1,14 +1,16 @@
 """A dispatcher-only process for end-to-end tests.
 
     python worker.py STORAGE UUID_FILE [poll ping death] [--agent-size N]
-                     [--log PATH]
+                     [--history-size N] [--log PATH]
 
 STORAGE is ``file:PATH``, ``zeo:PORT`` or ``pg:URI`` (RelStorage's zodburi
 URI, ``postgres://USER@HOST:PORT/DBNAME?keep_history=false``).  Prints
 ``ready`` once the dispatcher runs, then waits for a signal; SIGINT/SIGTERM
 stop it cleanly.  ``--agent-size`` sets the size of the agent ``main``
-(default 3); ``--log`` writes pyramid_zcasync's and ZEO's log records
-(INFO and up) to PATH, to see afterwards what a worker went through.
+(default 3); ``--history-size`` the completed jobs each agent keeps
+(default: the dispatcher's); ``--log`` writes pyramid_zcasync's and ZEO's
+log records (INFO and up) to PATH, to see afterwards what a worker went
+through.
 """
 import argparse
 import logging
@@ -26,9 +28,8 @@ def open_db(spec):
     if kind == 'file':
         return ZODB.DB(where)
     if kind == 'pg':  # pg:postgres://USER@HOST:PORT/DB?keep_history=false
-        import zodburi
-        factory, options = zodburi.resolve_uri(where)
-        return ZODB.DB(factory(), **options)
+        from dbtools import open_uri
+        return open_uri(where)
     import ZEO
     return ZEO.DB(('127.0.0.1', int(where)), wait_timeout=30)
 
@@ -40,6 +41,7 @@ def parse(argv):
     parser.add_argument('timing', nargs='*', type=float,
                         help='poll ping death (seconds)')
     parser.add_argument('--agent-size', type=int, default=3)
+    parser.add_argument('--history-size', type=int)
     parser.add_argument('--log')
     args = parser.parse_args(argv)
     if args.timing and len(args.timing) != 3:
@@ -60,7 +62,8 @@ def main(argv):
     try:
         dispatcher.start(db, uuid_file=args.uuid_file, poll_interval=poll,
                          ping_interval=ping, ping_death_interval=death,
-                         agent_size=args.agent_size)
+                         agent_size=args.agent_size,
+                         history_size=args.history_size)
         # Inside the try: a SIGTERM that arrives as soon as the parent
         # reads "ready" must still end with "stopped" and exit status 0.
         print('ready', flush=True)
