@@ -368,3 +368,18 @@ def test_producer_and_consumer_commit_without_conflict(
         assert list(check_queue)[-1]._p_oid == added._p_oid
     finally:
         check.close()
+
+
+def test_a_lanes_counter_comes_after_its_trees_in_oid_order(file_db):
+    """RelStorage-PostgreSQL locks in oid order: a counter below a tree
+    lets two producers of one stripe deadlock (see Queue._stripe)."""
+    connection, queue = other_connection(file_db)
+    try:
+        queue.put(operator.add, 1, 2, priority=4)  # a lane made later
+        connection.transaction_manager.commit()
+        for lane in queue._stripes.values():
+            *trees, counter = lane
+            assert counter._p_oid > max(tree._p_oid for tree in trees)
+        assert len(queue._stripes) == 2
+    finally:
+        connection.close()
