@@ -10,6 +10,7 @@ import time
 
 import transaction
 import ZODB
+from ZODB.POSException import ConflictError
 
 import pyramid_zcasync
 from pyramid_zcasync import dispatcher as dispatcher_module
@@ -218,7 +219,14 @@ def steady_load(db, count, midway=None, seconds=120):
             if put < count and len(queue) < BATCH:
                 batch = [queue.put(noop) for _ in range(min(BATCH,
                                                             count - put))]
-                manager.commit()
+                try:
+                    manager.commit()
+                except ConflictError:
+                    # The dispatcher's claims changed the bucket this batch
+                    # went into in a way BTrees cannot merge (seen once
+                    # under load): put again, as an app's retry would.
+                    manager.abort()
+                    continue
                 pending.update(job._p_oid for job in batch)
                 put += len(batch)
             else:
