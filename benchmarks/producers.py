@@ -1,0 +1,176 @@
+"""Concurrent producers: how often puts from many threads conflict.
+
+    python -m benchmarks.producers [--threads 8,16] [--puts 60] [--json PATH]
+
+A web app's requests put jobs from many threads at once (waitress runs 4
+by default, production servers more); every put that conflicts costs a
+retry, and one that conflicts ``attempts`` times is an HTTP 500.  Here
+THREADS threads each put PUTS no-op jobs, one transaction a put (as one
+request each), on their own connection, retrying a ConflictError up to
+``attempts`` (5, like ``retry.attempts`` in production.ini) times, over a
+ZEO server and over RelStorage-PostgreSQL (history-free, fsync on), both
+started here on 127.0.0.1 and stopped by PID.  Printed per storage and
+thread count: puts committed, puts that failed all attempts, conflicts
+by the class (or message) ConflictError named, wall time.  Without
+PostgreSQL (or RelStorage) the RelStorage rows are skipped with the
+reason.  Figures and the machine go to benchmarks/results/producers.json.
+"""
+import argparse
+import collections
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+import time
+
+from benchmarks import common
+from benchmarks.peers import Skipped
+
+
+def put_concurrently(db, threads, puts, attempts=5):
+    """{'committed', 'failed', 'conflicts' (Counter), 'seconds'}."""
+    import transaction
+    from ZODB.POSException import ConflictError
+
+    import pyramid_zcasync
+    from benchmarks._peer_jobs import started_at as noop
+    from pyramid_zcasync.interfaces import IQueue
+    pyramid_zcasync.install_queues(db)
+    lock = threading.Lock()
+    outcome = {'committed': 0, 'failed': 0,
+               'conflicts': collections.Counter()}
+
+    def produce():
+        manager = transaction.TransactionManager()
+        connection = db.open(transaction_manager=manager)
+        try:
+            for _ in range(puts):
+                for _ in range(attempts):
+                    try:
+                        with manager:
+                            IQueue(connection.root()).put(noop)
+                        with lock:
+                            outcome['committed'] += 1
+                        break
+                    except ConflictError as exc:
+                        with lock:
+                            outcome['conflicts'][_kind(exc)] += 1
+                else:
+                    with lock:
+                        outcome['failed'] += 1
+        finally:
+            connection.close()
+    producers = [threading.Thread(target=produce) for _ in range(threads)]
+    started = time.monotonic()
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join(600)
+    outcome['seconds'] = round(time.monotonic() - started, 2)
+    return outcome
+
+
+def _kind(exc):
+    """What a conflict was about: the class ZODB names, else RelStorage's
+    lock message (``deadlock detected``, ``lock_not_available``...)."""
+    name = getattr(exc, 'class_name', None)
+    if name:
+        return name
+    text = str(exc)
+    for word in ('deadlock detected', 'lock_not_available'):
+        if word in text:
+            return word
+    return text.split('\n')[0][:60]
+
+
+@contextlib.contextmanager
+def zeo_db():
+    """A database on a fresh ZEO server (tests/conftest.py's ZEOServer)."""
+    tests = os.path.join(common.project_root(), 'tests')
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from conftest import ZEOServer
+    server = ZEOServer(tempfile.mkdtemp(prefix='zcasync-producers-'))
+    server.start()
+    try:
+        db = server.db()
+        try:
+            yield db
+        finally:
+            db.close()
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def relstorage_db():
+    """A database on a fresh PostgreSQL cluster (fsync on), through
+    RelStorage's zodburi URI; :class:`Skipped` without PostgreSQL."""
+    from benchmarks.relstorage import _pgserver, open_db
+    cluster = _pgserver().PostgreSQL(durable=True).start()
+    try:
+        db = open_db(cluster.uri('producers'))
+        try:
+            yield db
+        finally:
+            db.close()
+    finally:
+        cluster.stop()
+
+
+ENGINES = (('ZEO', zeo_db), ('RelStorage', relstorage_db))
+
+
+def run(thread_counts=(8, 16), puts=60, log=print):
+    rows = []
+    for name, fresh_db in ENGINES:
+        for threads in thread_counts:
+            log('  %s, %d threads ...' % (name, threads))
+            try:
+                with fresh_db() as db:
+                    outcome = put_concurrently(db, threads, puts)
+            except Skipped as why:
+                rows.append({'storage': name, 'skipped': str(why)})
+                break
+            rows.append(dict(outcome, storage=name, threads=threads,
+                             puts=threads * puts))
+    return {'machine': common.machine_description(), 'puts': puts,
+            'rows': rows}
+
+
+def print_report(result, file=None):
+    table = []
+    for row in result['rows']:
+        if 'skipped' in row:
+            table.append([row['storage'], None, None, None, None, None,
+                          'skipped: ' + row['skipped']])
+            continue
+        conflicts = row['conflicts']
+        table.append([row['storage'], row['threads'], row['puts'],
+                      row['committed'], row['failed'], row['seconds'],
+                      ', '.join('%s %d' % item for item in
+                                sorted(conflicts.items())) or 'none'])
+    common.print_table(['storage', 'threads', 'puts', 'committed',
+                        'failed', 'seconds', 'conflicts'], table, out=file)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--threads', default='8,16',
+                        help='thread counts, comma-separated')
+    parser.add_argument('--puts', type=int, default=60,
+                        help='puts per thread')
+    parser.add_argument('--json', help='default: '
+                        'benchmarks/results/producers.json')
+    args = parser.parse_args(argv)
+    counts = [int(n) for n in args.threads.split(',')]
+    result = run(counts, args.puts)
+    print_report(result)
+    path = (common.write_json_path(args.json, result) if args.json
+            else common.write_json('producers', result))
+    print('written to %s' % os.path.relpath(path))
+
+
+if __name__ == '__main__':
+    main()
