@@ -21,8 +21,6 @@ import contextlib
 import os
 import sys
 import tempfile
-import threading
-import time
 
 from benchmarks import common
 from benchmarks.peers import Skipped
@@ -30,45 +28,24 @@ from benchmarks.peers import Skipped
 
 def put_concurrently(db, threads, puts, attempts=5):
     """{'committed', 'failed', 'conflicts' (Counter), 'seconds'}."""
-    import transaction
-    from ZODB.POSException import ConflictError
-
     import pyramid_zcasync
     from benchmarks._peer_jobs import started_at as noop
     from pyramid_zcasync.interfaces import IQueue
+    _tests_on_path()
+    import dbtools
     pyramid_zcasync.install_queues(db)
-    lock = threading.Lock()
-    outcome = {'committed': 0, 'failed': 0,
-               'conflicts': collections.Counter()}
+    committed, failed, conflicts, seconds = dbtools.put_concurrently(
+        db, threads, puts, lambda root: IQueue(root).put(noop), attempts)
+    return {'committed': committed, 'failed': failed,
+            'conflicts': collections.Counter(map(_kind, conflicts)),
+            'seconds': round(seconds, 2)}
 
-    def produce():
-        manager = transaction.TransactionManager()
-        connection = db.open(transaction_manager=manager)
-        try:
-            for _ in range(puts):
-                for _ in range(attempts):
-                    try:
-                        with manager:
-                            IQueue(connection.root()).put(noop)
-                        with lock:
-                            outcome['committed'] += 1
-                        break
-                    except ConflictError as exc:
-                        with lock:
-                            outcome['conflicts'][_kind(exc)] += 1
-                else:
-                    with lock:
-                        outcome['failed'] += 1
-        finally:
-            connection.close()
-    producers = [threading.Thread(target=produce) for _ in range(threads)]
-    started = time.monotonic()
-    for producer in producers:
-        producer.start()
-    for producer in producers:
-        producer.join(600)
-    outcome['seconds'] = round(time.monotonic() - started, 2)
-    return outcome
+
+def _tests_on_path():
+    """tests/ (conftest's ZEOServer, dbtools) importable."""
+    tests = os.path.join(common.project_root(), 'tests')
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
 
 
 def _kind(exc):
@@ -87,9 +64,7 @@ def _kind(exc):
 @contextlib.contextmanager
 def zeo_db():
     """A database on a fresh ZEO server (tests/conftest.py's ZEOServer)."""
-    tests = os.path.join(common.project_root(), 'tests')
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
+    _tests_on_path()
     from conftest import ZEOServer
     server = ZEOServer(tempfile.mkdtemp(prefix='zcasync-producers-'))
     server.start()

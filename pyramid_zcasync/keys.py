@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import threading
 
 #: A key below every job key: trees keep it as their first entry, so that
@@ -54,6 +55,23 @@ def local_stripe() -> int:
     if stripe is None:
         stripe = _local.stripe = next(_next_stripe) & _STRIPE_MASK
     return stripe
+
+
+def move_on_failed_commit(txn) -> None:
+    """Move this thread to another stripe if ``txn``, which puts in its
+    stripe, fails to commit.  That is mostly a conflict with a producer
+    sharing the stripe (more threads than stripes, or processes that drew
+    the same): apps retry at once, so the two would keep meeting there."""
+    if getattr(_local, 'watched', None) == id(txn):
+        return
+    _local.watched = id(txn)
+    txn.addAfterCommitHook(_move_unless_committed)
+
+
+def _move_unless_committed(committed: bool) -> None:
+    if not committed:
+        _local.stripe = (local_stripe() + random.randrange(1, STRIPES)
+                         ) % STRIPES
 
 
 def new_tiebreak(stripe: int = 0) -> int:

@@ -292,6 +292,8 @@ class Queue(persistent.Persistent):
 
     def _insert(self, job: Job, micros: int) -> None:
         stripe = keys.local_stripe()
+        if self._p_jar is not None:
+            keys.move_on_failed_commit(self._p_jar.transaction_manager.get())
         tiebreak = keys.new_tiebreak(stripe)
         lane = self._stripe(job.priority, self._names_of(job), stripe,
                             create=True)

@@ -34,3 +34,43 @@ def write(db, work):
             return work(connection.root())
     finally:
         connection.close()
+
+
+def put_concurrently(db, threads, transactions, work, attempts=5):
+    """``threads`` producers, each on a connection of its own, committing
+    ``transactions`` transactions of ``work(root)``, each tried up to
+    ``attempts`` times while it raises ConflictError (as pyramid_retry
+    would): (committed, given up, the ConflictErrors, seconds)."""
+    import threading
+    import time
+    from ZODB.POSException import ConflictError
+    lock = threading.Lock()
+    committed, given_up, conflicts = [0], [0], []
+
+    def produce():
+        manager = transaction.TransactionManager()
+        connection = db.open(transaction_manager=manager)
+        try:
+            for _ in range(transactions):
+                for _ in range(attempts):
+                    try:
+                        with manager:
+                            work(connection.root())
+                        with lock:
+                            committed[0] += 1
+                        break
+                    except ConflictError as exc:
+                        with lock:
+                            conflicts.append(exc)
+                else:
+                    with lock:
+                        given_up[0] += 1
+        finally:
+            connection.close()
+    producers = [threading.Thread(target=produce) for _ in range(threads)]
+    started = time.monotonic()
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join(600)
+    return committed[0], given_up[0], conflicts, time.monotonic() - started

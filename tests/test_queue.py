@@ -383,3 +383,39 @@ def test_a_lanes_counter_comes_after_its_trees_in_oid_order(file_db):
         assert len(queue._stripes) == 2
     finally:
         connection.close()
+
+
+def test_a_producer_whose_put_fails_to_commit_moves_to_another_stripe(
+        file_db):
+    """Two producers sharing a stripe would meet again on every retry;
+    the one whose commit failed draws another stripe, the other stays."""
+    import persistent.mapping
+    from pyramid_zcasync import keys
+    setup, _ = other_connection(file_db)
+    setup.root()['shared'] = persistent.mapping.PersistentMapping()
+    setup.transaction_manager.commit()
+    setup.close()
+    producer, queue = other_connection(file_db)
+    rival, _ = other_connection(file_db)
+    try:
+        stripe = keys.local_stripe()
+        queue.put(operator.add, 1, 2)
+        producer.transaction_manager.commit()
+        assert keys.local_stripe() == stripe  # committed: it stays
+
+        queue.put(operator.add, 3, 4)
+        producer.root()['shared']['by'] = 'producer'
+        rival.root()['shared']['by'] = 'rival'
+        rival.transaction_manager.commit()
+        with pytest.raises(ConflictError):
+            producer.transaction_manager.commit()
+        producer.transaction_manager.abort()
+        moved = keys.local_stripe()
+        assert moved != stripe
+
+        job = queue.put(operator.add, 5, 6)  # the retry
+        producer.transaction_manager.commit()
+        assert keys.stripe_of(job._key) == moved == keys.local_stripe()
+    finally:
+        producer.close()
+        rival.close()

@@ -26,7 +26,7 @@ import pyramid_zcasync
 import pyramid_zcasync.instance
 from pyramid_zcasync import keys
 from pyramid_zcasync.interfaces import COMPLETED, IQueue, KEY
-from dbtools import open_uri, read, write
+from dbtools import open_uri, put_concurrently, read, write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRODUCTION_INI = os.path.join(ROOT, 'production-relstorage.ini')
@@ -116,44 +116,16 @@ def test_the_dispatcher_runs_jobs(db):
     assert activated(db, uuid) is None
 
 
-def put_concurrently(db, threads, puts):
-    """``threads`` producers putting ``puts`` jobs each, one transaction a
-    put, up to 10 attempts; (committed, messages of the conflicts)."""
-    import threading
-    from ZODB.POSException import ConflictError
-    committed, conflicts = [], []
-
-    def produce():
-        manager = transaction.TransactionManager()
-        connection = db.open(transaction_manager=manager)
-        try:
-            for _ in range(puts):
-                for attempt in range(10):
-                    try:
-                        with manager:
-                            IQueue(connection.root()).put(jobs.noop)
-                        committed.append(1)
-                        break
-                    except ConflictError as exc:
-                        conflicts.append(str(exc))
-        finally:
-            connection.close()
-    producers = [threading.Thread(target=produce) for _ in range(threads)]
-    for producer in producers:
-        producer.start()
-    for producer in producers:
-        producer.join(120)
-    return len(committed), conflicts
-
-
 def test_concurrent_producers_do_not_deadlock(db):
     """Twice as many producer threads as stripes, so two share each
     stripe: PostgreSQL must not find the lock cycle it would between a
     stripe's tree and a counter below it in oid order."""
     threads = 2 * keys.STRIPES
-    committed, conflicts = put_concurrently(db, threads, 30)
-    assert committed == threads * 30
-    assert [c for c in conflicts if 'deadlock' in c] == []
+    committed, given_up, conflicts, _ = put_concurrently(
+        db, threads, 30, lambda root: IQueue(root).put(jobs.noop),
+        attempts=10)
+    assert (committed, given_up) == (threads * 30, 0)
+    assert [c for c in conflicts if 'deadlock' in str(c)] == []
     assert read(db, lambda root: len(IQueue(root))) == threads * 30
     print('\n%d producers x 30 puts on RelStorage: %d conflicts retried'
           % (threads, len(conflicts)))
