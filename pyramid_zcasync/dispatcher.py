@@ -41,8 +41,10 @@ STOP_GRACE = 5.0
 #: Seconds between looks at the storage's last transaction (see
 #: Dispatcher._watch_database): the cross-process pick-up latency.
 WATCH_INTERVAL = 0.02
-#: Seconds a pooled ZODB connection may stay unused before it is closed.
-IDLE_CONNECTION = 60
+#: Seconds a pooled ZODB connection may stay unused before it is closed:
+#: what it collects meanwhile (the oid of every object committed) is
+#: about this many seconds of the database's traffic.
+IDLE_CONNECTION = 10
 #: Most short jobs a worker runs in one transaction (and claims ahead).
 GROUP_SIZE = 50
 #: Jobs shorter than this (seconds, on average) are claimed ahead.
