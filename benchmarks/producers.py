@@ -19,6 +19,7 @@ import argparse
 import collections
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 
@@ -66,9 +67,10 @@ def zeo_db():
     """A database on a fresh ZEO server (tests/conftest.py's ZEOServer)."""
     _tests_on_path()
     from conftest import ZEOServer
-    server = ZEOServer(tempfile.mkdtemp(prefix='zcasync-producers-'))
-    server.start()
+    directory = tempfile.mkdtemp(prefix='zcasync-producers-')
+    server = ZEOServer(directory)
     try:
+        server.start()
         db = server.db()
         try:
             yield db
@@ -76,6 +78,7 @@ def zeo_db():
             db.close()
     finally:
         server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextlib.contextmanager
