@@ -42,7 +42,6 @@ removed, and every wait is bounded (``phase_timeout_s``).
 import argparse
 import importlib.util
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -50,7 +49,8 @@ import time
 from benchmarks import common, zeo
 from benchmarks.peers import Child, Skipped
 # The ZEO rows' client and measurements, here on RelStorage.
-from benchmarks.zeo import Client, idle_cpu, pickup, throughput, warm_up
+from benchmarks.zeo import (Client, idle_cpu, pickup, shut_down, throughput,
+                            warm_up)
 
 TESTS = os.path.join(common.project_root(), 'tests')
 
@@ -214,15 +214,7 @@ def run(params=None, log=print):
                 'agent_size': p['agent_size'],
                 'throughput': tput, 'pickup': lat})
     finally:
-        for d in dispatchers:
-            d.stop()
-        if client is not None:
-            client.close()
-        if db is not None:
-            db.close()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        shut_down(dispatchers, client, db, server, tmp)
     out['duration_s'] = round(time.perf_counter() - started, 1)
     return out
 

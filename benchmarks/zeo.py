@@ -394,17 +394,23 @@ def run(params=None, log=print):
             if profile is not None:
                 out['rows'][-1]['profile'] = profile
     finally:
-        for d in dispatchers:
-            d.stop()
-        if client is not None:
-            client.close()
-        if db is not None:
-            db.close()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        shut_down(dispatchers, client, db, server, tmp)
     out['duration_s'] = round(time.perf_counter() - started, 1)
     return out
+
+
+def shut_down(dispatchers, client, db, server, directory):
+    """Stop what a run started, whichever of it got started (None for the
+    rest), children and server by PID, and remove its directory."""
+    for d in dispatchers:
+        d.stop()
+    if client is not None:
+        client.close()
+    if db is not None:
+        db.close()
+    if server is not None:
+        server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def print_report(result, file=None):
