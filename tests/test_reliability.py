@@ -72,14 +72,7 @@ def put_jobs(db, keys, seconds=0.0):
         return [queue.put(jobs.append_with_pid, root['done'], root['pids'],
                           key, seconds, root['times'])
                 for key in keys]
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        with manager:
-            put_ = put(connection.root())
-        return [job._p_oid for job in put_]
-    finally:
-        connection.close()
+    return [job._p_oid for job in write(db, put)]
 
 
 def count_done(db):
@@ -420,14 +413,7 @@ def put_held_jobs(db, keys, hold_path):
         return [queue.put(jobs.append_when_released, root['done'],
                           root['pids'], key, hold_path, root['times'])
                 for key in keys]
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        with manager:
-            put_ = put(connection.root())
-        return [job._p_oid for job in put_]
-    finally:
-        connection.close()
+    return [job._p_oid for job in write(db, put)]
 
 
 def holds_active(db, uuid, oids):
@@ -611,14 +597,10 @@ def test_server_restart_dispatchers_reconnect_and_finish(
 
 def add_mapping(db, name):
     """Commit a new PersistentMapping at root[name]; its oid."""
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        with manager:
-            connection.root()[name] = persistent.mapping.PersistentMapping()
-        return connection.root()[name]._p_oid
-    finally:
-        connection.close()
+    def add(root):
+        root[name] = persistent.mapping.PersistentMapping()
+        return root[name]
+    return write(db, add)._p_oid
 
 
 @pytest.mark.xfail(strict=True, raises=(ConflictError, ValueError), reason=(
@@ -738,12 +720,7 @@ def test_failures_end_in_their_documented_state(tmp_path, engine,
         put['handler'] = put['errback'].addCallbacks(
             failure=jobs.describe_failure)
         return put
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    with manager:
-        put = put_all(connection.root())
-    oids = {name: job._p_oid for name, job in put.items()}
-    connection.close()
+    oids = {name: job._p_oid for name, job in write(db, put_all).items()}
 
     # Someone else keeps writing what 'contended' writes, for good; and
     # what 'lucky' writes, until its third attempt starts.
