@@ -164,11 +164,12 @@ class Queue(persistent.Persistent):
     def _counter_of(self, tree, job: Job):
         """The Length counting the jobs of ``tree``, which holds ``job``."""
         if self._stripes is not None:
-            lane = self._stripes.get((-job.priority, self._names_of(job)))
-            lanes = [lane] if lane is not None else []
-            # Its quota names were changed while it was pending: look
-            # around.
-            lanes.extend(self._stripes.values())
+            own = self._stripes.get((-job.priority, self._names_of(job)))
+            # Its own lane, and only if its quota names were changed while
+            # it was pending, every lane (read lazily: puts and claims
+            # come here).
+            lanes = itertools.chain([own] if own is not None else [],
+                                    self._stripes.values())
             for lane in lanes:
                 if any(stripe is tree for stripe in lane[:keys.STRIPES]):
                     return lane[keys.STRIPES]
