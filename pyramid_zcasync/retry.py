@@ -5,7 +5,8 @@ Each hook answers with a *decision*:
 
 - ``False``: give up; the failure becomes the job's result;
 - ``True``: try again at once;
-- a ``datetime.timedelta``: try again after that delay.  The runner
+- a ``datetime.timedelta``: try again after that delay (a conflict's is
+  a short random one).  The runner
   closes its ZODB connection before waiting (zc.async slept holding it).
 
 The runner keeps ``data_cache`` across attempts (their transactions are
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import random
 from typing import Union
 
 from ZODB.POSException import ConflictError
@@ -43,10 +45,28 @@ DISCONNECTED = (
     'pg8000.exceptions.OperationalError',
     'pg8000.exceptions.InterfaceError',
 )
+#: The longest pause before the second attempt of a job that conflicted;
+#: it doubles for each later attempt, up to ``CONFLICT_PAUSE_MAX``.
+CONFLICT_PAUSE = datetime.timedelta(milliseconds=25)
+CONFLICT_PAUSE_MAX = datetime.timedelta(seconds=1)
 #: First wait after losing the storage server.
 BACKOFF_START = datetime.timedelta(seconds=5)
 #: Longest wait between attempts to reach the storage server.
 BACKOFF_MAX = datetime.timedelta(seconds=60)
+
+
+def conflict_pause(attempt: int) -> datetime.timedelta:
+    """A random pause before ``attempt`` (2, 3, ...) of a job that
+    conflicted: up to 25 ms, 50 ms, 100 ms... (1 s at most).
+
+    Retrying at once meets the same writer again where its lock is still
+    held: RelStorage takes PostgreSQL's read-current row locks NOWAIT, so
+    two processes whose jobs write the same BTrees could exhaust the five
+    attempts within milliseconds.  A random pause (the connection is
+    closed meanwhile) spreads the retries of the jobs that collided."""
+    doublings = min(max(attempt - 2, 0), 10)  # past the cap already
+    ceiling = min(CONFLICT_PAUSE * 2 ** doublings, CONFLICT_PAUSE_MAX)
+    return ceiling * random.random()
 
 
 def backoff(attempt: int, start: datetime.timedelta = BACKOFF_START,
@@ -90,7 +110,9 @@ class RetryPolicy:
             return backoff(self._count(data_cache, 'disconnected'))
         if failure.check(ConflictError):
             attempts = self._count(data_cache, 'conflict') + 1
-            return _within(attempts, self.conflict_attempts)
+            if not _within(attempts, self.conflict_attempts):
+                return False
+            return conflict_pause(attempts)
         attempts = self._count(data_cache, 'other') + 1
         if _within(attempts, other_attempts):
             return backoff(attempts - 1)
@@ -155,8 +177,8 @@ def _within(count: int, limit) -> bool:
 
 
 class RetryCommonFourTimes(RetryPolicy):
-    """The default for jobs: ConflictError up to 5 attempts in all,
-    a lost storage server forever with back-off, interruptions 9 times, any
+    """The default for jobs: ConflictError up to 5 attempts in all
+    (after a short random pause each), a lost storage server forever with back-off, interruptions 9 times, any
     other error fails the job at once."""
 
     conflict_attempts = 5

@@ -12,7 +12,7 @@ from pyramid_zcasync import Job
 from pyramid_zcasync.failure import Failure
 from pyramid_zcasync.retry import (NeverRetry, RetryCommonForever,
                                    RetryCommonFourTimes, abort, backoff,
-                                   is_disconnected)
+                                   conflict_pause, is_disconnected)
 
 S = datetime.timedelta(seconds=1)
 
@@ -37,8 +37,28 @@ def test_four_times_retries_conflicts_for_5_attempts_in_all(hook, exc):
     policy = RetryCommonFourTimes(Job(operator.add))
     # each decision follows a failed attempt: 4 retries, then give up
     answers, data_cache = decisions(getattr(policy, hook), exc, 5)
-    assert answers == [True, True, True, True, False]
+    assert answers[-1] is False
+    # attempts 2-5 each after a random pause of up to 25, 50, 100, 200 ms
+    assert [paused_within(answer, ms) for answer, ms in
+            zip(answers, [25, 50, 100, 200])] == [True] * 4
     assert data_cache['pyramid_zcasync.retry'] == {'conflict': 5}
+
+
+def paused_within(answer, milliseconds):
+    return (isinstance(answer, datetime.timedelta)
+            and datetime.timedelta(0) <= answer
+            <= datetime.timedelta(milliseconds=milliseconds))
+
+
+def test_conflict_pauses_are_random_up_to_a_second():
+    pauses = [conflict_pause(2) for _ in range(200)]
+    assert all(paused_within(pause, 25) for pause in pauses)
+    # jittered: two processes that collided do not retry in step
+    assert len(set(pauses)) > 150
+    assert max(pauses) > datetime.timedelta(milliseconds=15)
+    late = [conflict_pause(30) for _ in range(200)]
+    assert all(paused_within(pause, 1000) for pause in late)
+    assert max(late) > datetime.timedelta(milliseconds=600)
 
 
 #: How each storage says its server went away: ZEO, and the psycopg2
@@ -69,7 +89,8 @@ def test_counts_are_per_kind():
     policy = RetryCommonFourTimes(Job(operator.add))
     data_cache = {}
     for _ in range(4):
-        assert policy.jobError(failure(ConflictError()), data_cache) is True
+        assert paused_within(
+            policy.jobError(failure(ConflictError()), data_cache), 200)
         assert policy.jobError(failure(ClientDisconnected()),
                                data_cache) == backoff(
             data_cache['pyramid_zcasync.retry']['disconnected'])
@@ -79,10 +100,9 @@ def test_counts_are_per_kind():
 
 def test_forever_retries_conflicts_forever():
     policy = RetryCommonForever(Job(operator.add))
-    answers, _ = decisions(policy.jobError, ConflictError(), 200)
-    assert set(answers) == {True}
-    answers, _ = decisions(policy.commitError, ConflictError(), 200)
-    assert set(answers) == {True}
+    for hook in (policy.jobError, policy.commitError):
+        answers, _ = decisions(hook, ConflictError(), 200)
+        assert all(paused_within(answer, 1000) for answer in answers)
 
 
 def test_forever_errors_of_the_call_fail_but_commit_errors_retry():
