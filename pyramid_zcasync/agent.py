@@ -154,6 +154,7 @@ class Agent(persistent.Persistent):
     def jobCompleted(self, job) -> None:
         """Free the job's slot; completed jobs enter the history."""
         self._active.pop(job._key, None)
-        job.agent = None
+        if job.agent is not None:  # a write would pickle the job again
+            job.agent = None
         if job.status in (CALLBACKS, COMPLETED):
             self.completed.add(job)

@@ -27,7 +27,7 @@ from ZODB.POSException import ConflictError
 from . import local, retry
 from .failure import Failure
 from .interfaces import ASSIGNED, COMPLETED
-from .runner import Runner, release_if_ours
+from .runner import Runner
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -105,15 +105,18 @@ class GroupRunner:
                 job = connection.get(oid)
                 if eligible(job, runner.uuid) and \
                         self._run_one(job, manager.get()):
-                    done.append((oid, job))
+                    done.append((oid, job, job.agent))
+                    # Unassigned before the next savepoint pickles the job,
+                    # so that the commit does not pickle it a second time.
+                    job.agent = None
                 else:
                     alone.append(oid)
             # Slots and history last, once: released inside the loop, the
             # agent's buckets would be pickled again at every savepoint.
-            for _, job in done:
-                release_if_ours(job, runner.uuid)
+            for _, job, agent in done:
+                job.queue.release(job, agent)
             manager.commit()
-            finished = [(oid, outcome(job)) for oid, job in done]
+            finished = [(oid, outcome(job)) for oid, job, _ in done]
         except ConflictError:
             retry.abort(manager)
             trace.info('a group of %d conflicted: each runs alone', reached)

@@ -458,11 +458,13 @@ class Queue(persistent.Persistent):
                 % (job, job.begin_by.isoformat())))
         return len(expired)
 
-    def release(self, job: Job) -> None:
-        """A job stopped running: free its quotas and its agent slot."""
+    def release(self, job: Job, agent=None) -> None:
+        """A job stopped running: free its quotas and the slot it held in
+        ``agent`` (by default its own: a group unassigns its jobs first)."""
         self.quotas.release(job)
-        if job.agent is not None:
-            job.agent.jobCompleted(job)
+        agent = agent if agent is not None else job.agent
+        if agent is not None:
+            agent.jobCompleted(job)
 
 
 def _front_key(tree) -> Optional[int]:
