@@ -276,10 +276,13 @@ class Dispatcher(Monitor):
         self._poll()
 
     def _poll(self) -> None:
-        if self._stopping:
-            return
         try:
             with self._bookkeeping:
+                # Checked under the lock stop() takes to deactivate: a poll
+                # let through before would reactivate the dispatcher after
+                # it, and claim jobs that nobody runs.
+                if self._stopping:
+                    return
                 self._poll_once()
         except Exception:
             log.exception('dispatcher %s: poll failed', self.UUID)

@@ -2,6 +2,8 @@
 import datetime
 import operator
 import os
+import threading
+import time
 
 import BTrees.OOBTree
 import pytest
@@ -13,11 +15,11 @@ import pyramid_zcasync
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync import instance
 from pyramid_zcasync.failure import Failure
-from pyramid_zcasync.interfaces import COMPLETED, IQueue
+from pyramid_zcasync.interfaces import COMPLETED, PENDING, IQueue
 from pyramid_zcasync.retry import NeverRetry
 from pyramid_zcasync.testing import (get_poll, tear_down_dispatcher,
                                      wait_for_annotation, wait_for_result,
-                                     wait_for_start)
+                                     wait_for_start, wait_until)
 
 
 @pytest.fixture
@@ -215,6 +217,37 @@ def test_deactivated_in_database_after_stop(fs_db, tmp_path, queue):
     transaction.begin()
     assert queue.dispatchers[started.UUID].activated is None
     assert dispatcher_module.get() is None
+
+
+def test_a_poll_caught_by_stop_neither_reactivates_nor_claims(
+        fs_db, tmp_path, queue):
+    """A poll that was about to start when stop() was called waits for
+    the lock stop() takes to deactivate the dispatcher.  Were it to run
+    after that, it would reactivate a stopped dispatcher and claim a job
+    nobody runs (until a sibling declared it dead).  Which of the two
+    gets the lock first is up to the threads: tried eight times."""
+    for attempt in range(8):
+        started = dispatcher_module.start(
+            fs_db, uuid_file=str(tmp_path / ('u%d.txt' % attempt)),
+            poll_interval=60, install_signal_handlers=False)
+        get_poll(started, 0)
+        polls = len(started.polls)
+        job = queue.put(operator.add, 1, 2)
+        with started._bookkeeping:
+            transaction.commit()  # wakes the dispatcher: its poll waits
+            time.sleep(0.05)
+            stopper = threading.Thread(target=started.stop)
+            stopper.start()
+            wait_until(lambda: started._stopping, 5, 'stop() to begin')
+            time.sleep(0.05)  # stop() now waits to deactivate
+        stopper.join(15)
+        assert not stopper.is_alive()
+        transaction.begin()
+        assert queue.dispatchers[started.UUID].activated is None, attempt
+        assert job.status == PENDING, (attempt, job.status)
+        assert len(started.polls) == polls, attempt
+        queue.remove(job)
+        transaction.commit()
 
 
 def test_uuid_file_forms_and_errors(tmp_path, monkeypatch):
