@@ -137,6 +137,9 @@ class Dispatcher(Monitor):
         self._stopping = False
         self._seen_tid = None
         self._last_transaction = LastTransaction(db.storage)
+        #: ZEO and RelStorage load many objects in one round trip;
+        #: FileStorage has nothing to gain.
+        self._prefetches = hasattr(db.storage, 'prefetch')
         #: Claims of a poll whose commit failed: if the storage server
         #: committed it and its answer was lost, the jobs are ours.
         self._unsure_claims: list = []
@@ -381,6 +384,7 @@ class Dispatcher(Monitor):
                 'error': None, 'len': 0, 'new jobs': [], 'size': agent.size}
         limit = self._claim_limit(agent)
         try:
+            self._prefetch_claims(agent, limit)
             while True:
                 job = agent.claimJob(limit=limit)
                 if job is None:
@@ -394,6 +398,14 @@ class Dispatcher(Monitor):
             info['error'] = '%s: %s' % (type(exc).__name__, exc)
         info['len'] = len(agent)
         return info
+
+    def _prefetch_claims(self, agent, limit: int) -> None:
+        """Ask the server for the jobs the claims are about to read, all
+        at once, when more than one will be claimed."""
+        count = limit - len(agent)
+        if self._prefetches and count > 1:
+            agent._p_jar.prefetch(
+                agent.queue.front_oids(count, self.clock.utcnow()))
 
     def _claim_limit(self, agent) -> int:
         """Claim ahead only while this agent's jobs are short: then they

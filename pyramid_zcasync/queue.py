@@ -424,6 +424,28 @@ class Queue(persistent.Persistent):
             return key, job, tree
         return None
 
+    def front_oids(self, count: int, now: datetime.datetime) -> List[bytes]:
+        """The oids of about the ``count`` due jobs the next claims take,
+        lanes in claim order, read from the trees without loading a job.
+
+        A hint for prefetching: over ZEO or RelStorage each job a claim
+        reads (its ``begin_after``, filter, quotas) is otherwise a round
+        trip of its own to the server; one prefetch asks for all of them."""
+        due = keys.last_of(clock.to_micros(now))
+        found: List[Tuple[int, bytes]] = []
+        for _, _, trees in self._all_lanes():
+            lane = []
+            for tree in trees:
+                front = _front_key(tree)
+                if front is not None and front <= due:
+                    lane.extend(itertools.islice(
+                        ((key, job._p_oid) for key, job
+                         in tree.items(front, due)), count))
+            found.extend(sorted(lane)[:count - len(found)])
+            if len(found) >= count:
+                break
+        return [oid for _, oid in found if oid is not None]
+
     def next_due(self, now: datetime.datetime
                  ) -> Optional[datetime.datetime]:
         """When a job waiting only for time may start: the first job not

@@ -419,3 +419,40 @@ def test_a_producer_whose_put_fails_to_commit_moves_to_another_stripe(
     finally:
         producer.close()
         rival.close()
+
+
+def test_front_oids_name_the_next_claims_without_loading_them(file_db):
+    """What a dispatcher prefetches before claiming: the due jobs in the
+    order claims take them (highest lane first, stripes merged by key)."""
+    import threading
+    setup, queue = other_connection(file_db)
+    tags = {}
+
+    def put(tag, **options):
+        tags[tag] = queue.put(operator.add, tag, '', **options)
+    put('a0')
+    thread = threading.Thread(target=put, args=('c0',))  # another stripe
+    thread.start()
+    thread.join()
+    put('a1')
+    put('b0', priority=5)
+    put('b1', priority=5)
+    put('later', priority=5, begin_after=now() + HOUR)
+    setup.transaction_manager.commit()
+    oids = {job._p_oid: tag for tag, job in tags.items()}
+    setup.close()
+    connection, fresh = other_connection(file_db)
+    connection.cacheMinimize()  # the pool may hand back setup's connection
+    try:
+        front = fresh.front_oids(10, now())
+        assert [oids[oid] for oid in front] == ['b0', 'b1', 'a0', 'c0', 'a1']
+        assert [oids[oid] for oid in fresh.front_oids(3, now())] == [
+            'b0', 'b1', 'a0']
+        ghosts = [connection.get(oid) for oid in front]
+        assert all(job._p_changed is None for job in ghosts)  # not loaded
+        assert [oids[fresh.claim()._p_oid] for _ in front] == [
+            oids[oid] for oid in front]
+        assert fresh.front_oids(10, now()) == []
+    finally:
+        connection.transaction_manager.abort()
+        connection.close()
