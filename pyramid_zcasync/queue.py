@@ -77,12 +77,18 @@ class Queue(persistent.Persistent):
     _pending = None
     _lanes = None
     _length = None
+    #: The jobs with a ``begin_by``, keyed by deadline: keys.STRIPES trees,
+    #: each job in the stripe of its own key, so that producers putting
+    #: jobs with deadlines do not all insert into one tree's last bucket.
+    #: ``_deadlines``, one tree, in queues stored before: still read.
+    _deadline_stripes = None
+    _deadlines = None
 
     def __init__(self, name: str = ''):
         self.name = name
         self.parent = None
         # All keep a floor entry: see quota.FLOOR.
-        self._deadlines = floor_tree()
+        self._deadline_stripes = _floor_trees()
         self._stripes = BTrees.OOBTree.OOBTree()
         self._stripe(0, (), 0, create=True)  # the first puts do not race
         self.quotas = Quotas()
@@ -300,8 +306,10 @@ class Queue(persistent.Persistent):
                             create=True)
         job._key = keys.insert_unique(lane, keys.make(micros, tiebreak), job)
         if job.begin_by is not None:
+            if self._deadline_stripes is None:  # a queue stored before
+                self._deadline_stripes = _floor_trees()
             job._deadline_key = keys.insert_unique(
-                self._deadlines,
+                self._deadline_stripes[stripe],
                 keys.make(clock.to_micros(job.begin_by), tiebreak), job)
         self._counter_of(lane, job).change(1)
         job.queue = self
@@ -366,9 +374,25 @@ class Queue(persistent.Persistent):
                                % (job, self.name))
         del lane[job._key]
         if job._deadline_key is not None:
-            self._deadlines.pop(job._deadline_key, None)
-            job._deadline_key = None
+            self._forget_deadline(job)
         self._counter_of(lane, job).change(-1)
+
+    def _forget_deadline(self, job: Job) -> None:
+        key, job._deadline_key = job._deadline_key, None
+        stripes = self._deadline_stripes
+        trees = [stripes[keys.stripe_of(key)]] if stripes else []
+        if self._deadlines is not None:
+            trees.append(self._deadlines)
+        for tree in trees:
+            if tree.get(key) is job:
+                del tree[key]
+                return
+
+    def _deadline_trees(self) -> list:
+        trees = list(self._deadline_stripes or ())
+        if self._deadlines is not None:
+            trees.append(self._deadlines)
+        return trees
 
     # -- claiming -----------------------------------------------------
 
@@ -469,9 +493,13 @@ class Queue(persistent.Persistent):
         return clock.from_micros(min(times)) if times else None
 
     def fail_expired(self, now_micros: int) -> int:
-        expired = list(above_floor(self._deadlines,
-                                   max=keys.first_of(now_micros),
-                                   excludemax=True))
+        bound = keys.first_of(now_micros)
+        expired = []
+        for tree in self._deadline_trees():
+            if _holds_before(tree, bound):  # rarely: cheaper than items
+                expired.extend(above_floor(tree, 'items', max=bound,
+                                           excludemax=True))
+        expired = [job for _, job in sorted(expired, key=operator.itemgetter(0))]
         for job in expired:
             self._take(job)
             job._status = ASSIGNED
@@ -487,6 +515,10 @@ class Queue(persistent.Persistent):
         agent = agent if agent is not None else job.agent
         if agent is not None:
             agent.jobCompleted(job)
+
+
+def _floor_trees() -> tuple:
+    return tuple(floor_tree() for _ in range(keys.STRIPES))
 
 
 def _front_key(tree) -> Optional[int]:

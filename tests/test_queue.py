@@ -9,7 +9,9 @@ from ZODB.POSException import ConflictError
 from pyramid_zcasync import Job
 from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, NEW, PENDING
 from pyramid_zcasync.job import BadStatusError
+from pyramid_zcasync import keys
 from pyramid_zcasync.queue import Queue, Queues
+from pyramid_zcasync.quota import above_floor, floor_tree
 from queuetools import HOUR, now, other_connection
 
 
@@ -232,6 +234,34 @@ def test_expired_job_callbacks_go_through_the_queue(queue):
     assert errback() == 'TimeoutError'
 
 
+def test_deadlines_of_a_queue_stored_before_deadline_stripes(queue):
+    """Jobs indexed in the one deadline tree of an older queue still
+    expire, and leave it when claimed; new ones go to stripes."""
+    del queue._deadline_stripes
+    queue._deadlines = floor_tree()
+    assert queue._deadline_stripes is None
+    old_expiring, old_claimed = (
+        queue.put(operator.add, i, 0, begin_by=datetime.timedelta(minutes=1))
+        for i in (1, 2))
+    assert queue._deadline_stripes is not None  # made by the first put
+    for job in (old_expiring, old_claimed):  # moved to where it was before
+        queue._deadline_stripes[keys.stripe_of(job._deadline_key)].pop(
+            job._deadline_key)
+        queue._deadlines[job._deadline_key] = job
+    new = queue.put(operator.add, 3, 0, begin_by=datetime.timedelta(
+        minutes=1))
+    assert queue.claim(lambda job: job is not old_expiring) is old_claimed
+    assert old_claimed._deadline_key is None
+    assert list(above_floor(queue._deadlines)) == [old_expiring]
+    assert queue.claim(reject_all, now=now() + HOUR) is None
+    assert old_expiring.result.check(TimeoutError)
+    assert new.result.check(TimeoutError)
+    assert list(above_floor(queue._deadlines)) == []
+    assert all(list(above_floor(tree)) == []
+               for tree in queue._deadline_stripes)
+    assert len(queue) == 0
+
+
 def _failure_type(failure):
     return failure.type_name
 
@@ -301,20 +331,24 @@ def test_two_connections_racing_for_one_job_one_wins(db, conn, queue):
 
 @pytest.mark.parametrize('count', [1, 200])
 @pytest.mark.parametrize('priority', [0, 3])
+@pytest.mark.parametrize('begin_by', [None, HOUR], ids=['', 'begin_by'])
 def test_producers_in_two_threads_commit_without_conflict(
-        file_db, count, priority):
+        file_db, count, priority, begin_by):
     """Each thread puts in a stripe of its own: no shared bucket, and no
-    shared tree node even when both split buckets (200 jobs)."""
+    shared tree node even when both split buckets (200 jobs); jobs with a
+    deadline are indexed by it in their own stripe too."""
     import threading
     setup, setup_queue = other_connection(file_db)
-    setup_queue.put(operator.add, 'old', '', priority=priority)  # the lane
+    setup_queue.put(operator.add, 'old', '', priority=priority,
+                    begin_by=begin_by)  # the lane
     setup.transaction_manager.commit()
     setup.close()
     producers = [other_connection(file_db) for _ in range(2)]
 
     def produce(queue, tag):
         for i in range(count):
-            queue.put(operator.add, tag, i, priority=priority)
+            queue.put(operator.add, tag, i, priority=priority,
+                      begin_by=begin_by)
     threads = [threading.Thread(target=produce, args=(queue, tag))
                for tag, (_, queue) in zip('ab', producers)]
     try:
