@@ -1,6 +1,7 @@
 """Concurrent producers: how often puts from many threads conflict.
 
-    python -m benchmarks.producers [--threads 8,16] [--puts 60] [--json PATH]
+    python -m benchmarks.producers [--threads 8,16] [--puts 60]
+                                   [--begin-by SECONDS] [--json PATH]
 
 A web app's requests put jobs from many threads at once (waitress runs 4
 by default, production servers more); every put that conflicts costs a
@@ -13,7 +14,9 @@ started here on 127.0.0.1 and stopped by PID.  Printed per storage and
 thread count: puts committed, puts that failed all attempts, conflicts
 by the class (or message) ConflictError named, wall time.  Without
 PostgreSQL (or RelStorage) the RelStorage rows are skipped with the
-reason.  Figures and the machine go to benchmarks/results/producers.json.
+reason.  ``--begin-by`` gives every job a deadline that many seconds
+ahead (jobs with a deadline are also indexed by it).  Figures and the
+machine go to benchmarks/results/producers.json.
 """
 import argparse
 import collections
@@ -27,16 +30,20 @@ from benchmarks import common
 from benchmarks.peers import Skipped
 
 
-def put_concurrently(db, threads, puts, attempts=5):
+def put_concurrently(db, threads, puts, attempts=5, begin_by=None):
     """{'committed', 'failed', 'conflicts' (Counter), 'seconds'}."""
+    import datetime
     import pyramid_zcasync
     from benchmarks._peer_jobs import started_at as noop
     from pyramid_zcasync.interfaces import IQueue
     _tests_on_path()
     import dbtools
     pyramid_zcasync.install_queues(db)
+    options = {} if begin_by is None else {
+        'begin_by': datetime.timedelta(seconds=begin_by)}
     committed, failed, conflicts, seconds = dbtools.put_concurrently(
-        db, threads, puts, lambda root: IQueue(root).put(noop), attempts)
+        db, threads, puts, lambda root: IQueue(root).put(noop, **options),
+        attempts)
     return {'committed': committed, 'failed': failed,
             'conflicts': collections.Counter(map(_kind, conflicts)),
             'seconds': round(seconds, 2)}
@@ -100,21 +107,22 @@ def relstorage_db():
 ENGINES = (('ZEO', zeo_db), ('RelStorage', relstorage_db))
 
 
-def run(thread_counts=(8, 16), puts=60, log=print):
+def run(thread_counts=(8, 16), puts=60, begin_by=None, log=print):
     rows = []
     for name, fresh_db in ENGINES:
         for threads in thread_counts:
             log('  %s, %d threads ...' % (name, threads))
             try:
                 with fresh_db() as db:
-                    outcome = put_concurrently(db, threads, puts)
+                    outcome = put_concurrently(db, threads, puts,
+                                               begin_by=begin_by)
             except Skipped as why:
                 rows.append({'storage': name, 'skipped': str(why)})
                 break
             rows.append(dict(outcome, storage=name, threads=threads,
                              puts=threads * puts))
     return {'machine': common.machine_description(), 'puts': puts,
-            'rows': rows}
+            'begin_by': begin_by, 'rows': rows}
 
 
 def print_report(result, file=None):
@@ -139,11 +147,14 @@ def main(argv=None):
                         help='thread counts, comma-separated')
     parser.add_argument('--puts', type=int, default=60,
                         help='puts per thread')
+    parser.add_argument('--begin-by', type=float,
+                        help='give each job a deadline this many seconds '
+                        'ahead')
     parser.add_argument('--json', help='default: '
                         'benchmarks/results/producers.json')
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.threads.split(',')]
-    result = run(counts, args.puts)
+    result = run(counts, args.puts, args.begin_by)
     print_report(result)
     path = (common.write_json_path(args.json, result) if args.json
             else common.write_json('producers', result))
