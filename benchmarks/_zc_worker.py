@@ -23,7 +23,6 @@ that the peers run, returning ``time.time()`` taken as it starts.
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 
@@ -74,7 +73,7 @@ def serve(db, args):
     """Run a dispatcher on ``db`` until SIGTERM/SIGINT, then close it;
     prints ``ready`` and ``stopped`` for the parent."""
     import pyramid_zcasync
-    from pyramid_zcasync import dispatcher
+    from pyramid_zcasync import dispatcher, running
 
     try:
         pyramid_zcasync.install_queues(db)
@@ -82,8 +81,7 @@ def serve(db, args):
                          poll_interval=args.poll, agent_size=args.agent_size,
                          install_signal_handlers=True)
         print('ready', flush=True)
-        while True:
-            signal.pause()
+        running.wait_for_signal()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

@@ -83,7 +83,7 @@ def worker_main(argv):
     import ZEO
 
     import pyramid_zcasync
-    from pyramid_zcasync import dispatcher
+    from pyramid_zcasync import dispatcher, running
     storage, uuid_file, poll, ping, death, size, log = argv
     logging.basicConfig(
         filename=log, level=logging.WARNING,
@@ -97,8 +97,7 @@ def worker_main(argv):
                          ping_death_interval=float(death),
                          agent_size=int(size))
         print('ready', flush=True)
-        while True:
-            signal.pause()
+        running.wait_for_signal()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

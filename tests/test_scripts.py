@@ -399,3 +399,37 @@ def test_bad_input_is_one_clear_line(tmp_path):
         assert (code, out) == (2, ''), (code, out, err)
         assert err.startswith('usage: pzcasync'), err
         assert 'Traceback' not in err
+
+
+def test_a_signal_another_thread_took_still_ends_the_workers_wait():
+    """The kernel hands a process's SIGTERM to any of its threads, and
+    Python runs the handler in the main thread only when that thread next
+    runs: a worker paused in ``signal.pause()`` slept on until SIGKILL.
+    Here the signal goes to a thread of our own, as the kernel may do."""
+    import threading
+    from pyramid_zcasync.scripts.worker import StopSignal
+    previous = {signum: signal.getsignal(signum)
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    stopper = StopSignal()
+    stopper.install()
+    woken = threading.Event()
+
+    def deliver():
+        time.sleep(0.2)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        if not woken.wait(3):  # still asleep: wake it, to fail, not hang
+            signal.pthread_kill(threading.main_thread().ident,
+                                signal.SIGTERM)
+    thread = threading.Thread(target=deliver, daemon=True)
+    try:
+        started = time.monotonic()
+        thread.start()
+        stopper.wait()
+        waited = time.monotonic() - started
+        woken.set()
+        thread.join(5)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert stopper.received == signal.SIGTERM
+    assert waited < 2, waited

@@ -14,13 +14,12 @@ through.
 """
 import argparse
 import logging
-import signal
 import sys
 
 import ZODB
 
 import pyramid_zcasync
-from pyramid_zcasync import dispatcher
+from pyramid_zcasync import dispatcher, running
 
 
 def open_db(spec):
@@ -67,8 +66,7 @@ def main(argv):
         # Inside the try: a SIGTERM that arrives as soon as the parent
         # reads "ready" must still end with "stopped" and exit status 0.
         print('ready', flush=True)
-        while True:
-            signal.pause()
+        running.wait_for_signal()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

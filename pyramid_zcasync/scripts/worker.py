@@ -26,6 +26,7 @@ import signal
 import sys
 from typing import Optional, Sequence
 
+from .. import running
 from .common import (ScriptError, bootstrap, check_ini, close_app,
                      parse_options, setup_logging)
 
@@ -48,7 +49,7 @@ class StopSignal:
     dispatcher's own handler (installed as it starts) stops it first and
     then chains to this one.  A signal during start-up is remembered and
     honoured once the app is up, so start-up is never cut in the middle;
-    during the wait it raises :class:`_Stop` to end ``signal.pause()``."""
+    during the wait it raises :class:`_Stop` to end it."""
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
@@ -71,8 +72,7 @@ class StopSignal:
         """Until a signal came (at once if one already did)."""
         try:
             self.waiting = True
-            while self.received is None:
-                signal.pause()
+            running.wait_for_signal(lambda: self.received is not None)
         except _Stop:
             pass
         finally:
