@@ -379,17 +379,16 @@ class Queue(persistent.Persistent):
 
     def _forget_deadline(self, job: Job) -> None:
         key, job._deadline_key = job._deadline_key, None
-        stripes = self._deadline_stripes
-        trees = [stripes[keys.stripe_of(key)]] if stripes else []
-        if self._deadlines is not None:
-            trees.append(self._deadlines)
-        for tree in trees:
+        for tree in self._deadline_trees(key):
             if tree.get(key) is job:
                 del tree[key]
                 return
 
-    def _deadline_trees(self) -> list:
+    def _deadline_trees(self, key: Optional[int] = None) -> list:
+        """Every tree of deadlines, or those that may hold ``key``."""
         trees = list(self._deadline_stripes or ())
+        if trees and key is not None:
+            trees = [trees[keys.stripe_of(key)]]
         if self._deadlines is not None:
             trees.append(self._deadlines)
         return trees
@@ -496,10 +495,12 @@ class Queue(persistent.Persistent):
         bound = keys.first_of(now_micros)
         expired = []
         for tree in self._deadline_trees():
-            if _holds_before(tree, bound):  # rarely: cheaper than items
+            # Most hold no expired job: a first key costs less than items.
+            if _holds_before(tree, bound):
                 expired.extend(above_floor(tree, 'items', max=bound,
                                            excludemax=True))
-        expired = [job for _, job in sorted(expired, key=operator.itemgetter(0))]
+        expired = [job for _, job in
+                   sorted(expired, key=operator.itemgetter(0))]
         for job in expired:
             self._take(job)
             job._status = ASSIGNED
