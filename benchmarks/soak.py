@@ -38,7 +38,6 @@ import collections
 import importlib
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +45,7 @@ import tempfile
 import threading
 import time
 
-from benchmarks import common
+from benchmarks import common, zeo
 
 DEFAULTS = {
     'jobs': 2000,
@@ -458,15 +457,8 @@ def run(params, keep=False, out=sys.stdout):
                     ('ZODB', 'ZEO', 'persistent', 'transaction')),
                 'directory': directory if keep else None}
     finally:
-        for worker in workers:
-            worker.stop()
-        if reader is not None:
-            reader.close()
-        if db is not None:
-            db.close()
-        server.stop()
-        if not keep:
-            shutil.rmtree(directory, ignore_errors=True)
+        zeo.shut_down(workers, reader, db, server,
+                      None if keep else directory)
 
 
 def report(result, out=sys.stdout):

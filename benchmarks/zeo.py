@@ -401,7 +401,8 @@ def run(params=None, log=print):
 
 def shut_down(dispatchers, client, db, server, directory):
     """Stop what a run started, whichever of it got started (None for the
-    rest), children and server by PID, and remove its directory."""
+    rest), children and server by PID, and remove its directory (unless
+    None: kept for a look)."""
     for d in dispatchers:
         d.stop()
     if client is not None:
@@ -410,7 +411,8 @@ def shut_down(dispatchers, client, db, server, directory):
         db.close()
     if server is not None:
         server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def print_report(result, file=None):
