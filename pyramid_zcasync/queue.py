@@ -18,8 +18,9 @@ unstriped trees (``_pending``, the default lane and the only tree before
 lanes, and ``_lanes``): claims merge them as one more tree of their lane,
 and check quotas job by job in every tree, as jobs put before lanes may
 name quotas in ``_pending``.  Deadlines
-(``begin_by``) have a BTree of their own, so expired jobs are failed at
-claim time even when every agent's filter would skip them.  Each lane
+(``begin_by``) have trees of their own, striped the same way (one tree in
+queues stored before), so expired jobs are failed at claim time even when
+every agent's filter would skip them.  Each lane
 counts its jobs in a ``BTrees.Length`` of its own (the queue's length is
 their sum), and inserts land in BTree buckets: conflict resolution lets a
 producer and a consumer in two processes commit at once.
