@@ -107,13 +107,18 @@ class Runner:
 
     # -- a job --------------------------------------------------------
 
-    def run(self, oid: bytes) -> None:
-        """Run the ASSIGNED job ``oid`` and then its callbacks."""
+    def run(self, oid: bytes, prior_conflicts: int = 0) -> None:
+        """Run the ASSIGNED job ``oid`` and then its callbacks.
+
+        ``prior_conflicts``: attempts of this job that already ended in a
+        ConflictError elsewhere (a group commit); they count against its
+        policy's limit, so that "5 attempts" means 5 in all."""
         started: dict = {}
         if not self.bookkeep(lambda conn: self._start(conn.get(oid),
                                                       started)):
             return
-        if self.call(lambda conn: self._own_active(conn.get(oid))) or \
+        if self.call(lambda conn: self._own_active(conn.get(oid)),
+                     prior_conflicts=prior_conflicts) or \
                 self.bookkeep(lambda conn: self._owes_callbacks(
                     conn.get(oid))):
             self.run_callbacks(oid)
@@ -157,7 +162,8 @@ class Runner:
         return None
 
     def call(self, load: Callable, extra_args: Callable = lambda job: (),
-             inline_callbacks: bool = False) -> bool:
+             inline_callbacks: bool = False,
+             prior_conflicts: int = 0) -> bool:
         """Call the job ``load(connection)`` returns until it commits or
         its policy gives up; True when it got a result (or is waiting).
 
@@ -165,6 +171,8 @@ class Runner:
         transaction: used for callbacks of callbacks, one step of a chain.
         """
         data_cache: dict = {}
+        if prior_conflicts:
+            data_cache[retry.RetryPolicy.key] = {'conflict': prior_conflicts}
         steps = (load, extra_args, inline_callbacks)
         while True:
             try:
