@@ -23,6 +23,7 @@ from . import periodic, retry, running
 from .running import get, stop_all
 from .agent import Agent
 from .history import JobHistory, Poll, Polls
+from .install import queue_database
 from .instance import (ENV_VAR, InstanceLock, read_uuid, resolve_uuid_file)
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
 from .monitor import RUNNING, STARTING, STOPPED, STUCK, Monitor
@@ -61,7 +62,12 @@ def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
     ``install_signal_handlers`` (default True), ``clock``, ``job_context``
     (see context.py), ``history_size`` and ``history_age`` (seconds): the
     bounds of each agent's history of completed jobs.
+
+    ``db`` may be any database of a multi-database whose root refers to
+    the queues (zc.async starts from the main one): the dispatcher works
+    in the database that holds them.
     """
+    db = queue_database(db)
     lock = None
     if uuid is None:
         path = resolve_uuid_file(uuid_file)
@@ -404,8 +410,12 @@ class Dispatcher(Monitor):
         at once, when more than one will be claimed."""
         count = limit - len(agent)
         if self._prefetches and count > 1:
+            # Jobs put in this very transaction (periodic ones) are not
+            # stored yet: the server would answer POSKeyError.
+            added = getattr(agent._p_jar, '_added', {})
             agent._p_jar.prefetch(
-                agent.queue.front_oids(count, self.clock.utcnow()))
+                [oid for oid in agent.queue.front_oids(
+                    count, self.clock.utcnow()) if oid not in added])
 
     def _claim_limit(self, agent) -> int:
         """Claim ahead only while this agent's jobs are short: then they

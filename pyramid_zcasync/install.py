@@ -27,6 +27,26 @@ def install_queues(db, queues: Iterable[str] = ('',),
     return created
 
 
+def queue_database(db):
+    """The database of ``db``'s multi-database whose root holds the
+    queues: ``db`` itself, or the one its root's queues mapping lives in.
+
+    zc.async starts its dispatcher from the main database of a two-
+    database set-up; jobs must then be loaded through the connection of
+    the queues' database: an oid means nothing in another one (loading
+    it from the main database fails, or finds an unrelated object).
+    """
+    manager = transaction.TransactionManager()
+    connection = db.open(transaction_manager=manager)
+    try:
+        queues = connection.root().get(KEY)
+        jar = getattr(queues, '_p_jar', None)
+        return db if jar is None else jar.db()
+    finally:
+        manager.abort()
+        connection.close()
+
+
 def _check_names(queues) -> list:
     if isinstance(queues, str):
         queues = [queues]

@@ -47,6 +47,7 @@ from .interfaces import (ASSIGNED, COMPLETED, NEW, PENDING, IQueue, IQueues,
 from .job import BadStatusError, Job
 from .quota import Quotas, above_floor, floor_tree
 from .registry import DispatcherAgents
+from .retry import RetryPolicy
 from .timelimit import check_limit
 
 
@@ -315,6 +316,11 @@ class Queue(persistent.Persistent):
         self._counter_of(lane, job).change(1)
         job.queue = self
         job._status = PENDING
+        if job._p_jar is None and self._p_jar is not None:
+            # Stored in the queues' database now, as zc.async does: the
+            # app may then keep the job on its own objects (of another
+            # database) in this transaction, and it has its oid at once.
+            self._p_jar.add(job)
 
     def requeue(self, job: Job,
                 begin_after: Optional[datetime.datetime] = None) -> None:
@@ -338,6 +344,8 @@ class Queue(persistent.Persistent):
             raise BadStatusError('only a failed job can be retried; %r has '
                                  'status %s' % (job, job.status))
         job.annotations['pyramid_zcasync.failed_before'] = job.result
+        # A new attempt: the retry counts of the last one do not limit it.
+        job.annotations.pop(RetryPolicy.key, None)
         job._result = None
         job._status = NEW
         job.assignerUUID = None

@@ -1,7 +1,12 @@
 """The seed scenario (zc.async's "Configuration with Zope 3") on Python 3,
 without Pyramid, in a process of its own because it ends with SIGINT.
 
-    python seed_scenario.py single|two DIR
+    python seed_scenario.py single|two|two-from-main|two-job-in-main DIR
+
+``two`` starts the dispatcher from the queues' database, ``two-from-main``
+from the main one (as zc.async does, from the main database's
+DatabaseOpened event), and ``two-job-in-main`` also keeps the job on an
+object of the main database in the transaction that queues it.
 
 Prints one JSON object of what a user would look at.
 """
@@ -11,6 +16,7 @@ import os
 import signal
 import sys
 
+import persistent.mapping
 import transaction
 import ZODB
 import ZODB.FileStorage
@@ -38,7 +44,8 @@ def open_databases(kind, directory):
 def main(kind, directory):
     os.environ['ZC_ASYNC_UUID'] = os.path.join(directory, 'uuid.txt')
     db, queue_db = open_databases(kind, directory)
-    dispatcher = pyramid_zcasync.dispatcher.start(queue_db, poll_interval=0.5)
+    dispatcher = pyramid_zcasync.dispatcher.start(
+        db if kind.startswith('two-') else queue_db, poll_interval=0.5)
     seen = {'poll0': get_poll(dispatcher, 0),
             'activated': bool(dispatcher.activated)}
 
@@ -46,9 +53,14 @@ def main(kind, directory):
     root = conn.root()
     queue = IQueue(root)
     job = queue.put(pyramid_zcasync.Job(operator.mul, 21, 2))
+    if kind == 'two-job-in-main':
+        root['order'] = persistent.mapping.PersistentMapping(job=job)
     transaction.commit()
     seen['result'] = wait_for_result(job)
     seen['queue_database'] = queue._p_jar.db().database_name
+    if kind == 'two-job-in-main':
+        transaction.begin()
+        seen['result_from_main'] = root['order']['job'].result
     status = dispatcher.getStatusInfo()
     seen['status_keys'] = sorted(status)
     seen['status'] = status['status']

@@ -9,7 +9,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.mark.parametrize('kind', ['single', 'two'])
+@pytest.mark.parametrize('kind', ['single', 'two', 'two-from-main',
+                                  'two-job-in-main'])
 def test_seed_scenario(kind, tmp_path):
     output = subprocess.run(
         [sys.executable, os.path.join(HERE, 'seed_scenario.py'), kind,
@@ -21,6 +22,8 @@ def test_seed_scenario(kind, tmp_path):
         'size': 3}}}
     assert seen['activated'] is True
     assert seen['result'] == 42
+    if kind == 'two-job-in-main':
+        assert seen['result_from_main'] == 42
     assert seen['queue_database'] == ('unnamed' if kind == 'single'
                                       else 'async')
     assert seen['status_keys'] == ['poll interval', 'status',
