@@ -99,8 +99,23 @@ def set_live_annotation(name: str, value: Any) -> None:
 
 
 def get_live_annotation(job, name: str, default: Optional[Any] = None):
-    """Read an annotation as last committed, not as this connection saw it."""
-    connection = job._p_jar
-    if connection is not None:
-        connection.sync()
-    return job.annotations.get(name, default)
+    """Read an annotation as last committed, not as this connection saw it.
+
+    Read through a connection of its own, as zc.async does: syncing the
+    job's connection would abort whatever the caller (often a running
+    job, waiting for another's progress) has changed so far.
+    """
+    jar = job._p_jar
+    if jar is None or job._p_oid is None:
+        return job.annotations.get(name, default)
+    manager = transaction.TransactionManager()
+    connection = jar.db().open(transaction_manager=manager)
+    try:
+        value = connection.get(job._p_oid).annotations.get(name, default)
+        activate = getattr(value, '_p_activate', None)
+        if activate is not None:
+            activate()  # loaded before its connection closes
+        return value
+    finally:
+        manager.abort()
+        connection.close()
