@@ -78,8 +78,7 @@ class Job(persistent.Persistent):
     failure_log_level = logging.ERROR
     #: ``factory(job) -> policy``; None picks the default for the job's kind.
     retry_policy_factory: Optional[Callable] = None
-    #: Names of the queue's quotas limiting how many such jobs run at once.
-    quota_names: tuple = ()
+    _quota_names: tuple = ()
     #: Seconds the call may run before it is interrupted (timelimit.py).
     time_limit: Optional[float] = None
 
@@ -107,16 +106,79 @@ class Job(persistent.Persistent):
     _key = None
     _deadline_key = None
 
-    kwargs: dict = {}  # never mutated: __init__ sets a job's own
+    _kwargs = types.MappingProxyType({})  # read-only: see kwargs
 
     def __init__(self, callable: Callable, *args: Any, **kwargs: Any):
         _check_storable(callable)
         self.callable = callable
-        #: Stored in the job's own record (a list: reassign, don't mutate).
         self.args = list(args)
-        if kwargs:
-            self.kwargs = dict(kwargs)
+        self.kwargs = dict(kwargs)
         self._status = NEW
+
+    def __setstate__(self, state: dict) -> None:
+        # Records stored before args, kwargs and quota_names were
+        # properties kept them under their public names.
+        for name in ('args', 'kwargs', 'quota_names'):
+            if name in state:
+                state = dict(state)
+                state['_' + name] = state.pop(name)
+        super().__setstate__(state)
+        for name, kind in (('_args', _TrackedList), ('_kwargs', _TrackedDict)):
+            value = self.__dict__.get(name)
+            if value is not None and not isinstance(value, kind):
+                self.__dict__[name] = kind(self, value)
+
+    # -- arguments (mutable, in the job's own record) --------------------
+
+    @property
+    def args(self) -> list:
+        """The positional arguments; changing them in place is stored
+        (zc.async kept them in a PersistentList: one more record per job
+        to store and load; these live in the job's own record)."""
+        return self._args
+
+    @args.setter
+    def args(self, value) -> None:
+        self._args = _TrackedList(self, value)
+
+    @property
+    def kwargs(self) -> dict:
+        """The keyword arguments; changing them in place is stored."""
+        kwargs = self._kwargs
+        if not isinstance(kwargs, _TrackedDict):
+            # A job stored without keyword arguments: reading must not
+            # write it; changing them in place then does.
+            kwargs = self.__dict__['_kwargs'] = _TrackedDict(self, kwargs)
+        return kwargs
+
+    @kwargs.setter
+    def kwargs(self, value) -> None:
+        self._kwargs = _TrackedDict(self, value)
+
+    @property
+    def quota_names(self) -> tuple:
+        """Names of the queue's quotas limiting how many such jobs run at
+        once; checked when set (against the queue's quotas once queued)."""
+        return self._quota_names
+
+    @quota_names.setter
+    def quota_names(self, value) -> None:
+        if isinstance(value, (str, bytes)):
+            raise TypeError('quota_names must be a sequence of names, not '
+                            'a single string: use (%r,)' % (value,))
+        try:
+            names = tuple(value)
+        except TypeError:
+            raise TypeError('quota_names must be a sequence of strings, got '
+                            '%r (%s)' % (value, type(value).__name__)
+                            ) from None
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError('quota names must be strings, got %r (%s)'
+                                % (name, type(name).__name__))
+        if self.queue is not None:
+            self.queue.quotas.check_names(names)
+        self._quota_names = names
 
     # -- read-only state --------------------------------------------------
 
@@ -222,6 +284,12 @@ class Job(persistent.Persistent):
         if self._callbacks is None:
             self._callbacks = persistent.list.PersistentList()
         self._callbacks.append(callback)
+        if self._status == CALLBACKS:
+            # The worker may be marking this job COMPLETED right now,
+            # having seen no callback pending: writing the job itself
+            # makes one of the two commits conflict, so that this
+            # callback is either seen by the worker or started late.
+            self._p_changed = True
         if self._status == COMPLETED:
             self._start_late_callback(callback)
         return callback
@@ -250,6 +318,9 @@ class Job(persistent.Persistent):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run now, in the current transaction, callbacks included."""
+        if getattr(self, '_v_invoking', False):
+            raise BadStatusError('%r cannot call itself: it is running'
+                                 % (self,))
         if self._status not in (NEW, ASSIGNED, ACTIVE):
             raise BadStatusError('cannot call a job with status %s'
                                  % self._status)
@@ -279,7 +350,11 @@ class Job(persistent.Persistent):
                               % (self, func.__module__, func.__name__))
         kwargs = dict(self.kwargs)
         kwargs.update(extra_kwargs)
-        return func(*self.args, *extra_args, **kwargs)
+        self._v_invoking = True
+        try:
+            return func(*self.args, *extra_args, **kwargs)
+        finally:
+            self._v_invoking = False
 
     def resolve(self, result: Any, run_callbacks: bool,
                 release: bool = True) -> None:
@@ -369,3 +444,53 @@ def _resolve_outer(outer: Job, result: Any) -> None:
     outer.waiting_for = None
     outer.resolve(result, run_callbacks=False)
     outer.complete_callbacks_elsewhere()
+
+
+def _mutator(base: type, name: str) -> Callable:
+    method = getattr(base, name)
+
+    def mutate(self, *args, **kwargs):
+        result = method(self, *args, **kwargs)
+        self._owner._p_changed = True
+        return result
+    mutate.__name__ = name
+    return mutate
+
+
+class _TrackedList(list):
+    """A list in its job's record that marks the job changed when it is
+    changed in place; stored as a plain list."""
+
+    __slots__ = ('_owner',)
+
+    def __init__(self, owner: Job, items=()):
+        super().__init__(items)
+        self._owner = owner
+
+    def __reduce__(self):
+        return (list, (list(self),))
+
+    for _name in ('append', 'extend', 'insert', 'pop', 'remove', 'clear',
+                  'reverse', 'sort', '__setitem__', '__delitem__',
+                  '__iadd__', '__imul__'):
+        locals()[_name] = _mutator(list, _name)
+    del _name
+
+
+class _TrackedDict(dict):
+    """A dict in its job's record that marks the job changed when it is
+    changed in place; stored as a plain dict."""
+
+    __slots__ = ('_owner',)
+
+    def __init__(self, owner: Job, items=()):
+        super().__init__(items)
+        self._owner = owner
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+    for _name in ('__setitem__', '__delitem__', 'pop', 'popitem', 'clear',
+                  'update', 'setdefault', '__ior__'):
+        locals()[_name] = _mutator(dict, _name)
+    del _name

@@ -18,7 +18,7 @@ import persistent
 import zope.event
 from persistent.timestamp import TimeStamp
 
-from . import clock
+from . import clock, retry
 from .agent import Agent
 from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, DispatcherActivated,
                          DispatcherDeactivated)
@@ -165,11 +165,15 @@ def recover_job(job, reason: str) -> None:
     if job.status == ASSIGNED:
         queue.requeue(job)  # never started: nothing to undo, run it
     elif job.status == ACTIVE:
-        decision = job.getRetryPolicy().interrupted()
+        policy = job.getRetryPolicy()
+        decision = retry.check_decision(policy.interrupted(), 'interrupted',
+                                        policy)
         if decision is True:
             queue.requeue(job)
         elif isinstance(decision, datetime.timedelta):
             queue.requeue(job, begin_after=clock.utcnow() + decision)
+        elif isinstance(decision, datetime.datetime):
+            queue.requeue(job, begin_after=decision)
         else:
             job.fail(JobInterrupted('dispatcher %s %s while %r was running'
                                     % (job.assignerUUID, reason, job)))

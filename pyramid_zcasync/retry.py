@@ -19,13 +19,19 @@ from __future__ import annotations
 import datetime
 import logging
 import random
-from typing import Union
+from typing import Optional, Union
 
 from ZODB.POSException import ConflictError
 
 log = logging.getLogger('pyramid_zcasync.trace')
 
-Decision = Union[bool, datetime.timedelta]
+Decision = Union[bool, datetime.timedelta, datetime.datetime]
+
+#: Retries due within this long are waited for by the worker (its ZODB
+#: connection closed meanwhile): the short random pauses after a
+#: conflict.  A later one puts the job back in its queue, due then, and
+#: frees its slot for other jobs.
+PAUSE_IN_PLACE = datetime.timedelta(seconds=1)
 
 #: ZEO's ClientDisconnected, by name: ZEO is an optional dependency.
 CLIENT_DISCONNECTED = 'ZEO.Exceptions.ClientDisconnected'
@@ -71,8 +77,16 @@ def conflict_pause(attempt: int) -> datetime.timedelta:
 
 def backoff(attempt: int, start: datetime.timedelta = BACKOFF_START,
             maximum: datetime.timedelta = BACKOFF_MAX) -> datetime.timedelta:
-    """5 s, 10 s, 20 s, 40 s, then 60 s for ``attempt`` 1, 2, 3, 4, 5…"""
-    return min(start * (2 ** max(attempt - 1, 0)), maximum)
+    """5 s, 10 s, 20 s, 40 s, then 60 s for ``attempt`` 1, 2, 3, 4, 5…
+
+    Capped before multiplying: "forever" means any number of attempts,
+    and 5 s·2^n overflows a timedelta after about 45 doublings."""
+    delay = start
+    for _ in range(max(attempt - 1, 0)):
+        if delay >= maximum:
+            break
+        delay *= 2
+    return min(delay, maximum)
 
 
 class RetryPolicy:
@@ -140,6 +154,44 @@ class RetryPolicy:
         counts = data_cache.get(self.key)
         if counts:
             self.parent.annotations[self.key] = dict(counts)
+
+
+def check_decision(decision, hook: str, policy) -> Decision:
+    """``decision`` if it is one; else False (give up), logged, naming
+    it: a policy answering None must not retry at once forever."""
+    if isinstance(decision, (bool, datetime.timedelta)):
+        return decision
+    if isinstance(decision, datetime.datetime) and \
+            decision.utcoffset() is not None:
+        return decision
+    log.error('%s.%s returned %r; expected True, False, a timedelta or a '
+              'timezone-aware datetime: giving up', type(policy).__name__,
+              hook, decision)
+    return False
+
+
+def retry_due(decision: Decision, now: datetime.datetime
+              ) -> Optional[datetime.datetime]:
+    """When a retry is due if the job should wait for it in its queue
+    (a datetime, or a delay longer than PAUSE_IN_PLACE); None when the
+    worker retries itself (at once, or after a short pause)."""
+    if isinstance(decision, datetime.datetime):
+        return decision
+    if isinstance(decision, datetime.timedelta) and \
+            decision > PAUSE_IN_PLACE:
+        return now + decision
+    return None
+
+
+def seed_counts(data_cache: dict, job) -> None:
+    """Start ``data_cache`` from the counts a job stored when it was
+    last put back for a retry: limits count attempts in all."""
+    annotations = job._annotations
+    stored = annotations.get(RetryPolicy.key) if annotations else None
+    if stored:
+        counts = data_cache.setdefault(RetryPolicy.key, {})
+        for kind, count in stored.items():
+            counts[kind] = max(counts.get(kind, 0), count)
 
 
 def disconnected(data_cache: dict) -> datetime.timedelta:

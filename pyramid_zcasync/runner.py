@@ -102,8 +102,10 @@ class Runner:
             self.wait(delay)
 
     def wait(self, decision) -> None:
+        if isinstance(decision, datetime.datetime):
+            decision = decision - self.clock.utcnow()
         if isinstance(decision, datetime.timedelta):
-            self.clock.sleep(decision.total_seconds())
+            self.clock.sleep(max(decision.total_seconds(), 0))
 
     # -- a job --------------------------------------------------------
 
@@ -194,7 +196,22 @@ class Runner:
                 self.bookkeep(lambda conn: self._record_failure(
                     load(conn), outcome, data_cache, inline_callbacks))
                 return True
+            if self._put_back_for_retry(load, outcome, value, data_cache):
+                return False
             self.wait(value)
+
+    def _put_back_for_retry(self, load: Callable, failure, decision,
+                            data_cache: dict) -> bool:
+        """Whether the job went back to its queue to wait for a later
+        retry (freeing its slot) instead of being retried by this worker.
+        A lost storage server is waited out here: nothing could commit."""
+        if failure.check(*retry.DISCONNECTED):
+            return False
+        due = retry.retry_due(decision, self.clock.utcnow())
+        if due is None:
+            return False
+        return self.bookkeep(lambda conn: _put_back(load(conn), due,
+                                                    data_cache))
 
     def _attempt(self, steps, data_cache):
         load, extra_args, inline_callbacks = steps
@@ -206,6 +223,7 @@ class Runner:
                 retry.abort(self.manager)
                 return 'gone', None
             policy = job.getRetryPolicy()
+            retry.seed_counts(data_cache, job)
             called = time.monotonic()
             try:
                 with local.running(job, self.db, self.dispatcher):
@@ -217,7 +235,8 @@ class Runner:
                 retry.abort(self.manager)
                 failure = Failure.from_exception(exc)
                 _log_attempt('call', job, failure)
-                return failure, policy.jobError(failure, data_cache)
+                return failure, retry.check_decision(
+                    policy.jobError(failure, data_cache), 'jobError', policy)
             self.call_seconds = time.monotonic() - called
             try:
                 policy.updateData(data_cache)
@@ -228,7 +247,9 @@ class Runner:
                 retry.abort(self.manager)
                 failure = Failure.from_exception(exc)
                 _log_attempt('commit', job, failure)
-                return failure, policy.commitError(failure, data_cache)
+                return failure, retry.check_decision(
+                    policy.commitError(failure, data_cache), 'commitError',
+                    policy)
             log.info('%r succeeded', job)
             return 'done', None
         finally:
@@ -249,16 +270,32 @@ class Runner:
     # -- callbacks ----------------------------------------------------
 
     def run_callbacks(self, oid: bytes) -> None:
-        """Each callback in a transaction of its own, then COMPLETED."""
+        """Each callback in a transaction of its own, then COMPLETED.
+
+        Finding no callback pending and marking the job COMPLETED happen
+        in one transaction: a callback added meanwhile makes it conflict
+        (Job.addCallback), and the retry finds it."""
         while True:
             callback_oid = self.bookkeep(
-                lambda conn: _next_callback_oid(conn.get(oid)))
+                lambda conn: _next_callback_oid_or_finish(conn.get(oid)))
             if callback_oid is None:
                 break
             self.call(lambda conn: _startable_callback(conn.get(callback_oid)),
                       extra_args=lambda cb: (cb.parent.result,),
                       inline_callbacks=True)
-        self.bookkeep(lambda conn: conn.get(oid).mark_callbacks_done())
+
+
+def _put_back(job, due: datetime.datetime, data_cache: dict) -> bool:
+    """Queue ``job`` again, due at ``due``, keeping its retry counts."""
+    if job is None:
+        return True  # taken from us meanwhile: nothing left to do here
+    if job.queue is None:
+        return False  # a callback: it has no queue to wait in
+    job.getRetryPolicy().updateData(data_cache)
+    job.queue.requeue(job, begin_after=due)
+    log.info('%r goes back to its queue for a retry at %s', job,
+             due.isoformat())
+    return True
 
 
 def release_if_ours(job, uuid: str) -> None:
@@ -269,11 +306,12 @@ def release_if_ours(job, uuid: str) -> None:
         job.queue.release(job)
 
 
-def _next_callback_oid(job):
+def _next_callback_oid_or_finish(job):
     if job.status != CALLBACKS:
-        return None  # no result yet: waiting for a job it returned
+        return None  # no result yet (waiting for a job it returned), or done
     for callback in job.pending_callbacks():
         return callback._p_oid
+    job.mark_callbacks_done()
     return None
 
 

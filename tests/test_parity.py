@@ -1,0 +1,282 @@
+"""zc.async's documented behaviours, told on our API (issue: parity).
+
+Each test here failed on the code before it: a job kept on an object of
+another database, live annotations read inside a job, a callback added
+as its job completes, a back-off that overflowed, shared keyword
+arguments, retry policies that reschedule, a job calling itself and
+quota names checked when set.
+"""
+import datetime
+import operator
+
+import persistent.mapping
+import pytest
+import transaction
+import ZODB
+import ZODB.MappingStorage
+from ZEO.Exceptions import ClientDisconnected
+from ZODB.POSException import ConflictError
+
+import pyramid_zcasync
+from pyramid_zcasync import Job, local
+from pyramid_zcasync.agent import Agent
+from pyramid_zcasync.interfaces import (ACTIVE, CALLBACKS, COMPLETED, NEW,
+                                        PENDING, IQueue)
+from pyramid_zcasync.job import BadStatusError
+from pyramid_zcasync.registry import recover_job
+from pyramid_zcasync.retry import RetryCommonFourTimes, backoff
+from pyramid_zcasync.runner import Runner
+
+from test_runner import FIXED, FakeClock, claim_one
+
+UTC = datetime.timezone.utc
+
+
+@pytest.fixture
+def main(db, conn, queue):
+    registration = queue.dispatchers.register('u1')
+    agent = registration.add(Agent('main', 3))
+    registration.activate()
+    transaction.commit()
+    return agent
+
+
+# -- 2. a job kept on the app's objects in another database ---------------
+
+def test_put_stores_the_job_in_the_queues_database_at_once():
+    databases = {}
+    main_db = ZODB.DB(ZODB.MappingStorage.MappingStorage(),
+                      databases=databases, database_name='main')
+    ZODB.DB(ZODB.MappingStorage.MappingStorage(), databases=databases,
+            database_name='async')
+    pyramid_zcasync.install_queues(main_db, database_name='async')
+    try:
+        connection = main_db.open()
+        root = connection.root()
+        job = IQueue(root).put(operator.mul, 6, 7)
+        assert job._p_oid is not None, 'a view can return its id at once'
+        assert job._p_jar.db().database_name == 'async'
+        root['order'] = persistent.mapping.PersistentMapping(job=job)
+        transaction.commit()  # InvalidObjectReference before
+        check = main_db.open(transaction_manager=transaction.TransactionManager())
+        assert check.root()['order']['job'].status == PENDING
+        check.close()
+        connection.close()
+    finally:
+        transaction.abort()
+        main_db.close()
+
+
+# -- 3. reading a live annotation inside a job ----------------------------
+
+def change_then_read_annotation(tree, other):
+    tree['changed'] = True
+    seen = local.get_live_annotation(other, 'progress')
+    return seen
+
+
+def test_reading_a_live_annotation_keeps_the_jobs_own_work(db, conn, queue,
+                                                          main):
+    other = queue.put(operator.add, 1, 2)
+    other.annotations['progress'] = 'half way'
+    tree = conn.root()['tree'] = persistent.mapping.PersistentMapping()
+    job = queue.put(change_then_read_annotation, tree, other)
+    transaction.commit()
+    runner = Runner(db, uuid='u1', clock=FakeClock())
+    for _ in range(2):
+        runner.run(claim_one(db))
+    transaction.begin()
+    assert job.result == 'half way'
+    assert tree.get('changed') is True, 'the job committed its work'
+
+
+# -- 4. no lost callback ----------------------------------------------------
+
+def private_connection(db):
+    manager = transaction.TransactionManager()
+    return manager, db.open(transaction_manager=manager)
+
+
+def test_a_callback_added_as_its_job_completes_runs(db, conn, queue, main):
+    job = queue.put(operator.mul, 6, 7)
+    first = job.addCallback(Job(operator.add, 1))
+    transaction.commit()
+    runner = Runner(db, uuid='u1', clock=FakeClock())
+    claim_one(db)
+    # The job ran and so did its callback; it is still CALLBACKS when
+    # someone adds a second callback, in a transaction not yet committed.
+    transaction.begin()
+    job.mark_active()
+    job.resolve(42, run_callbacks=False, release=False)
+    first(42)
+    transaction.commit()
+    assert job.status == CALLBACKS
+    manager, user = private_connection(db)
+    late = user.get(job._p_oid).addCallback(Job(operator.add, 100))
+    runner.run_callbacks(job._p_oid)   # the worker marks it COMPLETED
+    runner.release(job._p_oid)
+    try:
+        manager.commit()
+    except ConflictError:
+        # The user's retry adds it to a completed job, which starts it
+        # through its queue.
+        manager.abort()
+        late = user.get(job._p_oid).addCallback(Job(operator.add, 100))
+        manager.commit()
+    late_oid = late._p_oid
+    user.close()
+    oid = claim_one(db)
+    if oid is not None:
+        runner.run(oid)
+    transaction.begin()
+    late = conn.get(late_oid)
+    assert job.status == COMPLETED
+    assert late.status == COMPLETED, 'the callback added late ran'
+    assert late.result == 142
+
+
+# -- 6. "forever" is forever --------------------------------------------
+
+def test_a_thousand_disconnects_are_waited_out_with_capped_backoff(db):
+    clock = FakeClock()
+    attempts = []
+
+    def work(connection):
+        attempts.append(1)
+        if len(attempts) <= 1000:
+            raise ClientDisconnected('server away, attempt %d'
+                                     % len(attempts))
+        return 'written'
+    assert Runner(db, uuid='u1', clock=clock).bookkeep(work) == 'written'
+    assert len(clock.slept) == 1000
+    assert max(clock.slept) == 60.0
+    assert backoff(10 ** 6) == datetime.timedelta(seconds=60)
+
+
+# -- 7. no shared mutable defaults; arguments can be changed ---------------
+
+def test_keyword_arguments_belong_to_each_job():
+    first, second = Job(operator.add, 1, 2), Job(operator.mul, 3, 4)
+    first.kwargs['x'] = 2
+    assert second.kwargs == {}
+    assert Job(operator.neg, 1).kwargs == {}
+
+
+def test_changing_a_stored_jobs_arguments_in_place_is_stored(db, conn,
+                                                            queue):
+    job = queue.put(operator.add, 1, 2)
+    transaction.commit()
+    manager, other = private_connection(db)
+    stored = other.get(job._p_oid)
+    stored.args.append(3)
+    stored.args[0] = 10
+    stored.kwargs['extra'] = 'yes'
+    manager.commit()
+    other.close()
+    transaction.begin()
+    assert job.args == [10, 2, 3]
+    assert job.kwargs == {'extra': 'yes'}
+
+
+# -- 8. retry policies that reschedule ------------------------------------
+
+LATER = FIXED + datetime.timedelta(hours=3)
+
+
+class RetryInAnHour(RetryCommonFourTimes):
+    def jobError(self, failure, data_cache):
+        return datetime.timedelta(hours=1)
+
+
+class RetryAtATime(RetryCommonFourTimes):
+    def jobError(self, failure, data_cache):
+        return LATER
+
+
+class ResumeLater(RetryCommonFourTimes):
+    def interrupted(self):
+        return LATER
+
+
+def failing():
+    raise ValueError('not yet')
+
+
+@pytest.mark.parametrize('policy, due', [
+    (RetryInAnHour, FIXED + datetime.timedelta(hours=1)),
+    (RetryAtATime, LATER)])
+def test_a_retry_later_puts_the_job_back_and_frees_its_slot(
+        db, conn, queue, main, policy, due):
+    job = Job(failing)
+    job.retry_policy_factory = policy
+    queue.put(job)
+    transaction.commit()
+    clock = FakeClock()
+    Runner(db, uuid='u1', clock=clock).run(claim_one(db))
+    transaction.begin()
+    assert job.status == PENDING
+    assert job.begin_after == due
+    assert len(main) == 0, 'its slot is free for other jobs'
+    assert clock.slept == [], 'no worker waited for it'
+    assert claim_one(db) is None, 'not due before then'
+
+
+def test_an_interrupted_job_whose_policy_says_when_is_queued_then(
+        db, conn, queue, main):
+    job = Job(operator.add, 1, 2)
+    job.retry_policy_factory = ResumeLater
+    queue.put(job)
+    transaction.commit()
+    claim_one(db)
+    transaction.begin()
+    job.mark_active()
+    recover_job(job, 'died')
+    transaction.commit()
+    assert job.status == PENDING
+    assert job.begin_after == LATER
+
+
+# -- 9. a job calling itself; quota names ---------------------------------
+
+def call_my_job():
+    return local.get_job()()
+
+
+def test_a_job_calling_itself_gets_bad_status(db, conn, queue, main):
+    job = queue.put(call_my_job)
+    transaction.commit()
+    Runner(db, uuid='u1', clock=FakeClock()).run(claim_one(db))
+    transaction.begin()
+    assert job.status == COMPLETED
+    assert job.result.check(BadStatusError), job.result
+
+
+def test_quota_names_are_checked_when_set(queue):
+    queue.quotas.create('mail', 1)
+    job = Job(operator.add, 1, 2)
+    with pytest.raises(TypeError, match="not a single string: use \\('mail',\\)"):
+        job.quota_names = 'mail'
+    job.quota_names = ['mail']
+    assert job.quota_names == ('mail',)
+    queue.put(job)
+    with pytest.raises(ValueError, match="unknown quota name.*'sms'"):
+        job.quota_names = ('mail', 'sms')
+    assert job.quota_names == ('mail',)
+    assert job.status == PENDING
+
+
+def test_jobs_stored_before_keep_their_arguments_and_quota_names(db, conn,
+                                                                queue):
+    """Records written by earlier versions named these attributes
+    publicly; they load unchanged."""
+    job = queue.put(operator.add, 1, 2)
+    transaction.commit()
+    state = job.__getstate__()
+    state['args'] = state.pop('_args')
+    state['kwargs'] = {}
+    del state['_kwargs']
+    state['quota_names'] = ()
+    old = Job.__new__(Job)
+    old.__setstate__(state)
+    assert old.args == [1, 2] and old.kwargs == {} and old.quota_names == ()
+    assert old.status in (NEW, PENDING, ACTIVE)
