@@ -29,6 +29,10 @@ class BadStatusError(Exception):
     """A job was asked to do something its current status forbids."""
 
 
+class JobCancelled(Exception):
+    """The job was cancelled before it started: its failure record."""
+
+
 def _check_storable(func: Any) -> None:
     """Refuse callables that ZODB cannot pickle, at creation, not commit."""
     if not callable(func):
@@ -400,6 +404,17 @@ class Job(persistent.Persistent):
             self.queue._take(self)
         self.resolve(Failure.from_exception(exc), run_callbacks=False)
         self.complete_callbacks_elsewhere()
+
+    def cancel(self, reason: str = 'cancelled') -> None:
+        """Make sure a job that has not started never runs: it completes
+        at once with a :class:`JobCancelled` failure, which its callbacks
+        see (zc.async left a removed job NEW, out of every queue: a state
+        no listing could name)."""
+        if self._status not in (NEW, PENDING):
+            raise BadStatusError(
+                'cannot cancel %r: its status is %s; only a job that has '
+                'not started can be cancelled' % (self, self._status))
+        self.fail(JobCancelled(reason))
 
     def run_callbacks_inline(self) -> None:
         for callback in self.pending_callbacks():

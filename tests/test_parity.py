@@ -22,7 +22,7 @@ from pyramid_zcasync import Job, local
 from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.interfaces import (ACTIVE, CALLBACKS, COMPLETED, NEW,
                                         PENDING, IQueue)
-from pyramid_zcasync.job import BadStatusError
+from pyramid_zcasync.job import BadStatusError, JobCancelled
 from pyramid_zcasync.registry import recover_job
 from pyramid_zcasync.retry import RetryCommonFourTimes, backoff
 from pyramid_zcasync.runner import Runner
@@ -280,3 +280,83 @@ def test_jobs_stored_before_keep_their_arguments_and_quota_names(db, conn,
     old.__setstate__(state)
     assert old.args == [1, 2] and old.kwargs == {} and old.quota_names == ()
     assert old.status in (NEW, PENDING, ACTIVE)
+
+
+# -- a cancelled job ends in a state one can name ---------------------------
+
+def test_a_cancelled_job_completes_with_a_failure_its_callbacks_see(
+        conn, queue):
+    job = queue.put(operator.add, 1, 2)
+    seen = job.addCallback(Job(repr))
+    transaction.commit()
+    job.cancel('not needed any more')
+    transaction.commit()
+    assert job.status == COMPLETED
+    assert job.result.check(JobCancelled)
+    assert 'not needed any more' in str(job.result)
+    assert list(queue) == [seen], 'only its callback is queued, to run'
+    with pytest.raises(BadStatusError, match='only a job that has not '
+                                             'started can be cancelled'):
+        job.cancel()
+
+
+# -- a poll prefetches only jobs already stored ----------------------------
+
+def test_a_poll_does_not_prefetch_jobs_put_in_its_own_transaction(
+        db, conn, queue, main):
+    from pyramid_zcasync.dispatcher import Dispatcher
+    stored = queue.put(operator.add, 1, 2)
+    transaction.commit()
+    dispatcher = Dispatcher(db, 'u1')
+    dispatcher._prefetches = True
+    asked = []
+    conn.prefetch = lambda oids: asked.extend(oids)
+    new = queue.put(operator.add, 3, 4)   # as a periodic job is, mid-poll
+    dispatcher._prefetch_claims(main, limit=10)
+    assert stored._p_oid in asked
+    assert new._p_oid not in asked, 'the server has no such oid yet'
+
+
+# -- the same through Pyramid: a view keeps the job on its order -----------
+
+def order_view(request):
+    """The order lives in the main database, the queues in ``async``."""
+    import jobs
+    connection = request.async_queues._p_jar.get_connection('')
+    root = connection.root()
+    order = root['order'] = persistent.mapping.PersistentMapping()
+    order['job'] = request.async_queue.put(jobs.multiply, 6, 7)
+    job = order['job']
+    return {'job': [int.from_bytes(job._p_oid, 'big'),
+                    job._p_jar.db().database_name]}
+
+
+def test_a_view_keeps_its_job_on_an_object_of_the_main_database(tmp_path):
+    import webtest
+    from pyramid.config import Configurator
+    from pyramid_zcasync.config import close_databases
+    from pyramid_zcasync.testing import wait_for_result
+    settings = {
+        'zodbconn.uri': 'file://%s/Data.fs' % tmp_path,
+        'zodbconn.uri.async': 'file://%s/async.fs' % tmp_path,
+        'zcasync.database': 'async',
+        'zcasync.uuid_file': str(tmp_path / 'uuid.txt'),
+        'zcasync.poll_interval': '0.5',
+        'zcasync.dispatcher': 'true',
+    }
+    with Configurator(settings=settings) as config:
+        config.include('pyramid_zcasync')
+        config.add_route('order', '/order')
+        config.add_view(order_view, route_name='order', renderer='json')
+        app = config.make_wsgi_app()
+    try:
+        response = webtest.TestApp(app).get('/order')  # HTTP 500 before
+        oid, database = response.json['job']
+        assert database == 'async'
+        connection = app.registry._zodb_databases[''].open()
+        job = connection.root()['order']['job']
+        assert int.from_bytes(job._p_oid, 'big') == oid
+        assert wait_for_result(job) == 42
+        connection.close()
+    finally:
+        close_databases(app.registry)
