@@ -110,7 +110,7 @@ class Job(persistent.Persistent):
     _key = None
     _deadline_key = None
 
-    _kwargs = types.MappingProxyType({})  # read-only: see kwargs
+    _kwargs: Any = types.MappingProxyType({})  # read-only: see kwargs
 
     def __init__(self, callable: Callable, *args: Any, **kwargs: Any):
         _check_storable(callable)
