@@ -360,3 +360,32 @@ def test_a_view_keeps_its_job_on_an_object_of_the_main_database(tmp_path):
         connection.close()
     finally:
         close_databases(app.registry)
+
+
+# -- views load a job through its own database ------------------------------
+
+def test_admin_views_show_the_job_not_the_main_databases_object(tmp_path):
+    import webtest
+    from adminapp import ADMIN, make_admin_app
+    from pyramid_zcasync.config import close_databases
+    app = make_admin_app(tmp_path, **{
+        'zodbconn.uri.async': 'file://%s/async.fs' % tmp_path,
+        'zcasync.database': 'async'})
+    try:
+        main_db = app.registry._zodb_databases['']
+        connection = main_db.open()
+        root = connection.root()
+        job = IQueue(root).put(operator.mul, 6, 7)
+        oid = int.from_bytes(job._p_oid, 'big')
+        # The main database holds an object at that oid too.
+        root['things'] = [persistent.mapping.PersistentMapping()
+                          for _ in range(oid + 2)]
+        transaction.commit()
+        assert connection.get(job._p_oid) is not job
+        info = webtest.TestApp(app).get('/_async/db/jobs/%d' % oid,
+                                        headers=ADMIN).json
+        assert 'mul' in info['callable'] and info['status'] == 'pending'
+        connection.close()
+    finally:
+        transaction.abort()
+        close_databases(app.registry)
