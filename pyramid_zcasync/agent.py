@@ -15,6 +15,7 @@ import BTrees.OOBTree
 import persistent
 
 from . import clock, keys
+from .failure import Failure
 from .interfaces import CALLBACKS, COMPLETED
 from .quota import FLOOR, above_floor, check_size, floor_tree
 
@@ -95,6 +96,22 @@ class CompletedHistory(persistent.Persistent):
         from the keys alone: counting completions loads no job."""
         return [keys.micros_of(key) for key in
                 self._jobs.keys(min=keys.first_of(clock.to_micros(since)))]
+
+
+    def failed_end_times(self, since: datetime.datetime) -> list:
+        """Completion times (µs) of the runs that failed, from ``since``
+        on.  The history holds a job once per run, but the job keeps only
+        its last result; a job runs again only after it failed
+        (``Queue.retry_failed``), so each earlier run failed."""
+        found = []
+        for key, job in self._jobs.items(
+                min=keys.first_of(clock.to_micros(since))):
+            ended = keys.micros_of(key)
+            last = job.active_end
+            if (last is not None and ended != clock.to_micros(last)) or \
+                    isinstance(job.result, Failure):
+                found.append(ended)
+        return found
 
 
 class Agent(persistent.Persistent):

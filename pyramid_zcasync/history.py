@@ -16,6 +16,11 @@ from . import clock
 POLL_HISTORY = 800
 #: Jobs remembered by oid.
 JOB_HISTORY = 10000
+#: Earlier runs of one job remembered (a job retried runs again).
+EARLIER_RUNS = 10
+#: What is kept of a finished run when its job is claimed again.
+RUN_KEYS = ('started', 'completed', 'failed', 'pickup', 'runtime', 'status',
+            'result')
 
 
 class Poll(dict):
@@ -90,11 +95,12 @@ class JobHistory:
                 entry = self._jobs[job_id] = {}
                 while len(self._jobs) > self.size:
                     self._open.pop(self._jobs.popitem(last=False)[0], None)
+            if 'claimed' in info and 'completed' in entry:
+                _keep_earlier_run(entry)  # claimed again: a retry
             entry.update(info)
             if 'completed' in info:
                 self._open.pop(job_id, None)
             elif 'claimed' in info:
-                entry.pop('completed', None)  # claimed again: a retry
                 self._open[job_id] = entry
             return dict(entry)
 
@@ -120,11 +126,27 @@ class JobHistory:
                     and (agent is None or e.get('agent') == agent)]
 
 
+def _keep_earlier_run(entry: dict) -> None:
+    """Move the finished run out of ``entry`` before the next begins: a
+    run counts once in the statistics, as in /metrics and the chart."""
+    run = {key: entry.pop(key) for key in RUN_KEYS if key in entry}
+    earlier = entry.setdefault('earlier runs', [])
+    earlier.append(run)
+    del earlier[:-EARLIER_RUNS]
+
+
+def runs(entry: dict) -> list:
+    """Each run of an entry's job that this dispatcher saw, oldest first
+    (the entry itself is the latest)."""
+    return entry.get('earlier runs', []) + [entry]
+
+
 def statistics(entries: list, since: datetime.datetime,
                until: datetime.datetime) -> dict:
-    """Counts and durations of the jobs that started in [since, until]."""
-    started = [e for e in entries if e.get('started')
-               and since <= e['started'] <= until]
+    """Counts and durations of the runs that started in [since, until];
+    a job retried counts once per run."""
+    started = [e for entry in entries for e in runs(entry)
+               if e.get('started') and since <= e['started'] <= until]
     done = [e for e in started if e.get('completed')]
     succeeded = [e for e in done if not e.get('failed')]
     failed = [e for e in done if e.get('failed')]

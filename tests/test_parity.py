@@ -8,6 +8,7 @@ quota names checked when set.
 """
 import datetime
 import operator
+import time
 
 import persistent.mapping
 import pytest
@@ -389,3 +390,42 @@ def test_admin_views_show_the_job_not_the_main_databases_object(tmp_path):
     finally:
         transaction.abort()
         close_databases(app.registry)
+
+
+# -- a retried job that fails again counts once per run everywhere ---------
+
+def test_a_retried_job_failing_again_counts_two_failed_runs(tmp_path):
+    import jobs
+    from pyramid_zcasync import dispatcher as dispatcher_module
+    from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
+    db = ZODB.DB(str(tmp_path / 'Data.fs'))
+    pyramid_zcasync.install_queues(db)
+    running = dispatcher_module.start(
+        db, uuid_file=str(tmp_path / 'uuid.txt'), poll_interval=0.2,
+        install_signal_handlers=False)
+    connection = db.open()
+    try:
+        queue = IQueue(connection.root())
+        job = queue.put(jobs.divide, 1, 0)
+        transaction.commit()
+        wait_for_result(job)
+        queue.retry_failed(job)
+        transaction.commit()
+        assert wait_for_result(job).check(ZeroDivisionError)
+        agent = queue.dispatchers[running.UUID]['main']
+        # The dispatcher records a run just after its commit.
+        deadline = time.monotonic() + 5
+        while running.getStatistics()['unknown'] and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        stats = running.getStatistics()
+        assert (stats['started'], stats['failed'], stats['successful']) \
+            == (2, 2, 0)
+        since = FIXED - datetime.timedelta(days=3650)
+        assert len(agent.completed.end_times(since)) == 2
+        assert len(agent.completed.failed_end_times(since)) == 2
+    finally:
+        transaction.abort()
+        connection.close()
+        tear_down_dispatcher(running)
+        db.close()
