@@ -140,6 +140,9 @@ class Dispatcher(Monitor):
         self._wake_pending = False
         self._wake_lock = threading.Lock()
         self._last_ping: Optional[datetime.datetime] = None
+        #: Database time since which our pings went through without a
+        #: gap: siblings' silence is counted from then at the earliest.
+        self._watching_since: Optional[datetime.datetime] = None
         self._stopping = False
         self._seen_tid = None
         self._last_transaction = LastTransaction(db.storage)
@@ -308,13 +311,15 @@ class Dispatcher(Monitor):
         ping_due = (self._last_ping is None
                     or now - self._last_ping >= self.ping_interval)
         judge = ping_due and self._connected_throughout(now)
+        registration = None
         for name, queue in sorted(_queues(self._connection).items()):
             registration = self._registration(queue)
             periodic.enqueue_due(queue, now)
             if ping_due:
                 registration.ping(now)
             if judge:
-                queue.dispatchers.deactivate_dead(exclude=self.UUID)
+                queue.dispatchers.deactivate_dead(
+                    exclude=self.UUID, watched_since=self._watching_since)
             poll[name] = {agent.name: self._claim(agent, claimed)
                           for agent in registration.values()}
             due = _earliest(due, queue.next_due(now))
@@ -336,6 +341,11 @@ class Dispatcher(Monitor):
             raise
         self._unsure_claims = []
         if ping_due:
+            if not self._connected_throughout(now):
+                # Back after a gap (or just started): siblings' silence
+                # counts from this commit on (database time).
+                self._watching_since = None if registration is None \
+                    else registration.last_ping
             self._last_ping = now
         self.polls.add(poll)
         self._wake_at(due, now)
@@ -359,10 +369,10 @@ class Dispatcher(Monitor):
                 known.add(oid)
 
     def _connected_throughout(self, now) -> bool:
-        """Whether our own pings went through lately.  After an outage of
-        the storage server (or a stall of this process) longer than that,
-        siblings could not ping either: judging them now would declare
-        live dispatchers dead.  They get a ping interval to catch up."""
+        """Whether our own pings went through lately (not after an outage
+        of the storage server, or a stall of this process): only then
+        may we judge siblings, and their silence counts from when we came
+        back (``_watching_since``)."""
         return (self._last_ping is not None
                 and now - self._last_ping <= 2 * self.ping_interval)
 

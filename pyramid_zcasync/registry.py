@@ -120,12 +120,17 @@ class DispatcherAgent(persistent.Persistent):
     def ping(self, now: Optional[datetime.datetime] = None) -> None:
         self._ping.touch(now or clock.utcnow())
 
-    def is_dead(self, now: datetime.datetime) -> bool:
+    def is_dead(self, now: datetime.datetime,
+                watched_since: Optional[datetime.datetime] = None) -> bool:
         """Activated, but silent for longer than ``ping_death_interval``
-        at database time ``now``."""
+        at database time ``now``; silent, that is, since its last ping or
+        since ``watched_since`` (when the judge itself could see the
+        database again), whichever is later."""
         last = self.last_ping
         if not self.activated or last is None:
             return False
+        if watched_since is not None:
+            last = max(last, watched_since)
         return now - last > self.ping_death_interval
 
     @property
@@ -251,15 +256,25 @@ class DispatcherAgents(persistent.Persistent):
         return datetime.datetime.fromtimestamp(TimeStamp(tid).timeTime(),
                                                clock.UTC)
 
-    def find_dead(self, now: Optional[datetime.datetime] = None) -> list:
+    def find_dead(self, now: Optional[datetime.datetime] = None,
+                  watched_since: Optional[datetime.datetime] = None) -> list:
         now = now or self.database_now()
-        return [r for r in self._registrations.values() if r.is_dead(now)]
+        return [r for r in self._registrations.values()
+                if r.is_dead(now, watched_since)]
 
     def deactivate_dead(self, now: Optional[datetime.datetime] = None,
-                        exclude: Optional[str] = None) -> list:
-        """Deactivate every dead sibling; return their UUIDs."""
+                        exclude: Optional[str] = None,
+                        watched_since: Optional[datetime.datetime] = None
+                        ) -> list:
+        """Deactivate every dead sibling; return their UUIDs.
+
+        ``watched_since``: database time from which the caller has seen
+        the database without a gap.  After an outage of the storage
+        server every process reconnects in its own time (over ZEO,
+        seconds apart): a sibling gets its whole death interval after the
+        judge came back, or live dispatchers are declared dead."""
         found = []
-        for registration in self.find_dead(now):
+        for registration in self.find_dead(now, watched_since):
             if registration.UUID == exclude:
                 continue
             log.warning('dispatcher %s is dead (last ping %s); deactivating',
