@@ -117,6 +117,13 @@ class ZEOServer:
             stop_process(self.process)
             self.process = None
 
+    def kill(self):
+        """kill -9: no shutdown, as a crash or the OOM killer would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
     def db(self, **options):
         import ZEO
         return ZEO.DB(('127.0.0.1', self.port), wait_timeout=30, **options)
@@ -230,6 +237,27 @@ class ZEOEngine:
         self.server.start()
         return time.time() - went
 
+    def crash(self, down_seconds=5.0):
+        """kill -9 runzeo, wait, start it on the same port and file; the
+        seconds it was down."""
+        went = time.time()
+        self.server.kill()
+        time.sleep(down_seconds)
+        self.server.start()
+        return time.time() - went
+
+    def spec_through(self, port):
+        """worker.py's STORAGE argument through a proxy on ``port``."""
+        return 'zeo:%d' % port
+
+    @property
+    def port(self):
+        return self.server.port
+
+    def db_through(self, port):
+        import ZEO
+        return ZEO.DB(('127.0.0.1', port), wait_timeout=30)
+
 
 class RelStorageEngine:
     """A fresh database in the session's PostgreSQL cluster, reached by
@@ -251,6 +279,23 @@ class RelStorageEngine:
 
     def restart(self, down_seconds=1.0):
         return self.cluster.restart(down_seconds)
+
+    def crash(self, down_seconds=5.0):
+        return self.cluster.crash(down_seconds)
+
+    @property
+    def port(self):
+        return self.cluster.port
+
+    def _uri_through(self, port):
+        return self.uri.replace(':%d/' % self.cluster.port, ':%d/' % port)
+
+    def spec_through(self, port):
+        return 'pg:' + self._uri_through(port)
+
+    def db_through(self, port):
+        from dbtools import open_uri
+        return open_uri(self._uri_through(port))
 
 
 @pytest.fixture(params=['zeo', 'relstorage'])

@@ -157,6 +157,25 @@ class PostgreSQL:
         self._launch()
         return time.time() - went
 
+    def crash(self, down_seconds=5.0):
+        """kill -9 the postmaster (no shutdown: the next start recovers
+        from the WAL), wait, start it again; the seconds it was down."""
+        went = time.time()
+        os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(down_seconds)
+        # Its backends notice the postmaster's death and exit; until they
+        # have, a new postmaster refuses their shared memory.
+        deadline = time.monotonic() + 30
+        while not self._launch(check=False):
+            if time.monotonic() > deadline:
+                raise RuntimeError('PostgreSQL did not start again after '
+                                   'kill -9; see %s' % self.log)
+            time.sleep(0.5)
+        return time.time() - went
+
     def stop(self):
         """Stop the server (fast shutdown, then by PID) and remove its
         directory."""
