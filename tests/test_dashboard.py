@@ -243,11 +243,11 @@ def test_cancel_refuses_unknown_and_malformed_jobs(running):
     unknown = client.post('/_async/actions/cancel',
                           {'csrf_token': token, 'job': '987654321'},
                           headers=ADMIN, status=404)
-    assert 'there is no job with oid 0x3ade68b1' in unknown.json['error']
+    assert 'no object 0x3ade68b1 in database' in unknown.json['error']
     root = client.post('/_async/actions/cancel',
                        {'csrf_token': token, 'job': '0'},
                        headers=ADMIN, status=404)  # the root: not a job
-    assert 'no job with oid 0x0' in root.json['error']
+    assert 'object 0x0 in database' in root.json['error']
     bad = client.post('/_async/actions/cancel',
                       {'csrf_token': token, 'job': 'banana'},
                       headers=ADMIN, status=400)
@@ -258,7 +258,7 @@ def test_cancel_refuses_unknown_and_malformed_jobs(running):
     huge = client.post('/_async/actions/cancel',
                        {'csrf_token': token, 'job': str(2 ** 70)},
                        headers=ADMIN, status=404)
-    assert 'no job' in huge.json['error']
+    assert 'oids have 64 bits' in huge.json['error']
 
 
 def test_a_browser_gets_an_html_error_with_a_way_back(running):
@@ -271,7 +271,7 @@ def test_a_browser_gets_an_html_error_with_a_way_back(running):
         status=404)
     assert response.content_type == 'text/html'
     assert '404 Not Found' in response.text
-    assert 'there is no job with oid 0xf1206' in response.text
+    assert 'no object 0xf1206 in database' in response.text
     assert 'href="/_async/"' in response.text
 
 
