@@ -196,7 +196,7 @@ def site(tmp_path):
     try:
         pyramid_zcasync.install_queues(db)
         conn = db.open(transaction_manager=manager)
-        running = dispatcher_module.start(
+        seeder = dispatcher_module.start(
             db, uuid_file=str(tmp_path / 'seed-uuid.txt'), poll_interval=0.5,
             install_signal_handlers=False)
         try:
@@ -206,7 +206,7 @@ def site(tmp_path):
             for job in jobs:
                 wait_for_result(job, 30)
         finally:
-            tear_down_dispatcher(running)
+            tear_down_dispatcher(seeder)
         later = datetime.datetime(2999, 1, 1, tzinfo=datetime.timezone.utc)
         queue = IQueue(conn.root())
         for number in range(100):
@@ -304,13 +304,13 @@ def test_uuid_files_are_private_and_errors_keep_their_contents(tmp_path):
         str(tmp_path / 'var' / 'Data.fs')))
     try:
         pyramid_zcasync.install_queues(db)
-        running = dispatcher_module.start(db, uuid_file=str(uuid_file),
+        started = dispatcher_module.start(db, uuid_file=str(uuid_file),
                                           install_signal_handlers=False)
         try:
             for path in (uuid_file, tmp_path / 'var' / 'uuid.txt.lock'):
                 assert oct(os.stat(path).st_mode & 0o777) == '0o600', path
         finally:
-            tear_down_dispatcher(running)
+            tear_down_dispatcher(started)
     finally:
         db.close()
 
