@@ -7,6 +7,12 @@ file is read when the dispatcher starts, never at import, and never from a
 path silently relative to the working directory.  zc.async wrote the UUID
 as 32 hex digits after a comment; both that and the hyphenated form are
 read.
+
+Both files are private to the process's user (mode 0600) and never
+followed through a symbolic link when written: a link planted at the lock
+file's path would otherwise make the process truncate and write the file
+it points to.  An error names the file, never its contents (the path
+may be a mistake pointing at a file holding a secret).
 """
 from __future__ import annotations
 
@@ -18,6 +24,9 @@ from typing import Optional
 
 #: Environment variable naming the UUID file, as in zc.async.
 ENV_VAR = 'ZC_ASYNC_UUID'
+
+#: Mode of the UUID file and its lock: the owner's only.
+PRIVATE = 0o600
 
 _HEADER = ('# This file holds the UUID of a pyramid_zcasync dispatcher '
            'instance.\n# Each process running a dispatcher needs its own.\n')
@@ -64,13 +73,14 @@ def parse_uuid(text: str, path: str = '<text>') -> str:
     lines = [line.strip() for line in text.splitlines()
              if line.strip() and not line.strip().startswith('#')]
     if len(lines) != 1:
-        raise UUIDFileError('UUID file %r should hold one UUID line, found %r'
-                            % (path, lines))
+        raise UUIDFileError('UUID file %r should hold one UUID line (and '
+                            '# comments), found %d lines' % (path, len(lines)))
     try:
         return str(uuid_module.UUID(lines[0]))
     except ValueError:
-        raise UUIDFileError('UUID file %r does not hold a UUID: %r'
-                            % (path, lines[0])) from None
+        raise UUIDFileError('UUID file %r does not hold a UUID: expected 32 '
+                            'hex digits, with or without hyphens' % path
+                            ) from None
 
 
 def _create(path: str) -> str:
@@ -79,7 +89,9 @@ def _create(path: str) -> str:
     try:
         if directory:
             os.makedirs(directory, exist_ok=True)
-        with open(path, 'x') as stream:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                     | os.O_NOFOLLOW, PRIVATE)
+        with os.fdopen(fd, 'w') as stream:
             stream.write(_HEADER + value.replace('-', '') + '\n')
     except FileExistsError:
         return read_uuid(path, create=False)  # another process won the race
@@ -102,7 +114,17 @@ class InstanceLock:
         self._fd: Optional[int] = None
 
     def acquire(self, uuid: str) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                         PRIVATE)
+        except OSError as exc:
+            if os.path.islink(self.path):
+                raise UUIDFileError(
+                    'the lock file %s is a symbolic link; refusing to write '
+                    'through it (remove it: the dispatcher creates its own)'
+                    % self.path) from None
+            raise UUIDFileError('cannot open the lock file %s: %s'
+                                % (self.path, exc.strerror)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -146,9 +146,19 @@ class _Path(_Type):
         return os.path.normpath(os.path.join(ini_dir or '', path))
 
 
+#: A literal URL path: segments of RFC 3986's unreserved characters, so
+#: nothing Pyramid's route patterns read as a placeholder (``{x}``,
+#: ``*x``, ``:x``) and no ``.`` or ``..`` segment.
+_LITERAL_PATH = re.compile(r'(/(?!\.\.?(/|$))[A-Za-z0-9._~-]+)+')
+
+
 def _route_prefix(node: colander.SchemaNode, value: str) -> None:
-    if not re.fullmatch(r'(/[^/\s]+)+', value):
-        raise colander.Invalid(node, 'not a URL path below the site root')
+    """A placeholder would make the admin routes match, and hide, the
+    app's own URLs: only a literal path is accepted."""
+    if not _LITERAL_PATH.fullmatch(value):
+        raise colander.Invalid(
+            node, 'not a URL path below the site root made of literal '
+            "segments (letters, digits and '-._~'), e.g. /_async")
 
 
 def _app_url(node: colander.SchemaNode, value: str) -> None:

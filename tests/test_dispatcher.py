@@ -257,8 +257,10 @@ def test_uuid_file_forms_and_errors(tmp_path, monkeypatch):
         __import__('uuid').UUID('a' * 32))
     garbled = tmp_path / 'bad.txt'
     garbled.write_text('not-a-uuid\n')
-    with pytest.raises(instance.UUIDFileError, match="'not-a-uuid'"):
+    with pytest.raises(instance.UUIDFileError,
+                       match='bad.txt.* does not hold a UUID') as raised:
         instance.read_uuid(str(garbled))
+    assert 'not-a-uuid' not in str(raised.value)  # contents stay private
     with pytest.raises(instance.UUIDFileError, match='relative'):
         instance.resolve_uuid_file('var/uuid.txt')
     monkeypatch.delenv('ZC_ASYNC_UUID', raising=False)

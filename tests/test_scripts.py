@@ -297,7 +297,7 @@ def test_worker_and_cli_on_zeo(tmp_path, zeo_server, workers):
         assert json.loads(output(nextpending))['id'][0] == oids['later']
 
         one_error_line(unknown, 1, 'no object 0xf423f')
-        one_error_line(not_a_job, 1, "'x1' is not a job id")
+        one_error_line(not_a_job, 2, "'x1' is not a job id")
         one_error_line(not_failed, 1, 'has not failed', 'succeeded')
         one_error_line(not_pending, 1, 'is not pending')
         one_error_line(no_traceback, 1, 'has no traceback: it did not fail')

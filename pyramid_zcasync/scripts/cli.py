@@ -14,18 +14,23 @@ the same selections, the same data, the same error messages.  ``--json``
 prints what the view answers over HTTP; without it, aligned tables.
 ``retry`` and ``cancel`` commit their change (again after a conflict).
 An error is one line on stderr and exit status 1 (2 for a bad command
-line, a missing ini file or a bad setting), never a traceback.
+line or option value, a missing ini file or a bad setting), never a
+traceback.  Everything printed is escaped (see :mod:`.tables`): a job's
+text cannot drive the terminal.  Piped into ``head``, the command stops
+quietly when the reader goes away.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.parse
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from ZODB.POSException import ConflictError
 
+from ..safetext import KEEP_LINES, escape
 from ..views import actions, db
 from ..views.format import ParameterError, to_json
 from ..views.reports import STATES, describe
@@ -157,8 +162,8 @@ def make_parser() -> argparse.ArgumentParser:
                                  help='ISO-8601 UTC, e.g. 2026-01-31T12:00Z')
         if name == 'jobs':
             sub.add_argument('--count', metavar='N',
-                             help='at most N jobs (default %d)'
-                             % db.DEFAULT_COUNT)
+                             help='at most N jobs (default %d, at most %d)'
+                             % (db.DEFAULT_COUNT, db.MAX_COUNT))
             sub.add_argument('--display', choices=db.DISPLAYS,
                              help='with --json, each job as: details '
                              '(the default here), repr, or ids (the '
@@ -228,7 +233,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         output = execute(env, args)
     except ParameterError as exc:
-        raise ScriptError(exc.message) from None
+        # A bad option value (400) is a bad command line; an unknown job
+        # or a refused action is a failed command.
+        bad_input = exc.status == 400 and not isinstance(
+            exc, actions.ActionError)
+        raise ScriptError(exc.message, 2 if bad_input else 1) from None
     except ScriptError:
         raise
     except Exception as exc:
@@ -237,7 +246,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close_app(env)
     if output:
-        print(output)
+        return write_out(escape(output, KEEP_LINES) + '\n')
+    return 0
+
+
+def write_out(text: str) -> int:
+    """Print ``text``; a reader that went away (``| head``) ends the
+    command quietly, as it ends ``cat``, rather than in a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     return 0
 
 
@@ -247,7 +271,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args)
     except ScriptError as exc:
-        print('%s: error: %s' % (PROGRAM, exc.message), file=sys.stderr)
+        print('%s: error: %s' % (PROGRAM, escape(exc.message)),
+              file=sys.stderr)
         return exc.status
 
 

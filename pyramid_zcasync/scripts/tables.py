@@ -3,6 +3,11 @@ columns and ``name: value`` lines, UTC times to the second, durations as
 ``1h 2m 3.5s``.  Kept apart from :mod:`.cli` so that the command stays
 the commands, and so that ``--json`` and these texts start from the very
 same data.
+
+Every value from a job is untrusted: a cell is escaped whole (a control
+character, a line break or a right-to-left override cannot reach the
+terminal or break a row), a failure message is clipped as the reports
+clip it, and a traceback keeps only its line breaks and tabs.
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from typing import Any, Iterable, List, Sequence
 
 from .. import clock
 from ..failure import Failure
+from ..safetext import KEEP_LINES, clip, escape
+from ..views.format import MESSAGE_LIMIT
 
 #: Column separator of the tables.
 GAP = '  '
@@ -30,13 +37,14 @@ def text(value: Any) -> str:
     if isinstance(value, datetime.timedelta):
         return duration(value)
     if isinstance(value, Failure):
-        return '%s: %s' % (value.type_name, value.message)
+        return escape('%s: %s' % (value.type_name,
+                                  clip(value.message, MESSAGE_LIMIT)))
     if isinstance(value, (list, tuple)):
         return ', '.join(text(item) for item in value) or NONE
     if isinstance(value, dict):
         return ', '.join('%s=%s' % (key, text(item))
                          for key, item in value.items()) or NONE
-    return str(value)
+    return escape(str(value))
 
 
 def duration(delta: datetime.timedelta) -> str:
@@ -67,8 +75,7 @@ def oid(job_id: Any) -> str:
 
 def columns(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """An aligned table, the last column unpadded."""
-    cells = [list(headers)] + [[text(cell) if not isinstance(cell, str)
-                                else cell for cell in row] for row in rows]
+    cells = [list(headers)] + [[text(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return '\n'.join(
         GAP.join(cell.ljust(width) for cell, width in zip(row, widths))
@@ -77,8 +84,7 @@ def columns(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def fields(pairs: Iterable[tuple]) -> str:
     """``name: value`` lines, the values aligned."""
-    pairs = [(str(name), value if isinstance(value, str) else text(value))
-             for name, value in pairs]
+    pairs = [(str(name), text(value)) for name, value in pairs]
     width = max((len(name) for name, _ in pairs), default=0) + 1
     return '\n'.join(('%s:' % name).ljust(width) + ' ' + value
                      for name, value in pairs)
@@ -165,9 +171,9 @@ def job(info: dict, args=None) -> str:
 
 
 def traceback(data: dict, args=None) -> str:
-    return 'job %s failed with %s: %s\n\n%s' % (
+    return escape('job %s failed with %s: %s\n\n%s' % (
         oid(data['id']), data['type'], data['message'],
-        data['traceback'].rstrip('\n'))
+        data['traceback'].rstrip('\n')), KEEP_LINES)
 
 
 def jobstats(data: dict, args=None) -> str:

@@ -1,6 +1,7 @@
 """``pzcasync-zeo``: the ZEO server of production.ini, in one command.
 
     pzcasync-zeo [--address 127.0.0.1:8100] [--var ./var] [--config-only]
+                 [--tls-certificate PEM --tls-key PEM --tls-client-ca PEM]
 
 Fills in the shipped ZConfig template ``zeo.conf`` (two file storages,
 ``main`` for the application and ``async`` for the job queues, both under
@@ -11,9 +12,16 @@ stops it cleanly.  The clients name the storages in their URIs::
     zodbconn.uri       = zeo://127.0.0.1:8100?storage=main
     zodbconn.uri.async = zeo://127.0.0.1:8100?storage=async
 
-ZEO has no authentication, so the default address is the loopback
-interface.  A bad address or an unusable directory is reported in one line
-naming the value, before runzeo starts.
+ZEO has no passwords, so the default address is the loopback interface.
+Anyone who can reach the port can put a job that the web process runs
+(``queue.put(os.system, ...)``), and loopback is no boundary on a host
+with other users: the ``--tls-*`` options make the server speak TLS and
+accept only clients presenting a certificate signed by ``--tls-client-ca``
+(clients then connect through a ZConfig file, see README "Production").
+Everything the command creates (the directory, zeo.conf, the storages,
+the PID file) is readable by its user only.  A bad address, an unusable
+directory or a missing certificate file is reported in one line naming
+the value, before runzeo starts.
 """
 from __future__ import annotations
 
@@ -41,8 +49,15 @@ CONFIG_NAME = 'zeo.conf'
 #: Storage names of the template, as the clients' ``storage=`` asks them.
 STORAGES = ('main', 'async')
 
+#: File creation mask while the server runs: storages, zeo.conf and the
+#: PID file are its user's only (a storage holds every job's arguments).
+UMASK = 0o077
+#: The TLS options, and the ``<ssl>`` keys of ZEO's server schema they fill.
+TLS_OPTIONS = (('tls_certificate', 'certificate'), ('tls_key', 'key'),
+               ('tls_client_ca', 'authenticate'))
+
 PROGRAM = 'pzcasync-zeo'
-_PLACEHOLDER = re.compile(r'\{(address|var)\}')
+_PLACEHOLDER = re.compile(r'\{(address|var|ssl)\}')
 
 
 class UsageError(Exception):
@@ -149,7 +164,58 @@ def check_unlocked(text: str, var: str) -> None:
                 text, path, exc.strerror or exc)) from None
 
 
-def render_config(address: str, var: str) -> str:
+def zconfig_value(path: str) -> str:
+    """A path as a ZConfig value: its ``$`` kept literal."""
+    return path.replace('$', '$$')
+
+
+def tls_files(options: argparse.Namespace) -> dict:
+    """The ``<ssl>`` keys from the ``--tls-*`` options: all three or none,
+    each an absolute path to a readable file."""
+    given = {key: getattr(options, name) for name, key in TLS_OPTIONS
+             if getattr(options, name)}
+    if not given:
+        return {}
+    missing = ['--' + name.replace('_', '-') for name, key in TLS_OPTIONS
+               if key not in given]
+    if missing:
+        raise UsageError('TLS needs --tls-certificate, --tls-key and '
+                         '--tls-client-ca together; missing %s'
+                         % ', '.join(missing))
+    files = {}
+    for name, key in TLS_OPTIONS:
+        text = given[key]
+        path = os.path.abspath(os.path.expanduser(text))
+        option = '--' + name.replace('_', '-')
+        if '\n' in path or not os.path.exists(path):
+            raise UsageError('%s %r: no such file' % (option, text))
+        if not os.access(path, os.R_OK):
+            raise UsageError('%s %r: not readable' % (option, text))
+        files[key] = path
+    return files
+
+
+def warn_if_readable(path: str) -> None:
+    """A private key others can read is no secret: say so."""
+    if os.stat(path).st_mode & 0o077:
+        print('%s: warning: the private key %s is readable by other users;'
+              ' chmod 600 it' % (PROGRAM, path), file=sys.stderr)
+
+
+def ssl_section(files: dict) -> str:
+    """The ``<ssl>`` section of ``<zeo>``, or nothing without TLS."""
+    if not files:
+        return ''
+    lines = ['', '  # Written from the --tls-* options: clients must present '
+             'a certificate', '  # signed by the "authenticate" CA.',
+             '  <ssl>']
+    lines += ['    %s %s' % (key, zconfig_value(files[key]))
+              for _, key in TLS_OPTIONS]
+    lines.append('  </ssl>')
+    return '\n'.join(lines)
+
+
+def render_config(address: str, var: str, tls: Optional[dict] = None) -> str:
     """The shipped template with its placeholders filled in."""
     try:
         template = resources.files(__package__).joinpath(TEMPLATE).read_text(
@@ -159,14 +225,16 @@ def render_config(address: str, var: str) -> str:
                          'package %s; reinstall pyramid_zcasync'
                          % (TEMPLATE, __package__)) from None
     # ZConfig substitutes $NAME in values: keep a path's '$' literal.
-    values = {'address': address, 'var': var.replace('$', '$$')}
+    values = {'address': address, 'var': zconfig_value(var),
+              'ssl': ssl_section(tls or {})}
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
-def write_config(address: str, var: str) -> str:
+def write_config(address: str, var: str, tls: Optional[dict] = None) -> str:
     path = os.path.join(var, CONFIG_NAME)
     text = ('# Written by %s from pyramid_zcasync/scripts/%s; rewritten at '
-            'each start.\n' % (PROGRAM, TEMPLATE)) + render_config(address, var)
+            'each start.\n' % (PROGRAM, TEMPLATE)) + render_config(
+                address, var, tls)
     try:
         with open(path, 'w', encoding='utf-8') as stream:
             stream.write(text)
@@ -215,28 +283,47 @@ def make_parser() -> argparse.ArgumentParser:
         '--config-only', action='store_true',
         help='write DIR/zeo.conf, print its path and exit (to run runzeo -C '
         'yourself, e.g. under a process manager)')
+    tls = parser.add_argument_group(
+        'TLS with client certificates', 'all three together: the server '
+        'then speaks TLS only, and refuses a client without a certificate '
+        'signed by the client CA')
+    tls.add_argument('--tls-certificate', metavar='PEM',
+                     help="the server's certificate (chain)")
+    tls.add_argument('--tls-key', metavar='PEM',
+                     help="the server's private key (keep it mode 600)")
+    tls.add_argument('--tls-client-ca', metavar='PEM',
+                     help='the CA certificate(s) that sign the clients\' '
+                     'certificates (a file, or a directory of hashed '
+                     'certificates)')
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     options = make_parser().parse_args(argv)
+    os.umask(UMASK)
     try:
         host, port = parse_address(options.address)
+        tls = tls_files(options)
         var = prepare_var(options.var)
         check_unlocked(options.var, var)
+        if tls:
+            warn_if_readable(tls['key'])
         if not options.config_only:
             ip = check_address(options.address, host, port)
-            if not is_loopback(ip):
-                print('%s: warning: listening on %s, not on loopback; ZEO has'
-                      ' no authentication, so firewall this port'
-                      % (PROGRAM, ip), file=sys.stderr)
+            if not is_loopback(ip) and not tls:
+                print('%s: warning: listening on %s, not on loopback, '
+                      'without TLS client certificates (--tls-*): anyone '
+                      'reaching this port can run code in your app; '
+                      'firewall it' % (PROGRAM, ip), file=sys.stderr)
         address = format_address(host, port)
-        config = write_config(address, var)
+        config = write_config(address, var, tls)
         if options.config_only:
             print(config)
             return 0
-        print('%s: serving storages %s from %s on %s (config %s)'
-              % (PROGRAM, ', '.join(STORAGES), var, address, config),
+        print('%s: serving storages %s from %s on %s%s (config %s)'
+              % (PROGRAM, ', '.join(STORAGES), var, address,
+                 ' with TLS, client certificates required' if tls else '',
+                 config),
               file=sys.stderr, flush=True)
         return run_zeo(config, var)
     except UsageError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pyramid.httpexceptions import HTTPForbidden
 from pyramid.interfaces import ISecurityPolicy
 
+from ..safetext import install_log_filter
 from .format import ParameterError, json_renderer
 
 #: Route name suffix -> pattern under the prefix.
@@ -42,6 +43,10 @@ ROUTES = (
 
 #: The renderer of the JSON admin views.
 JSON_RENDERER = 'zcasync_json'
+#: Headers of every admin answer, errors included: what it says about the
+#: jobs must not stay in a shared or browser cache, nor be sniffed as HTML.
+ADMIN_HEADERS = {'Cache-Control': 'no-store',
+                 'X-Content-Type-Options': 'nosniff'}
 
 
 def route_name(name: str) -> str:
@@ -56,17 +61,27 @@ def includeme(config) -> None:
     config.add_renderer(JSON_RENDERER, json_renderer())
     config.add_view(parameter_error, context=ParameterError,
                     renderer=JSON_RENDERER)
+    # Job text reaches the events log too: escape it there (the engine's
+    # loggers are set up here because every app includes these views).
+    install_log_filter()
     for module in ('status', 'db', 'dashboard', 'health', 'metrics'):
         config.include('pyramid_zcasync.views.' + module)
 
 
 def require_security_policy(view):
-    """Deny when the app has no security policy (Pyramid would allow)."""
+    """Deny when the app has no security policy (Pyramid would allow);
+    mark every answer, errors too, not to be cached nor sniffed."""
     def guarded(context, request):
         if request.registry.queryUtility(ISecurityPolicy) is None:
             raise HTTPForbidden()
+        request.add_response_callback(_admin_headers)
         return view(context, request)
     return guarded
+
+
+def _admin_headers(request, response) -> None:
+    for name, value in ADMIN_HEADERS.items():
+        response.headers[name] = value
 
 
 def add_admin_view(config, view, name: str, **options) -> None:

@@ -10,28 +10,25 @@ The check follows the app's ``config.set_default_csrf_options`` (token
 and header names, origin check) when it set them.
 
 On success the answer is a 303 redirect to the dashboard, whose query
-names what was done (a code, not free text, so a crafted link cannot
-put words on the page).  A bad request is a 400, an unknown job or
+names what was done; anyone can craft such a link, so the message shown
+is built from the database alone (see :mod:`.flash`).  A bad request is a 400, an unknown job or
 dispatcher a 404: an HTML page with a link back for a browser, JSON
 ``{"error": …}`` otherwise; nothing is changed.
 """
 from __future__ import annotations
-
-import struct
 
 from pyramid.csrf import check_csrf_origin, check_csrf_token, get_csrf_token
 from pyramid.exceptions import BadCSRFToken
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.interfaces import IDefaultCSRFOptions
 from pyramid.response import Response
-from ZODB.POSException import POSKeyError
-from ZODB.utils import p64
 
 from ..failure import Failure
 from ..interfaces import COMPLETED, PENDING
 from ..job import Job
 from . import add_admin_view, route_name
 from .html import e, secure, status_name, template, took
+from .db import stored_job
 from .format import ParameterError, parse_oid
 
 #: Reason recorded when an admin deactivates a dead dispatcher.
@@ -83,18 +80,9 @@ def find_job(request) -> Job:
     raw = required(request, 'job', 'the oid of the job')
     try:
         oid = parse_oid(raw)
+        return stored_job(request.async_queues._p_jar, oid)
     except ParameterError as exc:
-        raise ActionError(exc.message)
-    connection = request.async_queues._p_jar
-    try:
-        found = connection.get(p64(oid))
-    except (POSKeyError, KeyError, ValueError, struct.error,
-            OverflowError):
-        found = None
-    if not isinstance(found, Job):
-        raise ActionError('there is no job with oid 0x%x (%d) in the queues\''
-                          ' database' % (oid, oid), 404)
-    return found
+        raise ActionError(exc.message, exc.status)
 
 
 def redirect(request, **query) -> HTTPSeeOther:

@@ -23,10 +23,11 @@ from pyramid.response import Response
 from .. import clock
 from . import add_admin_view
 from .html import Forms, e, secure, template
-from .sections import (REFRESH_SECONDS, chart_html, completed_html,
-                       dispatchers_html, failed_html, flash_html, me_html,
-                       periodic_html, queues_html, registrations, stats_html,
-                       throughput)
+from .chart import chart_html, stats_html, throughput
+from .flash import flash_html
+from .sections import (REFRESH_SECONDS, completed_html, dispatchers_html,
+                       failed_html, me_html, periodic_html, queues_html,
+                       registrations)
 
 
 # -- the view -------------------------------------------------------------
@@ -47,7 +48,7 @@ def dashboard(request):
         chart_html(chart), queues_html(queues, forms, now)))
     body.append(dispatchers_html(queues, regs, forms, request, now))
     body.append(periodic_html(queues, now))
-    body.append(failed_html(queues, forms, now))
+    body.append(failed_html(queues, forms, now, request))
     body.append(completed_html(queues, now))
     nonce = secrets.token_urlsafe(16)
     page = template('dashboard.html').substitute(

@@ -29,20 +29,25 @@ from ZODB.POSException import POSKeyError
 from ZODB.utils import p64
 
 from .. import clock
+from ..safetext import bound, quote
 from ..failure import Failure
 from ..job import Job
 from . import add_admin_view
-from .format import (ParameterError, job_id, not_found, param_choice,
-                     param_datetime, param_int, parse_oid)
+from .format import (TRACEBACK_LIMIT, ParameterError, job_id, not_found,
+                     param_choice, param_datetime, param_int, parse_oid)
 from .reports import (COMPLETED_STATES, STATES, TIME_FIELDS, Selection,
                       Window, completed_jobs, count_jobs, describe,
                       dispatcher_status, iter_jobs, select, short_repr,
                       statistics)
 from .status import running_dispatcher
 
-#: ``/db/jobs`` answers at most this many jobs unless ``count`` says more:
-#: a queue of a million pending jobs must not become a 50 MB response.
+#: ``/db/jobs`` answers at most this many jobs unless ``count`` says
+#: otherwise: a queue of a million pending jobs must not become a 50 MB
+#: response.
 DEFAULT_COUNT = 1000
+#: The most ``count`` may ask for (more is a 400): with ``display=details``
+#: that is a few megabytes, each message and repr being clipped.
+MAX_COUNT = 5000
 #: How ``/db/jobs`` shows each job.
 DISPLAYS = ('ids', 'repr', 'details')
 
@@ -57,8 +62,8 @@ def param_states(request, allowed: Iterable[str] = STATES,
              for part in value.split(',') if part.strip()]
     for state in found:
         if state not in allowed:
-            raise ParameterError('state=%r is unknown; expected one of %s'
-                                 % (state, ', '.join(allowed)))
+            raise ParameterError('state=%s is unknown; expected one of %s'
+                                 % (quote(state), ', '.join(allowed)))
     return frozenset(found or (allowed if default is None else default))
 
 
@@ -87,6 +92,24 @@ def selection(request) -> Selection:
                   callable=request.params.get('callable', '').strip() or None)
 
 
+def stored_job(connection, oid: int) -> Job:
+    """The job with this oid in ``connection``'s database; a 404 naming
+    what is there instead.  Every admin view, action and ``pzcasync``
+    command finds a job by oid here."""
+    where = 'database %r' % connection.db().database_name
+    if oid >= 2 ** 64:
+        raise not_found('no object 0x%x in %s: oids have 64 bits'
+                        % (oid, where))
+    try:
+        found = connection.get(p64(oid))
+    except (POSKeyError, KeyError):
+        raise not_found('no object 0x%x in %s' % (oid, where))
+    if not isinstance(found, Job):
+        raise not_found('object 0x%x in %s is a %s, not a job'
+                        % (oid, where, type(found).__name__))
+    return found
+
+
 def load_job(request) -> Job:
     """The job named by the route's oid (and ``database``): a malformed
     oid is a 400, anything that is not a stored job a 404."""
@@ -96,21 +119,11 @@ def load_job(request) -> Job:
     if name:
         databases = connection.db().databases
         if name not in databases:
-            raise not_found('no database %r; the databases are %s'
-                            % (name, ', '.join(map(repr, sorted(databases)))))
+            raise not_found('no database %s; the databases are %s'
+                            % (quote(name),
+                               ', '.join(map(repr, sorted(databases)))))
         connection = connection.get_connection(name)
-    where = 'database %r' % connection.db().database_name
-    if oid >= 2 ** 64:
-        raise not_found('no object 0x%x in %s: oids have 64 bits'
-                        % (oid, where))
-    try:
-        found = connection.get(p64(oid))
-    except POSKeyError:
-        raise not_found('no object 0x%x in %s' % (oid, where))
-    if not isinstance(found, Job):
-        raise not_found('object 0x%x in %s is a %s, not a job'
-                        % (oid, where, type(found).__name__))
-    return found
+    return stored_job(connection, oid)
 
 
 # -- views ----------------------------------------------------------------
@@ -132,7 +145,8 @@ def jobs(request) -> list:
     chosen = selection(request)
     states = param_states(request)
     display = param_choice(request, 'display', DISPLAYS) or 'ids'
-    count = param_int(request, 'count', minimum=1) or DEFAULT_COUNT
+    count = param_int(request, 'count', minimum=1,
+                      maximum=MAX_COUNT) or DEFAULT_COUNT
     now = clock.utcnow()
     show = {'ids': job_id, 'repr': short_repr,
             'details': lambda job: describe(job, now)}[display]
@@ -161,8 +175,11 @@ def traceback(request) -> dict:
         raise not_found('job 0x%x has no traceback: it did not fail (its '
                         'status is %s)' % (job_id(found)[0],
                                            describe(found)['status']))
+    message, cut = bound(failure.message, TRACEBACK_LIMIT)
+    text, omitted = bound(failure.getTraceback(), TRACEBACK_LIMIT)
     return {'id': job_id(found), 'type': failure.type_name,
-            'message': failure.message, 'traceback': failure.getTraceback()}
+            'message': message, 'traceback': text,
+            'omitted characters': cut + omitted}
 
 
 def nextpending(request) -> dict:

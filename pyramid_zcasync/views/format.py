@@ -14,6 +14,20 @@ from pyramid.renderers import JSON
 
 from .. import clock
 from ..failure import Failure
+from ..safetext import clip, quote
+
+#: Longest failure message a report shows (the job's traceback view shows
+#: it whole, up to :data:`TRACEBACK_LIMIT`): a job may fail with megabytes.
+MESSAGE_LIMIT = 500
+#: Longest traceback (and message) the traceback view shows; it cuts out
+#: the middle beyond that, saying how much.
+TRACEBACK_LIMIT = 64 * 1024
+#: The datetimes a parameter may name: a day inside Python's range, so
+#: that no report's arithmetic on them overflows into a 500.
+EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc) \
+    + datetime.timedelta(days=1)
+LATEST = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc) \
+    - datetime.timedelta(days=1)
 
 
 class ParameterError(Exception):
@@ -60,7 +74,8 @@ def to_json(value: Any) -> Any:
     if isinstance(value, datetime.timedelta):
         return duration(value)
     if isinstance(value, Failure):
-        return {'type': value.type_name, 'message': value.message}
+        return {'type': value.type_name,
+                'message': clip(value.message, MESSAGE_LIMIT)}
     if isinstance(value, dict):
         return {str(key): to_json(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -95,27 +110,41 @@ def param_datetime(request, name: str) -> Optional[datetime.datetime]:
     text = raw.strip()
     if text.endswith(('Z', 'z')):
         text = text[:-1] + '+00:00'
+    expected = ('expected ISO-8601 UTC from %s to %s, e.g. '
+                '2026-11-25T16:00:00Z' % (utc_iso(EARLIEST)[:10],
+                                          utc_iso(LATEST)[:10]))
     try:
         value = datetime.datetime.fromisoformat(text)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=clock.UTC)
+        value = value.astimezone(clock.UTC)
     except ValueError:
-        raise ParameterError('%s=%r is not a date: expected ISO-8601 UTC, '
-                             'e.g. 2026-11-25T16:00:00Z' % (name, raw))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=clock.UTC)
-    return value.astimezone(clock.UTC)
+        raise ParameterError('%s=%s is not a date: %s'
+                             % (name, quote(raw), expected))
+    except OverflowError:  # in UTC it falls outside year 1 to 9999
+        raise ParameterError('%s=%s is out of range: %s'
+                             % (name, quote(raw), expected))
+    if not EARLIEST <= value <= LATEST:
+        raise ParameterError('%s=%s is out of range: %s'
+                             % (name, quote(raw), expected))
+    return value
 
 
-def param_int(request, name: str, minimum: int = 0) -> Optional[int]:
+def param_int(request, name: str, minimum: int = 0,
+              maximum: Optional[int] = None) -> Optional[int]:
     raw = request.params.get(name)
     if raw is None or raw == '':
         return None
     try:
         value = int(raw)
-    except ValueError:
-        raise ParameterError('%s=%r is not an integer' % (name, raw))
+    except ValueError:  # also more than 4300 digits
+        raise ParameterError('%s=%s is not an integer' % (name, quote(raw)))
     if value < minimum:
-        raise ParameterError('%s=%r must be at least %d'
-                             % (name, raw, minimum))
+        raise ParameterError('%s=%s must be at least %d'
+                             % (name, quote(raw), minimum))
+    if maximum is not None and value > maximum:
+        raise ParameterError('%s=%s is more than the maximum, %d'
+                             % (name, quote(raw), maximum))
     return value
 
 
@@ -126,8 +155,8 @@ def param_choice(request, name: str, choices: Iterable[str]
         return None
     choices = list(choices)
     if raw not in choices:
-        raise ParameterError('%s=%r is unknown; expected one of %s'
-                             % (name, raw, ', '.join(choices)))
+        raise ParameterError('%s=%s is unknown; expected one of %s'
+                             % (name, quote(raw), ', '.join(choices)))
     return raw
 
 
@@ -136,8 +165,9 @@ def parse_oid(raw: str) -> int:
     try:
         value = int(raw, 16) if raw.lower().startswith('0x') else int(raw)
     except (ValueError, AttributeError):
-        raise ParameterError('%r is not a job id: expected the integer oid '
-                             '(decimal or 0x hex)' % (raw,))
+        raise ParameterError('%s is not a job id: expected the integer oid '
+                             '(decimal or 0x hex)' % quote(raw))
     if value < 0:
-        raise ParameterError('%r is not a job id: oids are positive' % raw)
+        raise ParameterError('%s is not a job id: oids are positive'
+                             % quote(raw))
     return value

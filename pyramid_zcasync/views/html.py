@@ -1,8 +1,10 @@
 """HTML building blocks of the admin pages: templates, escaping, small
 formats, and the forms carrying the CSRF token.
 
-Every value put in a page goes through :func:`e` (:func:`html.escape`);
-pages are :class:`string.Template` files under ``templates/``.
+Every value put in a page goes through :func:`e`: HTML-escaped, and its
+control and bidi characters made visible (a job's text must not reorder
+the page with U+202E); pages are :class:`string.Template` files under
+``templates/``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pyramid.response import Response
 from .. import clock
 from ..failure import Failure
 from ..interfaces import CALLBACKS, COMPLETED
+from ..safetext import KEEP_LINES, clip, escape
 from . import route_name
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -35,7 +38,7 @@ def template(name: str) -> string.Template:
 
 
 def e(value) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(escape(str(value), KEEP_LINES), quote=True)
 
 
 # -- small formats --------------------------------------------------------
@@ -60,10 +63,6 @@ def job_ref(job) -> str:
     database = job._p_jar.db().database_name if job._p_jar else ''
     return '<span class="oid" title="oid %d in database %s">0x%x</span>' % (
         oid, e(repr(database)), oid)
-
-
-def clip(text: str, size: int) -> str:
-    return text if len(text) <= size else text[:size - 1] + '\u2026'
 
 
 def call_text(job) -> str:

@@ -21,6 +21,7 @@ import types
 from typing import Iterable, Iterator, List, Optional
 
 from .. import clock
+from ..safetext import quote
 from ..failure import Failure
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
 from ..job import Job
@@ -117,17 +118,18 @@ def select(queues, queue: Optional[str] = None, uuid: Optional[str] = None,
     elif queue in queues:
         chosen = [queues[queue]]
     else:
-        raise not_found('no queue %r; the queues are %s'
-                        % (queue, ', '.join(map(repr, sorted(queues)))))
+        raise not_found('no queue %s; the queues are %s'
+                        % (quote(queue), ', '.join(map(repr, sorted(queues)))))
     found = Selection(chosen, uuid, agent, window or Window(), callable)
-    where = 'queue %r' % queue if queue is not None else 'any queue'
+    where = 'queue %s' % quote(queue) if queue is not None else 'any queue'
     registrations = [r for q in chosen for r in found.registrations(q)]
     if uuid is not None and not registrations:
-        raise not_found('no dispatcher %r is registered in %s'
-                        % (uuid, where))
+        raise not_found('no dispatcher %s is registered in %s'
+                        % (quote(uuid), where))
     if agent is not None and not found.agents():
-        raise not_found('no agent %r in %s%s' % (
-            agent, where, '' if uuid is None else ' of dispatcher %r' % uuid))
+        raise not_found('no agent %s in %s%s' % (
+            quote(agent), where,
+            '' if uuid is None else ' of dispatcher %s' % quote(uuid)))
     return found
 
 

@@ -1,17 +1,20 @@
 """The dashboard's sections: what it reads of the model, and how it
-shows queues, dispatchers, periodic jobs, failures and throughput."""
+shows queues, dispatchers, periodic jobs, failures and completed jobs
+(the numbers and the chart are in :mod:`.chart`, the message after an
+action in :mod:`.flash`)."""
 from __future__ import annotations
 
 import datetime
 import itertools
-from typing import Iterable, Optional
+from typing import Iterable
 
-from .. import clock
 from .. import dispatcher as dispatcher_module
 from .. import periodic
 from ..failure import Failure
 from ..interfaces import CALLBACKS, COMPLETED
+from ..safetext import bound
 from . import route_name
+from .flash import AT_LEAST_ONCE
 from .html import (Forms, ago, call_text, clip, e, is_failed, job_ref,
                    oid_of, pill, queue_label, short_uuid, status_name, took,
                    when_html)
@@ -21,13 +24,11 @@ NEXT_PENDING = 5
 #: Completed and failed jobs shown.
 RECENT_COMPLETED = 10
 RECENT_FAILED = 10
+#: Longest failure message and traceback shown on the page.
+MESSAGE_SHOWN = 300
+TRACEBACK_SHOWN = 4000
 #: Newest history entries per agent searched for failures.
 FAILED_SCAN = 300
-#: Minutes in the throughput chart.
-THROUGHPUT_MINUTES = 15
-#: Up to this many completions in the chart's window, each job is read to
-#: tell failures apart; above it the chart shows totals only.
-THROUGHPUT_DETAIL = 5000
 #: Seconds between refreshes.
 REFRESH_SECONDS = 5
 
@@ -72,43 +73,6 @@ def recent_jobs(queues, count: int, scan: int, wanted) -> list:
     return found
 
 
-def completion_micros(history, since: datetime.datetime) -> list:
-    """When each job of an agent's history completed, at or after
-    ``since`` (read from the history's keys: no job is loaded)."""
-    return history.end_times(since)
-
-
-def throughput(queues, now: datetime.datetime,
-               minutes: int = THROUGHPUT_MINUTES) -> dict:
-    """Completions per minute over the last ``minutes`` minutes (the last
-    one is the current, partial minute), failures apart when affordable."""
-    start = now.replace(second=0, microsecond=0) - datetime.timedelta(
-        minutes=minutes - 1)
-    start_micros = clock.to_micros(start)
-    totals = [0] * minutes
-    histories = [agent.completed for _, _, agent in agents(queues)]
-    for history in histories:
-        for micros in completion_micros(history, start):
-            index = (micros - start_micros) // 60000000
-            if 0 <= index < minutes:
-                totals[index] += 1
-    failed: Optional[list] = None
-    if sum(totals) <= THROUGHPUT_DETAIL:
-        failed = [0] * minutes
-        for history in histories:
-            for job in history.since(start):
-                end = job.active_end
-                if end is None or not isinstance(job.result, Failure):
-                    continue
-                index = (clock.to_micros(end) - start_micros) // 60000000
-                if 0 <= index < minutes:
-                    failed[index] += 1
-        # A retried job is in its history once per run, but only its
-        # last result is kept: never more failures than completions.
-        failed = [min(f, t) for f, t in zip(failed, totals)]
-    return {'start': start, 'totals': totals, 'failed': failed}
-
-
 # -- sections -------------------------------------------------------------
 
 def me_html(request, now: datetime.datetime) -> str:
@@ -140,150 +104,6 @@ def me_html(request, now: datetime.datetime) -> str:
                      'failed since start</span>'
                      % (stats['successful'], stats['failed']))
     return ''.join(parts)
-
-
-def flash_html(request) -> str:
-    params = request.params
-    done = params.get('done')
-    job = params.get('job', '')
-    try:
-        job_text = '0x%x' % int(job)
-    except ValueError:
-        job_text = ''
-    messages = {
-        'cancelled': 'Job %s was cancelled: it left its queue and will '
-                     'not run.' % job_text,
-        'retried': 'Job %s was queued again; it runs in its turn.'
-                   % job_text,
-    }
-    if done == 'requeued':
-        try:
-            count = int(params.get('count', '0'))
-        except ValueError:
-            count = 0
-        message = ('Dispatcher %s was deactivated; %d unfinished job%s '
-                   'handed to %s retry polic%s.'
-                   % (clip(params.get('uuid', ''), 40), count,
-                      '' if count == 1 else 's', 'its' if count == 1
-                      else 'their', 'y' if count == 1 else 'ies'))
-    elif done in messages:
-        message = messages[done]
-    else:
-        return ''
-    return ('<div class="flash ok" role="status"><span>%s</span>'
-            '<a href="%s">dismiss</a></div>'
-            % (e(message), e(request.route_path(route_name('dashboard')))))
-
-
-def stats_html(queues, regs, chart, now) -> str:
-    pending = sum(len(queue) for queue in queues.values())
-    running = sum(len(agent) for _, _, agent in agents(queues))
-    capacity = sum(agent.size for _, registration, agent in agents(queues)
-                   if registration.activated)
-    dead = alive = 0
-    for uuid, entries in regs.items():
-        registration = entries[0][1]
-        if registration.activated is None:
-            continue
-        if any(r.dead for _, r in entries):
-            dead += 1
-        else:
-            alive += 1
-    done = sum(chart['totals'])
-    failed = sum(chart['failed']) if chart['failed'] is not None else None
-    cards = [
-        ('', pending, 'pending jobs'),
-        ('', '%d<span class="muted" style="font-size:15px"> / %d</span>'
-         % (running, capacity), 'running / slots'),
-        ('ok', done, 'completed, %d min' % THROUGHPUT_MINUTES),
-        ('bad' if failed else '', '\u2014' if failed is None else failed,
-         'failed, %d min' % THROUGHPUT_MINUTES),
-        ('bad' if dead else '', '%d<span class="muted" style="font-size:15px">'
-         '%s</span>' % (alive, ' + %d dead' % dead if dead else ''),
-         'dispatchers alive'),
-    ]
-    return '<div class="stats">%s</div>' % ''.join(
-        '<div class="stat %s"><div class="n">%s</div><div class="l">%s</div>'
-        '</div>' % (kind, value, e(label)) for kind, value, label in cards)
-
-
-def chart_html(chart: dict) -> str:
-    totals, failed = chart['totals'], chart['failed']
-    minutes = len(totals)
-    width, height, left, bottom, top = 420, 150, 30, 20, 10
-    plot_w, plot_h = width - left - 6, height - bottom - top
-    peak = max(totals) if totals else 0
-    scale_max = _nice_ceiling(peak)
-    slot = plot_w / minutes
-    bar_w = slot * 0.72
-    parts = ['<svg viewBox="0 0 %d %d" role="img" aria-label="Jobs completed '
-             'per minute over the last %d minutes">' % (width, height,
-                                                        minutes)]
-    for fraction in (0.5, 1.0):
-        y = top + plot_h * (1 - fraction)
-        parts.append('<line class="grid-line" x1="%d" x2="%d" y1="%.1f" '
-                     'y2="%.1f"/>' % (left, width - 6, y, y))
-        parts.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>'
-                     % (left - 5, y + 3.5, _short_number(
-                         scale_max * fraction)))
-    base = top + plot_h
-    parts.append('<line class="axis" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
-                 % (left, width - 6, base, base))
-    parts.append('<text x="%d" y="%.1f" text-anchor="end">0</text>'
-                 % (left - 5, base + 3.5))
-    for index, total in enumerate(totals):
-        minute = chart['start'] + datetime.timedelta(minutes=index)
-        x = left + slot * index + (slot - bar_w) / 2
-        bad = failed[index] if failed is not None else 0
-        label = '%s UTC: %d completed%s' % (
-            minute.strftime('%H:%M'), total,
-            ', %d failed' % bad if failed is not None else '')
-        h_total = plot_h * total / scale_max if scale_max else 0
-        h_bad = plot_h * bad / scale_max if scale_max else 0
-        parts.append('<g><title>%s</title>' % e(label))
-        parts.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
-                     'fill="transparent"/>' % (x, top, bar_w, plot_h))
-        if total:
-            parts.append('<rect class="bar" x="%.1f" y="%.1f" width="%.1f" '
-                         'height="%.1f" rx="2"/>'
-                         % (x, base - h_total, bar_w, max(h_total, 1.5)))
-        if bad:
-            parts.append('<rect class="bar failed" x="%.1f" y="%.1f" '
-                         'width="%.1f" height="%.1f" rx="2"/>'
-                         % (x, base - h_bad, bar_w, max(h_bad, 1.5)))
-        parts.append('</g>')
-        back = minutes - 1 - index
-        if back % 5 == 0:
-            text = 'now' if back == 0 else '\u2212%d min' % back
-            parts.append('<text x="%.1f" y="%d" text-anchor="middle">%s'
-                         '</text>' % (x + bar_w / 2, height - 5, text))
-    parts.append('</svg>')
-    legend = ['<span><i></i>completed</span>']
-    if failed is not None:
-        legend.append('<span><i class="failed"></i>of which failed</span>')
-    else:
-        legend.append('<span>(too many to tell failures apart)</span>')
-    legend.append('<span>peak %d/min</span>' % peak)
-    return ('<section class="card chart"><h2>Throughput <span class="count">'
-            'jobs per minute, last %d minutes</span></h2>%s'
-            '<div class="legend">%s</div></section>'
-            % (minutes, ''.join(parts), ''.join(legend)))
-
-
-def _nice_ceiling(value: float) -> int:
-    if value <= 4:
-        return 4
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= value:
-            return int(step * magnitude)
-    return int(10 * magnitude)
-
-
-def _short_number(value: float) -> str:
-    if value >= 1000:
-        return '%gk' % (value / 1000)
-    return '%g' % value
 
 
 def queues_html(queues, forms: Forms, now) -> str:
@@ -357,7 +177,8 @@ def dispatchers_html(queues, regs: dict, forms: Forms, request, now) -> str:
             head.append(forms.button(
                 'requeue', {'uuid': uuid}, 'Re-queue its jobs', 'primary',
                 confirm='Deactivate dispatcher %s and hand its jobs back to '
-                        'their queues?' % uuid, busy='Re-queuing\u2026'))
+                        'their queues? %s' % (uuid, AT_LEAST_ONCE),
+                busy='Re-queuing\u2026'))
         facts = ['activated %s' % (when_html(activated, now)
                                   if activated else '<span>\u2014</span>'),
                  'last ping %s' % when_html(last_ping, now),
@@ -410,7 +231,22 @@ def dispatchers_html(queues, regs: dict, forms: Forms, request, now) -> str:
             '</span></h2>%s</section>' % (len(regs), ''.join(blocks)))
 
 
-def failed_html(queues, forms: Forms, now) -> str:
+def traceback_html(request, job, failure) -> str:
+    """The traceback, its middle cut beyond :data:`TRACEBACK_SHOWN`
+    characters with a link to the whole one (a job may fail with
+    megabytes, and the page is fetched again every few seconds)."""
+    text, omitted = bound(failure.getTraceback(), TRACEBACK_SHOWN)
+    shown = '<pre class="tb">%s</pre>' % e(text)
+    if not omitted:
+        return shown
+    url = request.route_path(
+        route_name('db_traceback'), oid=oid_of(job),
+        _query={'database': job._p_jar.db().database_name})
+    return shown + ('<a href="%s">the whole traceback</a> (%d more '
+                    'characters, JSON)' % (e(url), omitted))
+
+
+def failed_html(queues, forms: Forms, now, request) -> str:
     found = recent_jobs(queues, RECENT_FAILED, FAILED_SCAN, is_failed)
     rows = []
     for queue_name, job in found:
@@ -424,11 +260,11 @@ def failed_html(queues, forms: Forms, now) -> str:
             '<tr><td>%s</td><td class="call">%s</td><td>%s</td>'
             '<td class="msg"><span class="err">%s</span>: %s'
             '<details data-key="tb-%d"><summary>Traceback</summary>'
-            '<pre class="tb">%s</pre></details></td><td class="act">%s</td>'
+            '%s</details></td><td class="act">%s</td>'
             '</tr>' % (
                 job_ref(job), call, when_html(job.active_end, now),
-                e(failure.type_name), e(clip(failure.message, 300)), oid,
-                e(failure.getTraceback()),
+                e(failure.type_name), e(clip(failure.message, MESSAGE_SHOWN)),
+                oid, traceback_html(request, job, failure),
                 forms.button('retry', {'job': oid}, 'Retry', 'primary',
                              busy='Retrying\u2026')
                 if job.status == COMPLETED else

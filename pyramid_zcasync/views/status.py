@@ -3,8 +3,15 @@ from __future__ import annotations
 
 from .. import clock
 from .. import dispatcher as dispatcher_module
+from ..history import POLL_HISTORY
 from . import add_admin_view
 from .format import not_found, param_datetime, param_int, parse_oid
+
+#: ``/polls`` answers this many polls unless ``count`` or ``since`` says
+#: otherwise, and at most the dispatcher's bounded history of them (a
+#: larger ``count`` is a 400).
+POLLS_COUNT = 3
+POLLS_MAX = POLL_HISTORY
 
 
 def running_dispatcher(request):
@@ -39,9 +46,9 @@ def poll_info(found) -> dict:
 
 def polls(request):
     filters = _time_filters(request, 'at', 'before', 'since')
-    count = param_int(request, 'count', minimum=1)
+    count = param_int(request, 'count', minimum=1, maximum=POLLS_MAX)
     if count is None and filters['since'] is None:
-        count = 3
+        count = POLLS_COUNT
     found = running_dispatcher(request).iterPolls(count=count, **filters)
     return [poll_info(item) for item in found]
 

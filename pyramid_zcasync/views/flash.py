@@ -1,0 +1,79 @@
+"""The message the dashboard shows after an action, made of server-side
+facts only.
+
+An action answers with a redirect to ``/_async/?done=CODE&job=OID`` (or
+``&uuid=UUID``), so anyone can send an admin a link with those
+parameters.  Their words must not reach the page: the code picks one of
+our sentences, and the job or dispatcher it names is looked up in the
+database and shown only if it exists in the state the action leaves it
+in.  A link naming anything else shows no message at all.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..interfaces import PENDING
+from . import route_name
+from .db import stored_job
+from .format import ParameterError, parse_oid
+from .html import e
+
+#: Said whenever jobs of a dead dispatcher are handed back: the dispatcher
+#: may only be frozen or cut off, and what its jobs did outside the
+#: database is not undone (README, "Guarantees").
+AT_LEAST_ONCE = ('A job it was running runs again from the start: its '
+                 'changes to the database are made once, but what it did '
+                 'outside the database (mail, HTTP calls, files) may happen '
+                 'twice.')
+
+
+def flash_html(request) -> str:
+    message = flash_message(request)
+    if message is None:
+        return ''
+    return ('<div class="flash ok" role="status"><span>%s</span>'
+            '<a href="%s">dismiss</a></div>'
+            % (e(message), e(request.route_path(route_name('dashboard')))))
+
+
+def flash_message(request) -> Optional[str]:
+    """Our sentence for ``done``, if what it names is true now."""
+    done = request.GET.get('done')
+    if done == 'requeued':
+        uuid = stopped_dispatcher(request.async_queues,
+                                  request.GET.get('uuid', ''))
+        if uuid is None:
+            return None
+        return ('Dispatcher %s was deactivated; its unfinished jobs were '
+                'handed to their retry policies. %s' % (uuid, AT_LEAST_ONCE))
+    if done not in ('cancelled', 'retried'):
+        return None
+    oid = job_oid(request)
+    if oid is None:
+        return None
+    if done == 'cancelled':
+        return ('Job 0x%x was cancelled: it left its queue and will not '
+                'run.' % oid)
+    return 'Job 0x%x was queued again; it runs in its turn.' % oid
+
+
+def job_oid(request) -> Optional[int]:
+    """The oid of the ``job`` parameter if it names a stored job that is
+    not pending after a cancel (a retried one may be anything by now)."""
+    try:
+        job = stored_job(request.async_queues._p_jar,
+                         parse_oid(request.GET.get('job', '')))
+    except ParameterError:
+        return None
+    if request.GET.get('done') == 'cancelled' and job.status == PENDING:
+        return None
+    return int.from_bytes(job._p_oid, 'big')
+
+
+def stopped_dispatcher(queues, uuid: str) -> Optional[str]:
+    """``uuid`` if a dispatcher of that UUID is registered and stopped."""
+    found = [queue.dispatchers[uuid] for queue in queues.values()
+             if uuid in queue.dispatchers]
+    if found and not any(registration.activated for registration in found):
+        return uuid
+    return None

@@ -1,0 +1,63 @@
+"""README's "Guarantees", shown over a real ZEO server: a worker frozen
+with SIGSTOP in the middle of a job is declared dead and its job re-run
+by a sibling; when the frozen worker resumes, its run finishes (its
+outside effect happens a second time) but the database keeps the
+sibling's result: exactly once in ZODB, at least once outside."""
+import os
+import signal
+
+import pyramid_zcasync
+from pyramid_zcasync.interfaces import COMPLETED
+from pyramid_zcasync.testing import wait_until
+
+import jobs
+from test_crash import job_state, put_held_job, started_by
+
+#: poll, ping, death (seconds): the frozen worker is found dead quickly.
+FAST = (0.2, 0.3, 2.0)
+
+
+def ended_by(log, name, pid):
+    return [r for r in jobs.runs(log, name) if r[0] == 'end' and r[1] == pid]
+
+
+def test_a_frozen_workers_late_commit_is_refused(tmp_path, zeo_server,
+                                                 workers):
+    db = zeo_server.db()
+    try:
+        pyramid_zcasync.install_queues(db)
+        oid, log, hold = put_held_job(db, tmp_path)
+        storage = 'zeo:%d' % zeo_server.port
+        frozen = workers(storage, tmp_path / 'a.txt', FAST)
+        assert frozen.first_line == 'ready'
+        wait_until(lambda: started_by(log, 'j1'), 15, 'the first run')
+        sibling = workers(storage, tmp_path / 'b.txt', FAST)
+        assert sibling.first_line == 'ready'
+
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            rerun = wait_until(lambda: started_by(log, 'j1', 2), 20,
+                               'the re-run')
+            assert [r[1] for r in rerun] == [frozen.pid, sibling.pid]
+            os.remove(hold)  # both runs may end now
+
+            def completed():
+                db.storage.sync()
+                return job_state(db, oid)[0] == COMPLETED
+            wait_until(completed, 15, 'completion by the sibling')
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        # The frozen run ends too: its outside effect happened twice.
+        wait_until(lambda: ended_by(log, 'j1', frozen.pid), 15,
+                   'the frozen run to end')
+        frozen.stop()  # its commit was tried before it could exit
+        assert frozen.process.returncode == 0
+
+        db.storage.sync()
+        status, result, started = job_state(db, oid)
+        assert (status, result, started) == (COMPLETED, sibling.pid,
+                                             sibling.pid)
+        assert [r[1] for r in jobs.runs(log, 'j1') if r[0] == 'end'] \
+            .count(sibling.pid) == 1
+    finally:
+        db.close()
