@@ -64,6 +64,7 @@ def demo_app(request, tmp_path, monkeypatch):
     monkeypatch.delenv('ZCASYNC_DISPATCHER', raising=False)
     settings = {
         'demo.secret': 'test-secret',
+        'demo.admin_password': 'test-password',
         'zodbconn.uri': 'file://%s/Data.fs' % tmp_path,
         'zcasync.uuid_file': str(tmp_path / 'uuid.txt'),
         'zcasync.dispatcher': 'true',
