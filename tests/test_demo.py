@@ -61,7 +61,7 @@ def put_then_fail(request):
 def demo_app(request, tmp_path, monkeypatch):
     """The demo on a tmp FileStorage; ``two_databases`` (indirect param)
     puts the queues, the jobs and the recent list in a second one."""
-    monkeypatch.delenv('ZCASYNC_DISPATCHER', raising=False)
+    monkeypatch.setenv('ZCASYNC_DISPATCHER', 'setting')
     settings = {
         'demo.secret': 'test-secret',
         'demo.admin_password': 'test-password',
