@@ -101,7 +101,8 @@ def _start_with_app(event) -> None:
     atexit.register(close_databases, registry)
     wanted, why = decide(settings.dispatcher)
     if not wanted:
-        if settings.dispatcher:
+        if settings.dispatcher and os.environ.get(DISPATCHER_ENV) != '0':
+            # the setting asked, the program rule said no: say why
             log.info('no dispatcher in this process: %s', why)
         return
     if settings.uuid_file is None and not os.environ.get(ENV_VAR):
