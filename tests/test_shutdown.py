@@ -108,6 +108,14 @@ def starts(runs):
     return [event for event, _, _ in jobs.runs(runs, 'long')]
 
 
+def interrupted_while_the_job_runs(ini, runs, workers):
+    """A worker sent SIGINT once the long job runs in it."""
+    worker = workers(ini)
+    wait_until(lambda: starts(runs) == ['start'], 30, 'the job starts')
+    worker.process.send_signal(signal.SIGINT)
+    return worker
+
+
 def run_to_the_end(ini, hold, runs, workers):
     """Start a worker again, let the job finish: it ran again from the
     start, and completed (a job that finished gets the grace to commit)."""
@@ -139,9 +147,7 @@ def test_worker_logs_stopping_before_stopped(site, workers):
 def test_long_job_is_handed_back_and_runs_again_from_the_start(
         site, workers):
     ini, hold, runs = site
-    worker = workers(ini)
-    wait_until(lambda: starts(runs) == ['start'], 30, 'the job starts')
-    worker.process.send_signal(signal.SIGINT)
+    worker = interrupted_while_the_job_runs(ini, runs, workers)
     assert worker.wait() == 0, worker.output
     assert 'recovered 1 unfinished job(s)' in worker.output
     assert starts(runs) == ['start']  # cut short: no end
@@ -153,9 +159,7 @@ def test_long_job_is_handed_back_and_runs_again_from_the_start(
 def test_second_sigint_exits_at_once_and_the_next_start_recovers(
         site, workers):
     ini, hold, runs = site
-    worker = workers(ini)
-    wait_until(lambda: starts(runs) == ['start'], 30, 'the job starts')
-    worker.process.send_signal(signal.SIGINT)
+    worker = interrupted_while_the_job_runs(ini, runs, workers)
     worker.wait_for('stopping dispatcher', 'the worker starts stopping')
     worker.process.send_signal(signal.SIGINT)
     assert worker.wait() == 128 + signal.SIGINT, worker.output
