@@ -1,0 +1,81 @@
+"""The demo in a real browser (Debian's chromium through playwright), as a
+newcomer after ``pserve development.ini``: a job that fails reads
+"failed" once the page's script updates its row; the page's dashboard
+link leads through the login form to the dashboard; logging out closes
+it again."""
+import threading
+
+import pytest
+import waitress
+
+from pyramid_zcasync import demo
+from pyramid_zcasync.config import close_databases
+from pyramid_zcasync.testing import get_poll
+from test_dashboard_browser import (CHROMIUM, CHROMIUM_ARGS,  # noqa: F401
+                                    browser, expect, pytestmark,
+                                    stop_server)
+
+PASSWORD = 'browser-test-password'
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """The demo on a free local port, served by waitress in a thread."""
+    monkeypatch.setenv('ZCASYNC_DISPATCHER', '1')
+    app = demo.configure({
+        'demo.secret': 'browser-test-secret',
+        'demo.admin_password': PASSWORD,
+        'zodbconn.uri': 'file://%s/Data.fs' % tmp_path,
+        'zcasync.uuid_file': str(tmp_path / 'uuid.txt'),
+        'zcasync.poll_interval': '0.5',
+    }).make_wsgi_app()
+    get_poll(app.registry.zcasync_dispatcher, 0)
+    server = waitress.create_server(app, host='127.0.0.1', port=0,
+                                    threads=4)
+    thread = threading.Thread(target=server.run, daemon=True,
+                              name='waitress')
+    thread.start()
+    try:
+        yield 'http://127.0.0.1:%s' % server.effective_port
+    finally:
+        stop_server(server, thread)
+        close_databases(app.registry)
+
+
+def test_failed_job_then_login_to_the_dashboard(served, browser):
+    context = browser.new_context()
+    page = context.new_page()
+    problems = []
+    page.on('pageerror', lambda error: problems.append(str(error)))
+    page.set_default_timeout(15000)
+    try:
+        page.goto(served + '/')
+        page.select_option('select[name=kind]', 'fail')
+        page.get_by_role('button', name='Queue the job').click()
+        row = page.locator('tr.highlight')
+        expect(row.locator('.status')).to_have_text('failed')
+        expect(row).to_have_class('highlight failed')
+        expect(row.locator('.result')).to_contain_text('ValueError')
+
+        page.get_by_role('link', name='admin dashboard').click()
+        expect(page.locator('h1')).to_have_text('Log in')
+        page.fill('input[name=password]', 'wrong')
+        page.get_by_role('button', name='Log in').click()
+        expect(page.locator('.error')).to_contain_text('Wrong user or '
+                                                       'password')
+        page.fill('input[name=password]', PASSWORD)
+        page.get_by_role('button', name='Log in').click()
+        page.wait_for_url(served + '/_async/')
+        expect(page.locator('#me')).to_contain_text('RUNNING')
+
+        page.goto(served + '/')
+        expect(page.locator('nav.admin')).to_contain_text(
+            'Logged in as admin')
+        page.get_by_role('button', name='Log out').click()
+        # (page.request shares the page's cookies; navigating to a 401
+        # would be headless chromium's basic-auth error page.)
+        expect(page.locator('nav.admin')).to_contain_text('log in as')
+        assert page.request.get(served + '/_async/status').status == 401
+        assert problems == []
+    finally:
+        context.close()
