@@ -3,6 +3,7 @@ newcomer after ``pserve development.ini``: a job that fails reads
 "failed" once the page's script updates its row; the page's dashboard
 link leads through the login form to the dashboard; logging out closes
 it again."""
+import re
 import threading
 
 import pytest
@@ -51,10 +52,14 @@ def test_failed_job_then_login_to_the_dashboard(served, browser):
     try:
         page.goto(served + '/')
         page.select_option('select[name=kind]', 'fail')
+        # Due in a second: the page shows it pending, its script then
+        # updates the row.
+        page.fill('input[name=delay]', '1')
         page.get_by_role('button', name='Queue the job').click()
         row = page.locator('tr.highlight')
         expect(row.locator('.status')).to_have_text('failed')
-        expect(row).to_have_class('highlight failed')
+        expect(row).to_have_class(re.compile(r'(^|\s)failed(\s|$)'))
+        expect(row).not_to_have_class(re.compile('completed'))
         expect(row.locator('.result')).to_contain_text('ValueError')
 
         page.get_by_role('link', name='admin dashboard').click()
