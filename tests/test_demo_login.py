@@ -183,3 +183,17 @@ def test_production_demo_refuses_the_placeholder_password(tmp_path):
     assert ("ConfigurationError: pyramid_zcasync demo: demo.admin_password"
             " = 'change-me'") in result.stderr, result.stderr
 
+
+
+def test_dashboard_buttons_work_for_the_logged_in_admin(demo_app):
+    """The demo's session carries the CSRF token the dashboard's POST
+    actions check: retry a failed job from the dashboard."""
+    oid = oid_of(submit(demo_app, kind='fail', a='1', b='2'))
+    assert wait_done(lambda url: demo_app.get(url).json, oid)[
+        'status'] == 'failed'
+    log_in(demo_app)
+    retry = next(form for form in demo_app.get('/_async/').forms.values()
+                 if form.action.endswith('/actions/retry')
+                 and form['job'].value == str(oid))
+    response = retry.submit(status=303)
+    assert response.location.endswith('?done=retried&job=%d' % oid)
