@@ -91,8 +91,9 @@ def test_login_form_then_dashboard_then_logout(demo_app):
     demo_app.get('/_async/status', status=401)
 
 
-@pytest.mark.parametrize('came_from', ['https://example.com/',
-                                       '//example.com/', '/\\example.com'])
+@pytest.mark.parametrize('came_from', [
+    'https://example.com/', '//example.com/', '/\\example.com',
+    '/x\r\nSet-Cookie: a=b'])
 def test_login_sends_nobody_off_site(demo_app, came_from):
     response = log_in(demo_app, came_from=came_from)
     assert response.location == 'http://localhost/_async/'

@@ -54,8 +54,8 @@ DENIED = Template('''<p>$message</p>
 def safe_target(request, came_from: str) -> str:
     """``came_from`` if it is a path on this site, else the dashboard:
     the form must not be a way to send someone elsewhere."""
-    if came_from.startswith('/') and not came_from.startswith('//') \
-            and '\\' not in came_from:
+    local = came_from.startswith('/') and not came_from.startswith('//')
+    if local and '\\' not in came_from and came_from.isprintable():
         return came_from
     return request.route_path('zcasync.dashboard')
 
