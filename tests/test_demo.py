@@ -267,6 +267,17 @@ def processes():
         stop_process(process)
 
 
+@pytest.fixture
+def pserved(site, processes):
+    """``site``'s development.ini served by ``pserve`` (its output
+    discarded), once it listens: (ini path, port)."""
+    ini, port = site
+    processes([script('pserve'), str(ini)], cwd=str(ini.parent),
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, 30)
+    return ini, port
+
+
 def http_client(port):
     opener = urllib.request.build_opener(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))

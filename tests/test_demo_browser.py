@@ -1,46 +1,22 @@
-"""The demo in a real browser (Debian's chromium through playwright), as a
-newcomer after ``pserve development.ini``: a job that fails reads
-"failed" once the page's script updates its row; the page's dashboard
-link leads through the login form to the dashboard; logging out closes
-it again."""
+"""The demo in a real browser (Debian's chromium through playwright),
+served by a real ``pserve development.ini``, as a newcomer sees it: a job
+that fails reads "failed" once the page's script updates its row; the
+page's dashboard link leads through the login form to the dashboard;
+logging out closes it again."""
 import re
-import threading
 
 import pytest
-import waitress
 
-from pyramid_zcasync import demo
-from pyramid_zcasync.config import close_databases
-from pyramid_zcasync.testing import get_poll
-from test_dashboard_browser import (CHROMIUM, CHROMIUM_ARGS,  # noqa: F401
-                                    browser, expect, pytestmark,
-                                    stop_server)
+from test_dashboard_browser import browser, expect, pytestmark  # noqa: F401
+from test_demo import processes, pserved, site  # noqa: F401
 
-PASSWORD = 'browser-test-password'
+#: development.ini's, which README's first paragraph gives.
+PASSWORD = 'dev-only-admin'
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
-    """The demo on a free local port, served by waitress in a thread."""
-    monkeypatch.setenv('ZCASYNC_DISPATCHER', '1')
-    app = demo.configure({
-        'demo.secret': 'browser-test-secret',
-        'demo.admin_password': PASSWORD,
-        'zodbconn.uri': 'file://%s/Data.fs' % tmp_path,
-        'zcasync.uuid_file': str(tmp_path / 'uuid.txt'),
-        'zcasync.poll_interval': '0.5',
-    }).make_wsgi_app()
-    get_poll(app.registry.zcasync_dispatcher, 0)
-    server = waitress.create_server(app, host='127.0.0.1', port=0,
-                                    threads=4)
-    thread = threading.Thread(target=server.run, daemon=True,
-                              name='waitress')
-    thread.start()
-    try:
-        yield 'http://127.0.0.1:%s' % server.effective_port
-    finally:
-        stop_server(server, thread)
-        close_databases(app.registry)
+def served(pserved):
+    return 'http://127.0.0.1:%d' % pserved[1]
 
 
 def test_failed_job_then_login_to_the_dashboard(served, browser):

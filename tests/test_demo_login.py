@@ -17,11 +17,11 @@ import urllib.request
 import pytest
 from pyramid.exceptions import ConfigurationError
 
-from conftest import wait_for_port
 from pyramid_zcasync import demo
 from pyramid_zcasync.demo.auth import basic_credentials
-from test_demo import (DEVELOPMENT_INI, demo_app, http_client, oid_of, processes,  # noqa: F401
-                       row_of, script, site, submit, wait_done)
+from test_demo import (  # noqa: F401  (fixtures: demo_app, pserved & co)
+    DEVELOPMENT_INI, demo_app, http_client, oid_of, processes, pserved,
+    row_of, script, site, submit, wait_done)
 
 PRODUCTION_INI = DEVELOPMENT_INI.parent / 'production.ini'
 PASSWORD = 'test-password'  # demo_app's
@@ -141,13 +141,10 @@ def test_a_failed_job_reads_failed(demo_app):
 
 # -- out of process ------------------------------------------------------
 
-def test_pserve_development_ini_shows_the_admin_views(site, processes):
-    ini, port = site
+def test_pserve_development_ini_shows_the_admin_views(pserved):
+    ini, port = pserved
     assert '\ndemo.admin_password = %s\n' % DEVELOPMENT_PASSWORD in \
         ini.read_text()
-    processes([script('pserve'), str(ini)], cwd=str(ini.parent),
-              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, 30)
     status_url = 'http://127.0.0.1:%d/_async/status' % port
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(status_url, timeout=10)

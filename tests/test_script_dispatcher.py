@@ -14,8 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import wait_for_port
-from test_demo import processes, script, site  # noqa: F401
+from test_demo import processes, pserved, site  # noqa: F401
 
 SCRIPT = textwrap.dedent('''\
     import sys
@@ -75,14 +74,10 @@ def run_script(ini, **env):
 
 
 @pytest.fixture
-def served(site, processes):
+def served(pserved):
     """pserve on the copy of development.ini: its dispatcher holds the
     UUID file's lock."""
-    ini, port = site
-    processes([script('pserve'), str(ini)], cwd=str(ini.parent),
-              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, 30)
-    return ini
+    return pserved[0]
 
 
 def test_bootstrap_script_beside_pserve_starts_no_dispatcher(served):

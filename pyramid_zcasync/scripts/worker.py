@@ -17,9 +17,9 @@ handed back to their queue, to run again from the start; its registration
 shows ``activated`` false), closes the databases, and exits 0.  A second
 signal while it stops exits at once (status 128 + the signal's number):
 the jobs still running are recovered when the worker starts again, or by
-a live sibling.  A missing ini file or a bad setting is one line on stderr and exit
-status 2; a FileStorage another process holds, or a twin process with the
-same UUID, exit status 1.
+a live sibling.  A missing ini file or a bad setting is one line on
+stderr and exit status 2; a FileStorage another process holds, or a twin
+process with the same UUID, exit status 1.
 """
 from __future__ import annotations
 
