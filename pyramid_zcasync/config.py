@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
 from typing import Optional
 
 from pyramid.events import ApplicationCreated
@@ -20,19 +19,14 @@ from pyramid_zodbconn import get_connection
 from . import dispatcher as dispatcher_module
 from .context import PyramidContext
 from .install import install_queues
-from .instance import ENV_VAR, UUIDFileError
+from .instance import ENV_VAR, DispatcherAlreadyRunning, UUIDFileError
 from .interfaces import KEY
+from .programs import (DISPATCHER_ENV, NO_DISPATCHER_PROGRAMS,  # noqa: F401
+                       SERVING_PROGRAMS, already_running_help, decide)
 from .settings import DEFAULT_QUEUE, ZcasyncSettings, parse_settings
 from .zeoclient import forget_prefetched_oids_on_reconnect
 
 log = logging.getLogger('pyramid_zcasync.events')
-
-#: Console scripts that load the app without serving it: no dispatcher.
-NO_DISPATCHER_PROGRAMS = frozenset(
-    ['pshell', 'proutes', 'pviews', 'prequest', 'ptweens', 'pdistreport'])
-#: Environment override: ``1`` forces the dispatcher on, ``0`` off.
-DISPATCHER_ENV = 'ZCASYNC_DISPATCHER'
-
 
 def includeme(config) -> None:
     settings = parse_settings(config.get_settings(),
@@ -97,23 +91,19 @@ def queue_database(registry):
 
 def dispatcher_wanted(settings: ZcasyncSettings,
                       argv: Optional[list] = None) -> bool:
-    """The setting, unless the program is pshell & co, unless the
-    environment variable says otherwise."""
-    forced = os.environ.get(DISPATCHER_ENV, '').strip()
-    if forced in ('0', '1'):
-        return forced == '1'
-    program = os.path.splitext(
-        os.path.basename((argv or sys.argv or [''])[0]))[0]  # pshell.py too
-    if program in NO_DISPATCHER_PROGRAMS:
-        return False
-    return settings.dispatcher
+    """Whether this process starts a dispatcher: see :mod:`.programs`."""
+    return decide(settings.dispatcher, argv)[0]
 
 
 def _start_with_app(event) -> None:
     registry = event.app.registry
     settings: ZcasyncSettings = registry.zcasync_settings
     atexit.register(close_databases, registry)
-    if not dispatcher_wanted(settings):
+    wanted, why = decide(settings.dispatcher)
+    if not wanted:
+        if settings.dispatcher and os.environ.get(DISPATCHER_ENV) != '0':
+            # the setting asked, the program rule said no: say why
+            log.info('no dispatcher in this process: %s', why)
         return
     if settings.uuid_file is None and not os.environ.get(ENV_VAR):
         raise ConfigurationError(
@@ -130,6 +120,9 @@ def _start_with_app(event) -> None:
             job_context=PyramidContext(registry, settings.app_url),
             history_size=settings.history_size,
             history_age=settings.history_age)
+    except DispatcherAlreadyRunning as exc:
+        raise DispatcherAlreadyRunning(
+            already_running_help(str(exc), why)) from None
     except UUIDFileError as exc:
         raise ConfigurationError(
             'Bad pyramid_zcasync settings:\n  zcasync.uuid_file = %r: %s'

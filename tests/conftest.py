@@ -10,6 +10,12 @@ import ZODB.MappingStorage
 import pyramid_zcasync
 from pyramid_zcasync.interfaces import IQueue
 
+# pytest does not serve apps, so by default apps built here would start no
+# dispatcher (see pyramid_zcasync/programs.py); this suite's apps say in
+# their settings whether they want one, so follow the setting.  Tests of
+# the rule itself set or remove the variable.
+os.environ.setdefault('ZCASYNC_DISPATCHER', 'setting')
+
 
 @pytest.fixture
 def mapping_db():

@@ -61,9 +61,10 @@ def put_then_fail(request):
 def demo_app(request, tmp_path, monkeypatch):
     """The demo on a tmp FileStorage; ``two_databases`` (indirect param)
     puts the queues, the jobs and the recent list in a second one."""
-    monkeypatch.delenv('ZCASYNC_DISPATCHER', raising=False)
+    monkeypatch.setenv('ZCASYNC_DISPATCHER', 'setting')
     settings = {
         'demo.secret': 'test-secret',
+        'demo.admin_password': 'test-password',
         'zodbconn.uri': 'file://%s/Data.fs' % tmp_path,
         'zcasync.uuid_file': str(tmp_path / 'uuid.txt'),
         'zcasync.dispatcher': 'true',
@@ -264,6 +265,17 @@ def processes():
     yield start
     for process in started:
         stop_process(process)
+
+
+@pytest.fixture
+def pserved(site, processes):
+    """``site``'s development.ini served by ``pserve`` (its output
+    discarded), once it listens: (ini path, port)."""
+    ini, port = site
+    processes([script('pserve'), str(ini)], cwd=str(ini.parent),
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, 30)
+    return ini, port
 
 
 def http_client(port):

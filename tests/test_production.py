@@ -314,6 +314,9 @@ def site_copy(tmp_path, zeo_port):
     assert '\ndemo.secret =\n' in text, 'shipped without a secret'
     text = text.replace('\ndemo.secret =\n',
                         '\ndemo.secret = %s\n' % secrets.token_hex())
+    assert '\ndemo.admin_password = change-me\n' in text  # refused as is
+    text = text.replace('\ndemo.admin_password = change-me\n',
+                        '\ndemo.admin_password = %s\n' % secrets.token_hex())
     (site / 'production.ini').write_text(text)
     return site
 

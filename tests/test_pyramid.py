@@ -157,6 +157,16 @@ def test_request_queue_is_in_the_request_transaction(apps, tmp_path):
     (['/venv/lib/pyramid/scripts/pshell.py'], None, True, False),
     (['pshell'], '1', True, True),
     (['pserve'], '0', True, False),
+    # Only serving programs start one from the setting alone.
+    (['/venv/bin/gunicorn'], None, True, True),
+    (['uwsgi'], None, True, True),
+    (['pzcasync-worker'], None, True, True),
+    (['/venv/bin/pytest'], None, True, False),
+    (['send_reminders.py'], None, True, False),
+    (['send_reminders.py'], '1', False, True),
+    (['pytest'], 'setting', True, True),
+    (['pytest'], 'setting', False, False),
+    (['pshell'], 'setting', True, False),
 ])
 def test_dispatcher_wanted(monkeypatch, argv, env, setting, expected):
     if env is None:

@@ -146,6 +146,9 @@ def test_pserve_production_relstorage_ini(tmp_path, postgresql):
     assert '\ndemo.secret =\n' in text, 'shipped without a secret'
     text = text.replace('\ndemo.secret =\n', '\ndemo.secret = %s\n'
                         % os.urandom(16).hex())
+    assert '\ndemo.admin_password = change-me\n' in text  # refused as is
+    text = text.replace('\ndemo.admin_password = change-me\n',
+                        '\ndemo.admin_password = %s\n' % os.urandom(16).hex())
     (site / 'production-relstorage.ini').write_text(text)
     postgresql.createdb('app')
     postgresql.createdb('jobs')

@@ -3,9 +3,11 @@
 ``main`` is the ``paste.app_factory`` ``egg:pyramid_zcasync#demo``.  The
 app is an ordinary Pyramid app that includes ``pyramid_zcasync``; what it
 adds is a session (the CSRF token lives there, signed with the
-``demo.secret`` setting), CSRF checks on every POST, and the recent-jobs
-list of :mod:`.recent`.  :func:`configure` returns the Configurator
-unfinished, so tests (or a larger app) can add views of their own.
+``demo.secret`` setting), CSRF checks on every POST, an admin login
+(:mod:`.auth`: user ``admin``, password ``demo.admin_password``) so that
+the admin views can be seen, and the recent-jobs list of :mod:`.recent`.
+:func:`configure` returns the Configurator unfinished, so tests (or a
+larger app) can add views of their own.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pyramid.session import SignedCookieSessionFactory
 
 from ..config import queue_database
 from . import recent
+from .auth import DemoSecurityPolicy, admin_password
 
 #: Setting holding the secret that signs the session cookie.
 SECRET_SETTING = 'demo.secret'
@@ -31,13 +34,19 @@ def configure(settings: Dict[str, Any]) -> Configurator:
             'cookie holding the CSRF token (any long random string, e.g. '
             'from: python -c "import secrets; print(secrets.token_hex())")'
             % SECRET_SETTING)
+    password = admin_password(settings)
     config = Configurator(settings=settings)
     config.set_session_factory(SignedCookieSessionFactory(
         secret, httponly=True, samesite='Lax'))
     config.set_default_csrf_options(require_csrf=True)
     config.include('pyramid_zcasync')
+    policy = DemoSecurityPolicy(
+        password, config.registry.zcasync_settings.admin_permission)
+    config.set_security_policy(policy)
+    config.registry.demo_security_policy = policy
     recent.install(queue_database(config.registry))
     config.include('pyramid_zcasync.demo.views')
+    config.include('pyramid_zcasync.demo.login')
     return config
 
 

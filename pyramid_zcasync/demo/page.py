@@ -26,13 +26,14 @@ table { border-collapse: collapse; width: 100%; }
 td, th { border-bottom: 1px solid #ccc; padding: .3em; text-align: left;
          vertical-align: top; }
 .error { background: #fdd; border: 1px solid #c00; padding: .5em; }
-.failure { color: #a00; } .completed { color: #070; }
+.failure, .failed { color: #a00; } .completed { color: #070; }
 .highlight { background: #ffc; } pre { font-size: .8em; }
 </style></head><body>
 <h1>pyramid_zcasync demo</h1>
 <p>$dispatcher</p>
+<nav class="admin">$admin</nav>
 $error
-<form method="post" action="$action">
+<form id="queue" method="post" action="$action">
 <input type="hidden" name="csrf_token" value="$csrf_token">
 <label>${label_kind} <select name="kind">$kinds</select></label>
 <label>${label_a} <input name="a" value="$a" size="8"></label>
@@ -68,7 +69,10 @@ dispatcher thread; the table updates as it moves on.</p>
     } else if (job.done) {
       cell.textContent = JSON.stringify(job.result);
     }
-    if (job.done) { row.dataset.done = "1"; row.classList.add("completed"); }
+    if (job.done) {
+      row.dataset.done = "1";
+      row.classList.add(job.failure ? "failed" : "completed");
+    }
   }
   function poll() {
     var rows = document.querySelectorAll("tr[data-done='0']");
@@ -86,6 +90,21 @@ dispatcher thread; the table updates as it moves on.</p>
 </script>
 </body></html>
 ''')
+
+#: The admin links for the admin, logged in.
+ADMIN_IN = Template(
+    '<p>Logged in as <code>admin</code>: the <a href="$dashboard">admin '
+    'dashboard</a> (queues, dispatchers, failures) and '
+    '<a href="$status">$status_path</a> (this dispatcher, as JSON). '
+    '<form id="logout" method="post" action="$logout" '
+    'style="display:inline">'
+    '<input type="hidden" name="csrf_token" value="$csrf_token">'
+    '<button type="submit">Log out</button></form></p>')
+#: The same links for a visitor: they lead through the login form.
+ADMIN_OUT = Template(
+    '<p>Admin views (log in as <code>admin</code>, password: the '
+    '<code>demo.admin_password</code> setting): the <a href="$dashboard">'
+    'admin dashboard</a> and <a href="$status">$status_path</a>.</p>')
 
 REFRESH = '<noscript><meta http-equiv="refresh" content="3"></noscript>'
 
@@ -114,8 +133,10 @@ def _result_html(info: dict) -> str:
 
 
 def _row(info: dict, highlight: Optional[int]) -> str:
+    failed = info['failure'] is not None
     classes = [name for name, wanted in (
-        ('completed', info['done']),
+        ('completed', info['done'] and not failed),
+        ('failed', info['done'] and failed),
         ('highlight', info['oid'] == highlight)) if wanted]
     begin_after = (info['begin_after'] or '')[:19].replace('T', ' ')
     return ROW.substitute(
@@ -133,11 +154,23 @@ def _kinds(selected: str) -> str:
         for value, (_, label) in KINDS.items())
 
 
+def admin_links(*, logged_in: bool, dashboard: str, status: str,
+                status_path: str, logout: str, csrf_token: str) -> str:
+    """Links to the admin views (for a visitor, ``dashboard`` and
+    ``status`` lead through the login form, so that they arrive)."""
+    template = ADMIN_IN if logged_in else ADMIN_OUT
+    return template.substitute(
+        dashboard=escape(dashboard), status=escape(status),
+        status_path=escape(status_path), logout=escape(logout),
+        csrf_token=escape(csrf_token))
+
+
 def render(*, action: str, job_url: str, csrf_token: str, values: dict,
-           jobs: Iterable[dict], dispatcher: str,
+           jobs: Iterable[dict], dispatcher: str, admin: str,
            error: Optional[str] = None,
            highlight: Optional[int] = None) -> str:
-    """The page: the form filled with ``values``, then the jobs."""
+    """The page: the form filled with ``values``, then the jobs;
+    ``admin`` is :func:`admin_links`' HTML."""
     jobs = list(jobs)
     rows = ''.join(_row(info, highlight) for info in jobs)
     # Without JavaScript, reload while a job is unfinished (only then: a
@@ -146,6 +179,7 @@ def render(*, action: str, job_url: str, csrf_token: str, values: dict,
     return PAGE.substitute(
         action=escape(action), job_url=_js_string(job_url),
         csrf_token=escape(csrf_token), dispatcher=escape(dispatcher),
+        admin=admin,
         refresh=REFRESH if running else '',
         error=('<p class="error">%s</p>' % escape(error)) if error else '',
         kinds=_kinds(values['kind']),

@@ -30,6 +30,8 @@ LIMIT = 25
 STATUS_WORDS = {NEW: 'new', PENDING: 'pending', ASSIGNED: 'assigned',
                 ACTIVE: 'active', CALLBACKS: 'callbacks',
                 COMPLETED: 'completed'}
+#: The word for a completed job whose result is a failure.
+FAILED = 'failed'
 
 
 def install(db) -> None:
@@ -93,20 +95,24 @@ def _plain(value: Any) -> Any:
 
 def describe(job) -> Dict[str, Any]:
     """What the page and ``/jobs/{oid}`` show of a job."""
-    status = STATUS_WORDS.get(job.status, job.status)
+    result = job.result
+    done = job.status == COMPLETED
+    # zc.async calls a failed job COMPLETED (with a failure as its
+    # result): a state of the machinery, not a word for people.
+    failed = done and isinstance(result, Failure)
     info: Dict[str, Any] = {
         'oid': u64(job._p_oid),
         'call': '%s(%s)' % (getattr(job.callable, '__name__', job.callable),
                             ', '.join(repr(arg) for arg in job.args)),
-        'status': status,
-        'done': status == 'completed',
+        'status': FAILED if failed else STATUS_WORDS.get(job.status,
+                                                         job.status),
+        'done': done,
         'begin_after': _iso(job.begin_after),
         'active_start': _iso(job.active_start),
         'active_end': _iso(job.active_end),
         'result': None,
         'failure': None,
     }
-    result = job.result
     if isinstance(result, Failure):
         info['failure'] = {'type': result.type_name,
                            'message': result.message,

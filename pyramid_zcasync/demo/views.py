@@ -20,7 +20,7 @@ from . import form, page, recent
 from .jobs import KINDS
 
 
-def _wants_json(request) -> bool:
+def wants_json(request) -> bool:
     offers = request.accept.acceptable_offers(['text/html',
                                                'application/json'])
     return bool(offers) and offers[0][0] == 'application/json'
@@ -42,13 +42,29 @@ def _highlight(request):
     return int(text) if text.isdigit() else None
 
 
+def _admin_links(request, csrf_token: str) -> str:
+    dashboard = request.route_path('zcasync.dashboard')
+    status = request.route_path('zcasync.status')
+    logged_in = request.authenticated_userid is not None
+    if not logged_in:
+        dashboard, status = (
+            request.route_path('login', _query={'came_from': path})
+            for path in (dashboard, status))
+    return page.admin_links(
+        logged_in=logged_in, dashboard=dashboard, status=status,
+        status_path=request.route_path('zcasync.status'),
+        logout=request.route_path('logout'), csrf_token=csrf_token)
+
+
 def _page(request, values: dict, error=None, status: int = 200) -> Response:
+    csrf_token = get_csrf_token(request)
     body = page.render(
         action=request.route_path('home'),
         job_url=request.route_path('job', oid='OID'),
-        csrf_token=get_csrf_token(request), values=values,
+        csrf_token=csrf_token, values=values,
         jobs=[recent.describe(job) for job in recent.newest_first(request)],
         dispatcher=_dispatcher_line(), error=error,
+        admin=_admin_links(request, csrf_token),
         highlight=_highlight(request))
     return Response(body, status=status, content_type='text/html',
                     charset='utf-8')
@@ -64,7 +80,7 @@ def enqueue(request):
     try:
         order = form.parse(request.POST)
     except form.BadInput as bad:
-        if _wants_json(request):
+        if wants_json(request):
             return _json_error(request, 400, str(bad))
         return _page(request, form.echo(request.POST), error=str(bad),
                      status=400)
@@ -76,7 +92,7 @@ def enqueue(request):
     job = request.async_queue.put(function, order.a, order.b,
                                   begin_after=begin_after)
     oid = recent.remember(request, job)
-    if _wants_json(request):
+    if wants_json(request):
         request.response.status = 201
         return {'oid': oid, 'url': request.route_url('job', oid=oid)}
     return HTTPSeeOther(location=request.route_url('home',
@@ -106,7 +122,7 @@ def bad_csrf(exc, request) -> Response:
                "match this browser's session (the session cookie may have "
                'expired, or demo.secret changed). Nothing was queued; '
                'reload the page and submit again.')
-    if _wants_json(request):
+    if wants_json(request):
         return _json_error(request, 400, message)
     return _page(request, form.echo(request.POST), error=message, status=400)
 

@@ -11,11 +11,15 @@ the dispatcher on whatever ``zcasync.dispatcher`` and the program-name
 rule say, since running it is the worker's only purpose.
 
 It logs through the ini's logging configuration, waits for SIGTERM or
-SIGINT, then stops the dispatcher (running jobs get a few seconds; its
-registration shows ``activated`` false), closes the databases, and exits
-0.  A missing ini file or a bad setting is one line on stderr and exit
-status 2; a FileStorage another process holds, or a twin process with the
-same UUID, exit status 1.
+SIGINT, then stops the dispatcher (running jobs get
+:data:`~pyramid_zcasync.dispatcher.STOP_GRACE` seconds; longer ones are
+handed back to their queue, to run again from the start; its registration
+shows ``activated`` false), closes the databases, and exits 0.  A second
+signal while it stops exits at once (status 128 + the signal's number):
+the jobs still running are recovered when the worker starts again, or by
+a live sibling.  A missing ini file or a bad setting is one line on
+stderr and exit status 2; a FileStorage another process holds, or a twin
+process with the same UUID, exit status 1.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import running
+from ..dispatcher import STOP_GRACE
 from .common import (ScriptError, bootstrap, check_ini, close_app,
                      parse_options, setup_logging)
 
@@ -45,11 +50,13 @@ class _Stop(BaseException):
 
 
 class StopSignal:
-    """SIGTERM/SIGINT → stop.  Installed *before* the app loads, so the
-    dispatcher's own handler (installed as it starts) stops it first and
-    then chains to this one.  A signal during start-up is remembered and
-    honoured once the app is up, so start-up is never cut in the middle;
-    during the wait it raises :class:`_Stop` to end it."""
+    """SIGTERM/SIGINT → stop.  Installed before the app loads, so that a
+    signal during start-up is remembered and honoured once the app is up
+    (start-up is never cut in the middle), and again once it is up, over
+    the dispatcher's own handler: the worker then stops the dispatcher
+    itself, after saying so, and the log reads in the order things
+    happen.  During the wait it raises :class:`_Stop` to end it; a second
+    signal exits at once."""
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
@@ -62,6 +69,11 @@ class StopSignal:
                 signal.signal(signum, self.handle)
 
     def handle(self, signum, frame) -> None:
+        if self.received is not None and not self.waiting:
+            log.warning('%s: %s again: exiting now; jobs still running are '
+                        'recovered at the next start', PROGRAM,
+                        signal.Signals(signum).name)
+            raise SystemExit(128 + signum)
         if self.received is None:
             self.received = signum
         if self.waiting:
@@ -106,12 +118,15 @@ def run(config_uri: str, variables: Sequence[str]) -> int:
         dispatcher = getattr(registry, 'zcasync_dispatcher', None)
         if dispatcher is None:  # pragma: no cover - config.py starts it
             raise ScriptError('%s: no dispatcher started' % config_uri, 2)
+        stopper.install()  # over the dispatcher's handler: see StopSignal
         print('%s: dispatcher %s running in process %d; SIGTERM or SIGINT '
               'stops it' % (PROGRAM, dispatcher.UUID, os.getpid()),
               file=sys.stderr, flush=True)
         stopper.wait()
-        log.info('%s: %s: stopping dispatcher %s', PROGRAM,
-                 signal.Signals(stopper.received).name, dispatcher.UUID)
+        log.info('%s: %s: stopping dispatcher %s (running jobs get %g s; '
+                 'a second signal exits at once)', PROGRAM,
+                 signal.Signals(stopper.received).name, dispatcher.UUID,
+                 STOP_GRACE)
     finally:
         close_app(env)
     print('%s: stopped' % PROGRAM, file=sys.stderr, flush=True)

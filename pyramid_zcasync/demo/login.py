@@ -1,0 +1,134 @@
+"""The demo's login form, logout, and what a visitor not logged in sees
+instead of an admin view.
+
+The form posts with the page's CSRF token (the demo requires one on every
+POST), and a successful login gets a fresh token, so a token seen before
+the login is worth nothing after it.  ``came_from`` brings the visitor
+back where the 401 sent them from, and only to a path of this site.
+"""
+from __future__ import annotations
+
+from html import escape
+from string import Template
+
+from pyramid.csrf import get_csrf_token, new_csrf_token
+from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther
+from pyramid.response import Response
+from pyramid.security import forget, remember
+
+from .auth import ADMIN_USER, REALM
+from .views import wants_json
+
+PAGE = Template('''<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>$title - pyramid_zcasync demo</title>
+<style>
+body { font-family: sans-serif; max-width: 40em; margin: 2em auto; }
+.error { background: #fdd; border: 1px solid #c00; padding: .5em; }
+label { display: block; margin: .5em 0; }
+</style></head><body>
+<h1>$title</h1>
+$body
+<p><a href="$home">Back to the demo</a></p>
+</body></html>
+''')
+
+FORM = Template('''$error
+<form method="post" action="$action">
+<input type="hidden" name="csrf_token" value="$csrf_token">
+<input type="hidden" name="came_from" value="$came_from">
+<label>User <input name="user" value="$user" autocomplete="username"></label>
+<label>Password <input name="password" type="password"
+ autocomplete="current-password"></label>
+<button type="submit">Log in</button>
+</form>
+<p>The admin user is <code>admin</code>; its password is the
+<code>demo.admin_password</code> setting of the ini file.  Scripts can
+send HTTP basic auth instead: <code>curl -u admin:PASSWORD ...</code></p>''')
+
+DENIED = Template('''<p>$message</p>
+<p><a href="$login">Log in</a> as <code>admin</code> (the password is the
+<code>demo.admin_password</code> setting), or send HTTP basic auth.</p>''')
+
+
+def safe_target(request, came_from: str) -> str:
+    """``came_from`` if it is a path on this site, else the dashboard:
+    the form must not be a way to send someone elsewhere."""
+    local = came_from.startswith('/') and not came_from.startswith('//')
+    if local and '\\' not in came_from and came_from.isprintable():
+        return came_from
+    return request.route_path('zcasync.dashboard')
+
+
+def _html(request, title: str, body: str, status: int) -> Response:
+    text = PAGE.substitute(title=escape(title), body=body,
+                           home=escape(request.route_path('home')))
+    return Response(text, status=status, content_type='text/html',
+                    charset='utf-8')
+
+
+def _form(request, came_from: str, error: str = '', user: str = ADMIN_USER,
+          status: int = 200) -> Response:
+    body = FORM.substitute(
+        error='<p class="error">%s</p>' % escape(error) if error else '',
+        action=escape(request.route_path('login')),
+        csrf_token=escape(get_csrf_token(request)),
+        came_from=escape(came_from), user=escape(user))
+    return _html(request, 'Log in', body, status)
+
+
+def login_form(request) -> Response:
+    return _form(request, request.GET.get('came_from', ''))
+
+
+def login(request) -> Response:
+    """Check the credentials; on success remember the user in the session
+    and go back (303) to where the visitor came from."""
+    user = request.POST.get('user', '')
+    password = request.POST.get('password', '')
+    came_from = request.POST.get('came_from', '')
+    policy = request.registry.demo_security_policy
+    if not policy.check(user, password):
+        return _form(request, came_from, status=403, user=user[:40],
+                     error='Wrong user or password: nothing changed.')
+    remember(request, ADMIN_USER)
+    new_csrf_token(request)
+    return HTTPSeeOther(location=safe_target(request, came_from))
+
+
+def logout(request) -> Response:
+    forget(request)
+    new_csrf_token(request)
+    return HTTPSeeOther(location=request.route_url('home'))
+
+
+def denied(exc: HTTPForbidden, request) -> Response:
+    """A visitor not logged in gets 401 with a basic-auth challenge (and a
+    link to the form, for a browser whose user dismisses the prompt);
+    JSON clients get a JSON error.  The admin, if ever refused, gets 403."""
+    if request.authenticated_userid is not None:
+        message, status = 'Forbidden, even to the demo admin.', 403
+    else:
+        message, status = ('This page is for the demo admin: log in '
+                           'first.'), 401
+    if wants_json(request):
+        response = Response(json_body={'error': message}, status=status)
+    else:
+        login_url = request.route_path(
+            'login', _query={'came_from': request.path_qs})
+        response = _html(request, 'Log in required' if status == 401
+                         else 'Forbidden', DENIED.substitute(
+                             message=escape(message),
+                             login=escape(login_url)), status)
+    if status == 401:
+        response.headers['WWW-Authenticate'] = 'Basic realm="%s"' % REALM
+    return response
+
+
+def includeme(config) -> None:
+    config.add_route('login', '/login')
+    config.add_route('logout', '/logout')
+    config.add_view(login_form, route_name='login', request_method='GET')
+    config.add_view(login, route_name='login', request_method='POST')
+    config.add_view(logout, route_name='logout', request_method='POST')
+    config.add_forbidden_view(denied)
