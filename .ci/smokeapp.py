@@ -34,7 +34,7 @@ class AdminPolicy:
 
 @view_config(route_name='queue', request_method='POST', renderer='json')
 def queue(request):
-    job = request.async_queue.put(square, int(request.POST['number']))  # its oid, now
+    job = request.async_queue.put(square, int(request.POST['number']))
     return {'oid': u64(job._p_oid)}
 
 
