@@ -16,8 +16,9 @@ from pyramid_zcasync import clock
 from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.config import close_databases
 from pyramid_zcasync.failure import Failure
+from pyramid_zcasync.job import JobCancelled
 from pyramid_zcasync.interfaces import COMPLETED, NEW, PENDING, IQueue
-from pyramid_zcasync.testing import get_poll, wait_for_result
+from pyramid_zcasync.testing import get_poll, wait_for_result, wait_until
 from adminapp import HeaderPolicy as AdminPolicy
 
 ADMIN = {'X-Admin': 'yes'}
@@ -225,15 +226,16 @@ def test_cancel_a_pending_job(running):
     assert 'Job 0x%x was cancelled' % oid(job) in page.text
     assert 'Nothing pending.' in page.text
     model.sync()
-    assert job.status == NEW and job.queue is None
+    # A state one can find and name: completed, with a JobCancelled failure.
+    assert job.status == COMPLETED and job.result.check(JobCancelled)
     assert len(model.queue) == 0
 
     again = client.post('/_async/actions/cancel',
                         {'csrf_token': token, 'job': str(oid(job))},
                         headers=ADMIN, status=400)
-    assert again.json == {'error': 'job 0x%x is not pending (its status is '
-                                   'new): only a pending job can be '
-                                   'cancelled' % oid(job)}
+    assert again.json == {'error': 'job 0x%x is not pending (it failed): '
+                                   'only a pending job can be cancelled'
+                                   % oid(job)}
 
 
 def test_cancel_refuses_unknown_and_malformed_jobs(running):
@@ -298,8 +300,8 @@ def test_retry_a_failed_job(running, tmp_path):
                         {'csrf_token': token, 'job': str(oid(job))},
                         headers=ADMIN, status=400)
     assert again.json['error'] == (
-        'job 0x%x has not failed (its status is completed, and it '
-        'succeeded): only a failed job can be retried' % oid(job))
+        'job 0x%x has not failed (it succeeded): only a failed job can be '
+        'retried' % oid(job))
     model.sync()
     assert job.status == COMPLETED and job.result == 'recovered'
 
@@ -311,7 +313,7 @@ def test_retry_refuses_a_pending_job(running):
         '/_async/actions/retry',
         {'csrf_token': token_of(client), 'job': str(oid(job))},
         headers=ADMIN, status=400)
-    assert 'its status is pending' in response.json['error']
+    assert 'it is pending' in response.json['error']
     model.sync()
     assert job.status == PENDING
 
@@ -466,7 +468,7 @@ def test_the_apps_csrf_options_are_followed(made):
                     {'tok': token, 'job': str(oid(pending))},
                     headers=ADMIN, status=303)
         model.sync()
-        assert pending.status == NEW
+        assert pending.status == COMPLETED  # cancelled
     finally:
         model.close()
 
@@ -480,3 +482,25 @@ def test_actions_are_post_only(running):
                status=404)
     model.sync()
     assert job.status == PENDING
+
+
+def test_a_retried_job_that_fails_again_counts_the_same_everywhere(running):
+    """Two failed runs of one job: the header, /jobstats, /metrics and
+    the chart all say 2 (they said 1, 1, 2 and 2)."""
+    app, client, model = running
+    job = run(model, jobs.divide, 1, 0)
+    model.queue.retry_failed(job)
+    model.manager.commit()
+    wait_for_result(job)
+    dispatcher = app.registry.zcasync_dispatcher
+    wait_until(lambda: not dispatcher.getStatistics()['unknown'], 5,
+               'the second run in the dispatcher history')
+    page = client.get(DASHBOARD, headers=ADMIN).text
+    assert re.search(r'<strong>0</strong> ok, <strong>2</strong> failed '
+                     'since start', page), page
+    assert re.search(r'<div class="n">2</div><div class="l">failed, \d+ '
+                     'min</div>', page)
+    stats = client.get('/_async/jobstats', headers=ADMIN).json
+    assert (stats['failed'], stats['successful']) == (2, 0)
+    metrics = client.get('/_async/metrics', headers=ADMIN).text
+    assert 'zcasync_jobs_failed_total{queue=""} 2.0' in metrics

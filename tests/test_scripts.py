@@ -310,14 +310,16 @@ def test_worker_and_cli_on_zeo(tmp_path, zeo_server, workers):
                    what='the retried job succeeds')
         assert not os.path.exists(flag)
 
-        # cancel: the pending job is out of its queue, for good.
+        # cancel: the pending job will never run; it failed, cancelled.
         retried_again, cancelled = run_all(
             ini, ['retry', str(oids['flag'])],
             ['cancel', str(oids['later']), '--json'])
         one_error_line(retried_again, 1, 'has not failed')
         out = json.loads(output(cancelled))
-        assert (out['done'], out['job']['status']) == ('cancelled', 'new')
-        assert job_state(db, oids['later']) == (NEW, False)
+        assert (out['done'], out['job']['status'], out['job']['failed']) \
+            == ('cancelled', 'completed', True)
+        assert 'JobCancelled' in json.dumps(out['job']['failure'])
+        assert job_state(db, oids['later']) == (COMPLETED, True)
         one_error_line(run(ini, 'cancel', str(oids['later'])), 1,
                        'is not pending')
 

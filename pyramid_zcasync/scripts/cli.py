@@ -105,7 +105,8 @@ HELP = {
     'nextpending': 'the pending job to be claimed next (/db/nextpending)',
     'lastcompleted': 'the job completed last (/db/lastcompleted)',
     'retry': 'run a failed job again, at the back of its queue',
-    'cancel': 'take a pending job out of its queue; it will not run',
+    'cancel': 'cancel a pending job: it never runs, and completes with a '
+              'JobCancelled failure',
 }
 
 #: Options that become the views' query parameters, by command.

@@ -27,7 +27,7 @@ from ..failure import Failure
 from ..interfaces import COMPLETED, PENDING
 from ..job import Job
 from . import add_admin_view, route_name
-from .html import e, secure, status_name, template, took
+from .html import e, secure, state_phrase, template, took
 from .db import stored_job
 from .format import ParameterError, parse_oid
 
@@ -97,18 +97,19 @@ def oid_int(job) -> int:
 # -- actions --------------------------------------------------------------
 
 def cancel_job(job: Job) -> None:
-    """Take a pending job out of its queue; it will not run.  Apart from
-    the view so that ``pzcasync cancel`` makes the same checks."""
+    """Make sure a pending job never runs: it completes with a
+    JobCancelled failure (Job.cancel).  Apart from the view so that
+    ``pzcasync cancel`` makes the same checks."""
     queue = job.queue
     if job.status != PENDING or queue is None or job not in queue:
         raise ActionError(
-            'job 0x%x is not pending (its status is %s): only a pending job '
-            'can be cancelled' % (oid_int(job), status_name(job.status)))
-    queue.remove(job)
+            'job 0x%x is not pending (%s): only a pending job can be '
+            'cancelled' % (oid_int(job), state_phrase(job)))
+    job.cancel('cancelled by an administrator')
 
 
 def cancel(request):
-    """Take a pending job out of its queue; it will not run."""
+    """Make sure a pending job never runs."""
     job = find_job(request)
     cancel_job(job)
     return redirect(request, done='cancelled', job=oid_int(job))
@@ -119,10 +120,8 @@ def retry_job(job: Job) -> None:
     view so that ``pzcasync retry`` makes the same checks."""
     if job.status != COMPLETED or not isinstance(job.result, Failure):
         raise ActionError(
-            'job 0x%x has not failed (its status is %s%s): only a failed job '
-            'can be retried' % (oid_int(job), status_name(job.status),
-                                ', and it succeeded' if job.status ==
-                                COMPLETED else ''))
+            'job 0x%x has not failed (%s): only a failed job can be '
+            'retried' % (oid_int(job), state_phrase(job)))
     queue = job.queue
     if queue is None:
         raise ActionError('job 0x%x never was in a queue: there is nowhere '

@@ -7,7 +7,6 @@ import datetime
 from typing import Optional
 
 from .. import clock
-from ..failure import Failure
 from .html import e
 from .sections import agents
 
@@ -42,16 +41,12 @@ def throughput(queues, now: datetime.datetime,
     if sum(totals) <= THROUGHPUT_DETAIL:
         failed = [0] * minutes
         for history in histories:
-            for job in history.since(start):
-                end = job.active_end
-                if end is None or not isinstance(job.result, Failure):
-                    continue
-                index = (clock.to_micros(end) - start_micros) // 60000000
+            # Each run that failed, at its own end: a job retried is in
+            # its history once per run (as in /metrics and /jobstats).
+            for micros in history.failed_end_times(start):
+                index = (micros - start_micros) // 60000000
                 if 0 <= index < minutes:
                     failed[index] += 1
-        # A retried job is in its history once per run, but only its
-        # last result is kept: never more failures than completions.
-        failed = [min(f, t) for f, t in zip(failed, totals)]
     return {'start': start, 'totals': totals, 'failed': failed}
 
 

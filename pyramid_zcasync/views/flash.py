@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..interfaces import PENDING
+from ..failure import Failure
+from ..job import JobCancelled
 from . import route_name
 from .db import stored_job
 from .format import ParameterError, parse_oid
@@ -52,8 +53,8 @@ def flash_message(request) -> Optional[str]:
     if oid is None:
         return None
     if done == 'cancelled':
-        return ('Job 0x%x was cancelled: it left its queue and will not '
-                'run.' % oid)
+        return ('Job 0x%x was cancelled: it will not run, and its callbacks '
+                'see a JobCancelled failure.' % oid)
     return 'Job 0x%x was queued again; it runs in its turn.' % oid
 
 
@@ -65,7 +66,8 @@ def job_oid(request) -> Optional[int]:
                          parse_oid(request.GET.get('job', '')))
     except ParameterError:
         return None
-    if request.GET.get('done') == 'cancelled' and job.status == PENDING:
+    if request.GET.get('done') == 'cancelled' and not (
+            isinstance(job.result, Failure) and job.result.check(JobCancelled)):
         return None
     return int.from_bytes(job._p_oid, 'big')
 

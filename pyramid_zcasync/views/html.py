@@ -43,8 +43,21 @@ def e(value) -> str:
 
 # -- small formats --------------------------------------------------------
 
-def status_name(status: str) -> str:
-    return status.replace('-status', '')
+def status_word(job) -> str:
+    """What a job's state is called for people: a completed job
+    ``succeeded`` or ``failed`` (zc.async's COMPLETED with a failure for
+    a result is a state of the machine, not a word for a reader)."""
+    if is_failed(job):
+        return 'failed'
+    if job.status == COMPLETED:
+        return 'succeeded'
+    return job.status.replace('-status', '')
+
+
+def state_phrase(job) -> str:
+    """``it succeeded``, ``it failed``, ``it is pending``: for messages."""
+    word = status_word(job)
+    return 'it ' + word if word in ('failed', 'succeeded') else 'it is ' + word
 
 
 def short_uuid(uuid: str) -> str:

@@ -23,6 +23,7 @@ from pyramid.response import Response
 
 from .. import dispatcher as dispatcher_module
 from ..config import queue_database
+from ..history import runs
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
 from . import add_admin_view
 
@@ -56,25 +57,26 @@ class JobTotals:
         self.failed: Dict[str, int] = {}
         #: queue -> [count per bucket (not cumulative) + overflow, sum]
         self.pickup: Dict[str, list] = {}
-        self._seen: Dict[tuple, object] = {}
+        self._seen: set = set()
         self._lock = threading.Lock()
 
     def update(self, entries: List[dict]) -> None:
-        """Count the completed entries not counted yet."""
+        """Count the completed runs not counted yet (a job retried runs
+        again: each run counts, as in the dashboard and /jobstats)."""
         with self._lock:
-            seen = {}
+            seen = set()
             for entry in entries:
-                completed = entry.get('completed')
-                if completed is None:
-                    continue
-                job_id = entry.get('id')
-                seen[job_id] = completed
-                if self._seen.get(job_id) != completed:
-                    self._count(entry)
+                for run in runs(entry):
+                    completed = run.get('completed')
+                    if completed is None:
+                        continue
+                    key = (entry.get('id'), completed)
+                    seen.add(key)
+                    if key not in self._seen:
+                        self._count(str(entry.get('queue', '')), run)
             self._seen = seen
 
-    def _count(self, entry: dict) -> None:
-        queue = str(entry.get('queue', ''))
+    def _count(self, queue: str, entry: dict) -> None:
         self.completed[queue] = self.completed.get(queue, 0) + 1
         if entry.get('failed'):
             self.failed[queue] = self.failed.get(queue, 0) + 1

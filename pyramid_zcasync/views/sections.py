@@ -16,7 +16,7 @@ from ..safetext import bound
 from . import route_name
 from .flash import AT_LEAST_ONCE
 from .html import (Forms, ago, call_text, clip, e, is_failed, job_ref,
-                   oid_of, pill, queue_label, short_uuid, status_name, took,
+                   oid_of, pill, queue_label, short_uuid, status_word, took,
                    when_html)
 
 #: Pending jobs shown per queue.
@@ -201,7 +201,7 @@ def dispatchers_html(queues, regs: dict, forms: Forms, request, now) -> str:
                                     ' <span class="muted">%s</span>'
                                     '</div>' % (
                                         job_ref(job), e(call_text(job)),
-                                        pill(status_name(job.status), 'warn'),
+                                        pill(status_word(job), 'warn'),
                                         e('started ' + ago(job.active_start,
                                                            now))
                                         if job.active_start else
@@ -288,8 +288,8 @@ def completed_html(queues, now) -> str:
         try:
             call = e(call_text(job))
             if isinstance(job.result, Failure):
-                outcome = '<span class="err">%s</span>' % e(
-                    job.result.type_name)
+                outcome = '%s <span class="err">%s</span>' % (
+                    pill('failed', 'bad'), e(job.result.type_name))
             else:
                 outcome = '<span class="call">%s</span>' % e(
                     clip(repr(job.result), 80))
@@ -324,7 +324,7 @@ def periodic_html(queues, now) -> str:
             elif is_failed(job):
                 state = pill('failed', 'bad')
             else:
-                state = pill(status_name(job.status),
+                state = pill(status_word(job),
                              'ok' if job.status == COMPLETED else 'warn')
             cron = '<span class="mono">%s</span>' % e(schedule.cron)
             if schedule.timezone != 'UTC':
