@@ -222,9 +222,15 @@ def test_bad_job_kind_and_bad_job_ids(demo_app):
     assert response.json == {'error': "job = 'rm -rf' is not a job kind; "
                              'expected one of multiply, slow, fail'}
     assert demo_app.get('/jobs/x1', status=400).json == {
-        'error': "'x1' is not a job id (a whole number)"}
+        'error': "'x1' is not a job id (a whole number, at most 20 digits)"}
     assert 'no job 0 among' in demo_app.get('/jobs/0', status=404).json[
         'error']
+    # Anyone's input: neither is a 500 (int() refuses 4,301 digits, and
+    # '²' is a digit to isdigit() but not to int()).
+    for text in ('9' * 4301, '\u00b2'):
+        assert 'is not a job id' in demo_app.get(
+            '/jobs/' + urllib.parse.quote(text), status=400).json['error']
+        assert demo_app.get('/', {'job': text}).status_int == 200
 
 
 # -- out of process ------------------------------------------------------
