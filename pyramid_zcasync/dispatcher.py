@@ -24,6 +24,7 @@ from .running import get, stop_all
 from .agent import Agent
 from .history import JobHistory, Poll, Polls
 from .install import queue_database
+from .safetext import install_log_filter
 from .instance import (ENV_VAR, InstanceLock, read_uuid, resolve_uuid_file)
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
 from .monitor import RUNNING, STARTING, STOPPED, STUCK, Monitor
@@ -68,6 +69,7 @@ def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
     in the database that holds them.
     """
     db = queue_database(db)
+    install_log_filter()  # job text in the events log, also without Pyramid
     lock = None
     if uuid is None:
         path = resolve_uuid_file(uuid_file)

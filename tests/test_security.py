@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -373,3 +374,36 @@ def test_the_readme_states_the_guarantees_and_the_security_model():
     for heading in ('Guarantees', 'Security'):
         assert '\n%s\n%s\n' % (heading, '-' * len(heading)) in readme
     assert 'at least once' in readme and 'exactly once' in readme
+
+
+HOSTILE_LOG_SCRIPT = r'''
+import logging, sys, transaction, ZODB
+import pyramid_zcasync
+from pyramid_zcasync import dispatcher
+from pyramid_zcasync.interfaces import IQueue
+from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+db = ZODB.DB(sys.argv[1])
+pyramid_zcasync.install_queues(db)
+running = dispatcher.start(db, uuid_file=sys.argv[2], poll_interval=0.2,
+                           install_signal_handlers=False)
+connection = db.open()
+job = IQueue(connection.root()).put(
+    exec, 'raise ValueError(%r)' % '\x1b]0;PWNED\x07\x1b[2J\u202eRED')
+transaction.commit()
+wait_for_result(job)
+tear_down_dispatcher(running)
+db.close()
+'''
+
+
+def test_the_events_log_is_escaped_without_pyramid_too(tmp_path):
+    """A process that starts its dispatcher by hand (no Pyramid, so no
+    admin views to install the log filter) logs job text escaped."""
+    result = subprocess.run(
+        [sys.executable, '-c', HOSTILE_LOG_SCRIPT, str(tmp_path / 'Data.fs'),
+         str(tmp_path / 'uuid.txt')], capture_output=True, text=True,
+        timeout=60)
+    assert 'failed: Traceback' in result.stderr, result.stderr
+    assert '\\x1b]0;PWNED' in result.stderr
+    assert_no_raw(result.stderr)
