@@ -15,7 +15,7 @@ from pyramid_zcasync.demo import jobs as demo_jobs
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.testing import wait_for_result
 
-from conftest import free_port, stop_process, wait_for_port
+from conftest import TESTS_DIR, free_port, stop_process, wait_for_port
 from test_scripts import (clean_env, command, make_site,  # noqa: F401
                           workers)
 
@@ -33,22 +33,18 @@ LEAF_EXT = ('basicConstraints=critical,CA:FALSE\n'
             'subjectKeyIdentifier=hash\n'
             'authorityKeyIdentifier=keyid\n'
             'extendedKeyUsage=%s\n')
-#: The client ZConfig file of the README, on the test's port and files.
-CLIENT_CONF = '''%%import ZEO
+#: The client ZConfig file production.ini points to, shipped beside it.
+SHIPPED_CLIENT_CONF = os.path.join(os.path.dirname(TESTS_DIR),
+                                   'production-zeo-tls.conf')
 
-<zodb main>
-  <clientstorage>
-    server 127.0.0.1:%(port)d
-    storage main
-    wait-timeout 30
-    <ssl>
-      certificate %(dir)s/client.pem
-      key %(dir)s/client.key
-      authenticate %(dir)s/ca.pem
-    </ssl>
-  </clientstorage>
-</zodb>
-'''
+
+def client_conf(port, ca):
+    """The shipped file, on the test's port and certificate files."""
+    with open(SHIPPED_CLIENT_CONF) as stream:
+        text = stream.read()
+    return (text.replace('127.0.0.1:8100', '127.0.0.1:%d' % port)
+            .replace('/etc/zcasync/server-ca.pem', '%s/ca.pem' % ca)
+            .replace('/etc/zcasync/', '%s/' % ca))
 
 
 def openssl(directory, *args):
@@ -119,7 +115,7 @@ def test_only_clients_with_a_certificate_get_in(tls_zeo, tmp_path, workers):
             client_db(port, refused)
 
     conf = tmp_path / 'zodb.conf'
-    conf.write_text(CLIENT_CONF % {'port': port, 'dir': ca})
+    conf.write_text(client_conf(port, ca))
     worker = workers(make_site(tmp_path, uri='zconfig://%s#main' % conf))
     worker.wait_ready()
     db = ZEO.DB(('127.0.0.1', port), storage='main', wait_timeout=30,
