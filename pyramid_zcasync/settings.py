@@ -39,7 +39,8 @@ class ZcasyncSettings:
     """Checked settings, frozen so no part of the app changes them later.
     The defaults are those of a bare ``config.include('pyramid_zcasync')``."""
 
-    #: Start the dispatcher thread at app start-up (off for pshell & co).
+    #: Start the dispatcher thread at app start-up, in serving processes
+    #: only unless asked (programs.py: scripts and test runs get none).
     dispatcher: bool = False
     #: pyramid_zodbconn database holding the queues; None: the main one.
     database: Optional[str] = None
