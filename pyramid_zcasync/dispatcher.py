@@ -151,6 +151,9 @@ class Dispatcher(Monitor):
         #: ZEO and RelStorage load many objects in one round trip;
         #: FileStorage has nothing to gain.
         self._prefetches = hasattr(db.storage, 'prefetch')
+        #: Why the storage could not commit lately, by who tried (a
+        #: worker thread, or the poll): /health says down while any is.
+        self.storage_trouble: Dict[str, str] = {}
         #: Claims of a poll whose commit failed: if the storage server
         #: committed it and its answer was lost, the jobs are ours.
         self._unsure_claims: list = []
@@ -272,6 +275,15 @@ class Dispatcher(Monitor):
             registration.activate(self.clock.utcnow())
         return registration
 
+    def report_storage(self, exc: Optional[BaseException]) -> None:
+        """What a worker (or the poll) found committing: ``exc`` when the
+        storage could not (server away, disk full), None when it did."""
+        who = threading.current_thread().name
+        if exc is None:
+            self.storage_trouble.pop(who, None)
+        else:
+            self.storage_trouble[who] = str(exc)
+
     # -- polling ------------------------------------------------------
 
     def wake(self) -> None:
@@ -298,9 +310,11 @@ class Dispatcher(Monitor):
                 if self._stopping:
                     return
                 self._poll_once()
-        except Exception:
+        except Exception as exc:
             log.exception('dispatcher %s: poll failed', self.UUID)
             retry.abort(self._manager)
+            if retry.is_disconnected(exc):
+                self.report_storage(exc)
 
     def _poll_once(self) -> None:
         if self._connection is None:
@@ -342,6 +356,7 @@ class Dispatcher(Monitor):
             self._unsure_claims = claimed
             raise
         self._unsure_claims = []
+        self.report_storage(None)
         if ping_due:
             if not self._connected_throughout(now):
                 # Back after a gap (or just started): siblings' silence

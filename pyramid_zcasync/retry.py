@@ -17,6 +17,7 @@ annotations for everyone to see.
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
 import random
 from typing import Optional, Union
@@ -43,6 +44,7 @@ CLIENT_DISCONNECTED = 'ZEO.Exceptions.ClientDisconnected'
 #: InterfaceError, and its own ReplicaClosedException).
 DISCONNECTED = (
     CLIENT_DISCONNECTED,
+    'pyramid_zcasync.retry.StorageFull',
     'relstorage.adapters.interfaces.ReplicaClosedException',
     'psycopg2.OperationalError',
     'psycopg2.InterfaceError',
@@ -203,9 +205,33 @@ def disconnected(data_cache: dict) -> datetime.timedelta:
     return backoff(counts['disconnected'])
 
 
+#: What a full disk (or quota) under a FileStorage raises at commit.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class StorageFull(OSError):
+    """A commit failed because the storage's disk is full: like a lost
+    server, nothing can be committed until it is fixed, so it is waited
+    out with back-off instead of failing the job (its failure could not
+    be committed either)."""
+
+
+def as_storage_full(exc: BaseException) -> BaseException:
+    """``exc`` as a StorageFull if it says the disk is full (what retry
+    policies and failure records can tell by name), else ``exc``."""
+    if isinstance(exc, OSError) and not isinstance(exc, StorageFull) \
+            and exc.errno in DISK_FULL:
+        full = StorageFull(exc.errno, exc.strerror)
+        full.__cause__ = exc
+        return full
+    return exc
+
+
 def is_disconnected(exc: BaseException) -> bool:
-    """Whether ``exc`` says the storage server went away (ZEO's
-    ClientDisconnected, or a RelStorage driver's disconnection)."""
+    """Whether ``exc`` says the storage cannot commit for now: its server
+    went away (ZEO's ClientDisconnected, a RelStorage driver's
+    disconnection) or its disk is full."""
+    exc = as_storage_full(exc)
     return any('%s.%s' % (c.__module__, c.__qualname__) in DISCONNECTED
                for c in type(exc).__mro__)
 

@@ -81,6 +81,7 @@ class Runner:
                     self.manager.begin()
                     result = work(connection)
                     self.manager.commit()
+                self.report_storage(None)
                 return result
             except ConflictError:
                 retry.abort(self.manager)
@@ -94,12 +95,23 @@ class Runner:
                 if not (wait_for_server and retry.is_disconnected(exc)):
                     raise
                 delay = retry.disconnected(away)
-                log.warning('storage server away (%s); retrying in %s',
-                            exc, delay)
+                self.report_storage(exc, delay)
             finally:
                 if connection is not None:
                     connection.close()
             self.wait(delay)
+
+    def report_storage(self, exc: Optional[BaseException],
+                       delay=None) -> None:
+        """Log that the storage cannot commit (server away, disk full)
+        and tell the dispatcher, whose /health then says down; ``None``:
+        this worker's commits go through again."""
+        if exc is not None:
+            log.warning('the storage cannot commit (%s); retrying in %s',
+                        exc, delay)
+        report = getattr(self.dispatcher, 'report_storage', None)
+        if report is not None:
+            report(exc)
 
     def wait(self, decision) -> None:
         if isinstance(decision, datetime.datetime):
@@ -184,14 +196,16 @@ class Runner:
                 if not retry.is_disconnected(exc):
                     raise
                 delay = retry.disconnected(data_cache)
-                log.warning('storage server away (%s); retrying in %s',
-                            exc, delay)
+                self.report_storage(exc, delay)
                 self.wait(delay)
                 continue
             if outcome == 'gone':
                 return False
             if outcome == 'done':
+                self.report_storage(None)
                 return True
+            if outcome.check(*retry.DISCONNECTED):
+                self.report_storage(outcome, value)
             if value is False:
                 self.bookkeep(lambda conn: self._record_failure(
                     load(conn), outcome, data_cache, inline_callbacks))
@@ -245,7 +259,7 @@ class Runner:
                 self.manager.commit()
             except Exception as exc:
                 retry.abort(self.manager)
-                failure = Failure.from_exception(exc)
+                failure = Failure.from_exception(retry.as_storage_full(exc))
                 _log_attempt('commit', job, failure)
                 return failure, retry.check_decision(
                     policy.commitError(failure, data_cache), 'commitError',

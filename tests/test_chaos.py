@@ -12,10 +12,14 @@ Marked ``chaos``.  The default form is the reduced one .ci/run runs;
 longer faults, by hand.  A frozen worker (SIGSTOP past its death
 interval) is in test_guarantees.py.
 """
+import datetime
+import errno
 import os
+import subprocess
 import time
 
 import pytest
+import ZODB
 
 import jobs
 import pyramid_zcasync
@@ -162,3 +166,92 @@ def wait_until_late_job_done(db, oid, seconds) -> float:
     wait_until(lambda: read(db, lambda root: 'late' in root['late_done']),
                seconds, 'the job put after the faults', step=0.01)
     return time.monotonic() - started
+
+
+# -- disk full ----------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs: a disk that fills up (root and mount(2) needed)."""
+    mount_point = tmp_path / 'small'
+    mount_point.mkdir()
+    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m',
+                             'tmpfs', str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip('cannot mount a small tmpfs here: %s'
+                    % result.stderr.strip())
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(['umount', '-l', str(mount_point)], check=False)
+
+
+def fill(directory) -> str:
+    """Write a file until the disk is full; its path."""
+    path = os.path.join(str(directory), 'filler')
+    with open(path, 'wb', buffering=0) as stream:
+        for size in (65536, 4096, 1):   # to the last byte
+            try:
+                while True:
+                    stream.write(b'\0' * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    return path
+
+
+def test_disk_full_under_filestorage(small_disk, tmp_path, caplog):
+    """The disk under a FileStorage fills up while jobs wait: commits
+    fail cleanly (a put raises, nothing half-written), the dispatcher
+    logs it and /health says down; once space returns every job runs
+    once and the file reopens intact."""
+    import webtest
+    from adminapp import make_admin_app
+    from pyramid_zcasync.config import close_databases
+    app = make_admin_app(small_disk, **{
+        'zcasync.dispatcher': 'true', 'zcasync.poll_interval': '0.2',
+        'zcasync.uuid_file': str(tmp_path / 'uuid.txt')})
+    client = webtest.TestApp(app)
+    db = app.registry._zodb_databases['']
+    count = 20 if not FULL else 200
+    keys = ['k%03d' % i for i in range(count)]
+    make_trees(db, 'done', 'pids', 'times', keys=keys)
+    soon = datetime.datetime.now(datetime.timezone.utc) + \
+        datetime.timedelta(seconds=2)
+
+    def put(root):
+        queue = IQueue(root)
+        return [queue.put(jobs.append_with_pid, root['done'], root['pids'],
+                          key, 0.0, root['times'], begin_after=soon)
+                for key in keys]
+    oids = [job._p_oid for job in write(db, put)]
+    assert client.get('/_async/health').text == 'up\n'
+    filler = fill(small_disk)
+    try:
+        with pytest.raises(OSError) as refused:
+            # (bigger than the page the file's last record may share)
+            write(db, lambda root: IQueue(root).put(jobs.multiply,
+                                                    'x' * 100000, 1))
+        assert refused.value.errno == errno.ENOSPC
+        wait_until(lambda: client.get('/_async/health', status='*')
+                   .status_int == 503, 30, '/health to say down')
+        assert done_count(db) == 0
+    finally:
+        os.remove(filler)
+    freed_at = time.monotonic()
+    wait_for(db, count, 60, 'every job once space returned')
+    recovered = time.monotonic() - freed_at
+    check_exactly_once(db, keys, oids)
+    wait_until(lambda: client.get('/_async/health', status='*')
+               .status_int == 200, 30, '/health to say up again')
+    logged = caplog.text
+    assert 'No space left on device' in logged
+    close_databases(app.registry)
+    reopened = ZODB.DB(str(small_disk / 'Data.fs'))
+    try:
+        assert read(reopened, lambda root: sorted(root['done'])) == keys
+    finally:
+        reopened.close()
+    print('\ndisk full: %d jobs waited, a put refused with ENOSPC, /health '
+          'down; all done once %.1f s after space returned'
+          % (count, recovered))

@@ -2,7 +2,9 @@
 
 Public on purpose (a load balancer has no credentials), so the body says
 only ``up`` or ``down``.  Up means the database answers and, when this
-process should run a dispatcher, that it is RUNNING (not stuck).
+process should run a dispatcher, that it is RUNNING (not stuck) and that
+none of its workers waits for the storage to commit again (its server
+away, its disk full).
 """
 from __future__ import annotations
 
@@ -40,7 +42,10 @@ def dispatcher_ok(registry) -> bool:
     running = getattr(registry, 'zcasync_dispatcher', None)
     if running is None:
         return True  # this process runs no dispatcher: not its job
-    return running.status == dispatcher_module.RUNNING
+    # Polling, and able to commit: a full disk lets small commits (pings)
+    # through while the jobs' fail, and those workers wait.
+    return (running.status == dispatcher_module.RUNNING
+            and not running.storage_trouble)
 
 
 def health(request):
