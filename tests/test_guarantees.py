@@ -6,12 +6,18 @@ sibling's result: exactly once in ZODB, at least once outside."""
 import os
 import signal
 
+import pytest
+
 import pyramid_zcasync
+import pyramid_zcasync.instance
 from pyramid_zcasync.interfaces import COMPLETED
 from pyramid_zcasync.testing import wait_until
 
 import jobs
 from test_crash import job_state, put_held_job, started_by
+from test_reliability import registration_info
+
+pytestmark = pytest.mark.chaos
 
 #: poll, ping, death (seconds): the frozen worker is found dead quickly.
 FAST = (0.2, 0.3, 2.0)
@@ -28,7 +34,8 @@ def test_a_frozen_workers_late_commit_is_refused(tmp_path, zeo_server,
         pyramid_zcasync.install_queues(db)
         oid, log, hold = put_held_job(db, tmp_path)
         storage = 'zeo:%d' % zeo_server.port
-        frozen = workers(storage, tmp_path / 'a.txt', FAST)
+        frozen = workers(storage, tmp_path / 'a.txt',
+                         FAST + ('--log', str(tmp_path / 'a.log')))
         assert frozen.first_line == 'ready'
         wait_until(lambda: started_by(log, 'j1'), 15, 'the first run')
         sibling = workers(storage, tmp_path / 'b.txt', FAST)
@@ -50,6 +57,12 @@ def test_a_frozen_workers_late_commit_is_refused(tmp_path, zeo_server,
         # The frozen run ends too: its outside effect happened twice.
         wait_until(lambda: ended_by(log, 'j1', frozen.pid), 15,
                    'the frozen run to end')
+        # It notices it was declared dead and registers again.
+        uuid = pyramid_zcasync.instance.read_uuid(str(tmp_path / 'a.txt'))
+        wait_until(lambda: 'found itself deactivated' in
+                   (tmp_path / 'a.log').read_text(), 15, 'the re-activation')
+        wait_until(lambda: registration_info(db, uuid)['activated'], 15,
+                   'its registration active again')
         frozen.stop()  # its commit was tried before it could exit
         assert frozen.process.returncode == 0
 
