@@ -24,8 +24,47 @@ class Clock:
         time.sleep(seconds)
 
 
-#: The clock used when none is passed explicitly.
-default_clock = Clock()
+class DatabaseClock(Clock):
+    """This machine's clock, set right by the database's.
+
+    Transactions are stamped by one clock: the ZEO server's, PostgreSQL's
+    for RelStorage (this process's own for FileStorage).  A dispatcher
+    corrects its process's clock by the stamps of its own commits, so that
+    processes whose clocks differ by minutes still agree on when a job is
+    due, which occurrence a periodic job runs for and which starts a rate
+    limit's window holds.  (Dispatchers' deaths are judged in database
+    time anyway.)
+    """
+
+    #: Differences below this are the commit's round trip, not skew.
+    THRESHOLD = datetime.timedelta(seconds=1)
+
+    def __init__(self, local: Optional[Clock] = None):
+        self.local = local or Clock()
+        #: Database time minus local time, as last measured.
+        self.offset = datetime.timedelta(0)
+
+    def utcnow(self) -> datetime.datetime:
+        return self.local.utcnow() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.local.sleep(seconds)
+
+    def local_now(self) -> datetime.datetime:
+        return self.local.utcnow()
+
+    def observe(self, stamped: datetime.datetime, before: datetime.datetime,
+                after: datetime.datetime) -> None:
+        """A commit began at local time ``before``, ended at ``after`` and
+        was stamped ``stamped`` by the storage."""
+        sample = stamped - (before + (after - before) / 2)
+        if abs(sample - self.offset) > self.THRESHOLD:
+            self.offset = sample
+
+
+#: The clock used when none is passed explicitly: the machine's, corrected
+#: by the database's once this process's dispatcher has committed.
+default_clock = DatabaseClock()
 
 
 def utcnow() -> datetime.datetime:

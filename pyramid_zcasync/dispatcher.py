@@ -341,6 +341,8 @@ class Dispatcher(Monitor):
             due = _earliest(due, queue.next_due(now))
             due = _earliest(due, periodic.next_due(queue))
         self._adopt_unsure_claims(claimed)
+        local_now = getattr(self.clock, 'local_now', None)
+        before = local_now() if local_now is not None else None
         try:
             self._manager.commit()
         except ConflictError as exc:
@@ -357,6 +359,9 @@ class Dispatcher(Monitor):
             raise
         self._unsure_claims = []
         self.report_storage(None)
+        if ping_due and before is not None and registration is not None:
+            # Our ping was stamped by the storage's clock: set ours by it.
+            self.clock.observe(registration.last_ping, before, local_now())
         if ping_due:
             if not self._connected_throughout(now):
                 # Back after a gap (or just started): siblings' silence
