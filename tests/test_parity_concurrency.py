@@ -10,9 +10,10 @@ import pytest
 import jobs
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.failure import Failure
+from pyramid_zcasync.testing import (get_poll, tear_down_dispatcher,
+                                     wait_for_result, wait_for_start,
+                                     wait_until)
 from queuetools import other_connection
-from pyramid_zcasync.testing import (tear_down_dispatcher, wait_for_result,
-                                     wait_for_start, wait_until)
 
 
 def hold_while(path, seconds=30):
@@ -154,3 +155,27 @@ def test_a_job_whose_group_conflicted_has_five_attempts_in_all(
     result = wait_for_result(job, 15)
     assert isinstance(result, Failure) and result.check('ZODB.POSException.ConflictError')
     assert len(jobs.notes(log)) == 5
+
+
+def say_started_and_hold(started_path, hold_path):
+    open(started_path, 'w').close()
+    return hold_while(hold_path)
+
+
+def test_a_slow_job_after_short_ones_does_not_stop_the_polls(warm, queue,
+                                                             tmp_path):
+    """Polls are what ping, claim for the other slots and free finished
+    jobs: a grouped job must not hold them off while it runs."""
+    started, hold = tmp_path / 'started', tmp_path / 'hold'
+    hold.touch()
+    job = queue.put(say_started_and_hold, str(started), str(hold))
+    commit(queue)
+    try:
+        wait_until(started.exists, 10, 'the job to start')
+        count = warm.polls.total
+        # Two polls while the job holds (it cannot end before the file
+        # is gone): get_poll fails if they do not come.
+        get_poll(warm, count + 2, seconds=5)
+    finally:
+        hold.unlink()
+    assert wait_for_result(job) == 'released'
