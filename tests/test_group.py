@@ -169,3 +169,13 @@ def test_a_group_stops_taking_jobs_when_its_window_is_over(setup, monkeypatch):
     assert [oid for oid, _ in outcomes] == oids[1:]
     sync(connection)
     assert [job.result for job in put] == [0, 3, 6, 9]
+
+
+def test_a_conflicting_group_counts_as_one_of_five_attempts(setup, tmp_path):
+    db, connection, queue, agent = setup
+    log = str(tmp_path / 'attempts.log')
+    (job,) = claim_all(queue, agent, (jobs.raise_conflict, log, 'job'))
+    GroupRunner(Runner(db, UUID)).run([job._p_oid])
+    sync(connection)
+    assert job.result.check('ZODB.POSException.ConflictError')
+    assert len(jobs.notes(log)) == 5  # 1 in the group, 4 alone
