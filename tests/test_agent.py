@@ -315,3 +315,13 @@ def test_chooser_and_filter_are_exclusive():
     filtered.filter = None
     filtered.chooser = oldest_pending  # one at a time is fine
     assert (filtered.chooser, filtered.filter) == (oldest_pending, None)
+
+
+def test_an_agent_stored_before_the_checks_keeps_its_chooser_and_filter():
+    state = Agent('old', 3).__getstate__()
+    state['chooser'] = state.pop('_chooser', None) or newest_first
+    state['filter'] = state.pop('_filter', None)
+    old = Agent.__new__(Agent)
+    old.__setstate__(state)
+    assert (old.chooser, old.filter) == (newest_first, None)
+    assert old._chooser_takes_now  # ours took now=
