@@ -8,6 +8,8 @@ are stored in ZODB: make them module-level functions.
 from __future__ import annotations
 
 import datetime
+import inspect
+import logging
 from typing import Callable, Optional
 
 import BTrees.Length
@@ -18,6 +20,8 @@ from . import clock, keys
 from .failure import Failure
 from .interfaces import CALLBACKS, COMPLETED
 from .quota import FLOOR, above_floor, check_size, floor_tree
+
+trace = logging.getLogger('pyramid_zcasync.trace')
 
 #: How long completed jobs stay in an agent's history.
 HISTORY_AGE = datetime.timedelta(days=7)
@@ -34,6 +38,30 @@ TRIM_SLACK_AGE = datetime.timedelta(hours=1)
 def claim_from_queue(agent: 'Agent', now=None):
     """The default chooser: the queue's next job that the filter allows."""
     return agent.queue.claim(agent.filter, now=now)
+
+
+def takes_now(chooser: Callable) -> bool:
+    """Whether ``chooser`` is called as ``chooser(agent, now=now)`` (ours)
+    or as ``chooser(agent)`` (zc.async's); a TypeError naming the expected
+    signature if it fits neither, so that a wrong chooser is refused when
+    assigned, not at every claim of a running dispatcher."""
+    if not callable(chooser):
+        raise TypeError('a chooser must be callable as chooser(agent), '
+                        'got %r' % (chooser,))
+    try:
+        signature = inspect.signature(chooser)
+    except (TypeError, ValueError):  # a builtin without one: trust it
+        return False
+    for args, kwargs, answer in (((None,), {'now': None}, True),
+                                 ((None,), {}, False)):
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError:
+            continue
+        return answer
+    raise TypeError('a chooser must be callable as chooser(agent) (or '
+                    'chooser(agent, now=None)); %r has the signature %s'
+                    % (chooser, signature))
 
 
 class CompletedHistory(persistent.Persistent):
@@ -116,9 +144,15 @@ class CompletedHistory(persistent.Persistent):
 
 class Agent(persistent.Persistent):
 
+    #: Stored agents from before choosers were checked: ours took ``now``.
+    _chooser_takes_now = True
+    _chooser = None
+    _filter = None
+
     def __init__(self, name: str = 'main', size: int = 3,
                  chooser: Optional[Callable] = None,
                  filter: Optional[Callable] = None):
+        _exclusive(chooser, filter)
         self.name = name
         self.size = check_size(size, 'agent %r size' % name)
         self.chooser = chooser
@@ -130,6 +164,37 @@ class Agent(persistent.Persistent):
 
     def __repr__(self):
         return '<Agent %r %d/%d>' % (self.name, len(self), self.size)
+
+    def __setstate__(self, state):
+        # Agents stored before chooser and filter became properties.
+        for name in ('chooser', 'filter'):
+            if name in state:
+                state['_' + name] = state.pop(name)
+        super().__setstate__(state)
+
+    @property
+    def chooser(self) -> Optional[Callable]:
+        """Claims the agent's next job: ``chooser(agent)``, as in zc.async
+        (or ``chooser(agent, now=None)``); exclusive with ``filter``."""
+        return self._chooser
+
+    @chooser.setter
+    def chooser(self, chooser: Optional[Callable]) -> None:
+        _exclusive(chooser, self._filter)
+        if chooser is not None:
+            self._chooser_takes_now = takes_now(chooser)
+        self._chooser = chooser
+
+    @property
+    def filter(self) -> Optional[Callable]:
+        """``filter(job)``: whether the default chooser may claim the job;
+        exclusive with ``chooser``, which decides alone."""
+        return self._filter
+
+    @filter.setter
+    def filter(self, filter: Optional[Callable]) -> None:
+        _exclusive(self._chooser, filter)
+        self._filter = filter
 
     @property
     def queue(self):
@@ -161,12 +226,38 @@ class Agent(persistent.Persistent):
         """
         if len(self) >= (self.size if limit is None else limit):
             return None
-        job = (self.chooser or claim_from_queue)(self, now=now)
+        if not self._claims_allowed():
+            return None
+        job = self._choose(now)
         if job is not None:
             job.assignerUUID = self.UUID
             job.agent = self
             self._active[job._key] = job
         return job
+
+    def _claims_allowed(self) -> bool:
+        """Only a live registration claims: one deactivated, or silent
+        long enough to be declared dead, has its jobs handed back by
+        siblings, so what it claimed now might run twice."""
+        registration = self.parent
+        if registration is None:
+            return True
+        if not registration.activated:
+            trace.info('agent %r of dispatcher %s claims nothing: the '
+                       'registration is deactivated', self.name, self.UUID)
+            return False
+        if registration.dead:
+            trace.info('agent %r of dispatcher %s claims nothing: the '
+                       'registration is dead', self.name, self.UUID)
+            return False
+        return True
+
+    def _choose(self, now: Optional[datetime.datetime]):
+        if self._chooser is None:
+            return claim_from_queue(self, now=now)
+        if self._chooser_takes_now:
+            return self._chooser(self, now=now)
+        return self._chooser(self)
 
     def jobCompleted(self, job) -> None:
         """Free the job's slot; completed jobs enter the history."""
@@ -175,3 +266,10 @@ class Agent(persistent.Persistent):
             job.agent = None
         if job.status in (CALLBACKS, COMPLETED):
             self.completed.add(job)
+
+
+def _exclusive(chooser: Optional[Callable], filter: Optional[Callable]) -> None:
+    """As in zc.async: a chooser decides alone which job to claim, so a
+    filter next to it would silently be ignored."""
+    if chooser is not None and filter is not None:
+        raise ValueError('cannot set both chooser and filter to non-None')

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from typing import Dict, Optional
+from typing import Optional
 
 import transaction
 from twisted.internet import selectreactor, task
@@ -22,15 +22,14 @@ from . import clock as clock_module
 from . import periodic, retry, running
 from .running import get, stop_all
 from .agent import Agent
+from .executor import Executor
 from .history import JobHistory, Poll, Polls
 from .install import queue_database
 from .safetext import install_log_filter
 from .instance import (ENV_VAR, InstanceLock, read_uuid, resolve_uuid_file)
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
 from .monitor import RUNNING, STARTING, STOPPED, STUCK, Monitor
-from .pool import Pool
 from .registry import recover_job
-from .group import GroupRunner
 from .runner import Runner
 from .watch import LastTransaction
 from .zeoclient import forget_prefetched_oids_on_reconnect
@@ -47,11 +46,6 @@ WATCH_INTERVAL = 0.02
 #: what it collects meanwhile (the oid of every object committed) is
 #: about this many seconds of the database's traffic.
 IDLE_CONNECTION = 10
-#: Most short jobs a worker runs in one transaction (and claims ahead).
-GROUP_SIZE = 50
-#: Jobs shorter than this (seconds, on average) are claimed ahead.
-FAST_JOB = 0.01
-
 def start(db, uuid: Optional[str] = None, poll_interval: float = 5,
           uuid_file: Optional[str] = None, **options) -> 'Dispatcher':
     """Start this process's dispatcher on ``db`` and return it.
@@ -132,12 +126,11 @@ class Dispatcher(Monitor):
         self.thread: Optional[threading.Thread] = None
         self.polls = Polls()
         self.jobs = JobHistory()
-        self._pools: Dict[tuple, Pool] = {}
-        self._job_seconds: Dict[tuple, float] = {}
+        #: Runs what the polls claim (executor.py).
+        self.executor = Executor(self)
         #: Serialises this process's transactions on shared bookkeeping
         #: (claims, agent slots, history): no conflicts among our threads.
         self._bookkeeping = threading.RLock()
-        self._local = threading.local()
         self._lock: Optional[InstanceLock] = None
         self._wake_pending = False
         self._wake_lock = threading.Lock()
@@ -194,8 +187,7 @@ class Dispatcher(Monitor):
             return
         self._stopping = True
         self.reactor.callFromThread(self._stop_loop)
-        for pool in list(self._pools.values()):
-            pool.stop(min(STOP_GRACE, timeout))
+        self.executor.stop(min(STOP_GRACE, timeout))
         try:
             self._deactivate_all()
         except Exception:
@@ -372,7 +364,7 @@ class Dispatcher(Monitor):
         self.polls.add(poll)
         self._wake_at(due, now)
         for queue_name, agent, oid in claimed:
-            self._submit(queue_name, agent, oid, poll.key)
+            self.executor.submit(queue_name, agent, oid, poll.key)
 
     def _adopt_unsure_claims(self, claimed: list) -> None:
         """Run the jobs claimed by a poll whose commit raised, if the
@@ -420,8 +412,9 @@ class Dispatcher(Monitor):
                                       started=False)
         info = {'active jobs': active,
                 'error': None, 'len': 0, 'new jobs': [], 'size': agent.size}
-        limit = self._claim_limit(agent)
+        limit = self.executor.claim_limit(agent)
         try:
+            self.executor.release_finished(agent)
             self._prefetch_claims(agent, limit)
             while True:
                 job = agent.claimJob(limit=limit)
@@ -449,97 +442,10 @@ class Dispatcher(Monitor):
                 [oid for oid in agent.queue.front_oids(
                     count, self.clock.utcnow()) if oid not in added])
 
-    def _claim_limit(self, agent) -> int:
-        """Claim ahead only while this agent's jobs are short: then they
-        are committed in groups; slow jobs are claimed one per worker, so
-        idle siblings can take the rest."""
-        if self._fast((agent.queue.name, agent.name)):
-            return agent.size * GROUP_SIZE
-        return agent.size
-
-    def _fast(self, key: tuple) -> bool:
-        """Whether the agent's recent jobs were short.  Only then are
-        they run in groups, which commit no separate ACTIVE state."""
-        seconds = self._job_seconds.get(key)
-        return seconds is not None and seconds < FAST_JOB
-
-    def _submit(self, queue_name: str, agent, oid: bytes, poll_key) -> None:
-        job_id = (_oid_int(oid), self.db.database_name)
-        self.jobs.record(job_id, id=job_id, queue=queue_name,
-                         agent=agent.name, poll_id=poll_key, claimed=True)
-        pool = self._pool(queue_name, agent)
-        pool.batch = GROUP_SIZE if self._fast((queue_name, agent.name)) else 1
-        pool.submit((oid, False))
-
-    def _pool(self, queue_name: str, agent) -> Pool:
-        key = (queue_name, agent.name)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = Pool(
-                '%s-%s' % key, agent.size,
-                lambda items: self._run_batch(key, items),
-                on_crash=self._worker_crashed)
-        elif pool.size != agent.size:
-            pool.resize(agent.size)
-        return pool
-
     # -- running ------------------------------------------------------
-
-    def _runner(self) -> Runner:
-        runner = getattr(self._local, 'runner', None)
-        if runner is None:
-            runner = self._local.runner = Runner(
-                self.db, self.UUID, self.clock, dispatcher=self,
-                lock=self._bookkeeping)
-        return runner
 
     def _job_id(self, oid: bytes) -> tuple:
         return (_oid_int(oid), self.db.database_name)
-
-    def _run_batch(self, key: tuple, items: list) -> None:
-        """Run claimed jobs: those marked alone one by one, the others as
-        a group; what the group hands back is queued to the pool again."""
-        for oid, _ in items:
-            self.jobs.record(self._job_id(oid), started=self.clock.utcnow(),
-                             thread=threading.get_ident())
-        group = GroupRunner(self._runner())
-        if not self._fast(key):
-            items = [(oid, True) for oid, _ in items]
-        for oid, alone in items:
-            if alone:
-                group.runner.call_seconds = None
-                group.runner.run(oid)
-                outcome = group.read_outcome(oid)
-                if outcome and group.runner.call_seconds is not None:
-                    # The call alone: the span from ACTIVE to the result
-                    # also holds commits, which on RelStorage or a busy
-                    # ZEO make every job look slow.
-                    outcome['runtime'] = group.runner.call_seconds
-                self._finished(key, oid, outcome)
-        together = [oid for oid, alone in items if not alone]
-        if together:
-            finished, alone, rest = group.run_group(together)
-            for oid, outcome in finished:
-                self._finished(key, oid, outcome)
-            pool = self._pools[key]
-            for oid in alone:
-                pool.submit((oid, True))
-            for oid in rest:
-                pool.submit((oid, False))
-        self.wake()  # slots are free: claim the next jobs now
-
-    def _finished(self, key: tuple, oid: bytes,
-                  outcome: Optional[dict]) -> None:
-        outcome = outcome or {}
-        self.jobs.record(self._job_id(oid), completed=self.clock.utcnow(),
-                         **outcome)
-        if outcome.get('runtime') is not None:
-            self._note_runtime(key, outcome['runtime'])
-
-    def _note_runtime(self, key: tuple, seconds: float) -> None:
-        previous = self._job_seconds.get(key)
-        self._job_seconds[key] = seconds if previous is None \
-            else 0.8 * previous + 0.2 * seconds
 
     def _worker_crashed(self, items, exc) -> None:
         """A worker died inside a job: never leave it ACTIVE forever."""

@@ -7,7 +7,16 @@ jobs runs them back to back in one transaction and commits once.  Each
 job still commits all or nothing: a job that raises is rolled back to its
 savepoint before its failure is recorded, and a conflict at commit makes
 every job of the group run again on its own (:class:`~.runner.Runner`),
-as a conflict would have for a single job.
+as a conflict would have for a single job, that attempt counted.
+
+The group frees their agent slots and quotas in the same transaction,
+holding the dispatcher's bookkeeping lock meanwhile (so that the commit
+conflicts with no claim of this process), unless one of its jobs turns
+out slow: then the lock is let go (lease.py), so that polls, pings and
+other workers need not wait for that job, and the group's transaction
+writes its jobs alone; their slots are freed afterwards, as the Runner
+does for a job alone (by default in a transaction of their own; the
+dispatcher frees them in its next poll's, which commits anyway).
 
 What runs here: jobs with the default retry policy and no callbacks,
 still ASSIGNED to this dispatcher.  Everything else (and any job whose
@@ -18,16 +27,18 @@ what the default policy does with interrupted jobs anyway.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import List, Optional, Tuple
+from typing import (Callable, ContextManager, Iterable, List, NamedTuple,
+                    Optional, Tuple)
 
 from ZODB.POSException import ConflictError
 
 from . import local, retry
 from .failure import Failure
 from .interfaces import ASSIGNED, COMPLETED
-from .runner import Runner
+from .runner import Runner, release_if_ours
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -59,22 +70,42 @@ def outcome(job) -> dict:
             'runtime': runtime}
 
 
+class GroupResult(NamedTuple):
+    #: ``[(oid, outcome)]`` of the jobs the group committed.
+    finished: List[Tuple[bytes, dict]]
+    #: Jobs to run alone, with the Runner.
+    alone: List[bytes]
+    #: Jobs not reached: the group ran longer than GROUP_WINDOW.
+    rest: List[bytes]
+    #: Attempts the ``alone`` jobs spent already: 1 when the group's
+    #: commit conflicted (it counts against their policy's limit).
+    conflicts: int = 0
+
+
 class GroupRunner:
     """Runs lists of claimed job oids, grouped where it is safe."""
 
-    def __init__(self, runner: Runner):
+    def __init__(self, runner: Runner,
+                 release: Optional[Callable[[List[bytes]], None]] = None,
+                 lease: Optional[Callable[[], ContextManager]] = None):
         self.runner = runner
+        #: Frees the slots of jobs a group committed without freeing them.
+        self.release = release or self._release
+        #: ``lease()``: the bookkeeping lock for one group (lease.py);
+        #: by default the runner's lock, held to the end.
+        self.lease = lease or self._whole_lease
 
     def run(self, oids: List[bytes]) -> List[Tuple[bytes, Optional[dict]]]:
         """Run every job of ``oids``; ``[(oid, outcome or None)]``."""
         outcomes = []
         pending = list(oids)
         while pending:
-            done, alone, pending = self.run_group(pending)
-            outcomes.extend(done)
-            for oid in alone:
-                self.runner.run(oid)
+            result = self.run_group(pending)
+            outcomes.extend(result.finished)
+            for oid in result.alone:
+                self.runner.run(oid, prior_conflicts=result.conflicts)
                 outcomes.append((oid, self.read_outcome(oid)))
+            pending = result.rest
         return outcomes
 
     def read_outcome(self, oid: bytes) -> Optional[dict]:
@@ -84,24 +115,41 @@ class GroupRunner:
             trace.exception('could not read the outcome of %r', oid)
             return None
 
-    def run_group(self, oids):
-        """One transaction: ``([(oid, outcome)], oids to run alone, oids
-        not reached)``."""
-        with self.runner.lock:
-            return self._group(oids)
+    def run_group(self, oids: Iterable[bytes]) -> GroupResult:
+        """One transaction for the jobs, taken from ``oids`` one at a time
+        until it runs out or the group has run GROUP_WINDOW; then their
+        slots are freed."""
+        with self.lease() as lease:
+            result, released = self._group(oids, lease)
+        if result.finished and not released:
+            self.release([oid for oid, _ in result.finished])
+        return result
 
-    def _group(self, oids):
+    @contextlib.contextmanager
+    def _whole_lease(self):
+        with self.runner.lock:
+            yield _KeptLease()
+
+    def _release(self, oids: List[bytes]) -> None:
+        uuid = self.runner.uuid
+
+        def release(connection):
+            for oid in oids:
+                release_if_ours(connection.get(oid), uuid)
+        self.runner.bookkeep(release, lock=self.runner.lock)
+
+    def _group(self, oids: Iterable[bytes], lease) -> Tuple[GroupResult, bool]:
+        """The group's transaction; and whether it freed the slots."""
         runner = self.runner
         manager = runner.manager
         connection = runner.db.open(transaction_manager=manager)
-        done, alone, reached = [], [], 0
+        pending = iter(oids)
+        done, alone, reached = [], [], []
         started = time.monotonic()
         try:
             manager.begin()
-            for oid in oids:
-                if done and time.monotonic() - started > GROUP_WINDOW:
-                    break
-                reached += 1
+            for oid in pending:
+                reached.append(oid)
                 job = connection.get(oid)
                 if eligible(job, runner.uuid) and \
                         self._run_one(job, manager.get()):
@@ -111,22 +159,31 @@ class GroupRunner:
                     job.agent = None
                 else:
                     alone.append(oid)
-            # Slots and history last, once: released inside the loop, the
-            # agent's buckets would be pickled again at every savepoint.
+                if done and time.monotonic() - started > GROUP_WINDOW:
+                    break
+            released = lease.keep()
             for _, job, agent in done:
-                job.queue.release(job, agent)
+                if released:
+                    # Slots and history last, once: released inside the
+                    # loop, the agent's buckets would be pickled again at
+                    # every savepoint.
+                    job.queue.release(job, agent)
+                else:
+                    job.agent = agent  # freed afterwards
             manager.commit()
             finished = [(oid, outcome(job)) for oid, job, _ in done]
         except ConflictError:
             retry.abort(manager)
-            trace.info('a group of %d conflicted: each runs alone', reached)
-            return [], oids[:reached], oids[reached:]
+            trace.info('a group of %d conflicted: each runs alone',
+                       len(reached))
+            return GroupResult([], reached, list(pending), conflicts=1), \
+                False
         except BaseException:
             retry.abort(manager)
             raise
         finally:
             connection.close()
-        return finished, alone, oids[reached:]
+        return GroupResult(finished, alone, list(pending)), released
 
     def _run_one(self, job, txn) -> bool:
         """Run ``job`` under a savepoint; False: hand it to the Runner."""
@@ -156,4 +213,11 @@ class GroupRunner:
             return False
         job.resolve(result, run_callbacks=False, release=False)
         trace.debug('%r succeeded in a group', job)
+        return True
+
+
+class _KeptLease:
+    """A lease that is never let go: the lock is held to the end."""
+
+    def keep(self) -> bool:
         return True

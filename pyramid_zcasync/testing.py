@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
+import transaction
+
 from .interfaces import ACTIVE, CALLBACKS, COMPLETED
 
 _STEP = 0.01
@@ -89,9 +91,33 @@ def wait_for_death(registration, seconds: float = 6) -> None:
 
 
 def tear_down_dispatcher(dispatcher, seconds: float = 10) -> None:
-    """Stop the dispatcher; assert it deactivated and its threads ended."""
+    """Stop the dispatcher; assert it deactivated, its threads ended and
+    no job was still running (stopping hands such a job back to the queue,
+    which would hide a job that hangs from the test that started it)."""
     dispatcher.stop(seconds)
     wait_for_deactivation(dispatcher, seconds)
     if dispatcher.thread is not None and dispatcher.thread.is_alive():
         raise AssertionError('the reactor thread of dispatcher %s is still '
                              'alive' % dispatcher.UUID)
+    running = dispatcher.getActiveJobIds()
+    if running:
+        raise AssertionError(
+            'dispatcher %s stopped while %s still ran (not finished within '
+            '%s s)' % (dispatcher.UUID, ', '.join(
+                _describe_job(dispatcher.db, job_id) for job_id in running),
+                seconds))
+
+
+def _describe_job(db, job_id: tuple) -> str:
+    """The job's repr (which names its call), read from the database;
+    its id if it cannot be read."""
+    oid, database_name = job_id
+    try:
+        connection = db.databases[database_name].open(
+            transaction_manager=transaction.TransactionManager())
+        try:
+            return repr(connection.get(oid.to_bytes(8, 'big')))
+        finally:
+            connection.close()
+    except Exception:  # a closed database: the id must do
+        return 'job %r' % (job_id,)

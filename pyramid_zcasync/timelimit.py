@@ -50,9 +50,12 @@ def call_with_limit(func: Callable[[], Any], seconds: Optional[float],
             with lock:
                 state['running'] = False
             timer.cancel()
-    except TimeLimitExceeded:
-        raise TimeLimitExceeded('%s ran longer than its time limit of %s s'
-                                % (what, seconds)) from None
+    except TimeLimitExceeded as interrupted:
+        # The interrupted frames stay in the traceback: where the job was
+        # when its time ran out is what its owner needs to know.
+        raise TimeLimitExceeded(
+            '%s ran longer than its time limit of %s s' % (what, seconds)
+        ).with_traceback(interrupted.__traceback__) from None
 
 
 def check_limit(value) -> Optional[float]:

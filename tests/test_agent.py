@@ -1,12 +1,13 @@
 """Agents: a dispatcher's job slots in a queue, and their history."""
 import datetime
 import operator
+import time
 
 import pytest
 import transaction
 
 from pyramid_zcasync.agent import TRIM_SLACK, Agent, CompletedHistory
-from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, PENDING
+from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, PENDING, IQueue
 
 UTC = datetime.timezone.utc
 
@@ -234,3 +235,93 @@ def test_two_jobs_of_an_agent_with_a_full_history_finish_together(file_db):
         assert len(agent) == 0
     finally:
         check.close()
+
+
+def test_a_deactivated_registration_claims_nothing(queue, registration,
+                                                   caplog):
+    agent = registration.add(Agent('main', 3))
+    job = queue.put(operator.add, 1, 2)
+    registration.deactivate()
+    with caplog.at_level('INFO', logger='pyramid_zcasync.trace'):
+        assert agent.claimJob() is None
+    assert job.status == PENDING and list(queue) == [job]
+    assert 'deactivated' in caplog.text
+    registration.activate()
+    assert agent.claimJob() is job
+
+
+def test_a_dead_registration_claims_nothing(db, caplog):
+    """Dead as its siblings judge it: silent longer than its death
+    interval, in database time."""
+    connection = db.open()
+    queue = IQueue(connection.root())
+    registration = queue.dispatchers.register(
+        'u1', ping_death_interval=datetime.timedelta(seconds=0.05))
+    agent = registration.add(Agent('main', 3))
+    registration.activate()
+    transaction.commit()
+    time.sleep(0.1)
+    job = queue.put(operator.add, 1, 2)
+    transaction.commit()  # the database's time moves on; no ping came
+    assert registration.dead
+    with caplog.at_level('INFO', logger='pyramid_zcasync.trace'):
+        assert agent.claimJob() is None
+    assert job.status == PENDING
+    assert 'dead' in caplog.text
+    registration.ping()
+    transaction.commit()
+    assert agent.claimJob() is job
+    transaction.commit()
+    connection.close()
+
+
+def oldest_pending(agent):
+    """A zc.async chooser: it takes the agent alone."""
+    return agent.queue.claim()
+
+
+def test_a_zc_async_chooser_takes_the_agent_alone(queue, registration):
+    agent = registration.add(Agent('zc', 2, chooser=oldest_pending))
+    first = queue.put(operator.add, 1, 1)
+    queue.put(operator.add, 2, 2)
+    assert agent.claimJob() is first
+    assert first.agent is agent and first.assignerUUID == 'u1'
+    transaction.commit()
+
+
+def wants_two_things(agent, queue):
+    return None
+
+
+@pytest.mark.parametrize('bad', [wants_two_things, lambda: None, 42])
+def test_a_chooser_of_another_signature_is_refused_when_assigned(bad):
+    with pytest.raises(TypeError, match=r'chooser\(agent\)'):
+        Agent('main', 3, chooser=bad)
+    agent = Agent('main', 3)
+    with pytest.raises(TypeError, match=r'chooser\(agent\)'):
+        agent.chooser = bad
+    assert agent.chooser is None
+
+
+def test_chooser_and_filter_are_exclusive():
+    with pytest.raises(ValueError, match='both chooser and filter'):
+        Agent('main', 3, chooser=oldest_pending, filter=only_strings)
+    chosen = Agent('chosen', 3, chooser=oldest_pending)
+    with pytest.raises(ValueError, match='both chooser and filter'):
+        chosen.filter = only_strings
+    filtered = Agent('filtered', 3, filter=only_strings)
+    with pytest.raises(ValueError, match='both chooser and filter'):
+        filtered.chooser = oldest_pending
+    filtered.filter = None
+    filtered.chooser = oldest_pending  # one at a time is fine
+    assert (filtered.chooser, filtered.filter) == (oldest_pending, None)
+
+
+def test_an_agent_stored_before_the_checks_keeps_its_chooser_and_filter():
+    state = Agent('old', 3).__getstate__()
+    state['chooser'] = state.pop('_chooser', None) or newest_first
+    state['filter'] = state.pop('_filter', None)
+    old = Agent.__new__(Agent)
+    old.__setstate__(state)
+    assert (old.chooser, old.filter) == (newest_first, None)
+    assert old._chooser_takes_now  # ours took now=

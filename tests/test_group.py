@@ -60,9 +60,9 @@ def test_a_group_commits_once_and_releases_every_job(setup, monkeypatch):
     db, connection, queue, agent = setup
     put = claim_all(queue, agent, *[(operator.mul, n, 2) for n in range(10)])
     before = db.lastTransaction()
-    done, alone, rest = GroupRunner(Runner(db, UUID)).run_group(
+    done, alone, rest, conflicts = GroupRunner(Runner(db, UUID)).run_group(
         [job._p_oid for job in put])
-    assert (alone, rest) == ([], [])
+    assert (alone, rest, conflicts) == ([], [], 0)
     assert [outcome['result'] for _, outcome in done] == [
         repr(n * 2) for n in range(10)]
     sync(connection)
@@ -79,7 +79,7 @@ def test_a_failing_job_is_rolled_back_alone(setup):
     transaction.commit()
     put = claim_all(queue, agent, (write_shared, tree, 'a'),
                     (jobs.divide, 1, 0), (write_shared, tree, 'b'))
-    done, alone, rest = GroupRunner(Runner(db, UUID)).run_group(
+    done, alone, rest, conflicts = GroupRunner(Runner(db, UUID)).run_group(
         [job._p_oid for job in put])
     assert alone == [] and len(done) == 3
     sync(connection)
@@ -134,8 +134,8 @@ def test_a_conflicting_group_reruns_each_job_alone(setup):
             other.close()
         return ok
     group._run_one = conflict_once
-    done, alone, rest = group.run_group([job._p_oid for job in put])
-    assert done == [] and rest == []
+    done, alone, rest, conflicts = group.run_group([job._p_oid for job in put])
+    assert done == [] and rest == [] and conflicts == 1
     assert alone == [job._p_oid for job in put]
     for oid in alone:
         runner.run(oid)
@@ -149,7 +149,7 @@ def test_jobs_no_longer_ours_are_not_run(setup):
     (job,) = claim_all(queue, agent, (operator.mul, 2, 3))
     job.assignerUUID = 'someone-else'
     transaction.commit()
-    done, alone, rest = GroupRunner(Runner(db, UUID)).run_group(
+    done, alone, rest, conflicts = GroupRunner(Runner(db, UUID)).run_group(
         [job._p_oid])
     assert done == [] and alone == [job._p_oid]
     Runner(db, UUID).run(job._p_oid)
@@ -162,10 +162,20 @@ def test_a_group_stops_taking_jobs_when_its_window_is_over(setup, monkeypatch):
     db, connection, queue, agent = setup
     put = claim_all(queue, agent, *[(operator.mul, n, 3) for n in range(4)])
     oids = [job._p_oid for job in put]
-    done, alone, rest = GroupRunner(Runner(db, UUID)).run_group(oids)
+    done, alone, rest, conflicts = GroupRunner(Runner(db, UUID)).run_group(oids)
     assert [oid for oid, _ in done] == oids[:1]  # one job, then the window
     assert alone == [] and rest == oids[1:]
     outcomes = GroupRunner(Runner(db, UUID)).run(rest)
     assert [oid for oid, _ in outcomes] == oids[1:]
     sync(connection)
     assert [job.result for job in put] == [0, 3, 6, 9]
+
+
+def test_a_conflicting_group_counts_as_one_of_five_attempts(setup, tmp_path):
+    db, connection, queue, agent = setup
+    log = str(tmp_path / 'attempts.log')
+    (job,) = claim_all(queue, agent, (jobs.raise_conflict, log, 'job'))
+    GroupRunner(Runner(db, UUID)).run([job._p_oid])
+    sync(connection)
+    assert job.result.check('ZODB.POSException.ConflictError')
+    assert len(jobs.notes(log)) == 5  # 1 in the group, 4 alone

@@ -1,5 +1,6 @@
 """Run-time limits: jobs running too long are interrupted and fail."""
 import operator
+import time
 
 import BTrees.OOBTree
 import pytest
@@ -75,4 +76,31 @@ def test_the_runner_fails_the_job_and_aborts_its_writes(db):
     assert 'time limit of 0.3 s' in slow.result.message
     assert 'written' not in tree  # its transaction was aborted
     assert quick.result == 3
+    connection.close()
+
+
+def spin_until_interrupted(seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass  # the line a time limit interrupts
+
+
+def test_the_failure_shows_where_the_job_was_interrupted(db):
+    connection = db.open()
+    queue = IQueue(connection.root())
+    registration = queue.dispatchers.register('u1')
+    registration.add(Agent('main', 3))
+    registration.activate()
+    job = queue.put(spin_until_interrupted, 5)
+    job.time_limit = 0.2
+    transaction.commit()
+    registration['main'].claimJob()
+    transaction.commit()
+    Runner(db, 'u1').run(job._p_oid)
+    transaction.begin()
+    traceback = job.result.getTraceback()
+    assert job.result.check(TimeLimitExceeded)
+    assert 'in spin_until_interrupted' in traceback
+    assert 'while time.monotonic() < deadline' in traceback or \
+        'pass  # the line a time limit interrupts' in traceback
     connection.close()

@@ -1,0 +1,204 @@
+"""Running the jobs a dispatcher claimed: a pool of worker threads per
+agent, and the choice between running a job alone and in a group.
+
+While an agent's recent jobs are short, its dispatcher claims ahead (up
+to GROUP_SIZE jobs per slot) and its workers run them in groups, one
+commit for many jobs (group.py); slow jobs are claimed one per slot and
+run alone (runner.py).  Claiming ahead must not cost the concurrency an
+agent's size promises: a batch takes one job while idle workers could
+each have one, and hands back those waiting behind a job that turns out
+slow (pool.py); a group holds the bookkeeping lock only while its jobs
+are short (lease.py), and its slots are then freed by the next poll.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Dict, Iterator, Optional
+
+from . import group as group_module
+from .group import GroupRunner
+from .interfaces import ASSIGNED
+from .lease import Lease
+from .pool import Batch, Pool
+from .runner import Runner, release_if_ours
+
+#: Most short jobs a worker runs in one transaction (and claims ahead).
+GROUP_SIZE = 50
+#: Jobs shorter than this (seconds, on average) are claimed ahead.
+FAST_JOB = 0.01
+
+
+class Executor:
+    """Runs the claimed jobs of one dispatcher, which provides the
+    database, its UUID and clock, the job history, the bookkeeping lock,
+    ``wake`` (poll now), ``_job_id`` and ``_worker_crashed``."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self._pools: Dict[tuple, Pool] = {}
+        self._job_seconds: Dict[tuple, float] = {}
+        #: Jobs whose group commit conflicted: the attempt they spent.
+        self._spent_conflicts: Dict[bytes, int] = {}
+        #: Jobs a group committed whose slots the next poll frees, by
+        #: agent key (a dict as an ordered set).
+        self._unreleased: Dict[tuple, Dict[bytes, None]] = {}
+        self._unreleased_lock = threading.Lock()
+        self._local = threading.local()
+
+    def claim_limit(self, agent) -> int:
+        """Claim ahead only while this agent's jobs are short: then they
+        are committed in groups; slow jobs are claimed one per worker, so
+        idle siblings can take the rest."""
+        if self._fast((agent.queue.name, agent.name)):
+            return agent.size * GROUP_SIZE
+        return agent.size
+
+    def submit(self, queue_name: str, agent, oid: bytes, poll_key) -> None:
+        """Hand a job claimed (and committed) for ``agent`` to its pool."""
+        key = (queue_name, agent.name)
+        job_id = self.dispatcher._job_id(oid)
+        self.dispatcher.jobs.record(job_id, id=job_id, queue=queue_name,
+                                    agent=agent.name, poll_id=poll_key,
+                                    claimed=True)
+        pool = self._pool(key, agent.size)
+        pool.batch = GROUP_SIZE if self._fast(key) else 1
+        pool.submit((oid, False))
+
+    def release_finished(self, agent) -> None:
+        """Free, in the poll's transaction (which holds the bookkeeping
+        lock and commits anyway), the slots of the agent's jobs that a
+        group committed after its lease was let go (see group.py): one
+        more commit for them would be one more fsync."""
+        key = (agent.queue.name, agent.name)
+        with self._unreleased_lock:
+            oids = list(self._unreleased.get(key, ()))
+        done = []
+        for oid in oids:
+            job = agent._p_jar.get(oid)
+            if job.status == ASSIGNED and job.assignerUUID == agent.UUID:
+                continue  # this poll began before the group committed
+            release_if_ours(job, agent.UUID)
+            done.append(oid)
+        if done:
+            agent._p_jar.transaction_manager.get().addAfterCommitHook(
+                self._released, args=(key, done))
+
+    def _released(self, committed: bool, key: tuple, oids: list) -> None:
+        if not committed:
+            return  # the next poll frees them
+        with self._unreleased_lock:
+            unreleased = self._unreleased.get(key, {})
+            for oid in oids:
+                unreleased.pop(oid, None)
+
+    def _to_release(self, key: tuple, oids: list) -> None:
+        with self._unreleased_lock:
+            self._unreleased.setdefault(key, {}).update(
+                dict.fromkeys(oids))
+
+    def stop(self, timeout: float) -> None:
+        for pool in list(self._pools.values()):
+            pool.stop(timeout)
+        self._spent_conflicts.clear()
+        with self._unreleased_lock:
+            # Deactivation frees them: the dispatcher stops after this.
+            self._unreleased.clear()
+
+    def _fast(self, key: tuple) -> bool:
+        """Whether the agent's recent jobs were short.  Only then are
+        they run in groups, which commit no separate ACTIVE state."""
+        seconds = self._job_seconds.get(key)
+        return seconds is not None and seconds < FAST_JOB
+
+    def _pool(self, key: tuple, size: int) -> Pool:
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool(
+                '%s-%s' % key, size,
+                lambda batch: self._run_batch(key, batch),
+                on_crash=self.dispatcher._worker_crashed,
+                hand_back_after=group_module.GROUP_WINDOW,
+                groupable=lambda item: not item[1])
+        elif pool.size != size:
+            pool.resize(size)
+        return pool
+
+    # -- in a worker thread -------------------------------------------
+
+    def _runner(self) -> Runner:
+        runner = getattr(self._local, 'runner', None)
+        if runner is None:
+            dispatcher = self.dispatcher
+            runner = self._local.runner = Runner(
+                dispatcher.db, dispatcher.UUID, dispatcher.clock,
+                dispatcher=dispatcher, lock=dispatcher._bookkeeping)
+        return runner
+
+    def _run_batch(self, key: tuple, batch: Batch) -> None:
+        """Run a worker's batch: jobs marked alone (and every job while
+        they are slow) one by one, the others as a group."""
+        fast = self._fast(key)
+        for oid, alone in self._starting(batch):
+            if alone or not fast:
+                self._run_alone(key, oid)
+            else:
+                self._run_group(key, oid, batch)
+        self.dispatcher.wake()  # slots are free: claim the next jobs now
+
+    def _starting(self, batch: Batch) -> Iterator[tuple]:
+        """The batch's items, each noted as started when it is taken."""
+        for oid, alone in batch:
+            self.dispatcher.jobs.record(
+                self.dispatcher._job_id(oid),
+                started=self.dispatcher.clock.utcnow(),
+                thread=threading.get_ident())
+            yield oid, alone
+
+    def _run_alone(self, key: tuple, oid: bytes) -> None:
+        runner = self._runner()
+        runner.call_seconds = None
+        runner.run(oid, prior_conflicts=self._spent_conflicts.pop(oid, 0))
+        outcome = GroupRunner(runner).read_outcome(oid)
+        if outcome and runner.call_seconds is not None:
+            # The call alone: the span from ACTIVE to the result also
+            # holds commits, which on RelStorage or a busy ZEO make
+            # every job look slow.
+            outcome['runtime'] = runner.call_seconds
+        self._finished(key, oid, outcome)
+
+    def _run_group(self, key: tuple, first: bytes, batch: Batch) -> None:
+        """A group of ``first`` and the rest of the batch; what it hands
+        back goes first in line in the pool again."""
+        oids = itertools.chain(
+            [first], (oid for oid, _ in self._starting(batch)))
+        runner = self._runner()
+        result = GroupRunner(
+            runner, release=lambda done: self._to_release(key, done),
+            lease=lambda: Lease(runner.lock, batch.running_for,
+                                group_module.GROUP_WINDOW)).run_group(oids)
+        for oid, outcome in result.finished:
+            self._finished(key, oid, outcome)
+        for oid in result.alone:
+            if result.conflicts:
+                self._spent_conflicts[oid] = result.conflicts
+        handed_back = [(oid, True) for oid in result.alone] + \
+            [(oid, False) for oid in result.rest]
+        for oid, _ in handed_back:
+            self.dispatcher.jobs.record(self.dispatcher._job_id(oid),
+                                        started=None)
+        self._pools[key].give_back(handed_back)
+
+    def _finished(self, key: tuple, oid: bytes,
+                  outcome: Optional[dict]) -> None:
+        outcome = outcome or {}
+        self.dispatcher.jobs.record(self.dispatcher._job_id(oid),
+                                    completed=self.dispatcher.clock.utcnow(),
+                                    **outcome)
+        if outcome.get('runtime') is not None:
+            self._note_runtime(key, outcome['runtime'])
+
+    def _note_runtime(self, key: tuple, seconds: float) -> None:
+        previous = self._job_seconds.get(key)
+        self._job_seconds[key] = seconds if previous is None \
+            else 0.8 * previous + 0.2 * seconds
