@@ -54,12 +54,16 @@ class DatabaseClock(Clock):
         return self.local.utcnow()
 
     def observe(self, stamped: datetime.datetime, before: datetime.datetime,
-                after: datetime.datetime) -> None:
+                after: datetime.datetime) -> datetime.timedelta:
         """A commit began at local time ``before``, ended at ``after`` and
-        was stamped ``stamped`` by the storage."""
+        was stamped ``stamped`` by the storage.  Returns how far this
+        clock moved (zero mostly): times read from it before move too."""
         sample = stamped - (before + (after - before) / 2)
-        if abs(sample - self.offset) > self.THRESHOLD:
-            self.offset = sample
+        shift = sample - self.offset
+        if abs(shift) <= self.THRESHOLD:
+            return datetime.timedelta(0)
+        self.offset = sample
+        return shift
 
 
 #: The clock used when none is passed explicitly: the machine's, corrected

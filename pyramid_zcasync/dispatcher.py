@@ -352,8 +352,14 @@ class Dispatcher(Monitor):
         self._unsure_claims = []
         self.report_storage(None)
         if ping_due and before is not None and registration is not None:
-            # Our ping was stamped by the storage's clock: set ours by it.
-            self.clock.observe(registration.last_ping, before, local_now())
+            # Our ping was stamped by the storage's clock: set ours by it,
+            # and the times we read from ours with it (a ping 3 minutes in
+            # the future would stop our pings for 3 minutes).
+            shift = self.clock.observe(registration.last_ping, before,
+                                       local_now())
+            if shift:
+                now += shift
+                self.activated = self.activated and self.activated + shift
         if ping_due:
             if not self._connected_throughout(now):
                 # Back after a gap (or just started): siblings' silence

@@ -23,13 +23,15 @@ import ZODB
 
 import jobs
 import pyramid_zcasync
+import pyramid_zcasync.job as jobs_module
 from dbtools import read, write
 from faultproxy import FaultProxy
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.retry import is_disconnected
 from pyramid_zcasync.testing import wait_until
 from test_reliability import (check_exactly_once, conflict_count,
-                              count_done, make_trees, put_jobs, timing,
+                              count_done, make_trees, put_jobs,
+                              registration_info, timing, uuid_of,
                               worker_log)
 
 pytestmark = pytest.mark.chaos
@@ -255,3 +257,85 @@ def test_disk_full_under_filestorage(small_disk, tmp_path, caplog):
     print('\ndisk full: %d jobs waited, a put refused with ENOSPC, /health '
           'down; all done once %.1f s after space returned'
           % (count, recovered))
+
+
+# -- clock skew -----------------------------------------------------------------
+
+SKEW = 180.0  # seconds: "clocks that differ by minutes"
+
+
+def put_keyed(db, key, begin_after=None):
+    """One ``append_with_pid`` job for ``key`` (its real start time is
+    recorded by the job itself, from the machine's unskewed clock)."""
+    def put(root):
+        return IQueue(root).put(jobs.append_with_pid, root['done'],
+                                root['pids'], key, 0.0, root['times'],
+                                begin_after=begin_after)
+    return write(db, put)._p_oid
+
+
+def test_dispatchers_with_skewed_clocks_agree_with_the_database(
+        tmp_path, engine, workers):
+    """One dispatcher's clock is 3 minutes behind, another's 3 minutes
+    ahead.  Jobs put now start at once (not 3 minutes late), a job due in
+    4 s starts then (not 3 minutes early), and a dispatcher killed is
+    found dead after its death interval: each process sets its clock by
+    the stamps the storage put on its own commits."""
+    keys = ['now%02d' % i for i in range(10)]
+    db = prepared(engine, keys + ['later'])
+    behind = workers(engine.spec, tmp_path / 'a.txt',
+                     timing(0.2, 0.3, 3.0, tmp_path / 'a.log')
+                     + ('--clock-offset', str(-SKEW)))
+    assert behind.first_line == 'ready'
+    for key in keys:
+        put_keyed(db, key)
+    waited = wait_for(db, len(keys), 30, 'jobs put now, run by a '
+                      'dispatcher whose clock is 3 minutes behind')
+
+    ahead = workers(engine.spec, tmp_path / 'b.txt',
+                    timing(0.2, 0.3, 3.0, tmp_path / 'b.log')
+                    + ('--clock-offset', str(SKEW)))
+    assert ahead.first_line == 'ready'
+    time.sleep(1.0)  # its first ping sets its clock
+    due = time.time() + 4.0
+    put_keyed(db, 'later', datetime.datetime.fromtimestamp(
+        due, datetime.timezone.utc))
+    wait_for(db, len(keys) + 1, 30, 'the job due in 4 s')
+    started = read(db, lambda root: root['times']['later'])
+    # 1 s is what a clock may stay off (the correction's threshold).
+    assert started >= due - 1.5, 'ran %.1f s early' % (due - started)
+
+    # A rate limit shared by both: at most 2 starts in any 4 s (less the
+    # second a corrected clock may still be off).
+    limited = ['rate%d' % i for i in range(6)]
+    write(db, lambda root: [root['done'].__setitem__(key, 0)
+                            for key in limited])
+    write(db, lambda root: IQueue(root).quotas.create('api', size=None,
+                                                      rate=(2, 4)))
+    for key in limited:
+        def put(root, key=key):
+            job = jobs_module.Job(jobs.append_with_pid, root['done'],
+                                  root['pids'], key, 0.0, root['times'])
+            job.quota_names = ('api',)
+            IQueue(root).put(job)
+        write(db, put)
+    wait_for(db, len(keys) + 1 + len(limited), 60, 'the rate-limited jobs')
+    starts = sorted(read(db, lambda root: [root['times'][key]
+                                           for key in limited]))
+    busiest = max(sum(1 for t in starts if start <= t < start + 3.0)
+                  for start in starts)
+    assert busiest <= 2, starts
+
+    ahead.kill()
+    killed_at = time.monotonic()
+    uuid = uuid_of(tmp_path / 'b.txt')
+    wait_until(lambda: not registration_info(db, uuid)['activated'], 30,
+               'the killed dispatcher found dead')
+    found_dead = time.monotonic() - killed_at
+    assert found_dead > 2.5, 'found dead before its death interval'
+    print('\n%s clock skew ±%d s: jobs put now done in %.1f s, a job due '
+          'in 4 s started %+.2f s from due, a rate limit of 2 per 4 s held (%d '
+          'at most), a killed dispatcher found dead after %.1f s (death '
+          'interval 3 s)' % (engine.name, SKEW, waited, started - due,
+                              busiest, found_dead))
+    db.close()

@@ -1,7 +1,7 @@
 """A dispatcher-only process for end-to-end tests.
 
     python worker.py STORAGE UUID_FILE [poll ping death] [--agent-size N]
-                     [--history-size N] [--log PATH]
+                     [--history-size N] [--log PATH] [--clock-offset S]
 
 STORAGE is ``file:PATH``, ``zeo:PORT`` or ``pg:URI`` (RelStorage's zodburi
 URI, ``postgres://USER@HOST:PORT/DBNAME?keep_history=false``).  Prints
@@ -10,16 +10,18 @@ stop it cleanly.  ``--agent-size`` sets the size of the agent ``main``
 (default 3); ``--history-size`` the completed jobs each agent keeps
 (default: the dispatcher's); ``--log`` writes pyramid_zcasync's and ZEO's
 log records (INFO and up) to PATH, to see afterwards what a worker went
-through.
+through; ``--clock-offset`` sets this process's clock S seconds off, as
+another machine's may be.
 """
 import argparse
+import datetime
 import logging
 import sys
 
 import ZODB
 
 import pyramid_zcasync
-from pyramid_zcasync import dispatcher, running
+from pyramid_zcasync import clock, dispatcher, running
 
 
 def open_db(spec):
@@ -33,6 +35,22 @@ def open_db(spec):
     return ZEO.DB(('127.0.0.1', int(where)), wait_timeout=30)
 
 
+class SkewedClock(clock.Clock):
+    """The machine's clock, ``offset`` seconds off: another machine's."""
+
+    def __init__(self, offset):
+        self.offset = datetime.timedelta(seconds=offset)
+
+    def utcnow(self):
+        return super().utcnow() + self.offset
+
+
+def skew_clock(offset):
+    """Everything of pyramid_zcasync in this process reads a clock that
+    is ``offset`` seconds off (what the database's corrects)."""
+    clock.default_clock.local = SkewedClock(offset)
+
+
 def parse(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument('storage')
@@ -42,6 +60,9 @@ def parse(argv):
     parser.add_argument('--agent-size', type=int, default=3)
     parser.add_argument('--history-size', type=int)
     parser.add_argument('--log')
+    parser.add_argument('--clock-offset', type=float, default=0.0,
+                        help='seconds this process\'s clock is off (the '
+                        'chaos tests\' clock skew)')
     args = parser.parse_args(argv)
     if args.timing and len(args.timing) != 3:
         parser.error('timing is: poll ping death')
@@ -56,6 +77,8 @@ def main(argv):
             filename=args.log, level=logging.INFO,
             format='%(asctime)s %(process)d %(threadName)s %(name)s '
                    '%(levelname)s %(message)s')
+    if args.clock_offset:
+        skew_clock(args.clock_offset)
     db = open_db(args.storage)
     pyramid_zcasync.install_queues(db)
     try:
