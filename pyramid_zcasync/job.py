@@ -472,40 +472,26 @@ def _mutator(base: type, name: str) -> Callable:
     return mutate
 
 
-class _TrackedList(list):
-    """A list in its job's record that marks the job changed when it is
-    changed in place; stored as a plain list."""
-
-    __slots__ = ('_owner',)
-
+def _tracked(base: type, mutators: tuple) -> type:
+    """A ``base`` (list or dict) kept in its job's record that marks the
+    job changed when it is changed in place; pickled as a plain ``base``
+    (records do not name this class)."""
     def __init__(self, owner: Job, items=()):
-        super().__init__(items)
+        base.__init__(self, items)  # type: ignore[misc]
         self._owner = owner
 
     def __reduce__(self):
-        return (list, (list(self),))
+        return (base, (base(self),))
+    namespace = {'__slots__': ('_owner',), '__init__': __init__,
+                 '__reduce__': __reduce__, '__doc__': _tracked.__doc__}
+    for name in mutators:
+        namespace[name] = _mutator(base, name)
+    return type('_Tracked' + base.__name__.title(), (base,), namespace)
 
-    for _name in ('append', 'extend', 'insert', 'pop', 'remove', 'clear',
-                  'reverse', 'sort', '__setitem__', '__delitem__',
-                  '__iadd__', '__imul__'):
-        locals()[_name] = _mutator(list, _name)
-    del _name
 
-
-class _TrackedDict(dict):
-    """A dict in its job's record that marks the job changed when it is
-    changed in place; stored as a plain dict."""
-
-    __slots__ = ('_owner',)
-
-    def __init__(self, owner: Job, items=()):
-        super().__init__(items)
-        self._owner = owner
-
-    def __reduce__(self):
-        return (dict, (dict(self),))
-
-    for _name in ('__setitem__', '__delitem__', 'pop', 'popitem', 'clear',
-                  'update', 'setdefault', '__ior__'):
-        locals()[_name] = _mutator(dict, _name)
-    del _name
+_TrackedList = _tracked(list, (
+    'append', 'extend', 'insert', 'pop', 'remove', 'clear', 'reverse',
+    'sort', '__setitem__', '__delitem__', '__iadd__', '__imul__'))
+_TrackedDict = _tracked(dict, (
+    '__setitem__', '__delitem__', 'pop', 'popitem', 'clear', 'update',
+    'setdefault', '__ior__'))

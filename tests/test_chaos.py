@@ -14,6 +14,7 @@ interval) is in test_guarantees.py.
 """
 import datetime
 import errno
+import json
 import os
 import subprocess
 import time
@@ -44,6 +45,20 @@ JOB_SECONDS = 0.01
 DOWN_SECONDS = 5.0
 #: How long a stall or a refusing network lasts.
 FAULT_SECONDS = 6.0 if FULL else 3.0
+#: A JSON-lines file receiving each scenario's figures, if set.
+RECORD = os.environ.get('PZCASYNC_CHAOS_RECORD')
+
+
+def report(text: str, **figures) -> None:
+    """Print a scenario's figures; append them to RECORD if set (what
+    benchmarks/results/chaos-*.json keep of a run by hand)."""
+    print('\n' + text)
+    if RECORD:
+        figures.update(text=text, full=FULL,
+                       at=datetime.datetime.now(datetime.timezone.utc)
+                       .isoformat(timespec='seconds'))
+        with open(RECORD, 'a') as stream:
+            stream.write(json.dumps(figures, sort_keys=True) + '\n')
 
 
 def done_count(db) -> int:
@@ -106,10 +121,13 @@ def test_storage_server_killed_hard_mid_run(tmp_path, engine, workers):
     check_survivors(tmp_path, pair)
     for name in 'ab':
         assert 'is dead' not in worker_log(tmp_path, name)
-    print('\n%s kill -9: %d jobs, down %.1f s, all done %.1f s after it '
-          'was back, 0 lost, 0 twice, conflict retries %d'
-          % (engine.name, len(keys), down, recovered,
-             conflict_count(states)))
+    report('%s kill -9: %d jobs, down %.1f s, all done %.1f s after it was '
+           'back, 0 lost, 0 twice, conflict retries %d'
+           % (engine.name, len(keys), down, recovered,
+              conflict_count(states)),
+           scenario='storage killed', engine=engine.name, jobs=len(keys),
+           down_seconds=round(down, 1), lost=0, duplicated=0,
+           recovery_seconds=round(recovered, 1))
     db.close()
 
 
@@ -147,11 +165,15 @@ def test_network_faults_between_dispatchers_and_storage(tmp_path, engine,
         make_trees(db, 'late_done', keys=())
         late_oids = put_late_job(db)
         pickup = wait_until_late_job_done(db, late_oids, 60)
-        print('\n%s network faults (%s): %d jobs, 0 lost, 0 twice, done '
-              '%.1f s after the last fault; a new job then took %.0f ms; '
-              'conflict retries %d' % (
-                  engine.name, ', '.join(proxy.faults), len(keys),
-                  after_faults, pickup * 1000, conflict_count(states)))
+        report('%s network faults (%s): %d jobs, 0 lost, 0 twice, done '
+               '%.1f s after the last fault; a new job then took %.0f ms; '
+               'conflict retries %d' % (
+                   engine.name, ', '.join(proxy.faults), len(keys),
+                   after_faults, pickup * 1000, conflict_count(states)),
+               scenario='network faults', engine=engine.name,
+               jobs=len(keys), faults=proxy.faults, lost=0, duplicated=0,
+               recovery_seconds=round(after_faults, 1),
+               pickup_after_ms=round(pickup * 1000))
     finally:
         proxy.close()
         db.close()
@@ -254,9 +276,11 @@ def test_disk_full_under_filestorage(small_disk, tmp_path, caplog):
         assert read(reopened, lambda root: sorted(root['done'])) == keys
     finally:
         reopened.close()
-    print('\ndisk full: %d jobs waited, a put refused with ENOSPC, /health '
-          'down; all done once %.1f s after space returned'
-          % (count, recovered))
+    report('disk full: %d jobs waited, a put refused with ENOSPC, /health '
+           'down; all done once %.1f s after space returned'
+           % (count, recovered), scenario='disk full', engine='filestorage',
+           jobs=count, lost=0, duplicated=0,
+           recovery_seconds=round(recovered, 1))
 
 
 # -- clock skew -----------------------------------------------------------------
@@ -333,9 +357,13 @@ def test_dispatchers_with_skewed_clocks_agree_with_the_database(
                'the killed dispatcher found dead')
     found_dead = time.monotonic() - killed_at
     assert found_dead > 2.5, 'found dead before its death interval'
-    print('\n%s clock skew ±%d s: jobs put now done in %.1f s, a job due '
-          'in 4 s started %+.2f s from due, a rate limit of 2 per 4 s held (%d '
-          'at most), a killed dispatcher found dead after %.1f s (death '
-          'interval 3 s)' % (engine.name, SKEW, waited, started - due,
-                              busiest, found_dead))
+    report('%s clock skew ±%d s: jobs put now done in %.1f s, a job due in '
+           '4 s started %+.2f s from due, a rate limit of 2 per 4 s held (%d '
+           'at most), a killed dispatcher found dead after %.1f s (death '
+           'interval 3 s)' % (engine.name, SKEW, waited, started - due,
+                              busiest, found_dead),
+           scenario='clock skew', engine=engine.name, skew_seconds=SKEW,
+           start_vs_due_seconds=round(started - due, 2),
+           rate_limit_busiest=busiest,
+           found_dead_seconds=round(found_dead, 1))
     db.close()

@@ -20,7 +20,6 @@ from ZODB.POSException import ConflictError
 
 import pyramid_zcasync
 from pyramid_zcasync import Job, local
-from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.interfaces import (ACTIVE, CALLBACKS, COMPLETED, NEW,
                                         PENDING, IQueue)
 from pyramid_zcasync.job import BadStatusError, JobCancelled
@@ -28,18 +27,9 @@ from pyramid_zcasync.registry import recover_job
 from pyramid_zcasync.retry import RetryCommonFourTimes, backoff
 from pyramid_zcasync.runner import Runner
 
-from test_runner import FIXED, FakeClock, claim_one
+from test_runner import FIXED, FakeClock, claim_one, main  # noqa: F401
 
 UTC = datetime.timezone.utc
-
-
-@pytest.fixture
-def main(db, conn, queue):
-    registration = queue.dispatchers.register('u1')
-    agent = registration.add(Agent('main', 3))
-    registration.activate()
-    transaction.commit()
-    return agent
 
 
 # -- 2. a job kept on the app's objects in another database ---------------
