@@ -2,13 +2,20 @@
 
     python -m benchmarks.soak --jobs 2000 --seconds 60 [--workers 3]
                               [--death 2] [--seed 1] [--json PATH] [--keep]
+                              [--steady 1] [--pack-every 60]
+                              [--history-size 1000]
+
+The long form (issue: chaos suite), 4 workers for 30 minutes:
+
+    python -m benchmarks.soak --workers 4 --seconds 1800 --jobs 36000 \
+        --json benchmarks/results/soak-30min-DATE.json
 
 Run it from the project root.  The script starts ``runzeo`` (FileStorage)
 on 127.0.0.1 and a free port and ``--workers`` dispatcher-only processes
-(``python -m benchmarks.soak --worker ...``: this file), each with its own
+(``python -m benchmarks.soakprocs --worker ...``), each with its own
 UUID file.  For ``--seconds`` it puts the ``--jobs`` jobs at an even pace
 and, every 2-5 s (random, ``--seed``), kills one live worker with SIGKILL
-(never the last one), notes the jobs the database says it held, and
+(never the ``--steady`` first ones, nor the last one alive), notes the jobs the database says it held, and
 restarts it with the same UUID after a random 0-2x ``--death`` seconds: so
 some of its jobs are recovered by its restart, some by a sibling that
 finds it dead after ``ping_death_interval`` (``--death``) of silence.
@@ -26,7 +33,11 @@ running).  Printed and written to ``benchmarks/results/soak.json``:
   sibling recovered them, how long after the kill a sibling found it dead,
   and the recovery time: from the kill until every job it held is
   COMPLETED (it includes the restart delay when the restart came first);
-- max and median recovery time.
+- max and median recovery time;
+- the memory of the workers never killed (settled after a tenth of the
+  run, at the end, at most) and the database's size after each pack
+  (every ``--pack-every`` s; agents keep ``--history-size`` completed jobs
+  each), which stay flat when nothing leaks (benchmarks/soakwatch.py).
 
 Children are stopped by PID (SIGTERM, then SIGKILL), everything listens on
 127.0.0.1 only, every wait is bounded, and the temporary directory is
@@ -38,14 +49,14 @@ import collections
 import importlib
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 from benchmarks import common, zeo
+from benchmarks.soakprocs import Worker, ZEOServer
+from benchmarks.soakwatch import ResourceWatch
 
 DEFAULTS = {
     'jobs': 2000,
@@ -60,130 +71,10 @@ DEFAULTS = {
     'slow_ms': (20, 60),
     'drain_timeout_s': 120.0,
     'start_timeout_s': 30.0,
+    'history_size': 1000,      # completed jobs each agent keeps
+    'steady': 1,               # workers never killed: their memory is watched
+    'pack_every': 60.0,        # seconds between packs of the database
 }
-
-
-# -- the job and the worker process ---------------------------------------
-
-def soak_job(done, key, seconds, runs_log):
-    """Note the run, maybe sleep, count the key once in ZODB."""
-    with open(runs_log, 'a') as stream:
-        stream.write('%s %d\n' % (key, os.getpid()))
-    if seconds:
-        time.sleep(seconds)
-    done[key] = done.get(key, 0) + 1
-    return key
-
-
-def worker_main(argv):
-    """``--worker zeo:PORT UUID_FILE POLL PING DEATH AGENT_SIZE LOG``"""
-    import logging
-
-    import ZEO
-
-    import pyramid_zcasync
-    from pyramid_zcasync import dispatcher, running
-    storage, uuid_file, poll, ping, death, size, log = argv
-    logging.basicConfig(
-        filename=log, level=logging.WARNING,
-        format='%(asctime)s %(process)d %(threadName)s %(name)s '
-               '%(levelname)s %(message)s')
-    db = ZEO.DB(('127.0.0.1', int(storage.split(':')[1])), wait_timeout=30)
-    pyramid_zcasync.install_queues(db)
-    try:
-        dispatcher.start(db, uuid_file=uuid_file, poll_interval=float(poll),
-                         ping_interval=float(ping),
-                         ping_death_interval=float(death),
-                         agent_size=int(size))
-        print('ready', flush=True)
-        running.wait_for_signal()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        db.close()
-
-
-# -- processes -------------------------------------------------------------
-
-class ZEOServer:
-    def __init__(self, directory):
-        self.path = os.path.join(directory, 'Data.fs')
-        self.log = os.path.join(directory, 'zeo.log')
-        self.port = common.free_port()
-        self.process = None
-
-    def start(self, timeout):
-        runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
-        command = [runzeo] if os.path.exists(runzeo) else [
-            sys.executable, '-m', 'ZEO.runzeo']
-        with open(self.log, 'ab') as log:
-            self.process = subprocess.Popen(
-                command + ['-a', '127.0.0.1:%d' % self.port, '-f', self.path],
-                stdout=log, stderr=subprocess.STDOUT)
-        common.wait_until(lambda: _listening(self.port), timeout,
-                          interval=0.05, what='runzeo on %d' % self.port)
-
-    def stop(self):
-        if self.process is not None:
-            common.stop_process(self.process)
-
-
-def _listening(port):
-    import socket
-    with socket.socket() as sock:
-        return sock.connect_ex(('127.0.0.1', port)) == 0
-
-
-class Worker:
-    """One dispatcher process; restartable with the same UUID file."""
-
-    def __init__(self, name, directory, port, params):
-        self.name = name
-        self.uuid_file = os.path.join(directory, name + '.uuid')
-        self.log = os.path.join(directory, name + '.log')
-        self.port = port
-        self.params = params
-        self.process = None
-        self.ready = threading.Event()
-        self.pids = []
-
-    def start(self):
-        self.ready = threading.Event()
-        p = self.params
-        self.process = subprocess.Popen(
-            [sys.executable, '-m', 'benchmarks.soak', '--worker',
-             'zeo:%d' % self.port, self.uuid_file, str(p['poll_interval']),
-             str(p['ping_interval']), str(p['death']), str(p['agent_size']),
-             self.log],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            cwd=common.project_root(), env=common.python_env())
-        self.pids.append(self.process.pid)
-        threading.Thread(target=self._read, args=(self.process, self.ready),
-                         daemon=True).start()
-
-    @staticmethod
-    def _read(process, ready):
-        for line in process.stdout:
-            if line.strip() == 'ready':
-                ready.set()
-        process.stdout.close()
-
-    @property
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self):
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self):
-        if self.process is not None:
-            common.stop_process(self.process, timeout=10)
-
-    @property
-    def uuid(self):
-        from pyramid_zcasync.instance import read_uuid
-        return read_uuid(self.uuid_file)
 
 
 # -- reading the database --------------------------------------------------
@@ -229,7 +120,7 @@ def producer(db, plan, runs_log, seconds, stop, put_oids, errors):
     import transaction
 
     from pyramid_zcasync.interfaces import IQueue
-    job_function = importlib.import_module('benchmarks.soak').soak_job
+    job_function = importlib.import_module('benchmarks.soakprocs').soak_job
     manager = transaction.TransactionManager()
     connection = db.open(transaction_manager=manager)
     started = time.monotonic()
@@ -297,6 +188,9 @@ def run(params, keep=False, out=sys.stdout):
                 raise RuntimeError('worker %s did not start; see %s'
                                    % (worker.name, worker.log))
         reader = Reader(db)
+        resources = ResourceWatch(db, server.path,
+                                  workers[:params['steady']],
+                                  pack_every=params['pack_every'])
 
         plan = []
         for i in range(params['jobs']):
@@ -349,10 +243,13 @@ def run(params, keep=False, out=sys.stdout):
         while time.monotonic() < end:
             now = time.monotonic()
             watch(now)
+            resources.tick(now)
             if now >= next_kill:
                 live = [w for w in workers if w.alive and w.ready.is_set()
                         and not any(r[1] is w for r in restarts)]
-                if len(live) > 1:
+                steady = workers[:params['steady']]
+                live = [w for w in live if w not in steady]
+                if len(live) > (0 if steady else 1):
                     victim = rng.choice(live)
                     victim.kill()
                     killed = time.monotonic()
@@ -451,7 +348,7 @@ def run(params, keep=False, out=sys.stdout):
             for name in [n for n in record if n.startswith('_')]:
                 del record[name]
         return {'parameters': dict(params), 'summary': summary,
-                'kills': kills, 'lost_keys': lost[:20],
+                'resources': resources.summary(), 'kills': kills, 'lost_keys': lost[:20],
                 'duplicated_keys': duplicated[:20],
                 'machine': common.machine_description(
                     ('ZODB', 'ZEO', 'persistent', 'transaction')),
@@ -481,6 +378,18 @@ def report(result, out=sys.stdout):
         print('unfinished %s; failures %s; unrecovered kills %d' % (
             s['unfinished_statuses'], s['failures'], s['unrecovered_kills']),
             file=out)
+    resources = result.get('resources') or {}
+    for name, memory in sorted(resources.get('memory', {}).items()):
+        print('worker %s (never killed): %s MB settled, %s MB at the end, '
+              '%s MB at most' % (name, memory['settled_mb'],
+                                 memory['last_mb'], memory['max_mb']),
+              file=out)
+    sizes = resources.get('db_mb_after_packs') or {}
+    if sizes.get('last') is not None:
+        print('database after each pack: %s MB first, %s MB median, %s MB '
+              'last (%d packs)' % (sizes['first'], sizes['median'],
+                                   sizes['last'], len(resources['packs'])),
+              file=out)
     rows = [[k['at_s'], k['worker'], k['held'], k['held_active'],
              k['restart_delay_s'], k['recovered_by'] or '-',
              k['found_dead_after_s'], k['recovery_s']]
@@ -493,8 +402,6 @@ def report(result, out=sys.stdout):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ['--worker']:
-        return worker_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog='python -m benchmarks.soak',
         description=__doc__.split('\n\n')[0])
@@ -504,6 +411,14 @@ def main(argv=None):
     parser.add_argument('--death', type=float, default=DEFAULTS['death'],
                         help='ping_death_interval of the workers (s)')
     parser.add_argument('--seed', type=int, default=1)
+    parser.add_argument('--steady', type=int, default=DEFAULTS['steady'],
+                        help='workers never killed (their memory is watched)')
+    parser.add_argument('--pack-every', type=float,
+                        default=DEFAULTS['pack_every'],
+                        help='seconds between packs (0: never)')
+    parser.add_argument('--history-size', type=int,
+                        default=DEFAULTS['history_size'],
+                        help='completed jobs each agent keeps')
     parser.add_argument('--json', help='where to write the JSON (default '
                         'benchmarks/results/soak.json)')
     parser.add_argument('--keep', action='store_true',
@@ -511,8 +426,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.workers < 2:
         parser.error('--workers must be at least 2 (one is always alive)')
+    if not 0 <= args.steady < args.workers:
+        parser.error('--steady must be from 0 to --workers - 1 (some worker '
+                      'must be killed), got %d' % args.steady)
     params = dict(DEFAULTS, jobs=args.jobs, seconds=args.seconds,
-                  workers=args.workers, death=args.death, seed=args.seed)
+                  workers=args.workers, death=args.death, seed=args.seed,
+                  steady=args.steady, pack_every=args.pack_every,
+                  history_size=args.history_size)
     result = run(params, keep=args.keep)
     report(result)
     path = (common.write_json_path(args.json, result) if args.json
