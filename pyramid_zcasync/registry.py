@@ -129,6 +129,8 @@ class DispatcherAgent(persistent.Persistent):
         last = self.last_ping
         if not self.activated or last is None:
             return False
+        if self._ping._p_changed:
+            return False  # pinged in this very transaction (not stored yet)
         if watched_since is not None:
             last = max(last, watched_since)
         return now - last > self.ping_death_interval
