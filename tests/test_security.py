@@ -112,6 +112,25 @@ def test_job_listing_is_capped(running):
                headers=ADMIN, status=400)
 
 
+def test_a_jobs_own_lists_are_capped_in_its_view(running):
+    """A job is anyone's input: 10,000 arguments, keyword arguments and
+    annotations make a view of 50 each, saying how many more there are."""
+    app, client, model = running
+    job = model.put(max, *range(10000), begin_after=datetime.datetime(
+        2999, 1, 1, tzinfo=datetime.timezone.utc))
+    job.kwargs.update(('k%05d' % i, i) for i in range(10000))
+    for i in range(10000):
+        job.annotations['note %05d' % i] = i
+    model.manager.commit()
+    info = client.get('/_async/db/jobs/%d' % int.from_bytes(job._p_oid,
+                                                             'big'),
+                      headers=ADMIN).json
+    assert len(info['args']) == 51 and info['args'][-1] == '... 9950 more'
+    assert len(info['kwargs']) == 50
+    assert len(info['annotations']) == 51
+    assert info['annotations'][-1] == '... 9950 more'
+
+
 # -- 3, 5. a huge or hostile failure on the pages and in the log ----------
 
 def test_a_huge_failure_is_clipped_on_every_page(running):

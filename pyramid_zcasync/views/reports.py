@@ -49,6 +49,9 @@ DEFAULT_TIME = {PENDING: 'begin_after', ASSIGNED: 'begin_after',
 #: Longest repr of an argument or result in a job's description: a job
 #: may hold megabytes, a report must stay small.
 REPR_LIMIT = 200
+#: Most arguments, callbacks and annotation names a job's view lists; a
+#: last entry says how many more there are.
+LIST_LIMIT = 50
 
 
 @dataclasses.dataclass
@@ -320,8 +323,9 @@ def describe(job: Job, now: Optional[datetime.datetime] = None) -> dict:
         'repr': short_repr(job),
         'status': STATUS_NAMES.get(job.status, str(job.status)),
         'callable': callable_name(job.callable),
-        'args': [short_repr(arg) for arg in job.args],
-        'kwargs': {str(k): short_repr(v) for k, v in job.kwargs.items()},
+        'args': first_of(job.args, short_repr),
+        'kwargs': {str(k)[:REPR_LIMIT]: short_repr(v) for k, v in
+                   itertools.islice(job.kwargs.items(), LIST_LIMIT)},
         'begin after': job.begin_after,
         'begin by': job.begin_by,
         'active start': job.active_start,
@@ -337,12 +341,24 @@ def describe(job: Job, now: Optional[datetime.datetime] = None) -> dict:
         'agent': getattr(job.agent, 'name', None),
         'quota names': list(job.quota_names),
         'retry policy': retry_policy_name(job),
-        'callbacks': [reference(cb) for cb in job.callbacks],
+        'callbacks': first_of(job.callbacks, reference),
         'parent': reference(job.parent),
         'waiting for': reference(job.waiting_for),
-        'annotations': sorted(map(str, annotations.keys()))
+        'annotations': first_of(annotations.keys(),
+                                lambda key: str(key)[:REPR_LIMIT])
         if annotations is not None else [],
     }
+
+
+def first_of(items, show) -> list:
+    """``show`` of the first LIST_LIMIT items, then how many were left
+    out: a job is anyone's input, and its view is one answer."""
+    shown = [show(item) for item in itertools.islice(items, LIST_LIMIT)]
+    if len(shown) == LIST_LIMIT:
+        left = len(items) - LIST_LIMIT
+        if left > 0:
+            shown.append('... %d more' % left)
+    return shown
 
 
 def statistics(jobs: Iterable[Job], now: datetime.datetime) -> dict:
