@@ -266,6 +266,15 @@ def test_pzcasync_refuses_a_count_above_the_maximum(site):
         DEFAULT_COUNT, MAX_COUNT) in usage
 
 
+def test_pzcasync_refuses_an_unknown_state_as_a_bad_command_line(site):
+    """Exit status 2, as --help says of a bad command line (issue 16)."""
+    ini, _ = site
+    code, out, err = run(ini, 'jobs', '--state', 'nope')
+    assert (code, out) == (2, '')
+    assert err.splitlines()[-1].startswith(
+        "pzcasync: error: state='nope' is unknown; expected one of pending")
+
+
 def test_pzcasync_piped_into_head_ends_quietly(site):
     """``pzcasync INI jobs | head -0``: the reader is gone before the
     first write (a reader leaving later is the same write error)."""
