@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from typing import Optional
+from typing import Dict, Optional
 
 import transaction
 from twisted.internet import selectreactor, task
@@ -144,8 +144,7 @@ class Dispatcher(Monitor):
         #: ZEO and RelStorage load many objects in one round trip;
         #: FileStorage has nothing to gain.
         self._prefetches = hasattr(db.storage, 'prefetch')
-        #: Why the storage could not commit lately, by who tried (a
-        #: worker thread, or the poll): /health says down while any is.
+        #: Why the storage could not commit, by thread (report_storage).
         self.storage_trouble: Dict[str, str] = {}
         #: Claims of a poll whose commit failed: if the storage server
         #: committed it and its answer was lost, the jobs are ours.
@@ -266,15 +265,6 @@ class Dispatcher(Monitor):
             registration.ping_death_interval = self.ping_death_interval
             registration.activate(self.clock.utcnow())
         return registration
-
-    def report_storage(self, exc: Optional[BaseException]) -> None:
-        """What a worker (or the poll) found committing: ``exc`` when the
-        storage could not (server away, disk full), None when it did."""
-        who = threading.current_thread().name
-        if exc is None:
-            self.storage_trouble.pop(who, None)
-        else:
-            self.storage_trouble[who] = str(exc)
 
     # -- polling ------------------------------------------------------
 

@@ -6,7 +6,8 @@ dispatcher's work; the admin views and the tests read them.
 from __future__ import annotations
 
 import datetime
-from typing import Optional
+import threading
+from typing import Dict, Optional
 
 from .history import Poll, statistics
 
@@ -19,6 +20,19 @@ STUCK = 'STUCK'
 class Monitor:
     """Mixed into Dispatcher; reads its ``activated``, ``polls``,
     ``jobs``, ``clock``, ``poll_interval``, ``UUID`` and ``db``."""
+
+    storage_trouble: Dict[str, str]
+
+    def report_storage(self, exc: Optional[BaseException]) -> None:
+        """What a worker (or the poll) found committing: ``exc`` when the
+        storage could not (server away, disk full), None when it did;
+        /health says down while any worker's or the poll's last commit
+        could not."""
+        who = threading.current_thread().name
+        if exc is None:
+            self.storage_trouble.pop(who, None)
+        else:
+            self.storage_trouble[who] = str(exc)
 
     @property
     def status(self) -> str:
