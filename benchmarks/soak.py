@@ -161,6 +161,8 @@ def run(params, keep=False, out=sys.stdout):
     import transaction
     import ZEO
 
+    from ZODB.POSException import POSKeyError
+
     import pyramid_zcasync
     from pyramid_zcasync.failure import Failure
     from pyramid_zcasync.interfaces import ACTIVE, COMPLETED
@@ -293,7 +295,13 @@ def run(params, keep=False, out=sys.stdout):
         statuses = collections.Counter()
         failures = collections.Counter()
         for key, oid in put_oids:
-            job = reader.connection.get(oid)
+            try:
+                job = reader.connection.get(oid)
+            except POSKeyError:
+                # Packed away: out of every queue and agent, and trimmed
+                # from its agent's history of completed jobs.
+                statuses['packed'] += 1
+                continue
             statuses[job.status] += 1
             if job.status == COMPLETED and isinstance(job.result, Failure):
                 failures['%s: %s' % (job.result.type_name,
@@ -323,12 +331,14 @@ def run(params, keep=False, out=sys.stdout):
                       if k['found_dead_after_s'] is not None]
         summary = {
             'jobs_put': len(put_oids),
-            'jobs_completed': statuses.get(COMPLETED, 0),
+            'jobs_completed': statuses.get(COMPLETED, 0)
+            + statuses.get('packed', 0),
+            'jobs_packed_away': statuses.get('packed', 0),
             'jobs_failed': sum(failures.values()),
             'jobs_lost': len(lost),
             'jobs_duplicated': len(duplicated),
             'unfinished_statuses': {s: n for s, n in statuses.items()
-                                    if s != COMPLETED},
+                                    if s not in (COMPLETED, 'packed')},
             'failures': dict(failures),
             'runs': sum(runs.values()),
             # Conflict retries, and jobs interrupted by a kill run again.
