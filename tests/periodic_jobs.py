@@ -1,6 +1,7 @@
 """Job functions for the periodic-job tests: importable by the test
 process and by the worker subprocesses (tests/ is on their PYTHONPATH)."""
 import os
+import time
 
 from pyramid_zcasync import local, periodic
 
@@ -20,3 +21,8 @@ def tick():
 
 def tock(*args):
     return args
+
+
+def record_when(runs):
+    """Note each occurrence with the machine's (unskewed) time it ran."""
+    runs[periodic.occurrence().isoformat()] = time.time()

@@ -23,11 +23,13 @@ import pytest
 import ZODB
 
 import jobs
+import periodic_jobs
 import pyramid_zcasync
 import pyramid_zcasync.job as jobs_module
 from dbtools import read, write
 from conftest import RelStorageEngine, ZEOEngine, ZEOServer
 from faultproxy import FaultProxy
+from pyramid_zcasync import periodic
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.retry import is_disconnected
 from pyramid_zcasync.testing import wait_until
@@ -375,6 +377,21 @@ def test_dispatchers_with_skewed_clocks_agree_with_the_database(
                   for start in starts)
     assert busiest <= 2, starts
 
+    # A periodic job every 2 s: each occurrence runs when it is due, not
+    # 3 minutes early (nor late), whoever enqueues it.
+    make_trees(db, 'occurrences')
+    write(db, lambda root: periodic.add_schedule(
+        IQueue(root), 'every-2-s', periodic_jobs.record_when,
+        root['occurrences'], cron='* * * * * */2'))
+    wait_until(lambda: read(db, lambda root: len(root['occurrences'])) >= 3,
+               30, 'three occurrences of the periodic job')
+    lateness = [ran - datetime.datetime.fromisoformat(when).timestamp()
+                for when, ran in read(db, lambda root: list(
+                    root['occurrences'].items()))]
+    assert all(-0.1 <= late < 1.5 for late in lateness), lateness
+    write(db, lambda root: periodic.remove_schedule(IQueue(root),
+                                                    'every-2-s'))
+
     ahead.kill()
     killed_at = time.monotonic()
     uuid = uuid_of(tmp_path / 'b.txt')
@@ -384,11 +401,13 @@ def test_dispatchers_with_skewed_clocks_agree_with_the_database(
     assert found_dead > 2.5, 'found dead before its death interval'
     report('%s clock skew ±%d s: jobs put now done in %.1f s, a job due in '
            '4 s started %+.2f s from due, a rate limit of 2 per 4 s held (%d '
-           'at most), a killed dispatcher found dead after %.1f s (death '
-           'interval 3 s)' % (engine.name, SKEW, waited, started - due,
-                              busiest, found_dead),
+           'at most), periodic occurrences ran %.2f-%.2f s after due, a '
+           'killed dispatcher found dead after %.1f s (death interval 3 s)'
+           % (engine.name, SKEW, waited, started - due, busiest,
+              min(lateness), max(lateness), found_dead),
            scenario='clock skew', engine=engine.name, skew_seconds=SKEW,
            start_vs_due_seconds=round(started - due, 2),
            rate_limit_busiest=busiest,
+           periodic_late_seconds=[round(x, 2) for x in lateness],
            found_dead_seconds=round(found_dead, 1))
     db.close()
