@@ -159,7 +159,7 @@ class Executor:
         runner = self._runner()
         runner.call_seconds = None
         runner.run(oid, prior_conflicts=self._spent_conflicts.pop(oid, 0))
-        outcome = GroupRunner(runner).read_outcome(oid)
+        outcome = runner.outcome or GroupRunner(runner).read_outcome(oid)
         if outcome and runner.call_seconds is not None:
             # The call alone: the span from ACTIVE to the result also
             # holds commits, which on RelStorage or a busy ZEO make

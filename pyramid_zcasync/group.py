@@ -37,8 +37,8 @@ from ZODB.POSException import ConflictError
 
 from . import local, retry
 from .failure import Failure
-from .interfaces import ASSIGNED, COMPLETED
-from .runner import Runner, release_if_ours
+from .interfaces import ASSIGNED
+from .runner import Runner, outcome, release_if_ours
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -52,22 +52,6 @@ def eligible(job, uuid: str) -> bool:
     return (job.status == ASSIGNED and job.assignerUUID == uuid
             and job.retry_policy_factory is None and job.parent is None
             and not job.callbacks and job.time_limit is None)
-
-
-def outcome(job) -> dict:
-    """What the dispatcher's history keeps of a finished job."""
-    result = job.result
-    pickup = None
-    if job.active_start is not None and job.begin_after is not None:
-        pickup = max((job.active_start - job.begin_after).total_seconds(),
-                     0.0)
-    runtime = None
-    if job.active_start is not None and job.active_end is not None:
-        runtime = (job.active_end - job.active_start).total_seconds()
-    return {'status': job.status,
-            'failed': job.status == COMPLETED and isinstance(result, Failure),
-            'result': repr(result)[:200], 'pickup': pickup,
-            'runtime': runtime}
 
 
 class GroupResult(NamedTuple):

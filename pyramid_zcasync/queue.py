@@ -343,6 +343,11 @@ class Queue(persistent.Persistent):
         if job.status != COMPLETED or not isinstance(job.result, Failure):
             raise BadStatusError('only a failed job can be retried; %r has '
                                  'status %s' % (job, job.status))
+        if job.agent is not None:
+            # Its slot, which a slow group leaves for the next poll to
+            # free: freed now, or the agent would keep it (keyed by the
+            # key that the put below changes) for good.
+            self.release(job)
         job.annotations['pyramid_zcasync.failed_before'] = job.result
         # A new attempt: the retry counts of the last one do not limit it.
         job.annotations.pop(RetryPolicy.key, None)

@@ -52,6 +52,9 @@ class Runner:
         #: How long the last call took (the call alone, not its commits):
         #: what tells the dispatcher whether jobs are short.
         self.call_seconds: Optional[float] = None
+        #: The last job run's outcome, as its own commits left it (None:
+        #: this runner did not finish it).
+        self.outcome: Optional[dict] = None
 
     # -- transactions -------------------------------------------------
 
@@ -128,6 +131,7 @@ class Runner:
         ConflictError elsewhere (a group commit); they count against its
         policy's limit, so that "5 attempts" means 5 in all."""
         started: dict = {}
+        self.outcome = None
         if not self.bookkeep(lambda conn: self._start(conn.get(oid),
                                                       started)):
             return
@@ -257,6 +261,8 @@ class Runner:
                 job.resolve(result, run_callbacks=inline_callbacks,
                             release=False)
                 self.manager.commit()
+                if not inline_callbacks:  # the job, not one of its callbacks
+                    self.outcome = outcome(job)
             except Exception as exc:
                 retry.abort(self.manager)
                 failure = Failure.from_exception(retry.as_storage_full(exc))
@@ -278,10 +284,18 @@ class Runner:
         job.getRetryPolicy().updateData(data_cache)
         job.resolve(failure, run_callbacks=inline_callbacks,
                     release=False)
+        if not inline_callbacks:
+            self.outcome = outcome(job)
         log.log(job.failure_log_level, '%r failed: %s', job,
                 failure.getTraceback())
 
     # -- callbacks ----------------------------------------------------
+
+    def _next_callback_or_finish(self, job):
+        callback_oid = _next_callback_oid_or_finish(job)
+        if callback_oid is None and job.status == COMPLETED:
+            self.outcome = outcome(job)
+        return callback_oid
 
     def run_callbacks(self, oid: bytes) -> None:
         """Each callback in a transaction of its own, then COMPLETED.
@@ -291,7 +305,7 @@ class Runner:
         (Job.addCallback), and the retry finds it."""
         while True:
             callback_oid = self.bookkeep(
-                lambda conn: _next_callback_oid_or_finish(conn.get(oid)))
+                lambda conn: self._next_callback_or_finish(conn.get(oid)))
             if callback_oid is None:
                 break
             self.call(lambda conn: _startable_callback(conn.get(callback_oid)),
@@ -310,6 +324,24 @@ def _put_back(job, due: datetime.datetime, data_cache: dict) -> bool:
     log.info('%r goes back to its queue for a retry at %s', job,
              due.isoformat())
     return True
+
+
+def outcome(job) -> dict:
+    """What the dispatcher's history keeps of a finished run (read in the
+    transaction that finished it: a retry may follow at once)."""
+    result = job.result
+    pickup = None
+    if job.active_start is not None and job.begin_after is not None:
+        pickup = max((job.active_start - job.begin_after).total_seconds(),
+                     0.0)
+    runtime = None
+    if job.active_start is not None and job.active_end is not None:
+        runtime = (job.active_end - job.active_start).total_seconds()
+    return {'status': job.status,
+            'failed': job.status in (CALLBACKS, COMPLETED)
+            and isinstance(result, Failure),
+            'result': repr(result)[:200], 'pickup': pickup,
+            'runtime': runtime}
 
 
 def release_if_ours(job, uuid: str) -> None:

@@ -497,7 +497,7 @@ def test_a_retried_job_that_fails_again_counts_the_same_everywhere(running):
                'the second run in the dispatcher history')
     page = client.get(DASHBOARD, headers=ADMIN).text
     assert re.search(r'<strong>0</strong> ok, <strong>2</strong> failed '
-                     'since start', page), page
+                     'since start', page), dispatcher.jobs.values()
     assert re.search(r'<div class="n">2</div><div class="l">failed, \d+ '
                      'min</div>', page)
     stats = client.get('/_async/jobstats', headers=ADMIN).json
