@@ -121,7 +121,7 @@ class FaultProxy:
                         return
                     self._hold()
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: reset() closed it
             return
         finally:
             for sock in (client, server):
