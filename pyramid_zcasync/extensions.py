@@ -1,0 +1,229 @@
+"""Extensions: small pluggable classes that hook into a job's life.
+
+Modelled on Dramatiq's middleware: each concern (the Pyramid app's
+context inside jobs, Prometheus metrics, the zope events, tracing, your
+own) is a class overriding only the hooks it needs, instead of one more
+``if`` in the engine.  Extensions belong to the queues' database in this
+process: ``Queue.put`` finds them from the queue's connection, the
+dispatcher running that database's jobs calls them around each run, so
+two apps (or two tests) in one process keep theirs apart.
+
+When each hook runs, and what an exception in it does:
+
+=========================  =================================  ==========
+hook                       when                               raising
+=========================  =================================  ==========
+``before_put``             in the putter's transaction,       refuses the
+                           before the job is queued           put
+``after_put``              after that transaction committed   logged
+``around_run``             a context manager entered around   fails the
+                           the call, in the job's thread      attempt
+``after_run``              after a successful run committed   logged
+``on_failure``             after a failed attempt committed   logged
+``after_poll``             after each poll transaction        logged
+``dispatcher_activated``   a dispatcher started serving       logged
+``dispatcher_deactivated`` ... and stopped                    logged
+=========================  =================================  ==========
+
+"Logged" hooks never lose or fail a job: a broken metrics exporter must
+not stop the work it counts.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import threading
+import weakref
+from typing import (Any, Callable, ContextManager, Iterable, Iterator,
+                    Mapping, Optional, Sequence)
+
+log = logging.getLogger(__name__)
+
+#: The setting naming extra extensions by dotted name.
+SETTING = 'zcasync.extensions'
+
+
+class Extension:
+    """Override the hooks you need; the others do nothing."""
+
+    def before_put(self, queue: Any, job: Any) -> None:
+        """Called in the putter's transaction; raise to refuse the put."""
+
+    def after_put(self, queue: Any, job: Any) -> None:
+        """Called once the put's transaction committed: the job is durable."""
+
+    def around_run(self, job: Any) -> ContextManager[Any]:
+        """Entered around each attempt's call, in the thread running it."""
+        return contextlib.nullcontext()
+
+    def after_run(self, job: Any, result: Any) -> None:
+        """Called after a successful run committed."""
+
+    def on_failure(self, job: Any, failure: Any, will_retry: bool) -> None:
+        """Called after a failed attempt committed; ``will_retry`` tells
+        whether the retry policy queued another attempt."""
+
+    def after_poll(self, dispatcher: Any, claimed: int) -> None:
+        """Called after each poll transaction, with how many jobs it claimed."""
+
+    def dispatcher_activated(self, dispatcher: Any) -> None:
+        """Called when a dispatcher starts serving the database's queues."""
+
+    def dispatcher_deactivated(self, dispatcher: Any) -> None:
+        """Called when it stops."""
+
+
+def _overrides(extension: Extension, hook: str) -> bool:
+    return getattr(type(extension), hook) is not getattr(Extension, hook)
+
+
+class Extensions:
+    """An ordered, immutable chain of extensions, each hook fanned out.
+
+    Immutable so a put or a run never sees the chain change half-way:
+    adding an extension builds a new chain.  Hooks no extension overrides
+    are skipped without a call, so an app with no extensions pays one
+    attribute test per hook.
+    """
+
+    def __init__(self, members: Sequence[Extension] = ()) -> None:
+        self.members = tuple(members)
+        self._hooked = {
+            hook: tuple(m for m in self.members if _overrides(m, hook))
+            for hook in HOOKS}
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __iter__(self) -> Iterator[Extension]:
+        return iter(self.members)
+
+    def having(self, hook: str) -> tuple:
+        """The members overriding ``hook``, in order."""
+        return self._hooked[hook]
+
+    def before_put(self, queue: Any, job: Any) -> None:
+        for member in self._hooked['before_put']:
+            member.before_put(queue, job)
+
+    def after_put(self, queue: Any, job: Any) -> None:
+        self._tolerant('after_put', queue, job)
+
+    @contextlib.contextmanager
+    def around_run(self, job: Any) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for member in self._hooked['around_run']:
+                stack.enter_context(member.around_run(job))
+            yield
+
+    def after_run(self, job: Any, result: Any) -> None:
+        self._tolerant('after_run', job, result)
+
+    def on_failure(self, job: Any, failure: Any, will_retry: bool) -> None:
+        self._tolerant('on_failure', job, failure, will_retry)
+
+    def after_poll(self, dispatcher: Any, claimed: int) -> None:
+        self._tolerant('after_poll', dispatcher, claimed)
+
+    def dispatcher_activated(self, dispatcher: Any) -> None:
+        self._tolerant('dispatcher_activated', dispatcher)
+
+    def dispatcher_deactivated(self, dispatcher: Any) -> None:
+        self._tolerant('dispatcher_deactivated', dispatcher)
+
+    def _tolerant(self, hook: str, *args: Any) -> None:
+        for member in self._hooked[hook]:
+            try:
+                getattr(member, hook)(*args)
+            except Exception:
+                log.exception('extension %r failed in %s; the job is '
+                              'unaffected', member, hook)
+
+
+HOOKS = tuple(name for name in vars(Extension) if not name.startswith('_'))
+
+NONE = Extensions()
+
+_by_database: 'weakref.WeakKeyDictionary[Any, Extensions]' = (
+    weakref.WeakKeyDictionary())
+_changing = threading.Lock()
+
+
+def of(db: Optional[Any]) -> Extensions:
+    """The extensions of ``db`` (a ZODB database) in this process."""
+    if db is None:
+        return NONE
+    return _by_database.get(db, NONE)
+
+
+def of_object(obj: Any) -> Extensions:
+    """The extensions of the database ``obj`` (a persistent object) is
+    stored in; none for an object not added to a connection yet."""
+    jar = getattr(obj, '_p_jar', None)
+    return NONE if jar is None else of(jar.db())
+
+
+def add(db: Any, extension: Extension) -> None:
+    """Hook ``extension`` into the jobs of ``db`` in this process.
+
+    Adding the same extension object twice is a no-op, so an app
+    configured twice does not count every job twice.
+    """
+    if not isinstance(extension, Extension):
+        raise TypeError('an extension must be an instance of %s.Extension, '
+                        'got %r' % (__name__, extension))
+    with _changing:
+        current = of(db)
+        if extension not in current.members:
+            _by_database[db] = Extensions(current.members + (extension,))
+
+
+def remove(db: Any, extension: Extension) -> None:
+    """Unhook ``extension``; unknown ones are ignored."""
+    with _changing:
+        current = of(db)
+        if extension in current.members:
+            _by_database[db] = Extensions(
+                [m for m in current.members if m is not extension])
+
+
+def from_setting(value: str | Iterable[str], resolve: Callable[[str], Any],
+                 settings: Mapping[str, Any]) -> list:
+    """Extensions named by dotted names (whitespace separated): each name
+    is an instance, or a class or factory called with the app's settings
+    when it takes an argument, without when it takes none.
+
+    A name that does not resolve, or resolves to something that is not an
+    extension, is an error naming it: a typo must not silently drop the
+    tracing or metrics someone counts on.
+    """
+    names = value.split() if isinstance(value, str) else list(value)
+    found = []
+    for name in names:
+        try:
+            target = resolve(name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ValueError('%s: cannot import %r (%s)' % (
+                SETTING, name, exc)) from None
+        extension = target
+        if not isinstance(extension, Extension) and callable(target):
+            extension = _call_factory(target, settings)
+        if not isinstance(extension, Extension):
+            raise ValueError(
+                '%s: %r gave %r, which is not a pyramid_zcasync.extensions.'
+                'Extension (subclass it and override the hooks you need)'
+                % (SETTING, name, extension))
+        found.append(extension)
+    return found
+
+
+def _call_factory(factory: Callable[..., Any], settings: Mapping[str, Any]
+                  ) -> Any:
+    try:
+        inspect.signature(factory).bind(settings)
+    except TypeError:
+        return factory()
+    except ValueError:  # no signature to inspect (some builtins)
+        pass
+    return factory(settings)

@@ -1,0 +1,133 @@
+"""The extension chain (pyramid_zcasync.extensions) on its own: scoping
+by database, hook fan-out, which hooks may refuse and which are only
+logged, and the ``zcasync.extensions`` setting's errors.  Extensions
+wired into put and run are tested end to end with the queue."""
+import contextlib
+import logging
+
+import pytest
+import ZODB
+
+from pyramid_zcasync import extensions
+from pyramid_zcasync.extensions import Extension, Extensions
+
+
+class Recorder(Extension):
+
+    def __init__(self, name='r', seen=None):
+        self.name = name
+        self.seen = [] if seen is None else seen
+
+    def before_put(self, queue, job):
+        self.seen.append((self.name, 'before_put', job))
+
+    @contextlib.contextmanager
+    def around_run(self, job):
+        self.seen.append((self.name, 'enter', job))
+        yield
+        self.seen.append((self.name, 'exit', job))
+
+    def after_run(self, job, result):
+        self.seen.append((self.name, 'after_run', result))
+
+
+class Broken(Extension):
+
+    def after_run(self, job, result):
+        raise RuntimeError('exporter down')
+
+    def before_put(self, queue, job):
+        raise ValueError('refused: quota of the tenant used up')
+
+
+@pytest.fixture
+def db():
+    database = ZODB.DB(None)
+    yield database
+    database.close()
+
+
+def test_extensions_belong_to_their_database(db):
+    other = ZODB.DB(None)
+    try:
+        recorder = Recorder()
+        extensions.add(db, recorder)
+        assert list(extensions.of(db)) == [recorder]
+        assert len(extensions.of(other)) == 0
+        assert len(extensions.of(None)) == 0
+        extensions.add(db, recorder)  # twice: still once
+        assert list(extensions.of(db)) == [recorder]
+        extensions.remove(db, recorder)
+        assert len(extensions.of(db)) == 0
+    finally:
+        other.close()
+
+
+def test_hooks_run_in_order_and_around_run_nests(db):
+    seen = []
+    first, second = Recorder('a', seen), Recorder('b', seen)
+    chain = Extensions([first, second])
+    chain.before_put('queue', 'job')
+    with chain.around_run('job'):
+        seen.append(('call',))
+    chain.after_run('job', 42)
+    assert seen == [
+        ('a', 'before_put', 'job'), ('b', 'before_put', 'job'),
+        ('a', 'enter', 'job'), ('b', 'enter', 'job'), ('call',),
+        ('b', 'exit', 'job'), ('a', 'exit', 'job'),
+        ('a', 'after_run', 42), ('b', 'after_run', 42)]
+
+
+def test_only_overridden_hooks_are_called():
+    recorder = Recorder()
+    chain = Extensions([recorder])
+    assert chain.having('before_put') == (recorder,)
+    assert chain.having('after_poll') == ()
+
+
+def test_before_put_may_refuse_but_after_hooks_are_only_logged(caplog):
+    seen = []
+    chain = Extensions([Broken(), Recorder(seen=seen)])
+    with pytest.raises(ValueError, match='quota of the tenant'):
+        chain.before_put('queue', 'job')
+    with caplog.at_level(logging.ERROR, 'pyramid_zcasync.extensions'):
+        chain.after_run('job', 1)
+    # The broken one is logged by name, and the next one still ran.
+    assert 'exporter down' in caplog.text
+    assert 'after_run' in caplog.text
+    assert ('r', 'after_run', 1) in seen
+
+
+def test_add_refuses_what_is_not_an_extension(db):
+    with pytest.raises(TypeError, match="must be an instance .*got 'x'"):
+        extensions.add(db, 'x')
+
+
+class NeedsSettings(Extension):
+    def __init__(self, settings):
+        self.settings = settings
+
+
+def _resolve(name):
+    import importlib
+    module, _, attribute = name.partition(':')
+    return getattr(importlib.import_module(module), attribute)
+
+
+def test_setting_names_classes_taking_settings_or_nothing():
+    found = extensions.from_setting(
+        'tests.test_extensions:NeedsSettings\n tests.test_extensions:Recorder',
+        _resolve, {'a': 1})
+    # (pytest may import this file under another module name: compare
+    # the classes by name.)
+    assert [type(e).__name__ for e in found] == ['NeedsSettings', 'Recorder']
+    assert found[0].settings == {'a': 1}
+
+
+def test_setting_errors_name_the_value():
+    with pytest.raises(ValueError, match=r"zcasync.extensions: cannot "
+                       r"import 'tests.nowhere:X'"):
+        extensions.from_setting('tests.nowhere:X', _resolve, {})
+    with pytest.raises(ValueError, match=r"'logging:getLogger' gave "
+                       r"<RootLogger root.*not a pyramid_zcasync.extensions"):
+        extensions.from_setting('logging:getLogger', _resolve, {})
