@@ -48,7 +48,7 @@ def includeme(config: Any) -> None:
     registry.zcasync_dispatcher = None
     config.add_request_method(async_queues, 'async_queues', reify=True)
     config.add_request_method(async_queue, 'async_queue', reify=True)
-    config.include('pyramid_zcasync.periodic')
+    config.include('pyramid_zcasync.periodic_config')
     config.add_subscriber(_start_with_app, ApplicationCreated)
     config.include('pyramid_zcasync.views')
 
