@@ -5,6 +5,8 @@
 neither Pyramid nor Twisted: a process that only reads stored jobs and
 failure records needs neither.
 """
+from typing import Any
+
 from . import interfaces  # noqa: F401  registers the IQueue(root) adapter
 from .composite import parallel, serial
 from .install import install_queues
@@ -13,7 +15,7 @@ from .job import Job
 __all__ = ['Job', 'includeme', 'install_queues', 'parallel', 'serial']
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     """``config.include('pyramid_zcasync')``; see :mod:`.config`."""
     from .config import includeme as include
     include(config)

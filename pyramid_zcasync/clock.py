@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Optional
+from typing import Any, Optional
 
 UTC = datetime.timezone.utc
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
@@ -100,13 +100,13 @@ class Moment:
         self.name = name
         self.slot = '_%s_us' % name.lstrip('_')
 
-    def __get__(self, obj, owner=None):
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
         if obj is None:
             return self
         micros = getattr(obj, self.slot, None)
         return None if micros is None else from_micros(micros)
 
-    def __set__(self, obj, value) -> None:
+    def __set__(self, obj: Any, value: Any) -> None:
         value = aware_utc(value, self.name.lstrip('_'))
         setattr(obj, self.slot, None if value is None else to_micros(value))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from pyramid.events import ApplicationCreated
 from pyramid.exceptions import ConfigurationError
@@ -28,7 +28,8 @@ from .zeoclient import forget_prefetched_oids_on_reconnect
 
 log = logging.getLogger('pyramid_zcasync.events')
 
-def includeme(config) -> None:
+
+def includeme(config: Any) -> None:
     settings = parse_settings(config.get_settings(),
                               ini_dir=config.get_settings().get('here'))
     config.include('pyramid_tm')
@@ -47,24 +48,24 @@ def includeme(config) -> None:
     registry.zcasync_dispatcher = None
     config.add_request_method(async_queues, 'async_queues', reify=True)
     config.add_request_method(async_queue, 'async_queue', reify=True)
-    config.include('pyramid_zcasync.periodic')
+    config.include('pyramid_zcasync.periodic_config')
     config.add_subscriber(_start_with_app, ApplicationCreated)
     config.include('pyramid_zcasync.views')
 
 
-def async_queues(request):
+def async_queues(request: Any) -> Any:
     """The Queues mapping, in the request's connection and transaction."""
     settings: ZcasyncSettings = request.registry.zcasync_settings
     connection = get_connection(request, settings.database)
     return connection.root()[KEY]
 
 
-def async_queue(request):
+def async_queue(request: Any) -> Any:
     """The default queue ``''``: ``request.async_queue.put(f, *args)``."""
     return request.async_queues[DEFAULT_QUEUE]
 
 
-def _main_database(registry):
+def _main_database(registry: Any) -> Any:
     databases = getattr(registry, '_zodb_databases', None) or {}
     if '' not in databases:
         raise ConfigurationError(
@@ -73,7 +74,7 @@ def _main_database(registry):
     return databases['']
 
 
-def _check_database_name(settings: ZcasyncSettings, registry) -> None:
+def _check_database_name(settings: ZcasyncSettings, registry: Any) -> None:
     name = settings.database
     known = sorted(n for n in registry._zodb_databases if n)
     if name is not None and name not in registry._zodb_databases:
@@ -83,7 +84,7 @@ def _check_database_name(settings: ZcasyncSettings, registry) -> None:
             'zodbconn.uri.NAME settings)' % (name, known or 'none'))
 
 
-def queue_database(registry):
+def queue_database(registry: Any) -> Any:
     """The database whose root holds the queues."""
     databases = registry._zodb_databases
     return databases[registry.zcasync_settings.database or '']
@@ -95,7 +96,7 @@ def dispatcher_wanted(settings: ZcasyncSettings,
     return decide(settings.dispatcher, argv)[0]
 
 
-def _start_with_app(event) -> None:
+def _start_with_app(event: Any) -> None:
     registry = event.app.registry
     settings: ZcasyncSettings = registry.zcasync_settings
     atexit.register(close_databases, registry)
@@ -113,13 +114,8 @@ def _start_with_app(event) -> None:
     try:
         registry.zcasync_dispatcher = dispatcher_module.start(
             queue_database(registry), uuid_file=settings.uuid_file,
-            poll_interval=settings.poll_interval,
-            agent_size=settings.agent_size,
-            ping_interval=settings.ping_interval,
-            ping_death_interval=settings.ping_death_interval,
-            job_context=PyramidContext(registry, settings.app_url),
-            history_size=settings.history_size,
-            history_age=settings.history_age)
+            options=settings.dispatcher_options(),
+            job_context=PyramidContext(registry, settings.app_url))
     except DispatcherAlreadyRunning as exc:
         raise DispatcherAlreadyRunning(
             already_running_help(str(exc), why)) from None
@@ -129,7 +125,7 @@ def _start_with_app(event) -> None:
             % (settings.uuid_file or os.environ.get(ENV_VAR), exc)) from None
 
 
-def close_databases(registry) -> None:
+def close_databases(registry: Any) -> None:
     """Stop this app's dispatcher, then close pyramid_zodbconn's databases
     (it never does; an unclosed FileStorage rebuilds its index next
     start)."""

@@ -11,7 +11,7 @@ dispatcher started by hand) there is no such context.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 from pyramid.interfaces import IRequestFactory
 from pyramid.request import Request, apply_request_extensions
@@ -23,12 +23,12 @@ DEFAULT_APP_URL = 'http://localhost'
 
 class PyramidContext:
 
-    def __init__(self, registry, app_url: Optional[str] = None):
+    def __init__(self, registry: Any, app_url: Optional[str] = None):
         self.registry = registry
         self.app_url = app_url or DEFAULT_APP_URL
 
     @contextlib.contextmanager
-    def around(self, job):
+    def around(self, job: Any) -> Iterator[dict]:
         """The app's registry is current while ``job`` runs."""
         frame = {'registry': self.registry, 'request': None}
         manager.push(frame)

@@ -8,19 +8,24 @@ run alone (runner.py).  Claiming ahead must not cost the concurrency an
 agent's size promises: a batch takes one job while idle workers could
 each have one, and hands back those waiting behind a job that turns out
 slow (pool.py); a group holds the bookkeeping lock only while its jobs
-are short (lease.py), and its slots are then freed by the next poll.
+are short (lease.py), and its slots are then freed by the next poll.  A
+worker that dies inside a job has its jobs recovered here too.
 """
 from __future__ import annotations
 
 import itertools
 import threading
-from typing import Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, \
+    Protocol, Tuple
 
 from . import group as group_module
+from .clock import Clock
 from .group import GroupRunner
-from .interfaces import ASSIGNED
+from .history import JobHistory
+from .interfaces import ACTIVE, ASSIGNED, CALLBACKS
 from .lease import Lease
 from .pool import Batch, Pool
+from .registry import recover_job
 from .runner import Runner, release_if_ours
 
 #: Most short jobs a worker runs in one transaction (and claims ahead).
@@ -29,13 +34,33 @@ GROUP_SIZE = 50
 FAST_JOB = 0.01
 
 
-class Executor:
-    """Runs the claimed jobs of one dispatcher, which provides the
-    database, its UUID and clock, the job history, the bookkeeping lock,
-    ``wake`` (poll now), ``_job_id`` and ``_worker_crashed``."""
+#: A pool's item: a job's oid, and whether it must run alone.
+Item = Tuple[bytes, bool]
 
-    def __init__(self, dispatcher):
+
+class Host(Protocol):
+    """What an Executor uses of its dispatcher (which the runners also
+    hand to the jobs, as ``local.get_dispatcher()``)."""
+
+    db: Any
+    UUID: str
+    clock: Clock
+    _bookkeeping: Any  # a lock
+
+    @property
+    def jobs(self) -> JobHistory: ...
+
+    def wake(self) -> None: ...
+
+
+class Executor:
+    """Runs the claimed jobs of one dispatcher."""
+
+    def __init__(self, dispatcher: Host) -> None:
         self.dispatcher = dispatcher
+        self._jobs = dispatcher.jobs
+        self._clock = dispatcher.clock
+        self._database_name = dispatcher.db.database_name
         self._pools: Dict[tuple, Pool] = {}
         self._job_seconds: Dict[tuple, float] = {}
         #: Jobs whose group commit conflicted: the attempt they spent.
@@ -46,7 +71,7 @@ class Executor:
         self._unreleased_lock = threading.Lock()
         self._local = threading.local()
 
-    def claim_limit(self, agent) -> int:
+    def claim_limit(self, agent: Any) -> int:
         """Claim ahead only while this agent's jobs are short: then they
         are committed in groups; slow jobs are claimed one per worker, so
         idle siblings can take the rest."""
@@ -54,18 +79,18 @@ class Executor:
             return agent.size * GROUP_SIZE
         return agent.size
 
-    def submit(self, queue_name: str, agent, oid: bytes, poll_key) -> None:
+    def submit(self, queue_name: str, agent: Any, oid: bytes,
+               poll_key: int) -> None:
         """Hand a job claimed (and committed) for ``agent`` to its pool."""
         key = (queue_name, agent.name)
-        job_id = self.dispatcher._job_id(oid)
-        self.dispatcher.jobs.record(job_id, id=job_id, queue=queue_name,
-                                    agent=agent.name, poll_id=poll_key,
-                                    claimed=True)
+        job_id = self.job_id(oid)
+        self._jobs.record(job_id, id=job_id, queue=queue_name,
+                          agent=agent.name, poll_id=poll_key, claimed=True)
         pool = self._pool(key, agent.size)
         pool.batch = GROUP_SIZE if self._fast(key) else 1
         pool.submit((oid, False))
 
-    def release_finished(self, agent) -> None:
+    def release_finished(self, agent: Any) -> None:
         """Free, in the poll's transaction (which holds the bookkeeping
         lock and commits anyway), the slots of the agent's jobs that a
         group committed after its lease was let go (see group.py): one
@@ -117,7 +142,7 @@ class Executor:
             pool = self._pools[key] = Pool(
                 '%s-%s' % key, size,
                 lambda batch: self._run_batch(key, batch),
-                on_crash=self.dispatcher._worker_crashed,
+                on_crash=self.worker_crashed,
                 hand_back_after=group_module.GROUP_WINDOW,
                 groupable=lambda item: not item[1])
         elif pool.size != size:
@@ -149,10 +174,8 @@ class Executor:
     def _starting(self, batch: Batch) -> Iterator[tuple]:
         """The batch's items, each noted as started when it is taken."""
         for oid, alone in batch:
-            self.dispatcher.jobs.record(
-                self.dispatcher._job_id(oid),
-                started=self.dispatcher.clock.utcnow(),
-                thread=threading.get_ident())
+            self._jobs.record(self.job_id(oid), started=self._clock.utcnow(),
+                              thread=threading.get_ident())
             yield oid, alone
 
     def _run_alone(self, key: tuple, oid: bytes) -> None:
@@ -185,16 +208,14 @@ class Executor:
         handed_back = [(oid, True) for oid in result.alone] + \
             [(oid, False) for oid in result.rest]
         for oid, _ in handed_back:
-            self.dispatcher.jobs.record(self.dispatcher._job_id(oid),
-                                        started=None)
+            self._jobs.record(self.job_id(oid), started=None)
         self._pools[key].give_back(handed_back)
 
     def _finished(self, key: tuple, oid: bytes,
                   outcome: Optional[dict]) -> None:
         outcome = outcome or {}
-        self.dispatcher.jobs.record(self.dispatcher._job_id(oid),
-                                    completed=self.dispatcher.clock.utcnow(),
-                                    **outcome)
+        self._jobs.record(self.job_id(oid), completed=self._clock.utcnow(),
+                          **outcome)
         if outcome.get('runtime') is not None:
             self._note_runtime(key, outcome['runtime'])
 
@@ -202,3 +223,33 @@ class Executor:
         previous = self._job_seconds.get(key)
         self._job_seconds[key] = seconds if previous is None \
             else 0.8 * previous + 0.2 * seconds
+
+    # -- crash recovery -----------------------------------------------
+
+    def job_id(self, oid: bytes) -> tuple:
+        """A job's key in the history: its oid as a number, and its
+        database's name."""
+        return (int.from_bytes(oid, 'big'), self._database_name)
+
+    def worker_crashed(self, items: List[Item], exc: BaseException) -> None:
+        """A worker died inside a job: never leave it ACTIVE forever."""
+        uuid = self.dispatcher.UUID
+
+        def recover(connection: Any) -> None:
+            for oid, _ in items:
+                job = connection.get(oid)
+                if job.status in (ASSIGNED, ACTIVE, CALLBACKS) and \
+                        job.assignerUUID == uuid:
+                    recover_job(job, 'lost its worker (%s)'
+                                % type(exc).__name__)
+        # Waits out a lost storage server (a group commit raises
+        # ClientDisconnected when it goes away): a job left ASSIGNED to a
+        # live dispatcher is never run.  The lock is not held meanwhile.
+        dispatcher = self.dispatcher
+        Runner(dispatcher.db, uuid, dispatcher.clock).bookkeep(
+            recover, lock=dispatcher._bookkeeping)
+        for oid, _ in items:
+            self._jobs.record(self.job_id(oid), completed=self._clock.utcnow(),
+                              failed=True,
+                              result='worker crashed: %r' % (exc,))
+        dispatcher.wake()

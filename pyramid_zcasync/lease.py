@@ -16,7 +16,7 @@ slots to be freed afterwards.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 
 class Lease:
@@ -25,7 +25,7 @@ class Lease:
     current job has run) reaches ``stall``; ``lease.keep()`` says
     whether it is still held, and if so keeps it to the block's end."""
 
-    def __init__(self, lock, running_for: Callable[[], float],
+    def __init__(self, lock: Any, running_for: Callable[[], float],
                  stall: float):
         self._lock = lock
         self._running_for = running_for
@@ -42,7 +42,7 @@ class Lease:
                 self._condition.wait()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         with self._condition:
             self._over = True
             self._condition.notify_all()

@@ -1,15 +1,18 @@
 """What a dispatcher tells about itself: status, polls, jobs, statistics.
 
 The methods of zc.async's dispatcher monitor, kept apart from the
-dispatcher's work; the admin views and the tests read them.
+dispatcher's work; the admin views and the tests read them through the
+dispatcher, which holds one Monitor.  The poll and the workers write its
+records (``polls``, ``jobs``) directly: no call in between on hot paths.
 """
 from __future__ import annotations
 
 import datetime
 import threading
-from typing import Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Protocol
 
-from .history import Poll, statistics
+from .clock import Clock
+from .history import JobHistory, Poll, Polls, statistics
 
 STOPPED = 'STOPPED'
 STARTING = 'STARTING'
@@ -17,11 +20,25 @@ RUNNING = 'RUNNING'
 STUCK = 'STUCK'
 
 
-class Monitor:
-    """Mixed into Dispatcher; reads its ``activated``, ``polls``,
-    ``jobs``, ``clock``, ``poll_interval``, ``UUID`` and ``db``."""
+class Watched(Protocol):
+    """What a Monitor reads of its dispatcher."""
 
-    storage_trouble: Dict[str, str]
+    UUID: str
+    db: Any
+    clock: Clock
+    poll_interval: float
+    activated: Optional[datetime.datetime]
+
+
+class Monitor:
+    """The records of one dispatcher, and zc.async's questions on them."""
+
+    def __init__(self, dispatcher: Watched) -> None:
+        self.dispatcher = dispatcher
+        self.polls = Polls()
+        self.jobs = JobHistory()
+        #: Why the storage could not commit, by thread (report_storage).
+        self.storage_trouble: Dict[str, str] = {}
 
     def report_storage(self, exc: Optional[BaseException]) -> None:
         """What a worker (or the poll) found committing: ``exc`` when the
@@ -36,52 +53,61 @@ class Monitor:
 
     @property
     def status(self) -> str:
-        if self.activated is None:
+        if self.dispatcher.activated is None:
             return STOPPED
         last = self.polls.first()
         if last is None:
             return STARTING
-        limit = datetime.timedelta(seconds=self.poll_interval * 2 + 5)
-        return STUCK if self.clock.utcnow() - last.utc_timestamp > limit \
-            else RUNNING
+        limit = datetime.timedelta(
+            seconds=self.dispatcher.poll_interval * 2 + 5)
+        return STUCK if self.dispatcher.clock.utcnow() - \
+            last.utc_timestamp > limit else RUNNING
 
     def getStatusInfo(self) -> dict:
-        now = self.clock.utcnow()
+        dispatcher = self.dispatcher
+        now = dispatcher.clock.utcnow()
         last = self.polls.first()
         return {
-            'poll interval': datetime.timedelta(seconds=self.poll_interval),
+            'poll interval': datetime.timedelta(
+                seconds=dispatcher.poll_interval),
             'status': self.status,
             'time since last poll': (now - last.utc_timestamp
                                      if last is not None else None),
-            'uptime': now - self.activated if self.activated else None,
-            'uuid': self.UUID,
+            'uptime': (now - dispatcher.activated if dispatcher.activated
+                       else None),
+            'uuid': dispatcher.UUID,
         }
 
     def getJobInfo(self, oid: int, database_name: Optional[str] = None
                    ) -> dict:
-        job_id = (oid, database_name or self.db.database_name)
+        job_id = (oid, database_name or self.dispatcher.db.database_name)
         info = self.jobs.get(job_id)
         if info is None:
             raise ValueError('job %r is not in the history of dispatcher %s'
-                             % (job_id, self.UUID))
+                             % (job_id, self.dispatcher.UUID))
         return info
 
     def getActiveJobIds(self, queue: Optional[str] = None,
                         agent: Optional[str] = None) -> list:
         return self.jobs.active_ids(queue, agent)
 
-    def getPollInfo(self, at=None, before=None) -> Optional[Poll]:
+    def getPollInfo(self, at: Any = None, before: Any = None
+                    ) -> Optional[Poll]:
         found = self.polls.select(at=at, before=before, count=1)
         return found[0] if found else None
 
-    def iterPolls(self, at=None, before=None, since=None, count=None):
+    def iterPolls(self, at: Any = None, before: Any = None, since: Any = None,
+                  count: Optional[int] = None) -> Iterator[Poll]:
         return iter(self.polls.select(at, before, since, count))
 
-    def getStatistics(self, at=None, before=None, since=None,
-                      queue=None, agent=None) -> dict:
+    def getStatistics(self, at: Optional[datetime.datetime] = None,
+                      before: Optional[datetime.datetime] = None,
+                      since: Optional[datetime.datetime] = None,
+                      queue: Optional[str] = None,
+                      agent: Optional[str] = None) -> dict:
         until = at or (before - datetime.timedelta(microseconds=1)
-                       if before else self.clock.utcnow())
-        since = since or (self.activated or until)
+                       if before else self.dispatcher.clock.utcnow())
+        since = since or (self.dispatcher.activated or until)
         entries = [e for e in self.jobs.values()
                    if (queue is None or e.get('queue') == queue)
                    and (agent is None or e.get('agent') == agent)]

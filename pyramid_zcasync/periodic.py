@@ -14,24 +14,24 @@ the year; ``H`` hashed by the schedule's name), read in the schedule's
 time zone (UTC unless told).  After downtime, ``missed='once'`` runs the
 latest missed occurrence once; ``missed='skip'`` runs it only if it is at
 most ``grace`` (:data:`GRACE`) old.  Importing this module loads neither
-Pyramid nor Twisted; :func:`includeme` adds ``config.add_periodic_job``.
+Pyramid nor Twisted; the ``config.add_periodic_job`` directive lives in
+:mod:`.periodic_config`.
 """
 from __future__ import annotations
 
 import datetime
 import logging
-import sys
 import zoneinfo
 from typing import Any, Callable, Dict, Optional
 
 import BTrees.OOBTree
 import persistent
-import transaction
 import ZODB.broken
 from croniter import CroniterError, croniter
 from transaction.interfaces import TransientError
 
-from . import clock, local
+from . import clock, local, running, transact
+from .interfaces import KEY
 from .job import Job, _check_storable
 
 log = logging.getLogger('pyramid_zcasync.events')
@@ -46,9 +46,6 @@ GRACE = datetime.timedelta(seconds=60)
 #: ``job.annotations`` key telling a periodic job its schedule and
 #: occurrence (see :func:`occurrence`).
 ANNOTATION = 'pyramid_zcasync.periodic'
-#: Attempts of the start-up transaction recording declared schedules:
-#: processes starting together conflict, and the losers retry.
-ATTEMPTS = 5
 
 
 def _after(cron: str, name: str, timezone: str, when: datetime.datetime,
@@ -121,7 +118,7 @@ class Schedule(persistent.Persistent):
         self.timezone = timezone
         self.next = _after(cron, name, timezone, now)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<Schedule %r %r next=%s>' % (self.name, self.cron, self.next)
 
     @property
@@ -132,7 +129,7 @@ class Schedule(persistent.Persistent):
     def args(self) -> tuple:
         return self.call.args
 
-    def _fire(self, queue, now: datetime.datetime) -> Optional[Job]:
+    def _fire(self, queue: Any, now: datetime.datetime) -> Optional[Job]:
         following = _after(self.cron, self.name, self.timezone, now)
         latest = max(self.next, _after(self.cron, self.name, self.timezone,
                                        following, prev=True))
@@ -167,7 +164,7 @@ class Schedule(persistent.Persistent):
             self.next = None  # off until declared again
 
 
-def schedules(queue) -> Any:
+def schedules(queue: Any) -> Any:
     """The queue's schedules by name (an empty dict if it never had one)."""
     return getattr(queue, 'schedules', None) or {}
 
@@ -184,7 +181,7 @@ def occurrence(job: Optional[Job] = None) -> Optional[datetime.datetime]:
 
 # -- the dispatcher's side ------------------------------------------------
 
-def enqueue_due(queue, now: Optional[datetime.datetime] = None) -> list:
+def enqueue_due(queue: Any, now: Optional[datetime.datetime] = None) -> list:
     """Put one job per due schedule and advance it, in the current
     transaction; return the jobs.  A schedule that fails (its callable
     no longer imports, say) is rolled back to a savepoint, logged and
@@ -213,7 +210,7 @@ def enqueue_due(queue, now: Optional[datetime.datetime] = None) -> list:
     return put
 
 
-def next_due(queue) -> Optional[datetime.datetime]:
+def next_due(queue: Any) -> Optional[datetime.datetime]:
     """The earliest next occurrence in ``queue``, so the dispatcher wakes
     for it instead of at its next poll."""
     return min((s.next for s in schedules(queue).values()
@@ -222,7 +219,7 @@ def next_due(queue) -> Optional[datetime.datetime]:
 
 # -- declaring ------------------------------------------------------------
 
-def add_schedule(queue, name: str, callable: Callable, *args: Any,
+def add_schedule(queue: Any, name: str, callable: Callable, *args: Any,
                  cron: str, missed: str = ONCE, timezone: str = 'UTC',
                  now: Optional[datetime.datetime] = None) -> Schedule:
     """Create or update the schedule ``name`` of ``queue``, in the current
@@ -232,8 +229,9 @@ def add_schedule(queue, name: str, callable: Callable, *args: Any,
                     now, declared=False)
 
 
-def _declare(queue, name, func, args, cron, missed, timezone, now,
-             declared: bool) -> Schedule:
+def _declare(queue: Any, name: str, func: Callable, args: tuple, cron: str,
+             missed: str, timezone: str,
+             now: Optional[datetime.datetime], declared: bool) -> Schedule:
     check_schedule(name, cron, missed, timezone)
     _check_storable(func)
     now = clock.aware_utc(now, 'now') or clock.utcnow()
@@ -260,7 +258,7 @@ def _declare(queue, name, func, args, cron, missed, timezone, now,
     return schedule
 
 
-def _set(obj, **values) -> bool:
+def _set(obj: Any, **values: Any) -> bool:
     """Assign only what differs: an unchanged declaration writes nothing,
     so processes starting together do not conflict over it."""
     changed = [key for key, value in values.items()
@@ -270,7 +268,7 @@ def _set(obj, **values) -> bool:
     return bool(changed)
 
 
-def remove_schedule(queue, name: str) -> Schedule:
+def remove_schedule(queue: Any, name: str) -> Schedule:
     """Remove and return the schedule ``name``; a job it put still runs."""
     tree = schedules(queue)
     if name not in tree:
@@ -279,88 +277,37 @@ def remove_schedule(queue, name: str) -> Schedule:
     return tree.pop(name)
 
 
-def _wake_after_commit(queue) -> None:
+def _wake_after_commit(queue: Any) -> None:
     """A new or changed schedule may be due before the next poll."""
-    def wake(committed: bool) -> None:
-        dispatchers = sys.modules.get(__package__ + '.dispatcher')
-        running = dispatchers.get() if committed and dispatchers else None
-        if running is not None:
-            running.wake()
     if queue._p_jar is not None:
-        queue._p_jar.transaction_manager.get().addAfterCommitHook(wake)
+        running.wake_after_commit(queue._p_jar.transaction_manager.get())
 
 
-# -- Pyramid --------------------------------------------------------------
-
-def add_periodic_job(config, callable: Any, *args: Any,
-                     cron: str = '*/5 * * * *', name: Optional[str] = None,
-                     queue: str = '', missed: str = ONCE,
-                     timezone: str = 'UTC') -> None:
-    """The ``config.add_periodic_job`` directive: the schedule is recorded
-    in the database when the app is created.  ``callable`` may be a
-    dotted name; ``name`` defaults to its dotted name.  Two declarations
-    of one name in one queue conflict, as Pyramid directives do."""
-    func = config.maybe_dotted(callable)
-    if name is None:
-        name = '%s.%s' % (getattr(func, '__module__', '?'),
-                          getattr(func, '__qualname__', repr(func)))
-    check_schedule(name, cron, missed, timezone)
-    _check_storable(func)
-    registry = config.registry
-
-    def register() -> None:
-        from pyramid.exceptions import ConfigurationError
-        settings = getattr(registry, 'zcasync_settings', None)
-        known = {''} | set(settings.queues if settings else ())
-        if queue not in known:
-            raise ConfigurationError(
-                'add_periodic_job(name=%r): no queue %r; zcasync.queues '
-                'installs %s' % (name, queue, sorted(known)))
-        registry.zcasync_periodic[(queue, name)] = dict(
-            func=func, args=args, cron=cron, missed=missed,
-            timezone=timezone)
-    config.action(('pyramid_zcasync.periodic', queue, name), register)
-
-
-def record_declared(db, declared: Dict[tuple, dict],
+def record_declared(db: Any, declared: Dict[tuple, dict],
                     now: Optional[datetime.datetime] = None) -> None:
     """Make ``db``'s schedules match the declarations, ``{(queue, name):
     {func, args, cron, missed, timezone}}``: add or update each, and
     remove those once declared and no longer (schedules made with
-    :func:`add_schedule` are left alone)."""
-    from .interfaces import KEY
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        for attempt in manager.attempts(ATTEMPTS):
-            with attempt:
-                queues = connection.root()[KEY]
-                for (queue_name, name), found in sorted(declared.items()):
-                    _declare(queues[queue_name], name, found['func'],
-                             found['args'], found['cron'], found['missed'],
-                             found['timezone'], now, declared=True)
-                for queue_name, queue in queues.items():
-                    tree = schedules(queue)
-                    for name in [n for n, s in tree.items() if s.declared
-                                 and (queue_name, n) not in declared]:
-                        log.info('periodic job %r in queue %r is no longer '
-                                 'declared: removed', name, queue_name)
-                        del tree[name]
-    finally:
-        connection.close()
+    :func:`add_schedule` are left alone).  Processes starting together
+    conflict here, and the losers retry."""
+    def record(connection: Any) -> None:
+        queues = connection.root()[KEY]
+        for (queue_name, name), found in sorted(declared.items()):
+            _declare(queues[queue_name], name, found['func'], found['args'],
+                     found['cron'], found['missed'], found['timezone'], now,
+                     declared=True)
+        for queue_name, queue in queues.items():
+            tree = schedules(queue)
+            for name in [n for n, s in tree.items() if s.declared
+                         and (queue_name, n) not in declared]:
+                log.info('periodic job %r in queue %r is no longer '
+                         'declared: removed', name, queue_name)
+                del tree[name]
+    transact.write(db, record)
 
 
-def _record_at_start(event) -> None:
-    from .config import queue_database
-    registry = event.app.registry
-    record_declared(queue_database(registry), registry.zcasync_periodic)
-
-
-def includeme(config) -> None:
-    """Done by ``config.include('pyramid_zcasync')``; once is enough."""
-    from pyramid.events import ApplicationCreated
-    if getattr(config.registry, 'zcasync_periodic', None) is not None:
-        return
-    config.registry.zcasync_periodic = {}
-    config.add_directive('add_periodic_job', add_periodic_job)
-    config.add_subscriber(_record_at_start, ApplicationCreated)
+def includeme(config: Any) -> None:
+    """``config.include('pyramid_zcasync.periodic')``, the include path
+    of before the directive moved: named, not imported, so this module
+    still loads no Pyramid (and nothing that imports it back)."""
+    config.include('pyramid_zcasync.periodic_config')

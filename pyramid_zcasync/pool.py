@@ -20,7 +20,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 log = logging.getLogger('pyramid_zcasync.trace')
 
@@ -34,7 +34,7 @@ class Batch(Iterator):
         self._since: Optional[float] = None
         self._lock = threading.Lock()
 
-    def __next__(self):
+    def __next__(self) -> Any:
         with self._lock:
             if not self._waiting:
                 raise StopIteration
@@ -116,7 +116,7 @@ class Pool:
                 self._stops += 1
             self._condition.notify_all()
 
-    def submit(self, item) -> None:
+    def submit(self, item: Any) -> None:
         with self._condition:
             self._waiting.append(item)
             self._condition.notify()

@@ -1,5 +1,9 @@
 """This process's running dispatchers: found by UUID, woken when this
 process commits a put, and stopped when the process exits.
+
+Waking on a put listens to zope.event's JobQueued only while a
+dispatcher runs: start subscribes, the last stop unsubscribes, so merely
+importing the package changes nothing in the process.
 """
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import zope.event
 
@@ -16,30 +20,47 @@ from .interfaces import JobQueued
 
 log = logging.getLogger('pyramid_zcasync.events')
 
-_running: Dict[str, object] = {}
+
+class Running(Protocol):
+    """What this module uses of a dispatcher."""
+
+    UUID: str
+
+    def wake(self) -> None: ...
+
+    def stop(self, timeout: float = 10) -> None: ...
+
+
+_running: Dict[str, Running] = {}
 _running_lock = threading.Lock()
 
 
-def register(dispatcher) -> None:
+def register(dispatcher: Running) -> None:
+    """A dispatcher starts: found by UUID, and woken by this process's
+    puts from now on."""
     with _running_lock:
         if dispatcher.UUID in _running:
             raise RuntimeError('a dispatcher with UUID %s is already '
                                'running in this process' % dispatcher.UUID)
         _running[dispatcher.UUID] = dispatcher
+        _subscribe()
 
 
-def unregister(dispatcher) -> None:
+def unregister(dispatcher: Running) -> None:
+    """A dispatcher stopped; with the last one, puts wake nobody."""
     with _running_lock:
         if _running.get(dispatcher.UUID) is dispatcher:
             del _running[dispatcher.UUID]
+        if not _running:
+            _unsubscribe()
 
 
-def running() -> list:
+def running() -> List[Running]:
     with _running_lock:
         return list(_running.values())
 
 
-def get(uuid: Optional[str] = None):
+def get(uuid: Optional[str] = None) -> Any:
     """This process's running dispatcher (for ``uuid``), or None."""
     with _running_lock:
         if uuid is not None:
@@ -54,13 +75,10 @@ def stop_all(timeout: float = 10) -> None:
 
 # -- waking on commit -----------------------------------------------------
 
-def _wake_after_commit(event) -> None:
-    if not isinstance(event, JobQueued):
-        return  # zope.event subscribers see every event of the process
-    jar = event.queue._p_jar
-    if jar is None or not _running:
-        return
-    txn = jar.transaction_manager.get()
+def wake_after_commit(txn: Any) -> None:
+    """Wake this process's dispatchers once ``txn`` commits: it put a job
+    (or changed a schedule) they should see now, not at their next poll.
+    The one way to ask for it; once per transaction however often."""
     if not getattr(txn, '_zcasync_wake', False):
         txn._zcasync_wake = True
         txn.addAfterCommitHook(_wake_all)
@@ -72,8 +90,24 @@ def _wake_all(committed: bool) -> None:
             dispatcher.wake()
 
 
-if _wake_after_commit not in zope.event.subscribers:
-    zope.event.subscribers.append(_wake_after_commit)
+def _wake_on_put(event: Any) -> None:
+    """Subscribed to zope.event while a dispatcher runs in this process
+    (see register), so a put in any of its transactions wakes it."""
+    if not isinstance(event, JobQueued):
+        return  # zope.event subscribers see every event of the process
+    jar = event.queue._p_jar
+    if jar is not None and _running:
+        wake_after_commit(jar.transaction_manager.get())
+
+
+def _subscribe() -> None:
+    if _wake_on_put not in zope.event.subscribers:
+        zope.event.subscribers.append(_wake_on_put)
+
+
+def _unsubscribe() -> None:
+    if _wake_on_put in zope.event.subscribers:
+        zope.event.subscribers.remove(_wake_on_put)
 
 
 # -- process exit ---------------------------------------------------------
@@ -100,8 +134,8 @@ def install_exit_handlers(grace: float) -> None:
         signal.signal(signum, _make_handler(previous, grace))
 
 
-def _make_handler(previous, grace: float):
-    def handler(signum, frame):
+def _make_handler(previous: Any, grace: float) -> Callable[[int, Any], Any]:
+    def handler(signum: int, frame: Any) -> Any:
         log.info('signal %d: stopping dispatchers', signum)
         # In a thread of its own: the interrupted main thread may hold a
         # lock the shutdown needs; then we exit after the timeout anyway.

@@ -24,6 +24,10 @@ import colander
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import falsey, truthy
 
+from .agent import HISTORY_AGE, HISTORY_SIZE
+from .options import DEFAULTS as OPTIONS
+from .options import DispatcherOptions
+
 #: Prefix of every setting this package reads.
 PREFIX = 'zcasync.'
 #: Environment variable naming the UUID file when no setting does; zc.async's.
@@ -47,27 +51,35 @@ class ZcasyncSettings:
     #: Absolute path of this process's UUID file; None: the caller decides.
     uuid_file: Optional[str] = None
     #: Seconds between polls of a dispatcher with nothing to wake it.
-    poll_interval: float = 5.0
+    poll_interval: float = OPTIONS.poll_interval
     #: Names of the queues to install; ``''`` is the default queue.
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     #: Concurrent jobs of the default agent ``main``.
-    agent_size: int = 3
+    agent_size: int = OPTIONS.agent_size
     #: Seconds between a dispatcher's pings of its registration.
-    ping_interval: float = 30.0
+    ping_interval: float = OPTIONS.ping_interval
     #: Seconds of silence after which siblings declare a dispatcher dead.
-    ping_death_interval: float = 60.0
+    ping_death_interval: float = OPTIONS.ping_death_interval
     #: Permission protecting the admin views.
     admin_permission: str = 'zcasync.admin'
     #: Where the admin views live; no trailing slash.
     route_prefix: str = '/_async'
     #: Completed jobs each agent keeps for the reports (older ones are
     #: dropped, and packing the database then frees them).
-    history_size: int = 10000
+    history_size: int = HISTORY_SIZE
     #: Seconds a completed job stays in its agent's history at most.
-    history_age: float = 7 * 24 * 3600.0
+    history_age: float = HISTORY_AGE.total_seconds()
     #: The application's public URL, for URLs generated inside jobs
     #: (``pyramid_zcasync.local.get_request().route_url``); None: localhost.
     app_url: Optional[str] = None
+
+    def dispatcher_options(self) -> DispatcherOptions:
+        """What the dispatcher started with the app is told."""
+        return DispatcherOptions(
+            poll_interval=self.poll_interval, agent_size=self.agent_size,
+            ping_interval=self.ping_interval,
+            ping_death_interval=self.ping_death_interval,
+            history_size=self.history_size, history_age=self.history_age)
 
 
 _DEFAULTS = ZcasyncSettings()
@@ -99,7 +111,9 @@ class _Positive(_Type):
 
     def check(self, node: colander.SchemaNode, value: Any) -> float:
         try:
-            number = float(None if isinstance(value, bool) else value)
+            if isinstance(value, bool):
+                raise TypeError('a boolean is not a number')
+            number = float(value)
         except (TypeError, ValueError):
             raise colander.Invalid(node, 'not a number') from None
         if not math.isfinite(number):

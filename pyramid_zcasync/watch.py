@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from ZODB.interfaces import IMVCCStorage
 
@@ -35,10 +35,10 @@ class LastTransaction:
     Not thread-safe: one thread (the dispatcher's reactor) calls it.
     """
 
-    def __init__(self, storage):
+    def __init__(self, storage: Any) -> None:
         self.storage = storage
         self.mvcc = IMVCCStorage.providedBy(storage)
-        self._instance = None
+        self._instance: Any = None
         self._quiet_until = 0.0
 
     def latest(self) -> Optional[bytes]:

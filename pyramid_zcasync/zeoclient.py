@@ -1,8 +1,10 @@
 """A ZEO client quirk worked around for dispatchers."""
 from __future__ import annotations
 
+from typing import Any
 
-def forget_prefetched_oids_on_reconnect(storage) -> None:
+
+def forget_prefetched_oids_on_reconnect(storage: Any) -> None:
     """Work around ZEO reusing oids after a server restart.
 
     A ZEO ClientStorage prefetches new oids 100 at a time and keeps them
@@ -20,8 +22,9 @@ def forget_prefetched_oids_on_reconnect(storage) -> None:
             getattr(notify_connected, '_zcasync_forgets_oids', False):
         return
 
-    def forget_then_notify(conn, info):
+    def forget_then_notify(conn: Any, info: Any) -> Any:
         del storage._oids[:]
         return notify_connected(conn, info)
-    forget_then_notify._zcasync_forgets_oids = True
+    # Marked, so that a second call does not wrap it again.
+    setattr(forget_then_notify, '_zcasync_forgets_oids', True)
     storage.notify_connected = forget_then_notify

@@ -283,8 +283,9 @@ def test_siblings_are_judged_only_while_our_own_pings_go_through(fs_db):
     once would declare live ones dead.  They get a ping interval first."""
     judge = dispatcher_module.Dispatcher(fs_db, 'u', ping_interval=30)
     now = datetime.datetime.now(datetime.timezone.utc)
-    assert not judge._connected_throughout(now)  # never pinged yet
-    judge._last_ping = now - datetime.timedelta(seconds=45)
-    assert judge._connected_throughout(now)
-    judge._last_ping = now - datetime.timedelta(seconds=61)
-    assert not judge._connected_throughout(now)
+    poller = judge.poller
+    assert not poller.connected_throughout(now)  # never pinged yet
+    poller.last_ping = now - datetime.timedelta(seconds=45)
+    assert poller.connected_throughout(now)
+    poller.last_ping = now - datetime.timedelta(seconds=61)
+    assert not poller.connected_throughout(now)
