@@ -17,6 +17,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid_zodbconn import get_connection
 
 from . import dispatcher as dispatcher_module
+from . import extensions
 from .context import PyramidContext
 from .install import install_queues
 from .instance import ENV_VAR, DispatcherAlreadyRunning, UUIDFileError
@@ -46,11 +47,29 @@ def includeme(config: Any) -> None:
     install_queues(main_db, names, database_name=settings.database)
     registry.zcasync_settings = settings
     registry.zcasync_dispatcher = None
+    _add_extensions(config, settings)
     config.add_request_method(async_queues, 'async_queues', reify=True)
     config.add_request_method(async_queue, 'async_queue', reify=True)
     config.include('pyramid_zcasync.periodic_config')
     config.add_subscriber(_start_with_app, ApplicationCreated)
     config.include('pyramid_zcasync.views')
+
+
+def _add_extensions(config: Any, settings: ZcasyncSettings) -> None:
+    """The app's context inside its jobs, then the setting's extensions,
+    hooked into the queues' database (so puts from web-only processes
+    see them too, not only the dispatcher's runs)."""
+    db = queue_database(config.registry)
+    extensions.add(db, PyramidContext(config.registry, settings.app_url))
+    try:
+        found = extensions.from_setting(settings.extensions,
+                                        config.maybe_dotted,
+                                        config.get_settings())
+    except ValueError as exc:
+        raise ConfigurationError(
+            'Bad pyramid_zcasync settings:\n  %s' % exc) from None
+    for extension in found:
+        extensions.add(db, extension)
 
 
 def async_queues(request: Any) -> Any:

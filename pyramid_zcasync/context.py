@@ -17,18 +17,21 @@ from pyramid.interfaces import IRequestFactory
 from pyramid.request import Request, apply_request_extensions
 from pyramid.threadlocal import manager
 
+from .extensions import Extension
+
 #: Where generated URLs point when ``zcasync.app_url`` is not set.
 DEFAULT_APP_URL = 'http://localhost'
 
 
-class PyramidContext:
+class PyramidContext(Extension):
+    """An extension (see extensions.py) that config.py adds for each app."""
 
     def __init__(self, registry: Any, app_url: Optional[str] = None):
         self.registry = registry
         self.app_url = app_url or DEFAULT_APP_URL
 
     @contextlib.contextmanager
-    def around(self, job: Any) -> Iterator[dict]:
+    def around_run(self, job: Any) -> Iterator[dict]:
         """The app's registry is current while ``job`` runs."""
         frame = {'registry': self.registry, 'request': None}
         manager.push(frame)
@@ -36,6 +39,8 @@ class PyramidContext:
             yield frame
         finally:
             manager.pop()
+
+    around = around_run
 
     def make_request(self) -> Request:
         """A request at the app's URL, with the app's request methods, for

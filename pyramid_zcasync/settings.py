@@ -72,6 +72,9 @@ class ZcasyncSettings:
     #: The application's public URL, for URLs generated inside jobs
     #: (``pyramid_zcasync.local.get_request().route_url``); None: localhost.
     app_url: Optional[str] = None
+    #: Dotted names of extensions (see extensions.py) hooked into the
+    #: jobs of the queues' database, in order.
+    extensions: tuple[str, ...] = ()
 
     def dispatcher_options(self) -> DispatcherOptions:
         """What the dispatcher started with the app is told."""
@@ -147,6 +150,19 @@ class _Names(_Type):
         return tuple(dict.fromkeys(value)) or (DEFAULT_QUEUE,)
 
 
+class _DottedNames(_Type):
+    """Dotted names from one ini line, or a list of them (or of the
+    objects themselves) from Python; resolved by config.py, which names
+    the one that does not import."""
+
+    def check(self, node: colander.SchemaNode, value: Any) -> tuple:
+        if isinstance(value, str):
+            return tuple(value.split())
+        if not isinstance(value, (list, tuple)):
+            raise colander.Invalid(node, 'not a list of dotted names')
+        return tuple(value)
+
+
 class _Path(_Type):
     """A path that never depends on the cwd of whoever started the process."""
 
@@ -220,6 +236,10 @@ class SettingsSchema(colander.MappingSchema):
         _Text(), 'app_url', 'the http(s) URL the application is served at',
         preparer=lambda v: v.rstrip('/') if isinstance(v, str) else v,
         validator=_app_url)
+    extensions = _node(
+        _DottedNames(), 'extensions', 'dotted names of '
+        'pyramid_zcasync.extensions.Extension classes or factories, '
+        'separated by spaces or newlines')
 
     def validator(self, node: colander.SchemaNode, appstruct: dict) -> None:
         # A dispatcher declared dead between two of its own pings would
