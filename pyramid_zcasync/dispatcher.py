@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 from twisted.internet import selectreactor, task
 
 from . import clock as clock_module
-from . import retry, running
+from . import extensions, retry, running
 from .clock import Clock
 from .executor import Executor, Item
 from .history import JobHistory, Poll, Polls
@@ -173,6 +173,7 @@ class Dispatcher:
         self.thread.start()
         log.info('dispatcher %s started (poll every %s s)', self.UUID,
                  self.poll_interval)
+        extensions.of(self.db).dispatcher_activated(self)
 
     def _every(self, seconds: float, call: Callable[[], None]
                ) -> task.LoopingCall:
@@ -202,6 +203,7 @@ class Dispatcher:
         self.activated = None
         running.unregister(self)
         log.info('dispatcher %s stopped', self.UUID)
+        extensions.of(self.db).dispatcher_deactivated(self)
 
     def _stop_loop(self) -> None:
         for loop in (self._loop, self._watch):
@@ -277,6 +279,7 @@ class Dispatcher:
         submit = self.executor.submit
         for queue_name, agent, oid in outcome.claimed:
             submit(queue_name, agent, oid, outcome.poll_key)
+        extensions.of(self.db).after_poll(self, len(outcome.claimed))
 
     def _wake_at(self, outcome: Outcome) -> None:
         """Poll when the next scheduled job is due, not up to a poll

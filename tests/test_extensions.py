@@ -131,3 +131,42 @@ def test_setting_errors_name_the_value():
     with pytest.raises(ValueError, match=r"'logging:getLogger' gave "
                        r"<RootLogger root.*not a pyramid_zcasync.extensions"):
         extensions.from_setting('logging:getLogger', _resolve, {})
+
+
+# -- wired into a real dispatcher --------------------------------------
+
+def test_a_dispatcher_tells_its_databases_extensions_it_started_polled_and_stopped(tmp_path):
+    import ZODB.FileStorage
+    from pyramid_zcasync import dispatcher
+    from pyramid_zcasync.install import install_queues
+
+    class Watcher(Extension):
+        def __init__(self):
+            self.seen = []
+
+        def dispatcher_activated(self, d):
+            self.seen.append(('activated', d.UUID))
+
+        def after_poll(self, d, claimed):
+            self.seen.append(('poll', claimed))
+
+        def dispatcher_deactivated(self, d):
+            self.seen.append(('deactivated', d.UUID))
+
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
+    watcher = Watcher()
+    extensions.add(db, watcher)
+    install_queues(db)
+    d = dispatcher.start(db, uuid='0' * 32, poll_interval=0.05,
+                         install_signal_handlers=False)
+    try:
+        import time
+        deadline = time.monotonic() + 10
+        while ('poll', 0) not in watcher.seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        d.stop()
+        db.close()
+    assert watcher.seen[0] == ('activated', '0' * 32)
+    assert ('poll', 0) in watcher.seen
+    assert watcher.seen[-1] == ('deactivated', '0' * 32)
