@@ -28,7 +28,7 @@ from ..interfaces import COMPLETED, PENDING
 from ..job import Job
 from . import add_admin_view, route_name
 from .html import e, secure, state_phrase, template, took
-from .db import stored_job
+from .queries import stored_job
 from .format import ParameterError, parse_oid
 
 #: Reason recorded when an admin deactivates a dead dispatcher.

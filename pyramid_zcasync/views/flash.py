@@ -15,7 +15,7 @@ from typing import Optional
 from ..failure import Failure
 from ..job import JobCancelled
 from . import route_name
-from .db import stored_job
+from .queries import stored_job
 from .format import ParameterError, parse_oid
 from .html import e
 
