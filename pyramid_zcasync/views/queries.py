@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
-from typing import Any, Callable, FrozenSet, List, Optional, Sequence
+from typing import (Any, Callable, Dict, FrozenSet, List, Optional, Sequence,
+                    Set)
 
 from ZODB.POSException import POSKeyError
 from ZODB.utils import p64
@@ -224,7 +225,7 @@ def find_job(queues: Any, ref: JobRef) -> Job:
 
 def uuids(queues: Any) -> List[str]:
     """The UUIDs of the activated dispatchers, in any queue."""
-    found = set()
+    found: Set[str] = set()
     for queue in queues.values():
         found.update(uuid for uuid, registration in queue.dispatchers.items()
                      if registration.activated)
@@ -240,9 +241,10 @@ def jobs(queues: Any, listing: JobListing) -> List[ListedJob]:
     (newest first): at most ``listing.count`` of them."""
     chosen = listing.selection.find(queues)
     now = clock.utcnow()
-    show: Callable[[Job], ListedJob] = {
+    shows: Dict[str, Callable[[Job], ListedJob]] = {
         'ids': job_id, 'repr': short_repr,
-        'details': lambda job: describe(job, now)}[listing.display]
+        'details': lambda job: describe(job, now)}
+    show = shows[listing.display]
     found = iter_jobs(chosen, listing.selection.states)
     return [show(job) for job in itertools.islice(found, listing.count)]
 

@@ -25,7 +25,7 @@ JobInfo = TypedDict('JobInfo', {
     'args': List[str],
     'kwargs': Dict[str, str],
     'begin after': Optional[datetime.datetime],
-    'begin by': Optional[datetime.timedelta],
+    'begin by': Optional[datetime.datetime],
     'active start': Optional[datetime.datetime],
     'active end': Optional[datetime.datetime],
     'initial callbacks end': Optional[datetime.datetime],
