@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 from ..config import DISPATCHER_ENV
 
@@ -108,7 +108,7 @@ def lock_error_type() -> tuple:
 
 
 def bootstrap(config_uri: str, options: Dict[str, str], dispatcher: bool,
-              request=None, locked_hint: str = '') -> dict:
+              request: Any = None, locked_hint: str = '') -> Dict[str, Any]:
     """``pyramid.paster.bootstrap``, the dispatcher forced on or off, with
     errors made :class:`ScriptError` (status 2: the configuration is
     wrong; status 1: something else holds what we need)."""
