@@ -50,7 +50,7 @@ def configure(settings: Dict[str, Any]) -> Configurator:
     return config
 
 
-def main(global_config: Dict[str, Any], **settings: Any):
+def main(global_config: Dict[str, Any], **settings: Any) -> Any:
     """``paste.app_factory``: the WSGI app for pserve."""
     # pyramid_zcasync resolves relative paths (the default UUID file)
     # against the ini file's directory, which paste gives here only.

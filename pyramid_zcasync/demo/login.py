@@ -8,6 +8,8 @@ back where the 401 sent them from, and only to a path of this site.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from html import escape
 from string import Template
 
@@ -51,7 +53,7 @@ DENIED = Template('''<p>$message</p>
 <code>demo.admin_password</code> setting), or send HTTP basic auth.</p>''')
 
 
-def safe_target(request, came_from: str) -> str:
+def safe_target(request: Any, came_from: str) -> str:
     """``came_from`` if it is a path on this site, else the dashboard:
     the form must not be a way to send someone elsewhere."""
     local = came_from.startswith('/') and not came_from.startswith('//')
@@ -60,14 +62,15 @@ def safe_target(request, came_from: str) -> str:
     return request.route_path('zcasync.dashboard')
 
 
-def _html(request, title: str, body: str, status: int) -> Response:
+def _html(request: Any, title: str, body: str, status: int) -> Response:
     text = PAGE.substitute(title=escape(title), body=body,
                            home=escape(request.route_path('home')))
     return Response(text, status=status, content_type='text/html',
                     charset='utf-8')
 
 
-def _form(request, came_from: str, error: str = '', user: str = ADMIN_USER,
+def _form(request: Any, came_from: str, error: str = '',
+          user: str = ADMIN_USER,
           status: int = 200) -> Response:
     body = FORM.substitute(
         error='<p class="error">%s</p>' % escape(error) if error else '',
@@ -77,11 +80,11 @@ def _form(request, came_from: str, error: str = '', user: str = ADMIN_USER,
     return _html(request, 'Log in', body, status)
 
 
-def login_form(request) -> Response:
+def login_form(request: Any) -> Response:
     return _form(request, request.GET.get('came_from', ''))
 
 
-def login(request) -> Response:
+def login(request: Any) -> Response:
     """Check the credentials; on success remember the user in the session
     and go back (303) to where the visitor came from."""
     user = request.POST.get('user', '')
@@ -96,13 +99,13 @@ def login(request) -> Response:
     return HTTPSeeOther(location=safe_target(request, came_from))
 
 
-def logout(request) -> Response:
+def logout(request: Any) -> Response:
     forget(request)
     new_csrf_token(request)
     return HTTPSeeOther(location=request.route_url('home'))
 
 
-def denied(exc: HTTPForbidden, request) -> Response:
+def denied(exc: HTTPForbidden, request: Any) -> Response:
     """A visitor not logged in gets 401 with a basic-auth challenge (and a
     link to the form, for a browser whose user dismisses the prompt);
     JSON clients get a JSON error.  The admin, if ever refused, gets 403."""
@@ -125,7 +128,7 @@ def denied(exc: HTTPForbidden, request) -> Response:
     return response
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     config.add_route('login', '/login')
     config.add_route('logout', '/logout')
     config.add_view(login_form, route_name='login', request_method='GET')
