@@ -52,7 +52,7 @@ def _highlight(request: Any) -> Optional[int]:
     return _job_number(request.GET.get('job', ''))
 
 
-def _admin_links(request: Any, csrf_token: str) -> str:
+def _admin_links(request: Any) -> page.AdminLinks:
     dashboard = request.route_path('zcasync.dashboard')
     status = request.route_path('zcasync.status')
     logged_in = request.authenticated_userid is not None
@@ -60,22 +60,22 @@ def _admin_links(request: Any, csrf_token: str) -> str:
         dashboard, status = (
             request.route_path('login', _query={'came_from': path})
             for path in (dashboard, status))
-    return page.admin_links(
+    return page.AdminLinks(
         logged_in=logged_in, dashboard=dashboard, status=status,
         status_path=request.route_path('zcasync.status'),
-        logout=request.route_path('logout'), csrf_token=csrf_token)
+        logout=request.route_path('logout'))
 
 
 def _page(request: Any, values: Dict[str, Any], error: Optional[str] = None,
           status: int = 200) -> Response:
     csrf_token = get_csrf_token(request)
     body = page.render(
-        action=request.route_path('home'),
+        request, action=request.route_path('home'),
         job_url=request.route_path('job', oid='OID'),
         csrf_token=csrf_token, values=values,
         jobs=[recent.describe(job) for job in recent.newest_first(request)],
         dispatcher=_dispatcher_line(), error=error,
-        admin=_admin_links(request, csrf_token),
+        admin=_admin_links(request),
         highlight=_highlight(request))
     return Response(body, status=status, content_type='text/html',
                     charset='utf-8')

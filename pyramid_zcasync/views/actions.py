@@ -12,8 +12,8 @@ and header names, origin check) when it set them.
 On success the answer is a 303 redirect to the dashboard, whose query
 names what was done; anyone can craft such a link, so the message shown
 is built from the database alone (see :mod:`.flash`).  A bad request is
-a 400, an unknown job or dispatcher a 404: an HTML page with a link back for a browser, JSON
-``{"error": …}`` otherwise; nothing is changed.
+a 400, an unknown job or dispatcher a 404: an HTML page with a link back
+for a browser, JSON ``{"error": …}`` otherwise; nothing is changed.
 """
 from __future__ import annotations
 

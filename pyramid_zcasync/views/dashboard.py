@@ -4,11 +4,11 @@ Server-rendered from the request's own ZODB connection: the modules
 here compute what the page shows (:mod:`.sections`, :mod:`.recent`,
 :mod:`.chart`, :mod:`.flash`), and the Jinja2 templates under
 ``templates/`` lay it out, escaping every value (:mod:`.pages`).
-Nothing is loaded from elsewhere (no CDN, fonts or scripts): it works offline.  A little
-inline script refreshes the page every few seconds by fetching it again
-and swapping its live part, keeping open tracebacks open, and skips a
-refresh while a form is being submitted or an input has the focus;
-without script a ``<noscript>`` meta refresh does it.
+Nothing is loaded from elsewhere (no CDN, fonts or scripts): it works
+offline.  A little inline script refreshes the page every few seconds by
+fetching it again and swapping its live part, keeping open tracebacks
+open, and skips a refresh while a form is being submitted or an input
+has the focus; without script a ``<noscript>`` meta refresh does it.
 
 The POST actions (cancel, retry, re-queue) live in :mod:`.actions`; the
 forms here carry the CSRF token, which needs a session factory or a CSRF
