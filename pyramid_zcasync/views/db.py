@@ -22,25 +22,27 @@ Parameters, shared by the job reports:
 """
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional, Sequence
 
 from . import add_admin_view
 from . import queries
+from .queries import JobRef, JobSelection
+# Where they were before the queries module; tests and apps import them.
 from .queries import (DEFAULT_COUNT, DISPLAYS, MAX_COUNT,  # noqa: F401
-                      JobRef, JobSelection, stored_job)
+                      stored_job)
 from .reports import COMPLETED_STATES, STATES
 from .results import JobInfo, JobStats, ListedJob, Status, TracebackInfo
 from .status import running_dispatcher
 
-__all__ = ['DEFAULT_COUNT', 'DISPLAYS', 'MAX_COUNT', 'stored_job']
-
 
 # -- the questions a request asks -----------------------------------------
 
-def selection(request: Any, states: Any = STATES,
-              default_states: Any = None) -> JobSelection:
+def selection(request: Any, states: Optional[Sequence[str]] = STATES,
+              default_states: Optional[Sequence[str]] = None
+              ) -> JobSelection:
     """The queues, dispatchers, agents, time window and states the request
-    asks for; bad values are a 400 (unknown names a 404, when asked)."""
+    asks for (``states`` those the view accepts, None: no state filter);
+    bad values are a 400, unknown names a 404 when the query runs."""
     return queries.read_selection(
         request.params, lambda: str(running_dispatcher(request).UUID),
         states, default_states)
