@@ -35,7 +35,12 @@ def configure(settings: Dict[str, Any]) -> Configurator:
             'from: python -c "import secrets; print(secrets.token_hex())")'
             % SECRET_SETTING)
     password = admin_password(settings)
+    # Its pages escape every value as the admin pages do (control and
+    # bidi characters made visible too), unless the ini says otherwise.
+    settings = {'jinja2.finalize': 'pyramid_zcasync.views.pages.shown',
+                **settings}
     config = Configurator(settings=settings)
+    config.include('pyramid_jinja2')
     config.set_session_factory(SignedCookieSessionFactory(
         secret, httponly=True, samesite='Lax'))
     config.set_default_csrf_options(require_csrf=True)
@@ -50,7 +55,7 @@ def configure(settings: Dict[str, Any]) -> Configurator:
     return config
 
 
-def main(global_config: Dict[str, Any], **settings: Any):
+def main(global_config: Dict[str, Any], **settings: Any) -> Any:
     """``paste.app_factory``: the WSGI app for pserve."""
     # pyramid_zcasync resolves relative paths (the default UUID file)
     # against the ini file's directory, which paste gives here only.

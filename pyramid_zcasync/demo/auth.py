@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.security import Allowed, Denied
@@ -47,7 +47,7 @@ def admin_password(settings: Mapping[str, Any]) -> str:
     return password
 
 
-def basic_credentials(request) -> Optional[tuple]:
+def basic_credentials(request: Any) -> Optional[tuple]:
     """(user, password) from an ``Authorization: Basic`` header, or None
     for a missing or malformed one (treated as anonymous)."""
     header = request.headers.get('Authorization', '')
@@ -76,7 +76,7 @@ class DemoSecurityPolicy:
                                             self._password)
         return user == ADMIN_USER and good_password
 
-    def identity(self, request) -> Optional[str]:
+    def identity(self, request: Any) -> Optional[str]:
         if request.session.get(SESSION_KEY) == ADMIN_USER:
             return ADMIN_USER
         credentials = basic_credentials(request)
@@ -84,20 +84,21 @@ class DemoSecurityPolicy:
             return ADMIN_USER
         return None
 
-    def authenticated_userid(self, request) -> Optional[str]:
+    def authenticated_userid(self, request: Any) -> Optional[str]:
         return self.identity(request)
 
-    def permits(self, request, context, permission):
+    def permits(self, request: Any, context: Any, permission: Any
+                ) -> Union[Allowed, Denied]:
         if permission != self.permission:
             return Denied('the demo grants %r only' % self.permission)
         if self.identity(request) == ADMIN_USER:
             return Allowed('logged in as %s' % ADMIN_USER)
         return Denied('not logged in as %s' % ADMIN_USER)
 
-    def remember(self, request, userid: str, **kw) -> list:
+    def remember(self, request: Any, userid: str, **kw: Any) -> list:
         request.session[SESSION_KEY] = userid
         return []
 
-    def forget(self, request, **kw) -> list:
+    def forget(self, request: Any, **kw: Any) -> list:
         request.session.pop(SESSION_KEY, None)
         return []

@@ -32,7 +32,7 @@ Number = Union[int, float]
 class BadInput(ValueError):
     """A form value that cannot be used; the message names it."""
 
-    def __init__(self, field: str, value: str, problem: str):
+    def __init__(self, field: str, value: str, problem: str) -> None:
         self.field = field
         self.value = value
         super().__init__('%s = %s %s' % (LABELS[field], _quote(value),

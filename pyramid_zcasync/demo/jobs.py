@@ -7,25 +7,27 @@ imports it again.  Each one is small and obvious so that the page shows
 the job machinery, not the work.
 """
 import time
+from typing import NoReturn
 
 #: How long :func:`slow_multiply` takes: long enough to see it ACTIVE.
 SLOW_SECONDS = 2.0
 
 
-def multiply(a, b):
+def multiply(a: float, b: float) -> float:
     """The plain case: runs at once and leaves its return value as
     ``job.result``."""
     return a * b
 
 
-def slow_multiply(a, b, seconds=SLOW_SECONDS):
+def slow_multiply(a: float, b: float, seconds: float = SLOW_SECONDS
+                  ) -> float:
     """Sleeps first, so the page shows the job ``active`` for a while: the
     web request that queued it has long returned."""
     time.sleep(seconds)
     return a * b
 
 
-def fail(a, b):
+def fail(a: float, b: float) -> NoReturn:
     """Always raises, so the page shows a failure record: the exception's
     type, message and traceback are kept in ``job.result``."""
     raise ValueError('this demo job always fails (it was given %r and %r)'

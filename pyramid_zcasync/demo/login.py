@@ -8,50 +8,19 @@ back where the 401 sent them from, and only to a path of this site.
 """
 from __future__ import annotations
 
-from html import escape
-from string import Template
+from typing import Any
 
 from pyramid.csrf import get_csrf_token, new_csrf_token
 from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther
+from pyramid.renderers import render
 from pyramid.response import Response
 from pyramid.security import forget, remember
 
 from .auth import ADMIN_USER, REALM
 from .views import wants_json
 
-PAGE = Template('''<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>$title - pyramid_zcasync demo</title>
-<style>
-body { font-family: sans-serif; max-width: 40em; margin: 2em auto; }
-.error { background: #fdd; border: 1px solid #c00; padding: .5em; }
-label { display: block; margin: .5em 0; }
-</style></head><body>
-<h1>$title</h1>
-$body
-<p><a href="$home">Back to the demo</a></p>
-</body></html>
-''')
 
-FORM = Template('''$error
-<form method="post" action="$action">
-<input type="hidden" name="csrf_token" value="$csrf_token">
-<input type="hidden" name="came_from" value="$came_from">
-<label>User <input name="user" value="$user" autocomplete="username"></label>
-<label>Password <input name="password" type="password"
- autocomplete="current-password"></label>
-<button type="submit">Log in</button>
-</form>
-<p>The admin user is <code>admin</code>; its password is the
-<code>demo.admin_password</code> setting of the ini file.  Scripts can
-send HTTP basic auth instead: <code>curl -u admin:PASSWORD ...</code></p>''')
-
-DENIED = Template('''<p>$message</p>
-<p><a href="$login">Log in</a> as <code>admin</code> (the password is the
-<code>demo.admin_password</code> setting), or send HTTP basic auth.</p>''')
-
-
-def safe_target(request, came_from: str) -> str:
+def safe_target(request: Any, came_from: str) -> str:
     """``came_from`` if it is a path on this site, else the dashboard:
     the form must not be a way to send someone elsewhere."""
     local = came_from.startswith('/') and not came_from.startswith('//')
@@ -60,28 +29,29 @@ def safe_target(request, came_from: str) -> str:
     return request.route_path('zcasync.dashboard')
 
 
-def _html(request, title: str, body: str, status: int) -> Response:
-    text = PAGE.substitute(title=escape(title), body=body,
-                           home=escape(request.route_path('home')))
-    return Response(text, status=status, content_type='text/html',
+def _html(request: Any, template: str, status: int, **values: Any
+          ) -> Response:
+    """A page of ``templates/``: the login form, or a refusal."""
+    body = render('pyramid_zcasync.demo:templates/' + template, dict(
+        values, home=request.route_path('home')), request=request)
+    return Response(body, status=status, content_type='text/html',
                     charset='utf-8')
 
 
-def _form(request, came_from: str, error: str = '', user: str = ADMIN_USER,
+def _form(request: Any, came_from: str, error: str = '',
+          user: str = ADMIN_USER,
           status: int = 200) -> Response:
-    body = FORM.substitute(
-        error='<p class="error">%s</p>' % escape(error) if error else '',
-        action=escape(request.route_path('login')),
-        csrf_token=escape(get_csrf_token(request)),
-        came_from=escape(came_from), user=escape(user))
-    return _html(request, 'Log in', body, status)
+    return _html(request, 'login.jinja2', status, title='Log in',
+                 error=error, action=request.route_path('login'),
+                 csrf_token=get_csrf_token(request), came_from=came_from,
+                 user=user)
 
 
-def login_form(request) -> Response:
+def login_form(request: Any) -> Response:
     return _form(request, request.GET.get('came_from', ''))
 
 
-def login(request) -> Response:
+def login(request: Any) -> Response:
     """Check the credentials; on success remember the user in the session
     and go back (303) to where the visitor came from."""
     user = request.POST.get('user', '')
@@ -96,13 +66,13 @@ def login(request) -> Response:
     return HTTPSeeOther(location=safe_target(request, came_from))
 
 
-def logout(request) -> Response:
+def logout(request: Any) -> Response:
     forget(request)
     new_csrf_token(request)
     return HTTPSeeOther(location=request.route_url('home'))
 
 
-def denied(exc: HTTPForbidden, request) -> Response:
+def denied(exc: HTTPForbidden, request: Any) -> Response:
     """A visitor not logged in gets 401 with a basic-auth challenge (and a
     link to the form, for a browser whose user dismisses the prompt);
     JSON clients get a JSON error.  The admin, if ever refused, gets 403."""
@@ -116,16 +86,15 @@ def denied(exc: HTTPForbidden, request) -> Response:
     else:
         login_url = request.route_path(
             'login', _query={'came_from': request.path_qs})
-        response = _html(request, 'Log in required' if status == 401
-                         else 'Forbidden', DENIED.substitute(
-                             message=escape(message),
-                             login=escape(login_url)), status)
+        response = _html(request, 'denied.jinja2', status,
+                         title='Log in required' if status == 401
+                         else 'Forbidden', message=message, login=login_url)
     if status == 401:
         response.headers['WWW-Authenticate'] = 'Basic realm="%s"' % REALM
     return response
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     config.add_route('login', '/login')
     config.add_route('logout', '/logout')
     config.add_view(login_form, route_name='login', request_method='GET')

@@ -34,7 +34,7 @@ STATUS_WORDS = {NEW: 'new', PENDING: 'pending', ASSIGNED: 'assigned',
 FAILED = 'failed'
 
 
-def install(db) -> None:
+def install(db: Any) -> None:
     """Create the BTree at start-up, so requests never write the root
     object (every request doing so would conflict with every other)."""
     manager = transaction.TransactionManager()
@@ -48,11 +48,11 @@ def install(db) -> None:
         connection.close()
 
 
-def _tree(request) -> BTrees.LOBTree.LOBTree:
+def _tree(request: Any) -> BTrees.LOBTree.LOBTree:
     return request.async_queues._p_jar.root()[ROOT_KEY]
 
 
-def remember(request, job) -> int:
+def remember(request: Any, job: Any) -> int:
     """Record a job just put in the request's transaction; return its oid.
 
     ``connection.add`` gives the job its oid now rather than at commit,
@@ -70,12 +70,12 @@ def remember(request, job) -> int:
     return oid
 
 
-def lookup(request, oid: int):
+def lookup(request: Any, oid: int) -> Any:
     """The demo's job with that oid, or None."""
     return _tree(request).get(oid)
 
 
-def newest_first(request) -> Iterator[Any]:
+def newest_first(request: Any) -> Iterator[Any]:
     jobs = _tree(request)
     return (jobs[key] for key in reversed(list(jobs.keys())))
 
@@ -93,7 +93,7 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def describe(job) -> Dict[str, Any]:
+def describe(job: Any) -> Dict[str, Any]:
     """What the page and ``/jobs/{oid}`` show of a job."""
     result = job.result
     done = job.status == COMPLETED

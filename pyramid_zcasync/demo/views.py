@@ -8,6 +8,8 @@ and bad input is refused before anything is put.
 """
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
 import datetime
 
 from pyramid.csrf import get_csrf_token
@@ -20,7 +22,7 @@ from . import form, page, recent
 from .jobs import KINDS
 
 
-def wants_json(request) -> bool:
+def wants_json(request: Any) -> bool:
     offers = request.accept.acceptable_offers(['text/html',
                                                'application/json'])
     return bool(offers) and offers[0][0] == 'application/json'
@@ -37,7 +39,7 @@ def _dispatcher_line() -> str:
             % (running.UUID, running.poll_interval))
 
 
-def _job_number(text: str):
+def _job_number(text: str) -> Optional[int]:
     """A job id typed in a URL, or None: ASCII digits, at most 20 (an oid
     has 64 bits).  ``isdigit`` alone lets '²' through, and ``int`` of
     4,301 digits raises: both were 500s for anyone."""
@@ -46,11 +48,11 @@ def _job_number(text: str):
     return None
 
 
-def _highlight(request):
+def _highlight(request: Any) -> Optional[int]:
     return _job_number(request.GET.get('job', ''))
 
 
-def _admin_links(request, csrf_token: str) -> str:
+def _admin_links(request: Any) -> page.AdminLinks:
     dashboard = request.route_path('zcasync.dashboard')
     status = request.route_path('zcasync.status')
     logged_in = request.authenticated_userid is not None
@@ -58,31 +60,32 @@ def _admin_links(request, csrf_token: str) -> str:
         dashboard, status = (
             request.route_path('login', _query={'came_from': path})
             for path in (dashboard, status))
-    return page.admin_links(
+    return page.AdminLinks(
         logged_in=logged_in, dashboard=dashboard, status=status,
         status_path=request.route_path('zcasync.status'),
-        logout=request.route_path('logout'), csrf_token=csrf_token)
+        logout=request.route_path('logout'))
 
 
-def _page(request, values: dict, error=None, status: int = 200) -> Response:
+def _page(request: Any, values: Dict[str, Any], error: Optional[str] = None,
+          status: int = 200) -> Response:
     csrf_token = get_csrf_token(request)
     body = page.render(
-        action=request.route_path('home'),
+        request, action=request.route_path('home'),
         job_url=request.route_path('job', oid='OID'),
         csrf_token=csrf_token, values=values,
         jobs=[recent.describe(job) for job in recent.newest_first(request)],
         dispatcher=_dispatcher_line(), error=error,
-        admin=_admin_links(request, csrf_token),
+        admin=_admin_links(request),
         highlight=_highlight(request))
     return Response(body, status=status, content_type='text/html',
                     charset='utf-8')
 
 
-def home(request) -> Response:
+def home(request: Any) -> Response:
     return _page(request, dict(form.DEFAULTS))
 
 
-def enqueue(request):
+def enqueue(request: Any) -> Any:
     """Check the form, put the job, redirect to the page (303, so a reload
     does not post again); JSON clients get the job's oid instead."""
     try:
@@ -107,11 +110,11 @@ def enqueue(request):
                                                    _query={'job': oid}))
 
 
-def _json_error(request, status: int, message: str) -> Response:
+def _json_error(request: Any, status: int, message: str) -> Response:
     return Response(json_body={'error': message}, status=status)
 
 
-def job_json(request):
+def job_json(request: Any) -> Any:
     text = request.matchdict['oid']
     number = _job_number(text)
     if number is None:
@@ -125,7 +128,7 @@ def job_json(request):
     return recent.describe(job)
 
 
-def bad_csrf(exc, request) -> Response:
+def bad_csrf(exc: Any, request: Any) -> Response:
     """A clear 400 instead of Pyramid's bare one; pyramid_tm aborts the
     request's transaction, so nothing was queued."""
     message = ('The form was refused: its CSRF token is missing or does not '
@@ -137,7 +140,7 @@ def bad_csrf(exc, request) -> Response:
     return _page(request, form.echo(request.POST), error=message, status=400)
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     config.add_route('home', '/')
     config.add_route('job', '/jobs/{oid}')
     config.add_view(home, route_name='home', request_method='GET')

@@ -8,11 +8,11 @@ so).  The app is loaded from the ini file with the dispatcher forced off
 (``ZCASYNC_DISPATCHER=0``), so its settings and databases are the app's
 own and no job runs here.
 
-Each command is the matching admin view (:mod:`pyramid_zcasync.views.db`,
-the dashboard's actions) called with a request built from the options:
-the same selections, the same data, the same error messages.  ``--json``
-prints what the view answers over HTTP; without it, aligned tables.
-``retry`` and ``cancel`` commit their change (again after a conflict).
+Each command asks the admin view's question (:mod:`pyramid_zcasync.views.
+queries`, or the dashboard's action) of the queues in a connection of its
+own: the same selections, the same data, the same error messages.
+``--json`` prints what the view answers over HTTP; without it, aligned
+tables.  ``retry`` and ``cancel`` commit their change (again after a conflict).
 An error is one line on stderr and exit status 1 (2 for a bad command
 line or option value, a missing ini file or a bad setting), never a
 traceback.  Everything printed is escaped (see :mod:`.tables`): a job's
@@ -22,18 +22,25 @@ quietly when the reader goes away.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-import urllib.parse
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from ZODB.POSException import ConflictError
 
+from .. import transact
+from ..config import queue_database
+from ..interfaces import KEY
+from ..job import Job
 from ..safetext import KEEP_LINES, escape
-from ..views import actions, db
+from ..views import actions, queries
 from ..views.format import ParameterError, to_json
-from ..views.reports import STATES, describe
+from ..views.queries import JobListing, JobRef, JobSelection
+from ..views.reports import COMPLETED_STATES, STATES, describe
+from ..views.results import Changed
+from ..views.status import dispatcher_of
 from . import tables
 from .common import ScriptError, bootstrap, check_ini, close_app, \
     setup_logging
@@ -47,44 +54,78 @@ LOCKED_HINT = ('; stop the process using it (pserve or pzcasync-worker), '
                'pzcasync while the app runs')
 
 
+@dataclasses.dataclass
+class Options:
+    """The command's options, read as the views read their parameters
+    (:class:`..views.format.Params`), so that a bad value is the same
+    error in both."""
+    args: argparse.Namespace
+    registry: Any
+
+    def get(self, name: str) -> Optional[str]:
+        value = getattr(self.args, name, None)
+        return None if value is None else str(value)
+
+    def getall(self, name: str) -> List[str]:
+        return list(getattr(self.args, name, None) or ())
+
+    def this_uuid(self) -> str:
+        """``--uuid THIS``: no dispatcher runs here, so always a 404."""
+        return str(dispatcher_of(self.registry).UUID)
+
+    def selection(self, states: Optional[Sequence[str]] = STATES,
+                  default_states: Optional[Sequence[str]] = None
+                  ) -> JobSelection:
+        return queries.read_selection(self, self.this_uuid, states,
+                                      default_states)
+
+    def listing(self) -> JobListing:
+        """A listing shows details unless ``--json --display`` asks for
+        something else (the view's default is ids)."""
+        found = queries.read_listing(self, self.selection())
+        display = self.args.display if self.args.json and \
+            self.args.display else 'details'
+        return dataclasses.replace(found, display=display)
+
+    def ref(self) -> JobRef:
+        return queries.read_ref(self.args.oid, self.args.database)
+
+
+Run = Callable[[Any, Options], Any]  # (queues, options) -> the answer
+
+
 class Command(NamedTuple):
-    run: Callable  # (request, args) -> data: the view's answer
-    render: Callable  # (data, args) -> text
+    run: Run
+    render: Callable[[Any, argparse.Namespace], str]
     writes: bool = False
 
 
-def with_oid(view: Callable) -> Callable:
-    """A view of ``/db/jobs/{oid}`` called with the OID argument."""
-    def run(request, args):
-        request.matchdict = {'oid': args.oid}
-        return view(request)
-    return run
-
-
-def change(action: Callable, done: str) -> Callable:
+def change(action: Callable[[Job], None], done: str) -> Run:
     """A dashboard action (its checks, its change) on the job OID."""
-    def run(request, args):
-        request.matchdict = {'oid': args.oid}
-        job = db.load_job(request)
+    def run(queues: Any, options: Options) -> Changed:
+        job = queries.find_job(queues, options.ref())
         action(job)
         return {'done': done, 'job': describe(job)}
     return run
 
 
-def plain(view: Callable) -> Callable:
-    return lambda request, args: view(request)
-
-
 COMMANDS: Dict[str, Command] = {
-    'status': Command(plain(db.status), tables.status),
-    'jobs': Command(plain(db.jobs), tables.jobs),
-    'count': Command(plain(db.count), tables.scalar),
-    'jobstats': Command(plain(db.jobstats), tables.jobstats),
-    'job': Command(with_oid(db.job), tables.job),
-    'traceback': Command(with_oid(db.traceback), tables.traceback),
-    'uuids': Command(plain(db.uuids), tables.lines),
-    'nextpending': Command(plain(db.nextpending), tables.job),
-    'lastcompleted': Command(plain(db.lastcompleted), tables.job),
+    'status': Command(lambda q, o: queries.status(q, o.selection(None)),
+                      tables.status),
+    'jobs': Command(lambda q, o: queries.jobs(q, o.listing()), tables.jobs),
+    'count': Command(lambda q, o: queries.count(q, o.selection()),
+                     tables.scalar),
+    'jobstats': Command(lambda q, o: queries.jobstats(q, o.selection()),
+                        tables.jobstats),
+    'job': Command(lambda q, o: queries.job(q, o.ref()), tables.job),
+    'traceback': Command(lambda q, o: queries.traceback(q, o.ref()),
+                         tables.traceback),
+    'uuids': Command(lambda q, o: queries.uuids(q), tables.lines),
+    'nextpending': Command(
+        lambda q, o: queries.next_pending(q, o.selection(None)), tables.job),
+    'lastcompleted': Command(
+        lambda q, o: queries.last_completed(
+            q, o.selection(COMPLETED_STATES, ['completed'])), tables.job),
     'retry': Command(change(actions.retry_job, 'retried'), tables.changed,
                      writes=True),
     'cancel': Command(change(actions.cancel_job, 'cancelled'), tables.changed,
@@ -109,7 +150,7 @@ HELP = {
               'JobCancelled failure',
 }
 
-#: Options that become the views' query parameters, by command.
+#: The commands taking a selection, and those also taking states.
 SELECTING = ('status', 'jobs', 'count', 'jobstats', 'nextpending',
              'lastcompleted')
 STATE_FILTERED = ('jobs', 'count', 'jobstats', 'lastcompleted')
@@ -164,75 +205,47 @@ def make_parser() -> argparse.ArgumentParser:
         if name == 'jobs':
             sub.add_argument('--count', metavar='N',
                              help='at most N jobs (default %d, at most %d)'
-                             % (db.DEFAULT_COUNT, db.MAX_COUNT))
-            sub.add_argument('--display', choices=db.DISPLAYS,
+                             % (queries.DEFAULT_COUNT, queries.MAX_COUNT))
+            sub.add_argument('--display', choices=queries.DISPLAYS,
                              help='with --json, each job as: details '
                              '(the default here), repr, or ids (the '
                              'view\'s default)')
     return parser
 
 
-def query(args: argparse.Namespace) -> List[tuple]:
-    """The view's query parameters from the command's options."""
-    params = []
-    for name in ('queue', 'uuid', 'agent', 'callable', 'since', 'before',
-                 'at', 'count', 'database'):
-        value = getattr(args, name, None)
-        if value is not None:
-            params.append((name, value))
-    for value in getattr(args, 'state', None) or ():
-        params.append(('state', value))
-    if args.command == 'jobs':
-        display = args.display if args.json and args.display else 'details'
-        params.append(('display', display))
-    return params
-
-
-def make_request(args: argparse.Namespace):
-    from pyramid.request import Request
-    return Request.blank('/?' + urllib.parse.urlencode(query(args)))
-
-
-def execute(env: dict, args: argparse.Namespace) -> str:
-    """Run the command in a transaction of the request's manager; the
-    output is rendered inside it (the job's objects are still loaded),
-    and a write is committed before anything is printed."""
+def execute(registry: Any, args: argparse.Namespace) -> str:
+    """Run the command in a connection of its own to the queues'
+    database; the output is rendered inside it (the job's objects are
+    still loaded), and a write is committed before anything is printed
+    (again after a conflict)."""
     command = COMMANDS[args.command]
-    request = env['request']
-    manager = request.tm
-    for attempt in range(1, ATTEMPTS + 1):
-        manager.begin()
-        try:
-            data = command.run(request, args)
-            if args.json:
-                output = json.dumps(to_json(data), indent=2, sort_keys=True)
-            else:
-                output = command.render(data, args)
-            if command.writes:
-                manager.commit()
-            else:
-                manager.abort()
-            return output
-        except ConflictError:
-            manager.abort()
-            if attempt == ATTEMPTS:
-                raise ScriptError(
-                    '%s: conflicted %d times with other processes '
-                    'changing the same jobs; nothing was changed, try again'
-                    % (args.command, ATTEMPTS)) from None
-        except BaseException:
-            manager.abort()
-            raise
-    raise AssertionError('unreachable')  # pragma: no cover
+    options = Options(args, registry)
+
+    def work(connection: Any) -> str:
+        data = command.run(connection.root()[KEY], options)
+        if args.json:
+            return json.dumps(to_json(data), indent=2, sort_keys=True)
+        return command.render(data, args)
+
+    db = queue_database(registry)
+    if not command.writes:
+        return transact.read(db, work)
+    try:
+        return transact.write(db, work, attempts=ATTEMPTS)
+    except ConflictError:
+        raise ScriptError(
+            '%s: conflicted %d times with other processes changing the '
+            'same jobs; nothing was changed, try again'
+            % (args.command, ATTEMPTS)) from None
 
 
 def run(args: argparse.Namespace) -> int:
     check_ini(args.config_uri)
     setup_logging(args.config_uri, {})
     env = bootstrap(args.config_uri, {}, dispatcher=False,
-                    request=make_request(args), locked_hint=LOCKED_HINT)
+                    locked_hint=LOCKED_HINT)
     try:
-        output = execute(env, args)
+        output = execute(env['registry'], args)
     except ParameterError as exc:
         # A bad option value (400) is a bad command line; an unknown job
         # or a refused action is a failed command.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 from ..config import DISPATCHER_ENV
 
@@ -108,7 +108,7 @@ def lock_error_type() -> tuple:
 
 
 def bootstrap(config_uri: str, options: Dict[str, str], dispatcher: bool,
-              request=None, locked_hint: str = '') -> dict:
+              locked_hint: str = '') -> Dict[str, Any]:
     """``pyramid.paster.bootstrap``, the dispatcher forced on or off, with
     errors made :class:`ScriptError` (status 2: the configuration is
     wrong; status 1: something else holds what we need)."""
@@ -119,8 +119,7 @@ def bootstrap(config_uri: str, options: Dict[str, str], dispatcher: bool,
     path = ini_path(config_uri)
     try:
         with dispatcher_env('1' if dispatcher else '0'):
-            env = paster_bootstrap(config_uri, request=request,
-                                   options=options)
+            env = paster_bootstrap(config_uri, options=options)
     except lock_error_type() as exc:
         raise ScriptError(
             '%s: the database is locked by another process (%s): a '

@@ -11,13 +11,19 @@ clip it, and a traceback keeps only its line breaks and tabs.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
-from typing import Any, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .. import clock
 from ..failure import Failure
 from ..safetext import KEEP_LINES, clip, escape
 from ..views.format import MESSAGE_LIMIT
+from ..views.results import (Changed, JobInfo, JobStats, Status,
+                             TracebackInfo)
+
+#: The command line, for the hints a text gives (None in tests).
+Args = Optional[argparse.Namespace]
 
 #: Column separator of the tables.
 GAP = '  '
@@ -50,9 +56,9 @@ def text(value: Any) -> str:
 def duration(delta: datetime.timedelta) -> str:
     sign = '-' if delta < datetime.timedelta(0) else ''
     delta = abs(delta)
-    minutes, seconds = divmod(delta.seconds, 60)
+    minutes, whole = divmod(delta.seconds, 60)
     hours, minutes = divmod(minutes, 60)
-    seconds += delta.microseconds / 1e6
+    seconds = whole + delta.microseconds / 1e6
     parts = ['%dd' % delta.days if delta.days else '',
              '%dh' % hours if hours else '',
              '%dm' % minutes if minutes else '',
@@ -92,17 +98,17 @@ def fields(pairs: Iterable[tuple]) -> str:
 
 # -- one renderer per command: (data, args) -> text ------------------------
 
-def scalar(data: Any, args=None) -> str:
+def scalar(data: Any, args: Args = None) -> str:
     return text(data)
 
 
-def lines(data: Sequence[Any], args=None) -> str:
+def lines(data: Sequence[Any], args: Args = None) -> str:
     return '\n'.join(text(item) for item in data)
 
 
-def status(data: dict, args=None) -> str:
-    rows: List[list] = []
-    quotas: List[list] = []
+def status(data: Status, args: Args = None) -> str:
+    rows: List[List[Any]] = []
+    quotas: List[List[Any]] = []
     for name, queue in sorted(data.items()):
         for quota, info in sorted(queue['quotas'].items()):
             quotas.append([queue_name(name), quota, info['size'],
@@ -111,12 +117,14 @@ def status(data: dict, args=None) -> str:
         if not dispatchers:
             rows.append([queue_name(name), queue['len']] + [None] * 8)
         for uuid, reg in sorted(dispatchers.items()):
-            agents = sorted(reg['agents'].items()) or [(None, {})]
-            for agent, info in agents:
+            agents: List[Tuple[Optional[str], Dict[str, Any]]] = [
+                (agent, dict(info))
+                for agent, info in sorted(reg['agents'].items())]
+            for agent, cells in agents or [(None, {})]:
                 rows.append([queue_name(name), queue['len'], uuid,
                              reg['last ping'], reg['since ping'],
-                             bool(reg['dead']), agent, info.get('size'),
-                             info.get('len'), info.get('completed')])
+                             bool(reg['dead']), agent, cells.get('size'),
+                             cells.get('len'), cells.get('completed')])
     out = columns(['QUEUE', 'PENDING', 'DISPATCHER', 'LAST PING',
                    'SINCE PING', 'DEAD', 'AGENT', 'SIZE', 'HELD',
                    'COMPLETED'], rows)
@@ -125,14 +133,14 @@ def status(data: dict, args=None) -> str:
     return out
 
 
-def outcome(info: dict) -> str:
+def outcome(info: JobInfo) -> str:
     """completed → succeeded or failed, as the ``state`` filter says."""
     if info['status'] == 'completed':
         return 'failed' if info['failed'] else 'succeeded'
     return info['status']
 
 
-def jobs(data: Sequence[dict], args=None) -> str:
+def jobs(data: Sequence[JobInfo], args: Args = None) -> str:
     rows = [[oid(info['id']), outcome(info), queue_name(info['queue'])
              if info['queue'] is not None else None, info['callable'],
              info['begin after'], info['active start'], info['active end'],
@@ -149,11 +157,13 @@ JOB_FIELDS = ('status', 'callable', 'args', 'kwargs', 'queue', 'agent',
               'callbacks', 'parent', 'waiting for', 'annotations')
 
 
-def job(info: dict, args=None) -> str:
-    pairs = [('oid', oid(info['id'])), ('database', repr(info['id'][1]))]
+def job(info: JobInfo, args: Args = None) -> str:
+    pairs: List[Tuple[str, Any]] = [('oid', oid(info['id'])),
+                                    ('database', repr(info['id'][1]))]
+    fields_of: Dict[str, Any] = dict(info)  # describe may add fields
     for name in JOB_FIELDS + tuple(sorted(set(info) - set(JOB_FIELDS) - {
             'id', 'repr', 'failed'})):
-        value = info.get(name)
+        value = fields_of.get(name)
         if name == 'status':
             value = outcome(info)
         elif name == 'queue' and value is not None:
@@ -170,23 +180,24 @@ def job(info: dict, args=None) -> str:
     return out
 
 
-def traceback(data: dict, args=None) -> str:
+def traceback(data: TracebackInfo, args: Args = None) -> str:
     return escape('job %s failed with %s: %s\n\n%s' % (
         oid(data['id']), data['type'], data['message'],
         data['traceback'].rstrip('\n')), KEEP_LINES)
 
 
-def jobstats(data: dict, args=None) -> str:
-    pairs = []
+def jobstats(data: JobStats, args: Args = None) -> str:
+    pairs: List[Tuple[str, Any]] = []
     for name, value in data.items():
         if isinstance(value, dict):  # {'duration': ..., 'job': id}
-            value = '%s (job %s)' % (text(value['duration']),
-                                     oid(value['job']))
-        pairs.append((name, value))
+            pairs.append((name, '%s (job %s)' % (text(value['duration']),
+                                                 oid(value['job']))))
+        else:
+            pairs.append((name, value))
     return fields(pairs)
 
 
-def changed(data: dict, args=None) -> str:
+def changed(data: Changed, args: Args = None) -> str:
     info = data['job']
     if data['done'] == 'cancelled':
         return ('job %s cancelled: out of its queue, it will not run (its '

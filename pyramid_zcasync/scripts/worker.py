@@ -28,7 +28,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .. import running
 from ..dispatcher import STOP_GRACE
@@ -68,7 +68,7 @@ class StopSignal:
                 # as Python and the dispatcher do: ignored stays ignored
                 signal.signal(signum, self.handle)
 
-    def handle(self, signum, frame) -> None:
+    def handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and not self.waiting:
             log.warning('%s: %s again: exiting now; jobs still running are '
                         'recovered at the next start', PROGRAM,
@@ -80,8 +80,8 @@ class StopSignal:
             self.waiting = False
             raise _Stop()
 
-    def wait(self) -> None:
-        """Until a signal came (at once if one already did)."""
+    def wait(self) -> int:
+        """Until a signal came (at once if one already did): its number."""
         try:
             self.waiting = True
             running.wait_for_signal(lambda: self.received is not None)
@@ -89,6 +89,8 @@ class StopSignal:
             pass
         finally:
             self.waiting = False
+        assert self.received is not None  # what ended the wait
+        return self.received
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -122,10 +124,10 @@ def run(config_uri: str, variables: Sequence[str]) -> int:
         print('%s: dispatcher %s running in process %d; SIGTERM or SIGINT '
               'stops it' % (PROGRAM, dispatcher.UUID, os.getpid()),
               file=sys.stderr, flush=True)
-        stopper.wait()
+        received = stopper.wait()
         log.info('%s: %s: stopping dispatcher %s (running jobs get %g s; '
                  'a second signal exits at once)', PROGRAM,
-                 signal.Signals(stopper.received).name, dispatcher.UUID,
+                 signal.Signals(received).name, dispatcher.UUID,
                  STOP_GRACE)
     finally:
         close_app(env)

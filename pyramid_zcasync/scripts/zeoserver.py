@@ -113,7 +113,7 @@ def check_address(text: str, host: str, port: int) -> str:
                 reason = exc.strerror or str(exc)
             raise UsageError('--address %r: cannot listen there: %s'
                              % (text, reason)) from None
-    return sockaddr[0]
+    return str(sockaddr[0])
 
 
 def is_loopback(ip: str) -> bool:

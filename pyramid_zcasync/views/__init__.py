@@ -8,6 +8,8 @@ nothing but up or down.
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Dict
+
 from pyramid.httpexceptions import HTTPForbidden
 from pyramid.interfaces import ISecurityPolicy
 
@@ -41,6 +43,9 @@ ROUTES = (
     ('requeue', '/actions/requeue'),
 )
 
+#: A view called as Pyramid calls a decorated view: (context, request).
+View = Callable[[Any, Any], Any]
+
 #: The renderer of the JSON admin views.
 JSON_RENDERER = 'zcasync_json'
 #: Headers of every admin answer, errors included: what it says about the
@@ -53,7 +58,7 @@ def route_name(name: str) -> str:
     return 'zcasync.' + name
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     prefix = config.registry.zcasync_settings.route_prefix
     for name, pattern in ROUTES:
         config.add_route(route_name(name), prefix + pattern)
@@ -68,10 +73,10 @@ def includeme(config) -> None:
         config.include('pyramid_zcasync.views.' + module)
 
 
-def require_security_policy(view):
+def require_security_policy(view: View) -> View:
     """Deny when the app has no security policy (Pyramid would allow);
     mark every answer, errors too, not to be cached nor sniffed."""
-    def guarded(context, request):
+    def guarded(context: Any, request: Any) -> Any:
         if request.registry.queryUtility(ISecurityPolicy) is None:
             raise HTTPForbidden()
         request.add_response_callback(_admin_headers)
@@ -79,12 +84,13 @@ def require_security_policy(view):
     return guarded
 
 
-def _admin_headers(request, response) -> None:
+def _admin_headers(request: Any, response: Any) -> None:
     for name, value in ADMIN_HEADERS.items():
         response.headers[name] = value
 
 
-def add_admin_view(config, view, name: str, **options) -> None:
+def add_admin_view(config: Any, view: Callable[..., Any], name: str,
+                   **options: Any) -> None:
     """An admin view: the admin permission, deny without a policy."""
     options.setdefault('renderer', JSON_RENDERER)
     config.add_view(
@@ -93,6 +99,6 @@ def add_admin_view(config, view, name: str, **options) -> None:
         decorator=require_security_policy, **options)
 
 
-def parameter_error(exc: ParameterError, request):
+def parameter_error(exc: ParameterError, request: Any) -> Dict[str, str]:
     request.response.status_int = exc.status
     return {'error': exc.message}

@@ -11,11 +11,13 @@ and header names, origin check) when it set them.
 
 On success the answer is a 303 redirect to the dashboard, whose query
 names what was done; anyone can craft such a link, so the message shown
-is built from the database alone (see :mod:`.flash`).  A bad request is a 400, an unknown job or
-dispatcher a 404: an HTML page with a link back for a browser, JSON
-``{"error": …}`` otherwise; nothing is changed.
+is built from the database alone (see :mod:`.flash`).  A bad request is
+a 400, an unknown job or dispatcher a 404: an HTML page with a link back
+for a browser, JSON ``{"error": …}`` otherwise; nothing is changed.
 """
 from __future__ import annotations
+
+from typing import Any, Callable
 
 from pyramid.csrf import check_csrf_origin, check_csrf_token, get_csrf_token
 from pyramid.exceptions import BadCSRFToken
@@ -27,8 +29,9 @@ from ..failure import Failure
 from ..interfaces import COMPLETED, PENDING
 from ..job import Job
 from . import add_admin_view, route_name
-from .html import e, secure, state_phrase, template, took
-from .db import stored_job
+from .html import state_phrase, took
+from .pages import page
+from .queries import stored_job
 from .format import ParameterError, parse_oid
 
 #: Reason recorded when an admin deactivates a dead dispatcher.
@@ -41,7 +44,7 @@ class ActionError(ParameterError):
 
 # -- checks ---------------------------------------------------------------
 
-def check_csrf(request) -> None:
+def check_csrf(request: Any) -> None:
     """Pyramid's CSRF checks, with the app's default options if any."""
     options = request.registry.queryUtility(IDefaultCSRFOptions)
     token = getattr(options, 'token', 'csrf_token')
@@ -60,8 +63,8 @@ def check_csrf(request) -> None:
                      header or 'X-CSRF-Token', raises=True)
 
 
-def csrf_checked(view):
-    def checked(request):
+def csrf_checked(view: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def checked(request: Any) -> Any:
         check_csrf(request)
         return view(request)
     checked.__name__ = view.__name__
@@ -69,14 +72,14 @@ def csrf_checked(view):
     return checked
 
 
-def required(request, name: str, what: str) -> str:
+def required(request: Any, name: str, what: str) -> str:
     value = request.POST.get(name, '').strip()
     if not value:
         raise ActionError('missing parameter %r: %s' % (name, what))
     return value
 
 
-def find_job(request) -> Job:
+def find_job(request: Any) -> Job:
     raw = required(request, 'job', 'the oid of the job')
     try:
         oid = parse_oid(raw)
@@ -85,12 +88,12 @@ def find_job(request) -> Job:
         raise ActionError(exc.message, exc.status)
 
 
-def redirect(request, **query) -> HTTPSeeOther:
+def redirect(request: Any, **query: Any) -> HTTPSeeOther:
     return HTTPSeeOther(location=request.route_url(
         route_name('dashboard'), _query=query))
 
 
-def oid_int(job) -> int:
+def oid_int(job: Any) -> int:
     return int.from_bytes(job._p_oid, 'big')
 
 
@@ -108,7 +111,7 @@ def cancel_job(job: Job) -> None:
     job.cancel('cancelled by an administrator')
 
 
-def cancel(request):
+def cancel(request: Any) -> HTTPSeeOther:
     """Make sure a pending job never runs."""
     job = find_job(request)
     cancel_job(job)
@@ -129,14 +132,14 @@ def retry_job(job: Job) -> None:
     queue.retry_failed(job)
 
 
-def retry(request):
+def retry(request: Any) -> HTTPSeeOther:
     """Run a failed job again, at the back of its queue."""
     job = find_job(request)
     retry_job(job)
     return redirect(request, done='retried', job=oid_int(job))
 
 
-def requeue(request):
+def requeue(request: Any) -> HTTPSeeOther:
     """Deactivate a dead dispatcher: its jobs go back to their queues
     (or fail, as their retry policies decide)."""
     uuid = required(request, 'uuid', 'the UUID of a dead dispatcher')
@@ -169,23 +172,18 @@ def requeue(request):
 REASONS = {400: '400 Bad Request', 404: '404 Not Found'}
 
 
-def action_error(exc: ActionError, request):
+def action_error(exc: ActionError, request: Any) -> Response:
     offers = request.accept.acceptable_offers(['application/json',
                                                'text/html'])
     if offers and offers[0][0] == 'text/html':
-        page = template('error.html').substitute(
-            status=e(REASONS.get(exc.status, str(exc.status))),
-            message=e(exc.message),
-            back=e(request.route_path(route_name('dashboard'))))
-        response = Response(page, status=exc.status,
-                            content_type='text/html', charset='utf-8')
-        secure(response)
-        return response
-    response = Response(json_body={'error': exc.message}, status=exc.status)
-    return response
+        return page('error.jinja2', status=exc.status,
+                    reason=REASONS.get(exc.status, str(exc.status)),
+                    message=exc.message,
+                    back=request.route_path(route_name('dashboard')))
+    return Response(json_body={'error': exc.message}, status=exc.status)
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     for view, name in ((cancel, 'cancel'), (retry, 'retry'),
                        (requeue, 'requeue')):
         add_admin_view(config, csrf_checked(view), name,

@@ -1,14 +1,16 @@
 """The dashboard's numbers: the cards at the top (pending, running,
 completed, failed, dispatchers) and the throughput chart, read from the
-agents' histories by completion time, without loading every job."""
+agents' histories by completion time, without loading every job.  Here
+they are counted and the chart's geometry is computed; the markup is in
+``templates/stats.jinja2`` and ``templates/chart.jinja2``."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 from .. import clock
-from .html import e
-from .sections import agents
+from .sections import Entries, agents
 
 #: Minutes in the throughput chart.
 THROUGHPUT_MINUTES = 15
@@ -17,14 +19,23 @@ THROUGHPUT_MINUTES = 15
 THROUGHPUT_DETAIL = 5000
 
 
-def completion_micros(history, since: datetime.datetime) -> list:
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+    """Completions per minute from ``start``; ``failed`` is None when
+    there were too many to tell failures apart."""
+    start: datetime.datetime
+    totals: List[int]
+    failed: Optional[List[int]]
+
+
+def completion_micros(history: Any, since: datetime.datetime) -> List[int]:
     """When each job of an agent's history completed, at or after
     ``since`` (read from the history's keys: no job is loaded)."""
-    return history.end_times(since)
+    return list(history.end_times(since))
 
 
-def throughput(queues, now: datetime.datetime,
-               minutes: int = THROUGHPUT_MINUTES) -> dict:
+def throughput(queues: Any, now: datetime.datetime,
+               minutes: int = THROUGHPUT_MINUTES) -> Throughput:
     """Completions per minute over the last ``minutes`` minutes (the last
     one is the current, partial minute), failures apart when affordable."""
     start = now.replace(second=0, microsecond=0) - datetime.timedelta(
@@ -37,7 +48,7 @@ def throughput(queues, now: datetime.datetime,
             index = (micros - start_micros) // 60000000
             if 0 <= index < minutes:
                 totals[index] += 1
-    failed: Optional[list] = None
+    failed: Optional[List[int]] = None
     if sum(totals) <= THROUGHPUT_DETAIL:
         failed = [0] * minutes
         for history in histories:
@@ -47,10 +58,20 @@ def throughput(queues, now: datetime.datetime,
                 index = (micros - start_micros) // 60000000
                 if 0 <= index < minutes:
                     failed[index] += 1
-    return {'start': start, 'totals': totals, 'failed': failed}
+    return Throughput(start, totals, failed)
 
 
-def stats_html(queues, regs, chart, now) -> str:
+@dataclasses.dataclass(frozen=True)
+class Card:
+    """A number at the top: ``suffix`` (None: none) is shown smaller."""
+    kind: str
+    number: Any
+    suffix: Optional[str]
+    label: str
+
+
+def stat_cards(queues: Any, regs: Dict[str, Entries], chart: Throughput
+               ) -> List[Card]:
     pending = sum(len(queue) for queue in queues.values())
     running = sum(len(agent) for _, _, agent in agents(queues))
     capacity = sum(agent.size for _, registration, agent in agents(queues)
@@ -64,26 +85,52 @@ def stats_html(queues, regs, chart, now) -> str:
             dead += 1
         else:
             alive += 1
-    done = sum(chart['totals'])
-    failed = sum(chart['failed']) if chart['failed'] is not None else None
-    cards = [
-        ('', pending, 'pending jobs'),
-        ('', '%d<span class="muted" style="font-size:15px"> / %d</span>'
-         % (running, capacity), 'running / slots'),
-        ('ok', done, 'completed, %d min' % THROUGHPUT_MINUTES),
-        ('bad' if failed else '', '\u2014' if failed is None else failed,
-         'failed, %d min' % THROUGHPUT_MINUTES),
-        ('bad' if dead else '', '%d<span class="muted" style="font-size:15px">'
-         '%s</span>' % (alive, ' + %d dead' % dead if dead else ''),
-         'dispatchers alive'),
+    done = sum(chart.totals)
+    failed = sum(chart.failed) if chart.failed is not None else None
+    return [
+        Card('', pending, None, 'pending jobs'),
+        Card('', running, ' / %d' % capacity, 'running / slots'),
+        Card('ok', done, None, 'completed, %d min' % THROUGHPUT_MINUTES),
+        Card('bad' if failed else '', '\u2014' if failed is None else failed,
+             None, 'failed, %d min' % THROUGHPUT_MINUTES),
+        Card('bad' if dead else '', alive,
+             ' + %d dead' % dead if dead else '', 'dispatchers alive'),
     ]
-    return '<div class="stats">%s</div>' % ''.join(
-        '<div class="stat %s"><div class="n">%s</div><div class="l">%s</div>'
-        '</div>' % (kind, value, e(label)) for kind, value, label in cards)
 
 
-def chart_html(chart: dict) -> str:
-    totals, failed = chart['totals'], chart['failed']
+@dataclasses.dataclass(frozen=True)
+class Bar:
+    """One minute of the chart: its slot, its bars (heights 0: none) and
+    its tick label (None: none)."""
+    x: float
+    width: float
+    title: str
+    total: float
+    failed: float
+    tick: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    """The throughput chart's geometry, in the SVG's units."""
+    minutes: int
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_height: int
+    grid: List[Any]  # (y, label) of the dashed lines
+    bars: List[Bar]
+    peak: int
+    detailed: bool  # failures told apart
+
+    @property
+    def base(self) -> int:
+        return self.top + self.plot_height
+
+
+def chart(data: Throughput) -> Chart:
+    totals, failed = data.totals, data.failed
     minutes = len(totals)
     width, height, left, bottom, top = 420, 150, 30, 20, 10
     plot_w, plot_h = width - left - 6, height - bottom - top
@@ -91,58 +138,25 @@ def chart_html(chart: dict) -> str:
     scale_max = _nice_ceiling(peak)
     slot = plot_w / minutes
     bar_w = slot * 0.72
-    parts = ['<svg viewBox="0 0 %d %d" role="img" aria-label="Jobs completed '
-             'per minute over the last %d minutes">' % (width, height,
-                                                        minutes)]
-    for fraction in (0.5, 1.0):
-        y = top + plot_h * (1 - fraction)
-        parts.append('<line class="grid-line" x1="%d" x2="%d" y1="%.1f" '
-                     'y2="%.1f"/>' % (left, width - 6, y, y))
-        parts.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>'
-                     % (left - 5, y + 3.5, _short_number(
-                         scale_max * fraction)))
-    base = top + plot_h
-    parts.append('<line class="axis" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
-                 % (left, width - 6, base, base))
-    parts.append('<text x="%d" y="%.1f" text-anchor="end">0</text>'
-                 % (left - 5, base + 3.5))
+    grid = [(top + plot_h * (1 - fraction),
+             _short_number(scale_max * fraction)) for fraction in (0.5, 1.0)]
+    bars = []
     for index, total in enumerate(totals):
-        minute = chart['start'] + datetime.timedelta(minutes=index)
-        x = left + slot * index + (slot - bar_w) / 2
+        minute = data.start + datetime.timedelta(minutes=index)
         bad = failed[index] if failed is not None else 0
         label = '%s UTC: %d completed%s' % (
             minute.strftime('%H:%M'), total,
             ', %d failed' % bad if failed is not None else '')
-        h_total = plot_h * total / scale_max if scale_max else 0
-        h_bad = plot_h * bad / scale_max if scale_max else 0
-        parts.append('<g><title>%s</title>' % e(label))
-        parts.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
-                     'fill="transparent"/>' % (x, top, bar_w, plot_h))
-        if total:
-            parts.append('<rect class="bar" x="%.1f" y="%.1f" width="%.1f" '
-                         'height="%.1f" rx="2"/>'
-                         % (x, base - h_total, bar_w, max(h_total, 1.5)))
-        if bad:
-            parts.append('<rect class="bar failed" x="%.1f" y="%.1f" '
-                         'width="%.1f" height="%.1f" rx="2"/>'
-                         % (x, base - h_bad, bar_w, max(h_bad, 1.5)))
-        parts.append('</g>')
         back = minutes - 1 - index
+        tick = None
         if back % 5 == 0:
-            text = 'now' if back == 0 else '\u2212%d min' % back
-            parts.append('<text x="%.1f" y="%d" text-anchor="middle">%s'
-                         '</text>' % (x + bar_w / 2, height - 5, text))
-    parts.append('</svg>')
-    legend = ['<span><i></i>completed</span>']
-    if failed is not None:
-        legend.append('<span><i class="failed"></i>of which failed</span>')
-    else:
-        legend.append('<span>(too many to tell failures apart)</span>')
-    legend.append('<span>peak %d/min</span>' % peak)
-    return ('<section class="card chart"><h2>Throughput <span class="count">'
-            'jobs per minute, last %d minutes</span></h2>%s'
-            '<div class="legend">%s</div></section>'
-            % (minutes, ''.join(parts), ''.join(legend)))
+            tick = 'now' if back == 0 else '\u2212%d min' % back
+        bars.append(Bar(
+            left + slot * index + (slot - bar_w) / 2, bar_w, label,
+            plot_h * total / scale_max if scale_max else 0,
+            plot_h * bad / scale_max if scale_max else 0, tick))
+    return Chart(minutes, width, height, left, top, plot_h, grid, bars, peak,
+                 failed is not None)
 
 
 def _nice_ceiling(value: float) -> int:

@@ -22,185 +22,91 @@ Parameters, shared by the job reports:
 """
 from __future__ import annotations
 
-import itertools
-from typing import Iterable, Optional
+from typing import Any, List, Optional, Sequence
 
-from ZODB.POSException import POSKeyError
-from ZODB.utils import p64
-
-from .. import clock
-from ..safetext import bound, quote
-from ..failure import Failure
-from ..job import Job
 from . import add_admin_view
-from .format import (TRACEBACK_LIMIT, ParameterError, job_id, not_found,
-                     param_choice, param_datetime, param_int, parse_oid)
-from .reports import (COMPLETED_STATES, STATES, TIME_FIELDS, Selection,
-                      Window, completed_jobs, count_jobs, describe,
-                      dispatcher_status, iter_jobs, select, short_repr,
-                      statistics)
+from . import queries
+from .queries import JobRef, JobSelection
+# Where they were before the queries module; tests and apps import them.
+from .queries import (DEFAULT_COUNT, DISPLAYS, MAX_COUNT,  # noqa: F401
+                      stored_job)
+from .reports import COMPLETED_STATES, STATES
+from .results import JobInfo, JobStats, ListedJob, Status, TracebackInfo
 from .status import running_dispatcher
 
-#: ``/db/jobs`` answers at most this many jobs unless ``count`` says
-#: otherwise: a queue of a million pending jobs must not become a 50 MB
-#: response.
-DEFAULT_COUNT = 1000
-#: The most ``count`` may ask for (more is a 400): with ``display=details``
-#: that is a few megabytes, each message and repr being clipped.
-MAX_COUNT = 5000
-#: How ``/db/jobs`` shows each job.
-DISPLAYS = ('ids', 'repr', 'details')
+
+# -- the questions a request asks -----------------------------------------
+
+def selection(request: Any, states: Optional[Sequence[str]] = STATES,
+              default_states: Optional[Sequence[str]] = None
+              ) -> JobSelection:
+    """The queues, dispatchers, agents, time window and states the request
+    asks for (``states`` those the view accepts, None: no state filter);
+    bad values are a 400, unknown names a 404 when the query runs."""
+    return queries.read_selection(
+        request.params, lambda: str(running_dispatcher(request).UUID),
+        states, default_states)
 
 
-# -- parameters -----------------------------------------------------------
-
-def param_states(request, allowed: Iterable[str] = STATES,
-                 default: Optional[Iterable[str]] = None) -> frozenset:
-    """Every ``state`` value, repeated or comma-separated; unknown → 400."""
-    allowed = tuple(allowed)
-    found = [part.strip() for value in request.params.getall('state')
-             for part in value.split(',') if part.strip()]
-    for state in found:
-        if state not in allowed:
-            raise ParameterError('state=%s is unknown; expected one of %s'
-                                 % (quote(state), ', '.join(allowed)))
-    return frozenset(found or (allowed if default is None else default))
+def job_ref(request: Any) -> JobRef:
+    """The job named by the route's oid (and ``database``)."""
+    return queries.read_ref(request.matchdict['oid'],
+                            request.params.get('database'))
 
 
-def param_uuid(request) -> Optional[str]:
-    """A dispatcher UUID; ``THIS`` is this process's dispatcher."""
-    raw = request.params.get('uuid', '').strip()
-    if not raw:
-        return None
-    if raw.upper() == 'THIS':
-        return str(running_dispatcher(request).UUID)
-    return raw
-
-
-def selection(request) -> Selection:
-    """The queues, dispatchers, agents and time window the request asks
-    for; bad values are a 400, unknown names a 404."""
-    window = Window(since=param_datetime(request, 'since'),
-                    before=param_datetime(request, 'before'),
-                    at=param_datetime(request, 'at'),
-                    field=param_choice(request, 'time', TIME_FIELDS))
-    queue = request.params.get('queue')  # '' is the default queue's name
-    return select(request.async_queues, queue=queue,
-                  uuid=param_uuid(request),
-                  agent=request.params.get('agent', '').strip() or None,
-                  window=window,
-                  callable=request.params.get('callable', '').strip() or None)
-
-
-def stored_job(connection, oid: int) -> Job:
-    """The job with this oid in ``connection``'s database; a 404 naming
-    what is there instead.  Every admin view, action and ``pzcasync``
-    command finds a job by oid here."""
-    where = 'database %r' % connection.db().database_name
-    if oid >= 2 ** 64:
-        raise not_found('no object 0x%x in %s: oids have 64 bits'
-                        % (oid, where))
-    try:
-        found = connection.get(p64(oid))
-    except (POSKeyError, KeyError):
-        raise not_found('no object 0x%x in %s' % (oid, where))
-    if not isinstance(found, Job):
-        raise not_found('object 0x%x in %s is a %s, not a job'
-                        % (oid, where, type(found).__name__))
-    return found
-
-
-def load_job(request) -> Job:
+def load_job(request: Any) -> Any:
     """The job named by the route's oid (and ``database``): a malformed
     oid is a 400, anything that is not a stored job a 404."""
-    oid = parse_oid(request.matchdict['oid'])
-    connection = request.async_queues._p_jar
-    name = request.params.get('database')
-    if name:
-        databases = connection.db().databases
-        if name not in databases:
-            raise not_found('no database %s; the databases are %s'
-                            % (quote(name),
-                               ', '.join(map(repr, sorted(databases)))))
-        connection = connection.get_connection(name)
-    return stored_job(connection, oid)
+    return queries.find_job(request.async_queues, job_ref(request))
 
 
 # -- views ----------------------------------------------------------------
 
-def uuids(request) -> list:
+def uuids(request: Any) -> List[str]:
     """The UUIDs of the activated dispatchers, in any queue."""
-    found = set()
-    for queue in request.async_queues.values():
-        found.update(uuid for uuid, registration in queue.dispatchers.items()
-                     if registration.activated)
-    return sorted(found)
+    return queries.uuids(request.async_queues)
 
 
-def status(request) -> dict:
-    return dispatcher_status(selection(request))
+def status(request: Any) -> Status:
+    return queries.status(request.async_queues, selection(request, None))
 
 
-def jobs(request) -> list:
-    chosen = selection(request)
-    states = param_states(request)
-    display = param_choice(request, 'display', DISPLAYS) or 'ids'
-    count = param_int(request, 'count', minimum=1,
-                      maximum=MAX_COUNT) or DEFAULT_COUNT
-    now = clock.utcnow()
-    show = {'ids': job_id, 'repr': short_repr,
-            'details': lambda job: describe(job, now)}[display]
-    return [show(job) for job in
-            itertools.islice(iter_jobs(chosen, states), count)]
+def jobs(request: Any) -> List[ListedJob]:
+    listing = queries.read_listing(request.params, selection(request))
+    return queries.jobs(request.async_queues, listing)
 
 
-def count(request) -> int:
-    return count_jobs(selection(request), param_states(request))
+def count(request: Any) -> int:
+    return queries.count(request.async_queues, selection(request))
 
 
-def jobstats(request) -> dict:
-    chosen = selection(request)
-    return statistics(iter_jobs(chosen, param_states(request)),
-                      clock.utcnow())
+def jobstats(request: Any) -> JobStats:
+    return queries.jobstats(request.async_queues, selection(request))
 
 
-def job(request) -> dict:
-    return describe(load_job(request))
+def job(request: Any) -> JobInfo:
+    return queries.job(request.async_queues, job_ref(request))
 
 
-def traceback(request) -> dict:
-    found = load_job(request)
-    failure = found.result
-    if not isinstance(failure, Failure):
-        raise not_found('job 0x%x has no traceback: it did not fail (its '
-                        'status is %s)' % (job_id(found)[0],
-                                           describe(found)['status']))
-    message, cut = bound(failure.message, TRACEBACK_LIMIT)
-    text, omitted = bound(failure.getTraceback(), TRACEBACK_LIMIT)
-    return {'id': job_id(found), 'type': failure.type_name,
-            'message': message, 'traceback': text,
-            'omitted characters': cut + omitted}
+def traceback(request: Any) -> TracebackInfo:
+    return queries.traceback(request.async_queues, job_ref(request))
 
 
-def nextpending(request) -> dict:
+def nextpending(request: Any) -> JobInfo:
     """The pending job that will be claimed first; ``at`` makes it the
     first one due by then."""
-    for found in iter_jobs(selection(request), ['pending']):
-        return describe(found)
-    raise not_found('no pending job matches')
+    return queries.next_pending(request.async_queues,
+                                selection(request, None))
 
 
-def lastcompleted(request) -> dict:
+def lastcompleted(request: Any) -> JobInfo:
     """The job completed last; ``state=failed`` the one that failed last."""
-    chosen = selection(request)
-    states = param_states(request, COMPLETED_STATES, default=['completed'])
-    which = next(iter(states)) if len(states) == 1 else 'completed'
-    for found in completed_jobs(chosen, which):
-        return describe(found)
-    raise not_found('no %s job matches' % which)
+    return queries.last_completed(
+        request.async_queues,
+        selection(request, COMPLETED_STATES, ['completed']))
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     for view, name in [(uuids, 'db_uuids'), (status, 'db_status'),
                        (jobs, 'db_jobs'), (count, 'db_count'),
                        (jobstats, 'db_jobstats'), (job, 'db_job'),

@@ -10,14 +10,12 @@ in.  A link naming anything else shows no message at all.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from ..failure import Failure
 from ..job import JobCancelled
-from . import route_name
-from .db import stored_job
 from .format import ParameterError, parse_oid
-from .html import e
+from .queries import stored_job
 
 #: Said whenever jobs of a dead dispatcher are handed back: the dispatcher
 #: may only be frozen or cut off, and what its jobs did outside the
@@ -28,16 +26,7 @@ AT_LEAST_ONCE = ('A job it was running runs again from the start: its '
                  'twice.')
 
 
-def flash_html(request) -> str:
-    message = flash_message(request)
-    if message is None:
-        return ''
-    return ('<div class="flash ok" role="status"><span>%s</span>'
-            '<a href="%s">dismiss</a></div>'
-            % (e(message), e(request.route_path(route_name('dashboard')))))
-
-
-def flash_message(request) -> Optional[str]:
+def flash_message(request: Any) -> Optional[str]:
     """Our sentence for ``done``, if what it names is true now."""
     done = request.GET.get('done')
     if done == 'requeued':
@@ -58,7 +47,7 @@ def flash_message(request) -> Optional[str]:
     return 'Job 0x%x was queued again; it runs in its turn.' % oid
 
 
-def job_oid(request) -> Optional[int]:
+def job_oid(request: Any) -> Optional[int]:
     """The oid of the ``job`` parameter if it names a stored job that is
     not pending after a cancel (a retried one may be anything by now)."""
     try:
@@ -67,12 +56,13 @@ def job_oid(request) -> Optional[int]:
     except ParameterError:
         return None
     if request.GET.get('done') == 'cancelled' and not (
-            isinstance(job.result, Failure) and job.result.check(JobCancelled)):
+            isinstance(job.result, Failure)
+            and job.result.check(JobCancelled)):
         return None
     return int.from_bytes(job._p_oid, 'big')
 
 
-def stopped_dispatcher(queues, uuid: str) -> Optional[str]:
+def stopped_dispatcher(queues: Any, uuid: str) -> Optional[str]:
     """``uuid`` if a dispatcher of that UUID is registered and stopped."""
     found = [queue.dispatchers[uuid] for queue in queues.values()
              if uuid in queue.dispatchers]

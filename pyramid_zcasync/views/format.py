@@ -8,7 +8,7 @@ with ``Z``; a job is named ``[oid, database name]``.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, List, Optional, Protocol
 
 from pyramid.renderers import JSON
 
@@ -63,7 +63,7 @@ def utc_iso(value: Optional[datetime.datetime]) -> Optional[str]:
     return value.astimezone(clock.UTC).replace(tzinfo=None).isoformat() + 'Z'
 
 
-def job_id(job) -> list:
+def job_id(job: Any) -> List[Any]:
     return [int.from_bytes(job._p_oid, 'big'), job._p_jar.db().database_name]
 
 
@@ -85,7 +85,7 @@ def to_json(value: Any) -> Any:
     return repr(value)
 
 
-def json_renderer() -> JSON:
+def json_renderer() -> _Converting:
     renderer = JSON(indent=2, sort_keys=True)
     return _Converting(renderer)
 
@@ -93,26 +93,36 @@ def json_renderer() -> JSON:
 class _Converting:
     """The JSON renderer, fed with :func:`to_json` values."""
 
-    def __init__(self, renderer):
+    def __init__(self, renderer: JSON):
         self.renderer = renderer
 
-    def __call__(self, info):
+    def __call__(self, info: Any) -> Callable[[Any, Any], str]:
         render = self.renderer(info)
         return lambda value, system: render(to_json(value), system)
 
 
 # -- parameters -----------------------------------------------------------
 
-def param_datetime(request, name: str) -> Optional[datetime.datetime]:
-    raw = request.params.get(name)
+class Params(Protocol):
+    """Named string values: a request's ``params``, or the options of a
+    ``pzcasync`` command (:class:`..scripts.cli.Options`)."""
+
+    def get(self, name: str) -> Optional[str]: ...
+
+    def getall(self, name: str) -> List[str]: ...
+
+
+def parse_datetime(name: str, raw: Optional[str]
+                   ) -> Optional[datetime.datetime]:
+    """``raw`` as an aware UTC datetime; ``name`` is what the error
+    calls it."""
     if raw is None or raw == '':
         return None
     text = raw.strip()
     if text.endswith(('Z', 'z')):
         text = text[:-1] + '+00:00'
     expected = ('expected ISO-8601 UTC from %s to %s, e.g. '
-                '2026-11-25T16:00:00Z' % (utc_iso(EARLIEST)[:10],
-                                          utc_iso(LATEST)[:10]))
+                '2026-11-25T16:00:00Z' % (_day(EARLIEST), _day(LATEST)))
     try:
         value = datetime.datetime.fromisoformat(text)
         if value.tzinfo is None:
@@ -130,9 +140,12 @@ def param_datetime(request, name: str) -> Optional[datetime.datetime]:
     return value
 
 
-def param_int(request, name: str, minimum: int = 0,
+def _day(value: datetime.datetime) -> str:
+    return str(utc_iso(value))[:10]
+
+
+def parse_int(name: str, raw: Optional[str], minimum: int = 0,
               maximum: Optional[int] = None) -> Optional[int]:
-    raw = request.params.get(name)
     if raw is None or raw == '':
         return None
     try:
@@ -148,9 +161,8 @@ def param_int(request, name: str, minimum: int = 0,
     return value
 
 
-def param_choice(request, name: str, choices: Iterable[str]
+def parse_choice(name: str, raw: Optional[str], choices: Iterable[str]
                  ) -> Optional[str]:
-    raw = request.params.get(name)
     if raw is None or raw == '':
         return None
     choices = list(choices)
@@ -158,6 +170,20 @@ def param_choice(request, name: str, choices: Iterable[str]
         raise ParameterError('%s=%s is unknown; expected one of %s'
                              % (name, quote(raw), ', '.join(choices)))
     return raw
+
+
+def param_datetime(request: Any, name: str) -> Optional[datetime.datetime]:
+    return parse_datetime(name, request.params.get(name))
+
+
+def param_int(request: Any, name: str, minimum: int = 0,
+              maximum: Optional[int] = None) -> Optional[int]:
+    return parse_int(name, request.params.get(name), minimum, maximum)
+
+
+def param_choice(request: Any, name: str, choices: Iterable[str]
+                 ) -> Optional[str]:
+    return parse_choice(name, request.params.get(name), choices)
 
 
 def parse_oid(raw: str) -> int:

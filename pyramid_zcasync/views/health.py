@@ -8,6 +8,8 @@ away, its disk full).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 
 import transaction
@@ -19,7 +21,7 @@ from . import route_name
 log = logging.getLogger('pyramid_zcasync.trace')
 
 
-def database_answers(db) -> bool:
+def database_answers(db: Any) -> bool:
     storage = db.storage
     is_connected = getattr(storage, 'is_connected', None)
     if is_connected is not None and not is_connected():
@@ -38,7 +40,7 @@ def database_answers(db) -> bool:
     return True
 
 
-def dispatcher_ok(registry) -> bool:
+def dispatcher_ok(registry: Any) -> bool:
     running = getattr(registry, 'zcasync_dispatcher', None)
     if running is None:
         return True  # this process runs no dispatcher: not its job
@@ -48,7 +50,7 @@ def dispatcher_ok(registry) -> bool:
             and not running.storage_trouble)
 
 
-def health(request):
+def health(request: Any) -> Any:
     up = (database_answers(queue_database(request.registry))
           and dispatcher_ok(request.registry))
     response = request.response
@@ -59,6 +61,6 @@ def health(request):
     return response
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     config.add_view(health, route_name=route_name('health'),
                     request_method=('GET', 'HEAD'))

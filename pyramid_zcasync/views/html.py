@@ -1,18 +1,18 @@
-"""HTML building blocks of the admin pages: templates, escaping, small
-formats, and the forms carrying the CSRF token.
+"""What the admin pages show, computed: escaping, small formats, and the
+values of the pieces every section uses (a job's label, a time, a pill, an
+action button with its CSRF token).  The markup of those pieces is in
+``templates/macros.jinja2``; the pages are rendered by :mod:`.pages`.
 
-Every value put in a page goes through :func:`e`: HTML-escaped, and its
-control and bidi characters made visible (a job's text must not reorder
-the page with U+202E); pages are :class:`string.Template` files under
-``templates/``.
+Every value put in a page goes through :func:`e` (the templates'
+``finalize``): HTML-escaped, and its control and bidi characters made
+visible (a job's text must not reorder the page with U+202E).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import html
-import os
-import string
-from typing import Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pyramid.csrf import get_csrf_token
 from pyramid.interfaces import IDefaultCSRFOptions
@@ -24,26 +24,16 @@ from ..interfaces import CALLBACKS, COMPLETED
 from ..safetext import KEEP_LINES, clip, escape
 from . import route_name
 
-TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                         'templates')
-_templates: dict = {}
+__all__ = ['clip']  # the sections clip with it too
 
 
-def template(name: str) -> string.Template:
-    found = _templates.get(name)
-    if found is None:
-        with open(os.path.join(TEMPLATES, name), encoding='utf-8') as stream:
-            found = _templates[name] = string.Template(stream.read())
-    return found
-
-
-def e(value) -> str:
+def e(value: Any) -> str:
     return html.escape(escape(str(value), KEEP_LINES), quote=True)
 
 
 # -- small formats --------------------------------------------------------
 
-def status_word(job) -> str:
+def status_word(job: Any) -> str:
     """What a job's state is called for people: a completed job
     ``succeeded`` or ``failed`` (zc.async's COMPLETED with a failure for
     a result is a state of the machine, not a word for a reader)."""
@@ -54,7 +44,7 @@ def status_word(job) -> str:
     return job.status.replace('-status', '')
 
 
-def state_phrase(job) -> str:
+def state_phrase(job: Any) -> str:
     """``it succeeded``, ``it failed``, ``it is pending``: for messages."""
     word = status_word(job)
     return 'it ' + word if word in ('failed', 'succeeded') else 'it is ' + word
@@ -64,21 +54,35 @@ def short_uuid(uuid: str) -> str:
     return uuid[:8]
 
 
-def oid_of(job) -> Optional[int]:
+def oid_of(job: Any) -> Optional[int]:
     oid = getattr(job, '_p_oid', None)
     return int.from_bytes(oid, 'big') if oid else None
 
 
-def job_ref(job) -> str:
+@dataclasses.dataclass(frozen=True)
+class JobLabel:
+    """A job as the page names it: ``0x2a``, its database in the title."""
+    oid: Optional[int]
+    database: str = ''
+
+    @property
+    def text(self) -> str:
+        return 'unsaved' if self.oid is None else '0x%x' % self.oid
+
+    @property
+    def title(self) -> str:
+        return '' if self.oid is None else 'oid %d in database %r' % (
+            self.oid, self.database)
+
+
+def job_label(job: Any) -> JobLabel:
     oid = oid_of(job)
     if oid is None:
-        return '<span class="oid">unsaved</span>'
-    database = job._p_jar.db().database_name if job._p_jar else ''
-    return '<span class="oid" title="oid %d in database %s">0x%x</span>' % (
-        oid, e(repr(database)), oid)
+        return JobLabel(None)
+    return JobLabel(oid, job._p_jar.db().database_name if job._p_jar else '')
 
 
-def call_text(job) -> str:
+def call_text(job: Any) -> str:
     func = job.callable
     name = getattr(func, '__qualname__', None) or getattr(
         func, '__name__', None) or repr(func)
@@ -125,63 +129,76 @@ def took(delta: Optional[datetime.timedelta]) -> str:
     return '%d h %d min' % (seconds // 3600, seconds % 3600 // 60)
 
 
-def when_html(when: Optional[datetime.datetime],
-              now: datetime.datetime) -> str:
-    if when is None:
-        return '<span class="muted">\u2014</span>'
-    utc = when.astimezone(clock.UTC)
-    iso = utc.replace(tzinfo=None).isoformat() + 'Z'
+@dataclasses.dataclass(frozen=True)
+class When:
+    """A time: ISO-8601 for machines, short and relative for people."""
+    iso: str
+    shown: str
+    ago: str
+
+
+def when(moment: Optional[datetime.datetime],
+         now: datetime.datetime) -> Optional[When]:
+    """None (shown as a dash) when there is no time."""
+    if moment is None:
+        return None
+    utc = moment.astimezone(clock.UTC)
     shown = utc.strftime('%H:%M:%S') if abs(now - utc) < datetime.timedelta(
         hours=20) else utc.strftime('%Y-%m-%d %H:%M')
-    return ('<time class="when" datetime="%s" title="%s">%s '
-            '<span class="ago">%s</span></time>'
-            % (e(iso), e(iso), e(shown), e(ago(utc, now))))
+    return When(utc.replace(tzinfo=None).isoformat() + 'Z', shown,
+                ago(utc, now))
 
 
-def pill(text: str, kind: str) -> str:
-    return '<span class="pill %s">%s</span>' % (kind, e(text))
+@dataclasses.dataclass(frozen=True)
+class Pill:
+    """A state word in a coloured pill: ``kind`` is ok, bad, warn or idle."""
+    text: str
+    kind: str
 
 
-def queue_label(name: str) -> str:
-    return e(name) if name else '<span class="muted">(default)</span>'
-
-
-def is_failed(job) -> bool:
+def is_failed(job: Any) -> bool:
     return (job.status in (CALLBACKS, COMPLETED)
             and isinstance(job.result, Failure))
 
 
 # -- forms ----------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class Button:
+    """An action's form: POSTed to ``url`` with the CSRF token and
+    ``fields``; disabled (no form) when the app can make no token."""
+    action: str
+    url: str
+    label: str
+    kind: str
+    fields: Tuple[Tuple[str, str], ...]
+    confirm: Optional[str]
+    busy: str
+    enabled: bool
+
+
 class Forms:
     """The action buttons, with the CSRF token when the app can make one."""
 
-    def __init__(self, request):
+    def __init__(self, request: Any) -> None:
         self.request = request
         options = request.registry.queryUtility(IDefaultCSRFOptions)
         self.field = getattr(options, 'token', None) or 'csrf_token'
         try:
-            self.token = get_csrf_token(request)
+            self.token: Optional[str] = get_csrf_token(request)
         except Exception:  # no session factory nor CSRF storage policy
             self.token = None
 
-    def button(self, action: str, fields: dict, label: str,
+    def button(self, action: str, fields: Dict[str, Any], label: str,
                kind: str = '', confirm: Optional[str] = None,
-               busy: Optional[str] = None) -> str:
-        url = self.request.route_path(route_name(action))
-        if self.token is None:
-            return ('<button class="btn %s" type="button" disabled title="'
-                    'Actions need a session factory or a CSRF storage '
-                    'policy in the app">%s</button>' % (kind, e(label)))
-        hidden = [(self.field, self.token)] + list(fields.items())
-        inputs = ''.join('<input type="hidden" name="%s" value="%s">'
-                         % (e(name), e(value)) for name, value in hidden)
-        question = ' data-confirm="%s"' % e(confirm) if confirm else ''
-        return ('<form class="inline" method="post" action="%s"%s>%s'
-                '<button class="btn %s" type="submit" data-action="%s"'
-                ' data-busy="%s">%s</button></form>'
-                % (e(url), question, inputs, kind, e(action),
-                   e(busy or label + '\u2026'), e(label)))
+               busy: Optional[str] = None) -> Button:
+        hidden: List[Tuple[str, str]] = []
+        if self.token is not None:
+            hidden = [(self.field, self.token)] + [
+                (name, str(value)) for name, value in fields.items()]
+        return Button(action, self.request.route_path(route_name(action)),
+                      label, kind, tuple(hidden), confirm,
+                      busy or label + '\u2026', self.token is not None)
 
 
 def secure(response: Response, nonce: Optional[str] = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import transaction
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
@@ -126,7 +126,7 @@ def _bound(bound: float) -> str:
 class ZcasyncCollector:
     """Yields every ``zcasync_`` metric of one app, read at scrape time."""
 
-    def __init__(self, registry):
+    def __init__(self, registry: Any) -> None:
         self.registry = registry  # the Pyramid registry, not Prometheus'
         self.totals = JobTotals()
 
@@ -176,7 +176,7 @@ class ZcasyncCollector:
         yield pending
 
 
-def read_queue_counts(db) -> Dict[str, Dict[str, int]]:
+def read_queue_counts(db: Any) -> Dict[str, Dict[str, int]]:
     """``{queue: {state: count}}`` read in a connection of its own, so a
     scrape never joins (or conflicts with) the request's transaction."""
     manager = transaction.TransactionManager()
@@ -199,12 +199,12 @@ def read_queue_counts(db) -> Dict[str, Dict[str, int]]:
         connection.close()
 
 
-def metrics_registry(registry) -> CollectorRegistry:
+def metrics_registry(registry: Any) -> CollectorRegistry:
     """This app's Prometheus registry (made by ``includeme``)."""
     return registry.zcasync_metrics
 
 
-def metrics(request) -> Response:
+def metrics(request: Any) -> Response:
     """The exposition; a Response, so the admin JSON renderer is skipped."""
     response = Response(generate_latest(metrics_registry(request.registry)))
     response.headers['Content-Type'] = CONTENT_TYPE_LATEST
@@ -212,7 +212,7 @@ def metrics(request) -> Response:
     return response
 
 
-def includeme(config) -> None:
+def includeme(config: Any) -> None:
     prometheus = CollectorRegistry(auto_describe=False)
     prometheus.register(ZcasyncCollector(config.registry))
     config.registry.zcasync_metrics = prometheus

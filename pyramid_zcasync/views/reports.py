@@ -18,7 +18,8 @@ import fnmatch
 import heapq
 import itertools
 import types
-from typing import Iterable, Iterator, List, Optional
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
+                    Tuple)
 
 from .. import clock
 from ..safetext import quote
@@ -26,6 +27,7 @@ from ..failure import Failure
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
 from ..job import Job
 from .format import job_id, not_found
+from .results import DispatcherStatus, JobInfo, JobStats, Status
 
 #: The short status names zc.async's monitor used.
 STATUS_NAMES = {NEW: 'new', PENDING: 'pending', ASSIGNED: 'assigned',
@@ -87,11 +89,11 @@ class Selection:
     window: Window = dataclasses.field(default_factory=Window)
     callable: Optional[str] = None
 
-    def registrations(self, queue) -> list:
+    def registrations(self, queue: Any) -> List[Any]:
         return [r for r in queue.dispatchers.values()
                 if self.uuid is None or r.UUID == self.uuid]
 
-    def agents_of(self, registration) -> list:
+    def agents_of(self, registration: Any) -> List[Any]:
         return [a for a in registration.values()
                 if self.agent is None or a.name == self.agent]
 
@@ -111,7 +113,8 @@ class Selection:
             self.callable is None or callable_matches(self.callable, job))
 
 
-def select(queues, queue: Optional[str] = None, uuid: Optional[str] = None,
+def select(queues: Any, queue: Optional[str] = None,
+           uuid: Optional[str] = None,
            agent: Optional[str] = None, window: Optional[Window] = None,
            callable: Optional[str] = None) -> Selection:
     """A Selection; an unknown queue, dispatcher or agent is a 404 (a
@@ -155,7 +158,7 @@ def pending_jobs(selection: Selection) -> Iterator[Job]:
     return heapq.merge(*sources, key=lambda job: (-job.priority, job._key))
 
 
-def _pending_in(queue, selection: Selection,
+def _pending_in(queue: Any, selection: Selection,
                 agents: Optional[list]) -> Iterator[Job]:
     return (job for job in queue
             if selection.keeps(job) and _claimable(job, agents))
@@ -201,7 +204,7 @@ def completed_jobs(selection: Selection, which: str = 'completed'
             yield job
 
 
-def _history(agent, selection: Selection) -> Iterator[Job]:
+def _history(agent: Any, selection: Selection) -> Iterator[Job]:
     since = selection.window.since
     if since is not None and selection.window.field in (None, 'active_end'):
         return reversed(list(agent.completed.since(since)))
@@ -254,7 +257,7 @@ def outcome(job: Job) -> str:
     return STATUS_NAMES.get(job.status, str(job.status))
 
 
-def short_repr(value, limit: int = REPR_LIMIT) -> str:
+def short_repr(value: Any, limit: int = REPR_LIMIT) -> str:
     try:
         text = repr(value)
     except Exception as exc:  # a repr that raises must not break a report
@@ -262,7 +265,7 @@ def short_repr(value, limit: int = REPR_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
-def callable_name(func) -> str:
+def callable_name(func: Any) -> str:
     """Dotted name of a job's callable (a bound method: its class's)."""
     if isinstance(func, types.MethodType):
         owner = func.__self__
@@ -285,7 +288,7 @@ def callable_matches(pattern: str, job: Job) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
-def reference(job) -> Optional[list]:
+def reference(job: Any) -> Optional[List[Any]]:
     """The id of a related job, or None (not stored yet, or no job)."""
     if job is None or getattr(job, '_p_jar', None) is None:
         return None
@@ -309,7 +312,8 @@ def retry_policy_name(job: Job) -> Optional[str]:
     return '%s.%s' % (cls.__module__, cls.__qualname__)
 
 
-def describe(job: Job, now: Optional[datetime.datetime] = None) -> dict:
+def describe(job: Job, now: Optional[datetime.datetime] = None
+             ) -> JobInfo:
     """Everything the job view shows; datetimes and durations are left
     to the JSON renderer."""
     now = now or clock.utcnow()
@@ -350,7 +354,7 @@ def describe(job: Job, now: Optional[datetime.datetime] = None) -> dict:
     }
 
 
-def first_of(items, show) -> list:
+def first_of(items: Any, show: Callable[[Any], Any]) -> List[Any]:
     """``show`` of the first LIST_LIMIT items, then how many were left
     out: a job is anyone's input, and its view is one answer."""
     shown = [show(item) for item in itertools.islice(items, LIST_LIMIT)]
@@ -361,16 +365,16 @@ def first_of(items, show) -> list:
     return shown
 
 
-def statistics(jobs: Iterable[Job], now: datetime.datetime) -> dict:
+def statistics(jobs: Iterable[Job], now: datetime.datetime) -> JobStats:
     """zc.async's jobstats: counts by state, and the jobs that waited and
     ran longest and shortest (zc.async's "shortest" kept the longest)."""
-    stats: dict = dict.fromkeys(
+    counts: Dict[str, int] = dict.fromkeys(
         ('pending', 'assigned', 'active', 'callbacks', 'succeeded',
          'failed'), 0)
-    extremes: dict = {}
+    extremes: Dict[str, Tuple[datetime.timedelta, Job]] = {}
     for job in jobs:
         name = outcome(job)
-        stats[name] = stats.get(name, 0) + 1
+        counts[name] = counts.get(name, 0) + 1
         for label, value in zip(('wait', 'active'), durations(job, now)):
             if value is None:
                 continue
@@ -379,6 +383,7 @@ def statistics(jobs: Iterable[Job], now: datetime.datetime) -> dict:
                 key = '%s %s' % (kind, label)
                 if key not in extremes or better(extremes[key][0]):
                     extremes[key] = (value, job)
+    stats: JobStats = dict(counts)
     for key in ('longest wait', 'shortest wait', 'longest active',
                 'shortest active'):
         found = extremes.get(key)
@@ -388,13 +393,13 @@ def statistics(jobs: Iterable[Job], now: datetime.datetime) -> dict:
 
 
 def dispatcher_status(selection: Selection,
-                      now: Optional[datetime.datetime] = None) -> dict:
+                      now: Optional[datetime.datetime] = None) -> Status:
     """zc.async's ``asyncdb status``: per queue, its length and quotas,
     and its activated dispatchers with their pings and agents."""
     now = now or clock.utcnow()
-    report = {}
+    report: Status = {}
     for queue in selection.queues:
-        dispatchers = {}
+        dispatchers: Dict[str, DispatcherStatus] = {}
         for reg in selection.registrations(queue):
             if not reg.activated:
                 continue
@@ -422,5 +427,5 @@ def dispatcher_status(selection: Selection,
     return report
 
 
-def _name_or_none(func) -> Optional[str]:
+def _name_or_none(func: Any) -> Optional[str]:
     return None if func is None else callable_name(func)

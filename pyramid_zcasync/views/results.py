@@ -1,0 +1,109 @@
+"""The shapes of the admin queries' answers (:mod:`.queries`).
+
+They are plain dictionaries because they are the JSON of the admin views
+(after :func:`.format.to_json` turns datetimes, durations and failures
+into JSON values) and the rows of ``pzcasync``'s tables; typing them here
+lets both sides be checked against one definition.  Keys with spaces are
+zc.async's monitor's names, kept for compatibility, hence the functional
+``TypedDict`` syntax.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Dict, List, Optional, TypedDict, Union
+
+from ..failure import Failure
+
+#: A job as the reports name it: ``[oid, database name]``.
+JobId = List[Union[int, str]]
+
+JobInfo = TypedDict('JobInfo', {
+    'id': JobId,
+    'repr': str,
+    'status': str,
+    'callable': str,
+    'args': List[str],
+    'kwargs': Dict[str, str],
+    'begin after': Optional[datetime.datetime],
+    'begin by': Optional[datetime.datetime],
+    'active start': Optional[datetime.datetime],
+    'active end': Optional[datetime.datetime],
+    'initial callbacks end': Optional[datetime.datetime],
+    'wait': Optional[datetime.timedelta],
+    'active': Optional[datetime.timedelta],
+    'failed': bool,
+    'result': Optional[str],
+    'failure': Optional[Failure],
+    'dispatcher': Optional[str],
+    'queue': Optional[str],
+    'agent': Optional[str],
+    'quota names': List[str],
+    'retry policy': Optional[str],
+    'callbacks': List[Union[JobId, None, str]],
+    'parent': Optional[JobId],
+    'waiting for': Optional[JobId],
+    'annotations': List[str],
+})
+
+TracebackInfo = TypedDict('TracebackInfo', {
+    'id': JobId,
+    'type': str,
+    'message': str,
+    'traceback': str,
+    'omitted characters': int,
+})
+
+
+class Extreme(TypedDict):
+    """The job that waited or ran longest (or shortest), and how long."""
+    duration: datetime.timedelta
+    job: JobId
+
+
+#: Counts by outcome (``pending`` ... ``failed``) and the four extremes
+#: (``longest wait`` ... ``shortest active``), each an Extreme or None.
+JobStats = Dict[str, Union[int, Optional[Extreme]]]
+
+
+class AgentStatus(TypedDict):
+    size: int
+    len: int
+    completed: int
+    filter: Optional[str]
+    chooser: Optional[str]
+
+
+DispatcherStatus = TypedDict('DispatcherStatus', {
+    'activated': datetime.datetime,
+    'last ping': Optional[datetime.datetime],
+    'since ping': Optional[datetime.timedelta],
+    'dead': bool,
+    'ping interval': datetime.timedelta,
+    'ping death interval': datetime.timedelta,
+    'agents': Dict[str, AgentStatus],
+})
+
+
+class QuotaStatus(TypedDict):
+    size: int
+    len: int
+
+
+class QueueStatus(TypedDict):
+    len: int
+    quotas: Dict[str, QuotaStatus]
+    dispatchers: Dict[str, DispatcherStatus]
+
+
+#: A queue's name -> its status.
+Status = Dict[str, QueueStatus]
+
+#: One job of a listing, as the ``display`` asks: its id, its repr, or
+#: all of it.
+ListedJob = Union[JobId, str, JobInfo]
+
+
+class Changed(TypedDict):
+    """What an action did (``retried``, ``cancelled``) to which job."""
+    done: str
+    job: JobInfo
