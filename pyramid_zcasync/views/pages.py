@@ -22,9 +22,9 @@ from typing import Any, Dict, Optional
 from markupsafe import Markup
 from pyramid.path import DottedNameResolver
 from pyramid.response import Response
-from pyramid_jinja2 import (  # type: ignore
+from pyramid_jinja2 import (
     create_environment_from_options)
-from pyramid_jinja2.settings import (  # type: ignore
+from pyramid_jinja2.settings import (
     parse_env_options_from_settings, parse_loader_options_from_settings)
 
 from .html import e, secure
