@@ -16,9 +16,9 @@ import BTrees.Length
 import BTrees.OOBTree
 import persistent
 
-from . import clock, keys
+from . import clock, keys, lifecycle
 from .failure import Failure
-from .interfaces import CALLBACKS, COMPLETED
+from .job import Job
 from .quota import FLOOR, above_floor, check_size, floor_tree
 
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -230,9 +230,7 @@ class Agent(persistent.Persistent):
             return None
         job = self._choose(now)
         if job is not None:
-            job.assignerUUID = self.UUID
-            job.agent = self
-            self._active[job._key] = job
+            lifecycle.take_slot(self, job)
         return job
 
     def _claims_allowed(self) -> bool:
@@ -259,13 +257,10 @@ class Agent(persistent.Persistent):
             return self._chooser(self, now=now)
         return self._chooser(self)
 
-    def jobCompleted(self, job) -> None:
-        """Free the job's slot; completed jobs enter the history."""
-        self._active.pop(job._key, None)
-        if job.agent is not None:  # a write would pickle the job again
-            job.agent = None
-        if job.status in (CALLBACKS, COMPLETED):
-            self.completed.add(job)
+    def jobCompleted(self, job: Job) -> None:
+        """Free the job's slot and quotas (lifecycle.release); completed
+        jobs enter the history."""
+        lifecycle.release(job, self)
 
 
 def _exclusive(chooser: Optional[Callable], filter: Optional[Callable]) -> None:

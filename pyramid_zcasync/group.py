@@ -35,10 +35,10 @@ from typing import (Callable, ContextManager, Iterable, List, NamedTuple,
 
 from ZODB.POSException import ConflictError
 
-from . import local, retry
+from . import lifecycle, local, retry
 from .failure import Failure
 from .interfaces import ASSIGNED
-from .runner import Runner, outcome, release_if_ours
+from .runner import Runner, outcome
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -119,7 +119,7 @@ class GroupRunner:
 
         def release(connection):
             for oid in oids:
-                release_if_ours(connection.get(oid), uuid)
+                lifecycle.release_finished(connection.get(oid), uuid)
         self.runner.bookkeep(release, lock=self.runner.lock)
 
     def _group(self, oids: Iterable[bytes], lease) -> Tuple[GroupResult, bool]:
@@ -151,7 +151,7 @@ class GroupRunner:
                     # Slots and history last, once: released inside the
                     # loop, the agent's buckets would be pickled again at
                     # every savepoint.
-                    job.queue.release(job, agent)
+                    lifecycle.release(job, agent)
                 else:
                     job.agent = agent  # freed afterwards
             manager.commit()
@@ -172,7 +172,7 @@ class GroupRunner:
     def _run_one(self, job, txn) -> bool:
         """Run ``job`` under a savepoint; False: hand it to the Runner."""
         savepoint = txn.savepoint()
-        job.mark_active(self.runner.clock.utcnow())
+        lifecycle.start(job, self.runner.clock.utcnow())
         try:
             with local.running(job, self.runner.db, self.runner.dispatcher,
                                grouped=True):
@@ -187,15 +187,15 @@ class GroupRunner:
             failure = Failure.from_exception(exc)
             if job.getRetryPolicy().jobError(failure, {}) is not False:
                 return False  # its policy retries: let the Runner do it
-            job.mark_active(self.runner.clock.utcnow())
-            job.resolve(failure, run_callbacks=False, release=False)
+            lifecycle.start(job, self.runner.clock.utcnow())
+            lifecycle.finish(job, failure)
             log.log(job.failure_log_level, '%r failed: %s', job,
                     failure.getTraceback())
             return True
         if hasattr(result, 'addBoth'):  # a Deferred: needs the Runner
             savepoint.rollback()
             return False
-        job.resolve(result, run_callbacks=False, release=False)
+        lifecycle.finish(job, result)
         trace.debug('%r succeeded in a group', job)
         return True
 

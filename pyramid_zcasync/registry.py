@@ -18,10 +18,10 @@ import persistent
 import zope.event
 from persistent.timestamp import TimeStamp
 
-from . import clock, retry
+from . import clock, lifecycle, retry
 from .agent import Agent
-from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, DispatcherActivated,
-                         DispatcherDeactivated)
+from .interfaces import ACTIVE, DispatcherActivated, DispatcherDeactivated
+from .job import Job
 
 log = logging.getLogger('pyramid_zcasync.events')
 
@@ -166,29 +166,26 @@ class DispatcherAgent(persistent.Persistent):
         return count
 
 
-def recover_job(job, reason: str) -> None:
-    """Decide the fate of a job whose dispatcher went away."""
-    queue = job.queue
-    if job.status == ASSIGNED:
-        queue.requeue(job)  # never started: nothing to undo, run it
-    elif job.status == ACTIVE:
-        policy = job.getRetryPolicy()
-        decision = retry.check_decision(policy.interrupted(), 'interrupted',
-                                        policy)
-        if decision is True:
-            queue.requeue(job)
-        elif isinstance(decision, datetime.timedelta):
-            queue.requeue(job, begin_after=clock.utcnow() + decision)
-        elif isinstance(decision, datetime.datetime):
-            queue.requeue(job, begin_after=decision)
-        else:
-            job.fail(JobInterrupted('dispatcher %s %s while %r was running'
-                                    % (job.assignerUUID, reason, job)))
-    elif job.status == CALLBACKS:
-        queue.release(job)
-        job.complete_callbacks_elsewhere()
+def recover_job(job: Job, reason: str) -> None:
+    """Decide the fate of a job whose dispatcher went away: one that may
+    have started is its retry policy's to requeue or fail; any other goes
+    back to its queue or finishes its callbacks (lifecycle.recover)."""
+    if job.status != ACTIVE:
+        lifecycle.recover(job)
+        return
+    policy = job.getRetryPolicy()
+    decision = retry.check_decision(policy.interrupted(), 'interrupted',
+                                    policy)
+    if decision is False:
+        lifecycle.fail(job, JobInterrupted(
+            'dispatcher %s %s while %r was running'
+            % (job.assignerUUID, reason, job)))
+    elif decision is True:
+        lifecycle.requeue(job)
+    elif isinstance(decision, datetime.timedelta):
+        lifecycle.requeue(job, begin_after=clock.utcnow() + decision)
     else:
-        queue.release(job)
+        lifecycle.requeue(job, begin_after=decision)
 
 
 class DispatcherAgents(persistent.Persistent):

@@ -21,7 +21,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from . import clock as clock_module
-from . import local, retry
+from . import lifecycle, local, retry
 from .failure import Failure
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW
 from .job import Job
@@ -147,8 +147,8 @@ class Runner:
         for a job it returned); its own transaction left them alone.
         The lock is not held across a back-off wait: that would stop this
         dispatcher's polls and pings for as long as the wait lasts."""
-        self.bookkeep(lambda conn: release_if_ours(conn.get(oid), self.uuid),
-                      lock=self.lock)
+        self.bookkeep(lambda conn: lifecycle.release_finished(
+            conn.get(oid), self.uuid), lock=self.lock)
 
     def _start(self, job, started: Optional[dict] = None) -> bool:
         started = {} if started is None else started
@@ -162,7 +162,7 @@ class Runner:
             return False
         job.annotations  # created now so live annotations never touch job
         started['at'] = self.clock.utcnow()
-        job.mark_active(started['at'])
+        lifecycle.start(job, started['at'])
         log.info('starting %r', job)
         return True
 
@@ -258,8 +258,7 @@ class Runner:
             self.call_seconds = time.monotonic() - called
             try:
                 policy.updateData(data_cache)
-                job.resolve(result, run_callbacks=inline_callbacks,
-                            release=False)
+                lifecycle.finish(job, result, inline_callbacks)
                 self.manager.commit()
                 if not inline_callbacks:  # the job, not one of its callbacks
                     self.outcome = outcome(job)
@@ -280,10 +279,9 @@ class Runner:
         if job is None:
             return
         if job.status in (NEW, ASSIGNED):
-            job.mark_active(self.clock.utcnow())
+            lifecycle.start(job, self.clock.utcnow())
         job.getRetryPolicy().updateData(data_cache)
-        job.resolve(failure, run_callbacks=inline_callbacks,
-                    release=False)
+        lifecycle.finish(job, failure, inline_callbacks)
         if not inline_callbacks:
             self.outcome = outcome(job)
         log.log(job.failure_log_level, '%r failed: %s', job,
@@ -320,7 +318,7 @@ def _put_back(job, due: datetime.datetime, data_cache: dict) -> bool:
     if job.queue is None:
         return False  # a callback: it has no queue to wait in
     job.getRetryPolicy().updateData(data_cache)
-    job.queue.requeue(job, begin_after=due)
+    lifecycle.requeue(job, begin_after=due)
     log.info('%r goes back to its queue for a retry at %s', job,
              due.isoformat())
     return True
@@ -344,12 +342,8 @@ def outcome(job) -> dict:
             'runtime': runtime}
 
 
-def release_if_ours(job, uuid: str) -> None:
-    agent = job.agent
-    if agent is None or agent.UUID != uuid or job.queue is None:
-        return  # released already, or recovered by a sibling meanwhile
-    if job.status == COMPLETED or job.waiting_for is not None:
-        job.queue.release(job)
+#: The name the executor imports (lifecycle.release_finished).
+release_if_ours = lifecycle.release_finished
 
 
 def _next_callback_oid_or_finish(job):
@@ -357,14 +351,14 @@ def _next_callback_oid_or_finish(job):
         return None  # no result yet (waiting for a job it returned), or done
     for callback in job.pending_callbacks():
         return callback._p_oid
-    job.mark_callbacks_done()
+    lifecycle.finish_callbacks(job)
     return None
 
 
 def _startable_callback(callback):
     if callback.status != NEW:
         return None
-    callback.mark_active()
+    lifecycle.start(callback)
     return callback
 
 
