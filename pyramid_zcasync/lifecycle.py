@@ -3,14 +3,18 @@ it holds.
 
 The statuses (interfaces.py) and the moves between them (TRANSITIONS)::
 
-    NEW ───put───> PENDING ───claim───> ASSIGNED ───start───> ACTIVE
-     ^ <──unqueue──┘  │                  │  │                  │  │
-     │                │ cancel, expire   │  │ fail             │  │ finish
-     │                v                  │  v                  │  v
-     │            CALLBACKS ──finish_callbacks──> COMPLETED <──┘  │
-     │                                             │   (no callbacks)
-     ├──────requeue (a retry, recovery) <─ ASSIGNED, ACTIVE
-     └──────retry_failed, requeue <─────────────── COMPLETED
+             put            claim            start
+      NEW ────────> PENDING ──────> ASSIGNED ──────> ACTIVE
+       ^ <─unqueue──┘  │               │                │
+       │               │ cancel,       │ fail           │ finish, fail
+       │               │ expire        │                │
+       │               v               v                v
+       │        CALLBACKS (callbacks pending), else COMPLETED
+       │               │
+       │               └──finish_callbacks──> COMPLETED
+       │
+       ├── requeue (a retry, recovery): ASSIGNED or ACTIVE -> NEW -> PENDING
+       └── retry_failed: COMPLETED (failed) -> NEW -> PENDING
 
 A job's path through a dispatcher, naming the functions here:
 ``put`` (Queue.put) → ``claim`` (Queue.claim, from an agent's chooser) →
@@ -269,18 +273,19 @@ def release(job: Job, agent: Optional['Agent'] = None) -> None:
     """Free what a job held while it ran: its quotas, and its slot in
     ``agent`` (by default its own: a group unassigns its jobs first);
     a job with its result enters the agent's history.  Harmless when
-    done already (a BTree's ``pop`` of a missing key writes nothing)."""
+    done already: a BTree's ``pop`` of a missing key writes nothing, and
+    the history gets the job only from the call that freed its slot."""
     queue = job.queue
     if queue is not None and job.quota_names:
         queue.quotas.release(job)
     agent = agent if agent is not None else job.agent
     if agent is None:
         return
-    agent._active.pop(job._key, None)
+    held = agent._active.pop(job._key, None) is not None
     if job.agent is not None:  # a write would pickle the job again
         job.agent = None
-    if job._status in (CALLBACKS, COMPLETED):
-        agent.completed.add(job)
+    if held and job._status in (CALLBACKS, COMPLETED):
+        agent.completed.add(job)  # once: only when its slot was freed
 
 
 def release_finished(job: Job, uuid: Optional[str]) -> None:
