@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import logging
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, cast
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -35,7 +35,9 @@ TRIM_SLACK = 100
 TRIM_SLACK_AGE = datetime.timedelta(hours=1)
 
 
-def claim_from_queue(agent: 'Agent', now=None):
+def claim_from_queue(agent: 'Agent',
+                     now: Optional[datetime.datetime] = None
+                     ) -> Optional[Job]:
     """The default chooser: the queue's next job that the filter allows."""
     return agent.queue.claim(agent.filter, now=now)
 
@@ -74,11 +76,11 @@ class CompletedHistory(persistent.Persistent):
         self._jobs = BTrees.OOBTree.OOBTree()
         self._length = BTrees.Length.Length()
 
-    def add(self, job, now: Optional[datetime.datetime] = None) -> None:
+    def add(self, job: Job, now: Optional[datetime.datetime] = None) -> None:
         now = now or clock.utcnow()
         ended = job.active_end or now
         keys.insert_unique(self._jobs, keys.make(clock.to_micros(ended),
-                                                 keys.tiebreak_of(job._key)),
+                                                 keys.tiebreak_of(cast(int, job._key))),
                            job)
         self._length.change(1)
         if (self._length() > self.max_size + TRIM_SLACK
@@ -105,17 +107,17 @@ class CompletedHistory(persistent.Persistent):
     def __len__(self) -> int:
         return self._length()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Job]:
         """Newest first."""
         return reversed(list(self._jobs.values()))
 
-    def first(self):
+    def first(self) -> Optional[Job]:
         """The most recently completed job, or None."""
         if not self._jobs:
             return None
         return self._jobs[self._jobs.maxKey()]
 
-    def since(self, when: datetime.datetime):
+    def since(self, when: datetime.datetime) -> Iterable[Job]:
         """Jobs completed at or after ``when``, oldest first."""
         return self._jobs.values(min=keys.first_of(clock.to_micros(when)))
 
@@ -157,15 +159,15 @@ class Agent(persistent.Persistent):
         self.size = check_size(size, 'agent %r size' % name)
         self.chooser = chooser
         self.filter = filter
-        #: The DispatcherAgent holding this agent.
-        self.parent = None
+        #: The DispatcherAgent holding this agent (see ``registration``).
+        self.parent: Any = None
         self._active = floor_tree()
         self.completed = CompletedHistory()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<Agent %r %d/%d>' % (self.name, len(self), self.size)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         # Agents stored before chooser and filter became properties.
         for name in ('chooser', 'filter'):
             if name in state:
@@ -197,20 +199,25 @@ class Agent(persistent.Persistent):
         self._filter = filter
 
     @property
-    def queue(self):
-        return self.parent.parent.parent  # DispatcherAgent -> DispatcherAgents -> Queue
+    def registration(self) -> Any:
+        """The DispatcherAgent holding this agent (stored as ``parent``)."""
+        return self.parent
 
     @property
-    def UUID(self):
+    def queue(self) -> Any:
+        return self.parent.registrations.queue
+
+    @property
+    def UUID(self) -> str:
         return self.parent.UUID
 
     def __len__(self) -> int:
         return len(self._active) - 1
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Job]:
         return iter(list(above_floor(self._active)))
 
-    def __contains__(self, job) -> bool:
+    def __contains__(self, job: object) -> bool:
         return self._active.get(getattr(job, '_key', FLOOR)) is job
 
     @property
@@ -218,7 +225,7 @@ class Agent(persistent.Persistent):
         return max(self.size - len(self), 0)
 
     def claimJob(self, now: Optional[datetime.datetime] = None,
-                 limit: Optional[int] = None):
+                 limit: Optional[int] = None) -> Optional[Job]:
         """Claim one job for this agent's dispatcher, if a slot is free.
 
         ``limit`` lets a dispatcher hold more claimed jobs than ``size``
@@ -250,7 +257,7 @@ class Agent(persistent.Persistent):
             return False
         return True
 
-    def _choose(self, now: Optional[datetime.datetime]):
+    def _choose(self, now: Optional[datetime.datetime]) -> Optional[Job]:
         if self._chooser is None:
             return claim_from_queue(self, now=now)
         if self._chooser_takes_now:

@@ -30,14 +30,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import (Callable, ContextManager, Iterable, List, NamedTuple,
-                    Optional, Tuple)
+from typing import (Any, Callable, ContextManager, Iterable, Iterator, List,
+                    NamedTuple, Optional, Tuple)
 
 from ZODB.POSException import ConflictError
 
 from . import lifecycle, local, retry
 from .failure import Failure
 from .interfaces import ASSIGNED
+from .job import Job
 from .runner import Runner, outcome
 
 log = logging.getLogger('pyramid_zcasync.events')
@@ -48,7 +49,7 @@ trace = logging.getLogger('pyramid_zcasync.trace')
 GROUP_WINDOW = 0.05
 
 
-def eligible(job, uuid: str) -> bool:
+def eligible(job: Job, uuid: Optional[str]) -> bool:
     return (job.status == ASSIGNED and job.assignerUUID == uuid
             and job.retry_policy_factory is None and job.parent is None
             and not job.callbacks and job.time_limit is None)
@@ -81,7 +82,7 @@ class GroupRunner:
 
     def run(self, oids: List[bytes]) -> List[Tuple[bytes, Optional[dict]]]:
         """Run every job of ``oids``; ``[(oid, outcome or None)]``."""
-        outcomes = []
+        outcomes: List[Tuple[bytes, Optional[dict]]] = []
         pending = list(oids)
         while pending:
             result = self.run_group(pending)
@@ -110,19 +111,20 @@ class GroupRunner:
         return result
 
     @contextlib.contextmanager
-    def _whole_lease(self):
+    def _whole_lease(self) -> Iterator['_KeptLease']:
         with self.runner.lock:
             yield _KeptLease()
 
     def _release(self, oids: List[bytes]) -> None:
         uuid = self.runner.uuid
 
-        def release(connection):
+        def release(connection: Any) -> None:
             for oid in oids:
                 lifecycle.release_finished(connection.get(oid), uuid)
         self.runner.bookkeep(release, lock=self.runner.lock)
 
-    def _group(self, oids: Iterable[bytes], lease) -> Tuple[GroupResult, bool]:
+    def _group(self, oids: Iterable[bytes], lease: Any
+               ) -> Tuple[GroupResult, bool]:
         """The group's transaction; and whether it freed the slots."""
         runner = self.runner
         manager = runner.manager
@@ -169,7 +171,7 @@ class GroupRunner:
             connection.close()
         return GroupResult(finished, alone, list(pending)), released
 
-    def _run_one(self, job, txn) -> bool:
+    def _run_one(self, job: Job, txn: Any) -> bool:
         """Run ``job`` under a savepoint; False: hand it to the Runner."""
         savepoint = txn.savepoint()
         lifecycle.start(job, self.runner.clock.utcnow())

@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime
 import logging
 import types
-from typing import Any, Callable, List, Optional, Union
+from typing import (Any, Callable, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 import BTrees.OOBTree
 import persistent
@@ -102,26 +103,26 @@ class Job(persistent.Persistent):
     # Defaults live on the class: an attribute enters the job's stored
     # record only once it is set, which keeps the record of a typical job
     # small (puts and claims of many jobs pickle many records).
-    _result = None
+    _result: Any = None
     _begin_after = clock.Moment('begin_after')
     _begin_by = clock.Moment('begin_by')
     _priority = 0
-    _annotations = None
-    _callbacks = None  # a PersistentList once a callback is added
+    _annotations: Any = None
+    _callbacks: Any = None  # a PersistentList once a callback is added
     active_start = clock.Moment('active_start')
     active_end = clock.Moment('active_end')
     initial_callbacks_end = clock.Moment('initial_callbacks_end')
-    assignerUUID = None
+    assignerUUID: Optional[str] = None
     #: The job whose result this callback job receives, if any.
-    parent = None
-    #: The queue holding or having held this job.
-    queue = None
+    parent: Optional['Job'] = None
+    #: The queue holding or having held this job (a queue.Queue).
+    queue: Any = None
     #: The agent that claimed this job, while it is assigned or active.
-    agent = None
+    agent: Any = None
     #: A job this job returned and is waiting for.
-    waiting_for = None
-    _key = None
-    _deadline_key = None
+    waiting_for: Optional['Job'] = None
+    _key: Optional[int] = None
+    _deadline_key: Optional[int] = None
     #: Written only by lifecycle.py; NEW stays out of the record.
     _status = NEW
 
@@ -156,7 +157,7 @@ class Job(persistent.Persistent):
         return self._args
 
     @args.setter
-    def args(self, value) -> None:
+    def args(self, value: Iterable[Any]) -> None:
         self._args = _TrackedList(self, value)
 
     @property
@@ -170,7 +171,7 @@ class Job(persistent.Persistent):
         return kwargs
 
     @kwargs.setter
-    def kwargs(self, value) -> None:
+    def kwargs(self, value: Mapping[str, Any]) -> None:
         self._kwargs = _TrackedDict(self, value)
 
     @property
@@ -180,7 +181,7 @@ class Job(persistent.Persistent):
         return self._quota_names
 
     @quota_names.setter
-    def quota_names(self, value) -> None:
+    def quota_names(self, value: Iterable[str]) -> None:
         if isinstance(value, (str, bytes)):
             raise TypeError('quota_names must be a sequence of names, not '
                             'a single string: use (%r,)' % (value,))
@@ -209,7 +210,7 @@ class Job(persistent.Persistent):
         return self._result
 
     @property
-    def callbacks(self):
+    def callbacks(self) -> Sequence['Job']:
         """The callback jobs, in order (an empty tuple until one is added:
         most jobs have none, and a list of their own would be one more
         object to store and load per job)."""
@@ -270,14 +271,14 @@ class Job(persistent.Persistent):
         oid = self._p_oid
         return '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved'
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         name = getattr(self.callable, '__qualname__', None) or repr(
             self.callable)
         return '<Job %s %s %s>' % (self._oid_repr(), name, self._status)
 
     # -- retry policy -----------------------------------------------------
 
-    def getRetryPolicy(self):
+    def getRetryPolicy(self) -> Any:
         """The policy deciding what to do when a run of this job fails."""
         from . import retry
         factory = self.retry_policy_factory
@@ -401,7 +402,9 @@ def _lifecycle() -> Any:
     return lifecycle
 
 
-def _route_result(success, failure, result):
+def _route_result(success: Optional[Callable[[Any], Any]],
+                  failure: Optional[Callable[[Any], Any]],
+                  result: Any) -> Any:
     if isinstance(result, Failure):
         return failure(result) if failure is not None else result
     return success(result) if success is not None else result
@@ -416,7 +419,7 @@ def _resolve_outer(outer: Job, result: Any) -> None:
 def _mutator(base: type, name: str) -> Callable:
     method = getattr(base, name)
 
-    def mutate(self, *args, **kwargs):
+    def mutate(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = method(self, *args, **kwargs)
         self._owner._p_changed = True
         return result
@@ -428,11 +431,11 @@ def _tracked(base: type, mutators: tuple) -> type:
     """A ``base`` (list or dict) kept in its job's record that marks the
     job changed when it is changed in place; pickled as a plain ``base``
     (records do not name this class)."""
-    def __init__(self, owner: Job, items=()):
+    def __init__(self: Any, owner: Job, items: Iterable[Any] = ()) -> None:
         base.__init__(self, items)  # type: ignore[misc]
         self._owner = owner
 
-    def __reduce__(self):
+    def __reduce__(self: Any) -> Tuple[type, Tuple[Any]]:
         return (base, (base(self),))
     namespace = {'__slots__': ('_owner',), '__init__': __init__,
                  '__reduce__': __reduce__, '__doc__': _tracked.__doc__}

@@ -36,7 +36,8 @@ pending job) stays in queue.py; this module says what happens to the job.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Optional
+from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Optional,
+                    cast)
 
 import zope.event
 
@@ -163,10 +164,11 @@ def expire(queue: 'Queue', now_micros: int) -> int:
     """Fail the pending jobs whose ``begin_by`` passed; how many."""
     expired = queue._expired(now_micros)
     for job in expired:
+        deadline = cast(datetime.datetime, job.begin_by)  # it has one
         queue._take(job)
         _fail_out_of_queue(job, TimeoutError(
             'job %r was not started by its begin_by deadline %s'
-            % (job, job.begin_by.isoformat())))
+            % (job, deadline.isoformat())))
     return len(expired)
 
 

@@ -293,6 +293,8 @@ class Queue(persistent.Persistent):
 
     def _forget_deadline(self, job: Job) -> None:
         key, job._deadline_key = job._deadline_key, None
+        if key is None:
+            return
         tree = self._deadline_stripes[keys.stripe_of(key)]
         if tree.get(key) is job:
             del tree[key]

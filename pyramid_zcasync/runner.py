@@ -15,7 +15,8 @@ import datetime
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import (Any, Callable, ContextManager, Dict, Optional, Tuple,
+                    TypeVar, cast)
 
 import transaction
 from ZODB.POSException import ConflictError
@@ -34,12 +35,18 @@ trace = logging.getLogger('pyramid_zcasync.trace')
 #: before the runner gives up and lets recovery deal with the job.
 BOOKKEEPING_ATTEMPTS = 20
 
+T = TypeVar('T')
+#: ``load(connection)``: the job to run, or None when it is no longer ours.
+Loader = Callable[[Any], Optional[Job]]
+
 
 class Runner:
     """Runs jobs of one database; one per worker thread."""
 
-    def __init__(self, db, uuid: Optional[str] = None, clock=None,
-                 dispatcher=None, lock=None):
+    def __init__(self, db: Any, uuid: Optional[str] = None,
+                 clock: Optional[clock_module.Clock] = None,
+                 dispatcher: Any = None,
+                 lock: Optional[ContextManager[Any]] = None):
         self.db = db
         self.uuid = uuid
         self.clock = clock or clock_module.default_clock
@@ -47,7 +54,8 @@ class Runner:
         #: Held around transactions that write the dispatcher's shared
         #: bookkeeping (agent slots, history), so that this process's
         #: threads never conflict with each other there.
-        self.lock = lock if lock is not None else contextlib.nullcontext()
+        self.lock: ContextManager[Any] = (
+            lock if lock is not None else contextlib.nullcontext())
         self.manager = transaction.TransactionManager()
         #: How long the last call took (the call alone, not its commits):
         #: what tells the dispatcher whether jobs are short.
@@ -58,21 +66,23 @@ class Runner:
 
     # -- transactions -------------------------------------------------
 
-    def transact(self, work: Callable):
+    def transact(self, work: Callable[[Any], T]) -> T:
         """``work(connection)`` in a committed transaction, retrying
         conflicts; the connection is closed between attempts."""
         return self._transact(work, wait_for_server=False)
 
-    def bookkeep(self, work: Callable, lock=None):
+    def bookkeep(self, work: Callable[[Any], T],
+                 lock: Optional[ContextManager[Any]] = None) -> T:
         """Like :meth:`transact`, but waits out a lost storage server,
         with back-off, as long as it takes: a job's state must be written
         (a job left ACTIVE would never be recovered while we live).
         ``lock`` is held during each attempt, never during a wait."""
         return self._transact(work, wait_for_server=True, lock=lock)
 
-    def _transact(self, work: Callable, wait_for_server: bool, lock=None):
+    def _transact(self, work: Callable[[Any], T], wait_for_server: bool,
+                  lock: Optional[ContextManager[Any]] = None) -> T:
         conflicts = 0
-        away: dict = {}
+        away: Dict[str, Any] = {}
         while True:
             delay = None
             connection = None
@@ -105,7 +115,7 @@ class Runner:
             self.wait(delay)
 
     def report_storage(self, exc: Optional[BaseException],
-                       delay=None) -> None:
+                       delay: Optional[datetime.timedelta] = None) -> None:
         """Log that the storage cannot commit (server away, disk full)
         and tell the dispatcher, whose /health then says down; ``None``:
         this worker's commits go through again."""
@@ -116,7 +126,7 @@ class Runner:
         if report is not None:
             report(exc)
 
-    def wait(self, decision) -> None:
+    def wait(self, decision: Any) -> None:
         if isinstance(decision, datetime.datetime):
             decision = decision - self.clock.utcnow()
         if isinstance(decision, datetime.timedelta):
@@ -150,7 +160,8 @@ class Runner:
         self.bookkeep(lambda conn: lifecycle.release_finished(
             conn.get(oid), self.uuid), lock=self.lock)
 
-    def _start(self, job, started: Optional[dict] = None) -> bool:
+    def _start(self, job: Job, started: Optional[Dict[str, Any]] = None
+               ) -> bool:
         started = {} if started is None else started
         if (job.status == ACTIVE and job.assignerUUID == self.uuid
                 and 'at' in started and job.active_start == started['at']):
@@ -166,20 +177,21 @@ class Runner:
         log.info('starting %r', job)
         return True
 
-    def _owes_callbacks(self, job) -> bool:
+    def _owes_callbacks(self, job: Job) -> bool:
         """Whether the job's commit went through although it looked lost
         (the server's answer to tpc_finish never came): its callbacks are
         still ours to run, nobody else would until we die."""
         return job.status == CALLBACKS and job.assignerUUID == self.uuid
 
-    def _own_active(self, job):
+    def _own_active(self, job: Job) -> Optional[Job]:
         if job.status == ACTIVE and job.assignerUUID == self.uuid:
             return job
         trace.info('%r was taken from us (status %s); not running it',
                    job, job.status)
         return None
 
-    def call(self, load: Callable, extra_args: Callable = lambda job: (),
+    def call(self, load: Loader,
+             extra_args: Callable[[Job], Tuple[Any, ...]] = lambda job: (),
              inline_callbacks: bool = False,
              prior_conflicts: int = 0) -> bool:
         """Call the job ``load(connection)`` returns until it commits or
@@ -188,7 +200,7 @@ class Runner:
         ``inline_callbacks`` runs the job's own callbacks in its
         transaction: used for callbacks of callbacks, one step of a chain.
         """
-        data_cache: dict = {}
+        data_cache: Dict[str, Any] = {}
         if prior_conflicts:
             data_cache[retry.RetryPolicy.key] = {'conflict': prior_conflicts}
         steps = (load, extra_args, inline_callbacks)
@@ -218,8 +230,9 @@ class Runner:
                 return False
             self.wait(value)
 
-    def _put_back_for_retry(self, load: Callable, failure, decision,
-                            data_cache: dict) -> bool:
+    def _put_back_for_retry(self, load: Loader, failure: Failure,
+                            decision: retry.Decision,
+                            data_cache: Dict[str, Any]) -> bool:
         """Whether the job went back to its queue to wait for a later
         retry (freeing its slot) instead of being retried by this worker.
         A lost storage server is waited out here: nothing could commit."""
@@ -231,7 +244,11 @@ class Runner:
         return self.bookkeep(lambda conn: _put_back(load(conn), due,
                                                     data_cache))
 
-    def _attempt(self, steps, data_cache):
+    def _attempt(self, steps: Tuple[Loader, Callable[[Job], Tuple[Any, ...]],
+                                    bool],
+                 data_cache: Dict[str, Any]) -> Tuple[Any, Any]:
+        """``('gone', None)``, ``('done', None)``, or the failure and
+        its policy's decision."""
         load, extra_args, inline_callbacks = steps
         connection = self.db.open(transaction_manager=self.manager)
         try:
@@ -274,7 +291,8 @@ class Runner:
         finally:
             connection.close()
 
-    def _record_failure(self, job, failure, data_cache,
+    def _record_failure(self, job: Optional[Job], failure: Failure,
+                        data_cache: Dict[str, Any],
                         inline_callbacks: bool) -> None:
         if job is None:
             return
@@ -289,7 +307,7 @@ class Runner:
 
     # -- callbacks ----------------------------------------------------
 
-    def _next_callback_or_finish(self, job):
+    def _next_callback_or_finish(self, job: Job) -> Optional[bytes]:
         callback_oid = _next_callback_oid_or_finish(job)
         if callback_oid is None and job.status == COMPLETED:
             self.outcome = outcome(job)
@@ -307,11 +325,17 @@ class Runner:
             if callback_oid is None:
                 break
             self.call(lambda conn: _startable_callback(conn.get(callback_oid)),
-                      extra_args=lambda cb: (cb.parent.result,),
+                      extra_args=_parent_result,
                       inline_callbacks=True)
 
 
-def _put_back(job, due: datetime.datetime, data_cache: dict) -> bool:
+def _parent_result(callback: Job) -> Tuple[Any]:
+    """What a callback is called with: the result of its job."""
+    return (cast(Job, callback.parent).result,)
+
+
+def _put_back(job: Optional[Job], due: datetime.datetime,
+              data_cache: Dict[str, Any]) -> bool:
     """Queue ``job`` again, due at ``due``, keeping its retry counts."""
     if job is None:
         return True  # taken from us meanwhile: nothing left to do here
@@ -324,7 +348,7 @@ def _put_back(job, due: datetime.datetime, data_cache: dict) -> bool:
     return True
 
 
-def outcome(job) -> dict:
+def outcome(job: Job) -> Dict[str, Any]:
     """What the dispatcher's history keeps of a finished run (read in the
     transaction that finished it: a retry may follow at once)."""
     result = job.result
@@ -346,7 +370,7 @@ def outcome(job) -> dict:
 release_if_ours = lifecycle.release_finished
 
 
-def _next_callback_oid_or_finish(job):
+def _next_callback_oid_or_finish(job: Job) -> Optional[bytes]:
     if job.status != CALLBACKS:
         return None  # no result yet (waiting for a job it returned), or done
     for callback in job.pending_callbacks():
@@ -355,14 +379,14 @@ def _next_callback_oid_or_finish(job):
     return None
 
 
-def _startable_callback(callback):
+def _startable_callback(callback: Job) -> Optional[Job]:
     if callback.status != NEW:
         return None
     lifecycle.start(callback)
     return callback
 
 
-def settle(result, timeout: Optional[float] = None):
+def settle(result: Any, timeout: Optional[float] = None) -> Any:
     """The value of a Deferred-like result (``addBoth``), waiting for it.
 
     A Job result is returned as is: the job waits for it without holding
@@ -374,7 +398,7 @@ def settle(result, timeout: Optional[float] = None):
     fired = threading.Event()
     box = []
 
-    def keep(value):
+    def keep(value: Any) -> None:
         box.append(value)
         fired.set()
         return None
@@ -388,5 +412,5 @@ def settle(result, timeout: Optional[float] = None):
     return value
 
 
-def _log_attempt(what: str, job, failure) -> None:
+def _log_attempt(what: str, job: Job, failure: Failure) -> None:
     trace.info('%s of %r raised %s', what, job, failure)

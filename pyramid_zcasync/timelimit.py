@@ -35,7 +35,7 @@ def call_with_limit(func: Callable[[], Any], seconds: Optional[float],
     lock = threading.Lock()
     thread_id = threading.get_ident()
 
-    def expire():
+    def expire() -> None:
         with lock:
             if state['running']:
                 _interrupt(thread_id)
