@@ -74,8 +74,9 @@ class GroupRunner:
                  release: Optional[Callable[[List[bytes]], None]] = None,
                  lease: Optional[Callable[[], ContextManager]] = None):
         self.runner = runner
-        #: Frees the slots of jobs a group committed without freeing them.
-        self.release = release or self._release
+        #: Frees the slots and quotas of jobs a group committed without
+        #: freeing them (``release``: the executor passes its own).
+        self.free_slots = release or self._free_slots
         #: ``lease()``: the bookkeeping lock for one group (lease.py);
         #: by default the runner's lock, held to the end.
         self.lease = lease or self._whole_lease
@@ -107,7 +108,7 @@ class GroupRunner:
         with self.lease() as lease:
             result, released = self._group(oids, lease)
         if result.finished and not released:
-            self.release([oid for oid, _ in result.finished])
+            self.free_slots([oid for oid, _ in result.finished])
         return result
 
     @contextlib.contextmanager
@@ -115,13 +116,13 @@ class GroupRunner:
         with self.runner.lock:
             yield _KeptLease()
 
-    def _release(self, oids: List[bytes]) -> None:
+    def _free_slots(self, oids: List[bytes]) -> None:
         uuid = self.runner.uuid
 
-        def release(connection: Any) -> None:
+        def free(connection: Any) -> None:
             for oid in oids:
                 lifecycle.release_finished(connection.get(oid), uuid)
-        self.runner.bookkeep(release, lock=self.runner.lock)
+        self.runner.bookkeep(free, lock=self.runner.lock)
 
     def _group(self, oids: Iterable[bytes], lease: Any
                ) -> Tuple[GroupResult, bool]:

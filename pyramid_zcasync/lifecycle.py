@@ -44,7 +44,7 @@ import zope.event
 from . import clock
 from .failure import Failure
 from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING,
-                         IJob, JobQueued)
+                         JobQueued)
 from .job import (BadStatusError, Job, JobCancelled, _resolve_outer,
                   check_time_limit)
 
@@ -192,7 +192,7 @@ def finish(job: Job, result: Any, inline_callbacks: bool = False) -> None:
     A returned job is waited for: this one completes when it does,
     without holding a dispatcher slot meanwhile.  ``inline_callbacks``
     runs the callbacks here, in this transaction."""
-    if IJob.providedBy(result):
+    if isinstance(result, Job):
         _wait_for(job, result)
         return
     job._result = result

@@ -413,10 +413,6 @@ class Queue(persistent.Persistent):
         return [job for _, job in sorted(expired,
                                          key=operator.itemgetter(0))]
 
-    def release(self, job: Job, agent: Any = None) -> None:
-        """Free the job's quotas and its slot (lifecycle.release)."""
-        lifecycle.release(job, agent)
-
 
 def _floor_trees() -> Tuple[Any, ...]:
     return tuple(floor_tree() for _ in range(keys.STRIPES))

@@ -150,15 +150,18 @@ class Runner:
                 self.bookkeep(lambda conn: self._owes_callbacks(
                     conn.get(oid))):
             self.run_callbacks(oid)
-        self.release(oid)
+        self.free_slot_and_quotas(oid)
 
-    def release(self, oid: bytes) -> None:
+    def free_slot_and_quotas(self, oid: bytes) -> None:
         """Free the agent slot and quotas of a job that finished (or waits
         for a job it returned); its own transaction left them alone.
         The lock is not held across a back-off wait: that would stop this
         dispatcher's polls and pings for as long as the wait lasts."""
         self.bookkeep(lambda conn: lifecycle.release_finished(
             conn.get(oid), self.uuid), lock=self.lock)
+
+    #: The name before it said what it frees.
+    release = free_slot_and_quotas
 
     def _start(self, job: Job, started: Optional[Dict[str, Any]] = None
                ) -> bool:
