@@ -5,6 +5,8 @@ bound method of a persistent object) and its arguments (persistent objects
 are stored by reference).  Calling ``job()`` runs it in the current
 transaction, as zc.async does; the dispatcher instead runs it through
 :mod:`pyramid_zcasync.runner`, in transactions of its own, with retries.
+Every change of a job's status is made by :mod:`pyramid_zcasync.lifecycle`,
+which the methods here that change it call.
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 from ZODB.POSException import ConflictError
 
 from .failure import Failure
+from .lifecycle import RETRY_COUNTS
 
 log = logging.getLogger('pyramid_zcasync.trace')
 
@@ -111,7 +112,9 @@ class RetryPolicy:
     #: RelStorage's lost database connection) at all, always with back-off.
     retry_disconnected = True
 
-    key = 'pyramid_zcasync.retry'
+    #: The job annotation keeping the counts (a new attempt of a failed
+    #: job, lifecycle.retry_failed, starts without them).
+    key = RETRY_COUNTS
 
     def __init__(self, job: Any):
         #: The job this policy decides for (zc.async's name).
