@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import bisect
 import datetime
-from typing import (TYPE_CHECKING, Any, Iterable, Iterator, List, Optional,
-                    Tuple, Union)
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import BTrees.OOBTree
 import persistent
 
 from . import clock
+from .job import Job
 
 # FLOOR is kept in each BTree that producers and consumers change at once.
 # BTrees refuse to resolve a conflict that deletes the first key of a
 # bucket, and a FIFO claim always deletes the first key: with this floor
 # entry in place, a put and a claim committed together resolve.
 from .keys import FLOOR
-
-if TYPE_CHECKING:
-    from .job import Job
 
 #: ``(starts, seconds)``: at most ``starts`` starts in any ``seconds``.
 Rate = Tuple[int, Union[float, datetime.timedelta]]
@@ -127,7 +124,7 @@ class Quota(persistent.Persistent):
     def __len__(self) -> int:
         return len(self._active) - 1
 
-    def __iter__(self) -> Iterator['Job']:
+    def __iter__(self) -> Iterator[Job]:
         return iter(above_floor(self._active))
 
     def __contains__(self, job: object) -> bool:
@@ -185,7 +182,7 @@ class Quota(persistent.Persistent):
 
     # -- acquiring ----------------------------------------------------
 
-    def acquire(self, job: 'Job', now_micros: Optional[int] = None) -> None:
+    def acquire(self, job: Job, now_micros: Optional[int] = None) -> None:
         self._active[job._key] = job
         rate = self._rate
         if rate is None:
@@ -197,7 +194,7 @@ class Quota(persistent.Persistent):
         bisect.insort(starts, now_micros)
         self._starts = tuple(starts[-rate[0]:])
 
-    def release(self, job: 'Job') -> None:
+    def release(self, job: Job) -> None:
         self._active.pop(job._key, None)
 
     def __repr__(self) -> str:
@@ -272,7 +269,7 @@ class Quotas(persistent.Persistent):
         return [quota for quota in map(self._quotas.get, names)
                 if quota is not None]
 
-    def allow(self, job: 'Job', now: Optional[datetime.datetime] = None
+    def allow(self, job: Job, now: Optional[datetime.datetime] = None
               ) -> bool:
         """Whether ``job``'s quotas have room for it to start at ``now``."""
         return self.allow_names(job.quota_names, _micros(now))
@@ -289,13 +286,13 @@ class Quotas(persistent.Persistent):
         times = [t for t in reopenings if t is not None]
         return max(times) if times else None
 
-    def acquire(self, job: 'Job', now: Optional[datetime.datetime] = None
+    def acquire(self, job: Job, now: Optional[datetime.datetime] = None
                 ) -> None:
         now_micros = _micros(now)
         for quota in self._named(job.quota_names):
             quota.acquire(job, now_micros)
 
-    def release(self, job: 'Job') -> None:
+    def release(self, job: Job) -> None:
         for name in job.quota_names:
             quota = self._quotas.get(name)
             if quota is not None:
