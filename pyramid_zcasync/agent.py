@@ -79,9 +79,9 @@ class CompletedHistory(persistent.Persistent):
     def add(self, job: Job, now: Optional[datetime.datetime] = None) -> None:
         now = now or clock.utcnow()
         ended = job.active_end or now
-        keys.insert_unique(self._jobs, keys.make(clock.to_micros(ended),
-                                                 keys.tiebreak_of(cast(int, job._key))),
-                           job)
+        tiebreak = keys.tiebreak_of(cast(int, job._key))  # it was queued
+        keys.insert_unique(
+            self._jobs, keys.make(clock.to_micros(ended), tiebreak), job)
         self._length.change(1)
         if (self._length() > self.max_size + TRIM_SLACK
                 or keys.micros_of(self._jobs.minKey()) < clock.to_micros(
@@ -270,7 +270,8 @@ class Agent(persistent.Persistent):
         lifecycle.release(job, self)
 
 
-def _exclusive(chooser: Optional[Callable], filter: Optional[Callable]) -> None:
+def _exclusive(chooser: Optional[Callable],
+               filter: Optional[Callable]) -> None:
     """As in zc.async: a chooser decides alone which job to claim, so a
     filter next to it would silently be ignored."""
     if chooser is not None and filter is not None:

@@ -64,7 +64,8 @@ class DispatcherAgent(persistent.Persistent):
 
     def __init__(self, uuid: str,
                  ping_interval: datetime.timedelta = PING_INTERVAL,
-                 ping_death_interval: datetime.timedelta = PING_DEATH_INTERVAL):
+                 ping_death_interval: datetime.timedelta = (
+                     PING_DEATH_INTERVAL)):
         self.UUID = str(uuid)
         #: The DispatcherAgents holding it (see ``registrations``).
         self.parent: Any = None

@@ -264,8 +264,9 @@ def _within(count: int, limit: Optional[int]) -> bool:
 
 class RetryCommonFourTimes(RetryPolicy):
     """The default for jobs: ConflictError up to 5 attempts in all
-    (after a short random pause each), a lost storage server forever with back-off, interruptions 9 times, any
-    other error fails the job at once."""
+    (after a short random pause each), a lost storage server forever
+    with back-off, interruptions 9 times, any other error fails the job
+    at once."""
 
     conflict_attempts = 5
     max_interruptions = 9
