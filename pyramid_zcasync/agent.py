@@ -10,15 +10,15 @@ from __future__ import annotations
 import datetime
 import inspect
 import logging
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, cast
 
 import BTrees.Length
 import BTrees.OOBTree
 import persistent
 
-from . import clock, keys
+from . import clock, keys, lifecycle
 from .failure import Failure
-from .interfaces import CALLBACKS, COMPLETED
+from .job import Job
 from .quota import FLOOR, above_floor, check_size, floor_tree
 
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -35,7 +35,9 @@ TRIM_SLACK = 100
 TRIM_SLACK_AGE = datetime.timedelta(hours=1)
 
 
-def claim_from_queue(agent: 'Agent', now=None):
+def claim_from_queue(agent: 'Agent',
+                     now: Optional[datetime.datetime] = None
+                     ) -> Optional[Job]:
     """The default chooser: the queue's next job that the filter allows."""
     return agent.queue.claim(agent.filter, now=now)
 
@@ -74,12 +76,12 @@ class CompletedHistory(persistent.Persistent):
         self._jobs = BTrees.OOBTree.OOBTree()
         self._length = BTrees.Length.Length()
 
-    def add(self, job, now: Optional[datetime.datetime] = None) -> None:
+    def add(self, job: Job, now: Optional[datetime.datetime] = None) -> None:
         now = now or clock.utcnow()
         ended = job.active_end or now
-        keys.insert_unique(self._jobs, keys.make(clock.to_micros(ended),
-                                                 keys.tiebreak_of(job._key)),
-                           job)
+        tiebreak = keys.tiebreak_of(cast(int, job._key))  # it was queued
+        keys.insert_unique(
+            self._jobs, keys.make(clock.to_micros(ended), tiebreak), job)
         self._length.change(1)
         if (self._length() > self.max_size + TRIM_SLACK
                 or keys.micros_of(self._jobs.minKey()) < clock.to_micros(
@@ -105,17 +107,17 @@ class CompletedHistory(persistent.Persistent):
     def __len__(self) -> int:
         return self._length()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Job]:
         """Newest first."""
         return reversed(list(self._jobs.values()))
 
-    def first(self):
+    def first(self) -> Optional[Job]:
         """The most recently completed job, or None."""
         if not self._jobs:
             return None
         return self._jobs[self._jobs.maxKey()]
 
-    def since(self, when: datetime.datetime):
+    def since(self, when: datetime.datetime) -> Iterable[Job]:
         """Jobs completed at or after ``when``, oldest first."""
         return self._jobs.values(min=keys.first_of(clock.to_micros(when)))
 
@@ -157,15 +159,15 @@ class Agent(persistent.Persistent):
         self.size = check_size(size, 'agent %r size' % name)
         self.chooser = chooser
         self.filter = filter
-        #: The DispatcherAgent holding this agent.
-        self.parent = None
+        #: The DispatcherAgent holding this agent (see ``registration``).
+        self.parent: Any = None
         self._active = floor_tree()
         self.completed = CompletedHistory()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<Agent %r %d/%d>' % (self.name, len(self), self.size)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         # Agents stored before chooser and filter became properties.
         for name in ('chooser', 'filter'):
             if name in state:
@@ -197,20 +199,25 @@ class Agent(persistent.Persistent):
         self._filter = filter
 
     @property
-    def queue(self):
-        return self.parent.parent.parent  # DispatcherAgent -> DispatcherAgents -> Queue
+    def registration(self) -> Any:
+        """The DispatcherAgent holding this agent (stored as ``parent``)."""
+        return self.parent
 
     @property
-    def UUID(self):
+    def queue(self) -> Any:
+        return self.parent.registrations.queue
+
+    @property
+    def UUID(self) -> str:
         return self.parent.UUID
 
     def __len__(self) -> int:
         return len(self._active) - 1
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Job]:
         return iter(list(above_floor(self._active)))
 
-    def __contains__(self, job) -> bool:
+    def __contains__(self, job: object) -> bool:
         return self._active.get(getattr(job, '_key', FLOOR)) is job
 
     @property
@@ -218,7 +225,7 @@ class Agent(persistent.Persistent):
         return max(self.size - len(self), 0)
 
     def claimJob(self, now: Optional[datetime.datetime] = None,
-                 limit: Optional[int] = None):
+                 limit: Optional[int] = None) -> Optional[Job]:
         """Claim one job for this agent's dispatcher, if a slot is free.
 
         ``limit`` lets a dispatcher hold more claimed jobs than ``size``
@@ -230,9 +237,7 @@ class Agent(persistent.Persistent):
             return None
         job = self._choose(now)
         if job is not None:
-            job.assignerUUID = self.UUID
-            job.agent = self
-            self._active[job._key] = job
+            lifecycle.take_slot(self, job)
         return job
 
     def _claims_allowed(self) -> bool:
@@ -252,23 +257,21 @@ class Agent(persistent.Persistent):
             return False
         return True
 
-    def _choose(self, now: Optional[datetime.datetime]):
+    def _choose(self, now: Optional[datetime.datetime]) -> Optional[Job]:
         if self._chooser is None:
             return claim_from_queue(self, now=now)
         if self._chooser_takes_now:
             return self._chooser(self, now=now)
         return self._chooser(self)
 
-    def jobCompleted(self, job) -> None:
-        """Free the job's slot; completed jobs enter the history."""
-        self._active.pop(job._key, None)
-        if job.agent is not None:  # a write would pickle the job again
-            job.agent = None
-        if job.status in (CALLBACKS, COMPLETED):
-            self.completed.add(job)
+    def jobCompleted(self, job: Job) -> None:
+        """Free the job's slot and quotas (lifecycle.release); completed
+        jobs enter the history."""
+        lifecycle.release(job, self)
 
 
-def _exclusive(chooser: Optional[Callable], filter: Optional[Callable]) -> None:
+def _exclusive(chooser: Optional[Callable],
+               filter: Optional[Callable]) -> None:
     """As in zc.async: a chooser decides alone which job to claim, so a
     filter next to it would silently be ignored."""
     if chooser is not None and filter is not None:

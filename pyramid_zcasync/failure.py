@@ -9,7 +9,7 @@ traceback.  It unpickles anywhere this module is importable.
 from __future__ import annotations
 
 import traceback as _traceback
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import zope.interface
 
@@ -56,7 +56,8 @@ class Failure:
         """The dotted name of the exception's class (builtins unqualified)."""
         return self.type_names[0]
 
-    def check(self, *exc_types) -> Optional[type]:
+    def check(self, *exc_types: Union[type, str]
+              ) -> Optional[Union[type, str]]:
         """The first of ``exc_types`` the exception was an instance of."""
         for exc_type in exc_types:
             if isinstance(exc_type, str):
@@ -66,7 +67,7 @@ class Failure:
                 return exc_type
         return None
 
-    def trap(self, *exc_types) -> type:
+    def trap(self, *exc_types: Union[type, str]) -> Union[type, str]:
         """Like :meth:`check`, but re-raises when nothing matches, so an
         errback can handle the errors it knows and pass on the others."""
         matched = self.check(*exc_types)
@@ -80,20 +81,20 @@ class Failure:
     def getErrorMessage(self) -> str:
         return self.message
 
-    def __getstate__(self):
+    def __getstate__(self) -> Tuple[Tuple[str, ...], str, str]:
         return (self.type_names, self.message, self.traceback)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Tuple[Tuple[str, ...], str, str]) -> None:
         self.type_names, self.message, self.traceback = state
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return (isinstance(other, Failure)
                 and self.__getstate__() == other.__getstate__())
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self.__getstate__())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<Failure %s: %s>' % (self.type_name, self.message)
 
     __str__ = __repr__

@@ -30,15 +30,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import (Callable, ContextManager, Iterable, List, NamedTuple,
-                    Optional, Tuple)
+from typing import (Any, Callable, ContextManager, Iterable, Iterator, List,
+                    NamedTuple, Optional, Tuple)
 
 from ZODB.POSException import ConflictError
 
-from . import local, retry
+from . import lifecycle, local, retry
 from .failure import Failure
 from .interfaces import ASSIGNED
-from .runner import Runner, outcome, release_if_ours
+from .job import Job
+from .runner import Runner, outcome
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -48,7 +49,7 @@ trace = logging.getLogger('pyramid_zcasync.trace')
 GROUP_WINDOW = 0.05
 
 
-def eligible(job, uuid: str) -> bool:
+def eligible(job: Job, uuid: Optional[str]) -> bool:
     return (job.status == ASSIGNED and job.assignerUUID == uuid
             and job.retry_policy_factory is None and job.parent is None
             and not job.callbacks and job.time_limit is None)
@@ -73,15 +74,16 @@ class GroupRunner:
                  release: Optional[Callable[[List[bytes]], None]] = None,
                  lease: Optional[Callable[[], ContextManager]] = None):
         self.runner = runner
-        #: Frees the slots of jobs a group committed without freeing them.
-        self.release = release or self._release
+        #: Frees the slots and quotas of jobs a group committed without
+        #: freeing them (``release``: the executor passes its own).
+        self.free_slots = release or self._free_slots
         #: ``lease()``: the bookkeeping lock for one group (lease.py);
         #: by default the runner's lock, held to the end.
         self.lease = lease or self._whole_lease
 
     def run(self, oids: List[bytes]) -> List[Tuple[bytes, Optional[dict]]]:
         """Run every job of ``oids``; ``[(oid, outcome or None)]``."""
-        outcomes = []
+        outcomes: List[Tuple[bytes, Optional[dict]]] = []
         pending = list(oids)
         while pending:
             result = self.run_group(pending)
@@ -106,23 +108,24 @@ class GroupRunner:
         with self.lease() as lease:
             result, released = self._group(oids, lease)
         if result.finished and not released:
-            self.release([oid for oid, _ in result.finished])
+            self.free_slots([oid for oid, _ in result.finished])
         return result
 
     @contextlib.contextmanager
-    def _whole_lease(self):
+    def _whole_lease(self) -> Iterator['_KeptLease']:
         with self.runner.lock:
             yield _KeptLease()
 
-    def _release(self, oids: List[bytes]) -> None:
+    def _free_slots(self, oids: List[bytes]) -> None:
         uuid = self.runner.uuid
 
-        def release(connection):
+        def free(connection: Any) -> None:
             for oid in oids:
-                release_if_ours(connection.get(oid), uuid)
-        self.runner.bookkeep(release, lock=self.runner.lock)
+                lifecycle.release_finished(connection.get(oid), uuid)
+        self.runner.bookkeep(free, lock=self.runner.lock)
 
-    def _group(self, oids: Iterable[bytes], lease) -> Tuple[GroupResult, bool]:
+    def _group(self, oids: Iterable[bytes], lease: Any
+               ) -> Tuple[GroupResult, bool]:
         """The group's transaction; and whether it freed the slots."""
         runner = self.runner
         manager = runner.manager
@@ -151,7 +154,7 @@ class GroupRunner:
                     # Slots and history last, once: released inside the
                     # loop, the agent's buckets would be pickled again at
                     # every savepoint.
-                    job.queue.release(job, agent)
+                    lifecycle.release(job, agent)
                 else:
                     job.agent = agent  # freed afterwards
             manager.commit()
@@ -169,10 +172,10 @@ class GroupRunner:
             connection.close()
         return GroupResult(finished, alone, list(pending)), released
 
-    def _run_one(self, job, txn) -> bool:
+    def _run_one(self, job: Job, txn: Any) -> bool:
         """Run ``job`` under a savepoint; False: hand it to the Runner."""
         savepoint = txn.savepoint()
-        job.mark_active(self.runner.clock.utcnow())
+        lifecycle.start(job, self.runner.clock.utcnow())
         try:
             with local.running(job, self.runner.db, self.runner.dispatcher,
                                grouped=True):
@@ -187,15 +190,15 @@ class GroupRunner:
             failure = Failure.from_exception(exc)
             if job.getRetryPolicy().jobError(failure, {}) is not False:
                 return False  # its policy retries: let the Runner do it
-            job.mark_active(self.runner.clock.utcnow())
-            job.resolve(failure, run_callbacks=False, release=False)
+            lifecycle.start(job, self.runner.clock.utcnow())
+            lifecycle.finish(job, failure)
             log.log(job.failure_log_level, '%r failed: %s', job,
                     failure.getTraceback())
             return True
         if hasattr(result, 'addBoth'):  # a Deferred: needs the Runner
             savepoint.rollback()
             return False
-        job.resolve(result, run_callbacks=False, release=False)
+        lifecycle.finish(job, result)
         trace.debug('%r succeeded in a group', job)
         return True
 

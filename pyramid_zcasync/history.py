@@ -8,7 +8,7 @@ from __future__ import annotations
 import collections
 import datetime
 import threading
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from . import clock
 
@@ -58,8 +58,10 @@ class Polls:
         with self._lock:
             return iter(list(self._polls))
 
-    def select(self, at=None, before=None, since=None,
-               count=None) -> list:
+    def select(self, at: Optional[datetime.datetime] = None,
+               before: Optional[datetime.datetime] = None,
+               since: Optional[datetime.datetime] = None,
+               count: Optional[int] = None) -> list:
         """Polls newest first, ``at``/``before`` an upper time bound
         (inclusive/exclusive), ``since`` a lower one."""
         selected = []
@@ -88,7 +90,7 @@ class JobHistory:
         self._open: dict = {}
         self._lock = threading.Lock()
 
-    def record(self, job_id: tuple, **info) -> dict:
+    def record(self, job_id: tuple, **info: Any) -> dict:
         with self._lock:
             entry = self._jobs.get(job_id)
             if entry is None:
@@ -116,7 +118,9 @@ class JobHistory:
         with self._lock:
             return [dict(entry) for entry in self._jobs.values()]
 
-    def active_ids(self, queue=None, agent=None, started=True) -> list:
+    def active_ids(self, queue: Optional[str] = None,
+                   agent: Optional[str] = None, started: bool = True
+                   ) -> list:
         """Ids of the jobs claimed and not completed (``started``: and
         started), oldest claim first."""
         with self._lock:

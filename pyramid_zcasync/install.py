@@ -1,17 +1,18 @@
-"""Creating the queues mapping in a database, once, idempotently."""
+"""Creating the queues mapping in a database, once, idempotently, and
+upgrading queues stored in older layouts (layout.py)."""
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Any, Iterable, List, Optional
 
-import transaction
-
+from . import layout, transact
 from .interfaces import KEY
 from .queue import Queue, Queues
 
 
-def install_queues(db, queues: Iterable[str] = ('',),
-                   database_name: Optional[str] = None) -> list:
-    """Make sure ``root[KEY]`` holds a Queues with the named queues.
+def install_queues(db: Any, queues: Iterable[str] = ('',),
+                   database_name: Optional[str] = None) -> List[str]:
+    """Make sure ``root[KEY]`` holds a Queues with the named queues, every
+    queue in the current layout.
 
     With ``database_name`` the Queues live in that database of ``db``'s
     multi-database, and the main root refers to them.  The Queues are
@@ -27,7 +28,7 @@ def install_queues(db, queues: Iterable[str] = ('',),
     return created
 
 
-def queue_database(db):
+def queue_database(db: Any) -> Any:
     """The database of ``db``'s multi-database whose root holds the
     queues: ``db`` itself, or the one its root's queues mapping lives in.
 
@@ -36,18 +37,13 @@ def queue_database(db):
     the queues' database: an oid means nothing in another one (loading
     it from the main database fails, or finds an unrelated object).
     """
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        queues = connection.root().get(KEY)
-        jar = getattr(queues, '_p_jar', None)
+    def find(connection: Any) -> Any:
+        jar = getattr(connection.root().get(KEY), '_p_jar', None)
         return db if jar is None else jar.db()
-    finally:
-        manager.abort()
-        connection.close()
+    return transact.read(db, find)
 
 
-def _check_names(queues) -> list:
+def _check_names(queues: Iterable[str]) -> List[str]:
     if isinstance(queues, str):
         queues = [queues]
     names = list(queues)
@@ -57,7 +53,7 @@ def _check_names(queues) -> list:
     return names
 
 
-def _database(db, database_name):
+def _database(db: Any, database_name: Optional[str]) -> Any:
     if database_name is None or database_name == db.database_name:
         return db
     try:
@@ -67,39 +63,28 @@ def _database(db, database_name):
             database_name, sorted(db.databases))) from None
 
 
-#: Attempts of an install transaction: processes starting together on a
-#: fresh database race to create the root entry, and the losers retry.
-ATTEMPTS = 5
-
-
-def _ensure_queues(db, names) -> list:
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        for attempt in manager.attempts(ATTEMPTS):
-            with attempt:
-                root = connection.root()
-                queues = root.get(KEY)
-                if queues is None:
-                    queues = root[KEY] = Queues()
-                created = [name for name in names if name not in queues]
-                for name in created:
-                    queues[name] = Queue(name)
+def _ensure_queues(db: Any, names: List[str]) -> List[str]:
+    """Processes starting together on a fresh database race to create the
+    root entry: the losers retry (transact.write)."""
+    def ensure(connection: Any) -> List[str]:
+        root = connection.root()
+        queues = root.get(KEY)
+        if queues is None:
+            queues = root[KEY] = Queues()
+        created = [name for name in names if name not in queues]
+        for name in created:
+            queues[name] = Queue(name)
+        for queue in queues.values():
+            layout.upgrade(queue)
         return created
-    finally:
-        connection.close()
+    return transact.write(db, ensure)
 
 
-def _link_main_root(main_db, queues_db) -> None:
-    manager = transaction.TransactionManager()
-    connection = main_db.open(transaction_manager=manager)
-    try:
-        for attempt in manager.attempts(ATTEMPTS):
-            with attempt:
-                root = connection.root()
-                queues = connection.get_connection(
-                    queues_db.database_name).root()[KEY]
-                if root.get(KEY) is not queues:
-                    root[KEY] = queues
-    finally:
-        connection.close()
+def _link_main_root(main_db: Any, queues_db: Any) -> None:
+    def link(connection: Any) -> None:
+        root = connection.root()
+        queues = connection.get_connection(
+            queues_db.database_name).root()[KEY]
+        if root.get(KEY) is not queues:
+            root[KEY] = queues
+    transact.write(main_db, link)

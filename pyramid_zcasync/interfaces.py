@@ -6,6 +6,8 @@ as soon as ``pyramid_zcasync`` is imported (no ZCML, no registry).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import zope.interface
 from zope.interface.interface import adapter_hooks
 
@@ -41,37 +43,38 @@ class IJob(zope.interface.Interface):
     time_limit = zope.interface.Attribute(
         'Seconds the call may run before it fails with TimeLimitExceeded.')
 
-    def __call__(*args, **kwargs):
+    def __call__(*args: Any, **kwargs: Any) -> Any:
         """Run the job in the current transaction."""
 
-    def addCallback(callback):
+    def addCallback(callback: Any) -> Any:
         """Run ``callback(result)`` once the job has a result."""
 
-    def addCallbacks(success=None, failure=None):
+    def addCallbacks(success: Any = None, failure: Any = None) -> Any:
         """Run ``success(result)`` or ``failure(failure_record)``."""
 
 
 class IQueue(zope.interface.Interface):
     """Pending jobs in order, and the dispatchers serving them."""
 
-    def put(item, *args, begin_after=None, begin_by=None, priority=None,
-            time_limit=None, **kwargs):
+    def put(item: Any, *args: Any, begin_after: Any = None,
+            begin_by: Any = None, priority: Any = None,
+            time_limit: Any = None, **kwargs: Any) -> Any:
         """Queue a job (or a callable and its arguments); return the job.
 
         Claims take the highest ``priority`` first (an int from -100 to
         100, default 0), then the earliest due, then the first queued.
         """
 
-    def putBack(job):
+    def putBack(job: Any) -> Any:
         """Queue a job in front of all others."""
 
-    def pull(index=0):
+    def pull(index: int = 0) -> Any:
         """Remove and return the pending job at ``index``."""
 
-    def remove(job):
+    def remove(job: Any) -> None:
         """Remove a pending job."""
 
-    def claim(filter=None):
+    def claim(filter: Any = None) -> Any:
         """Assign the next runnable job, or return None."""
 
 
@@ -88,7 +91,7 @@ class IFailure(zope.interface.Interface):
 class JobQueued:
     """A job was put in a queue (the transaction is not committed yet)."""
 
-    def __init__(self, job, queue):
+    def __init__(self, job: Any, queue: Any):
         self.job = job
         self.queue = queue
 
@@ -96,7 +99,7 @@ class JobQueued:
 class DispatcherActivated:
     """A dispatcher registered itself as running in a queue."""
 
-    def __init__(self, queue, uuid):
+    def __init__(self, queue: Any, uuid: str):
         self.queue = queue
         self.uuid = uuid
 
@@ -104,12 +107,12 @@ class DispatcherActivated:
 class DispatcherDeactivated:
     """A dispatcher stopped, or was found dead by a sibling."""
 
-    def __init__(self, queue, uuid):
+    def __init__(self, queue: Any, uuid: str):
         self.queue = queue
         self.uuid = uuid
 
 
-def _adapt_root_to_default_queue(iface, obj):
+def _adapt_root_to_default_queue(iface: Any, obj: Any) -> Any:
     if iface is not IQueue:
         return None
     try:

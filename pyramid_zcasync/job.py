@@ -5,13 +5,16 @@ bound method of a persistent object) and its arguments (persistent objects
 are stored by reference).  Calling ``job()`` runs it in the current
 transaction, as zc.async does; the dispatcher instead runs it through
 :mod:`pyramid_zcasync.runner`, in transactions of its own, with retries.
+Every change of a job's status is made by :mod:`pyramid_zcasync.lifecycle`,
+which the methods here that change it call.
 """
 from __future__ import annotations
 
 import datetime
 import logging
 import types
-from typing import Any, Callable, Optional, Union
+from typing import (Any, Callable, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 import BTrees.OOBTree
 import persistent
@@ -70,6 +73,19 @@ def check_priority(value: Any) -> int:
     return value
 
 
+def check_time_limit(value: Any) -> Optional[float]:
+    """A time limit as positive seconds, or an error naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError('time_limit must be a number of seconds, got %r'
+                        % (value,))
+    if not value > 0:
+        raise ValueError('time_limit must be more than 0 seconds, got %r'
+                         % (value,))
+    return float(value)
+
+
 def _ensure_job(item: Any) -> 'Job':
     return item if isinstance(item, Job) else Job(item)
 
@@ -89,26 +105,28 @@ class Job(persistent.Persistent):
     # Defaults live on the class: an attribute enters the job's stored
     # record only once it is set, which keeps the record of a typical job
     # small (puts and claims of many jobs pickle many records).
-    _result = None
+    _result: Any = None
     _begin_after = clock.Moment('begin_after')
     _begin_by = clock.Moment('begin_by')
     _priority = 0
-    _annotations = None
-    _callbacks = None  # a PersistentList once a callback is added
+    _annotations: Any = None
+    _callbacks: Any = None  # a PersistentList once a callback is added
     active_start = clock.Moment('active_start')
     active_end = clock.Moment('active_end')
     initial_callbacks_end = clock.Moment('initial_callbacks_end')
-    assignerUUID = None
+    assignerUUID: Optional[str] = None
     #: The job whose result this callback job receives, if any.
-    parent = None
-    #: The queue holding or having held this job.
-    queue = None
+    parent: Optional['Job'] = None
+    #: The queue holding or having held this job (a queue.Queue).
+    queue: Any = None
     #: The agent that claimed this job, while it is assigned or active.
-    agent = None
+    agent: Any = None
     #: A job this job returned and is waiting for.
-    waiting_for = None
-    _key = None
-    _deadline_key = None
+    waiting_for: Optional['Job'] = None
+    _key: Optional[int] = None
+    _deadline_key: Optional[int] = None
+    #: Written only by lifecycle.py; NEW stays out of the record.
+    _status = NEW
 
     _kwargs: Any = types.MappingProxyType({})  # read-only: see kwargs
 
@@ -117,7 +135,6 @@ class Job(persistent.Persistent):
         self.callable = callable
         self.args = list(args)
         self.kwargs = dict(kwargs)
-        self._status = NEW
 
     def __setstate__(self, state: dict) -> None:
         # Records stored before args, kwargs and quota_names were
@@ -142,7 +159,7 @@ class Job(persistent.Persistent):
         return self._args
 
     @args.setter
-    def args(self, value) -> None:
+    def args(self, value: Iterable[Any]) -> None:
         self._args = _TrackedList(self, value)
 
     @property
@@ -156,7 +173,7 @@ class Job(persistent.Persistent):
         return kwargs
 
     @kwargs.setter
-    def kwargs(self, value) -> None:
+    def kwargs(self, value: Mapping[str, Any]) -> None:
         self._kwargs = _TrackedDict(self, value)
 
     @property
@@ -166,7 +183,7 @@ class Job(persistent.Persistent):
         return self._quota_names
 
     @quota_names.setter
-    def quota_names(self, value) -> None:
+    def quota_names(self, value: Iterable[str]) -> None:
         if isinstance(value, (str, bytes)):
             raise TypeError('quota_names must be a sequence of names, not '
                             'a single string: use (%r,)' % (value,))
@@ -195,7 +212,7 @@ class Job(persistent.Persistent):
         return self._result
 
     @property
-    def callbacks(self):
+    def callbacks(self) -> Sequence['Job']:
         """The callback jobs, in order (an empty tuple until one is added:
         most jobs have none, and a list of their own would be one more
         object to store and load per job)."""
@@ -256,14 +273,14 @@ class Job(persistent.Persistent):
         oid = self._p_oid
         return '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved'
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         name = getattr(self.callable, '__qualname__', None) or repr(
             self.callable)
         return '<Job %s %s %s>' % (self._oid_repr(), name, self._status)
 
     # -- retry policy -----------------------------------------------------
 
-    def getRetryPolicy(self):
+    def getRetryPolicy(self) -> Any:
         """The policy deciding what to do when a run of this job fails."""
         from . import retry
         factory = self.retry_policy_factory
@@ -295,7 +312,7 @@ class Job(persistent.Persistent):
             # callback is either seen by the worker or started late.
             self._p_changed = True
         if self._status == COMPLETED:
-            self._start_late_callback(callback)
+            _lifecycle().start_late_callback(self, callback)
         return callback
 
     def addCallbacks(self, success: Optional[Callable] = None,
@@ -308,20 +325,14 @@ class Job(persistent.Persistent):
                 _check_storable(func)
         return self.addCallback(Job(_route_result, success, failure))
 
-    def _start_late_callback(self, callback: 'Job') -> None:
-        if self.queue is not None:
-            callback.args = list(callback.args) + [self._result]
-            self.queue.put(callback)
-        else:
-            callback(self._result)
-
-    def pending_callbacks(self) -> list:
+    def pending_callbacks(self) -> List['Job']:
         return [cb for cb in self.callbacks if cb.status == NEW]
 
-    # -- running ----------------------------------------------------------
+    # -- running (the state changes live in lifecycle.py) -----------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run now, in the current transaction, callbacks included."""
+        lifecycle = _lifecycle()
         if getattr(self, '_v_invoking', False):
             raise BadStatusError('%r cannot call itself: it is running'
                                  % (self,))
@@ -329,20 +340,16 @@ class Job(persistent.Persistent):
             raise BadStatusError('cannot call a job with status %s'
                                  % self._status)
         if self._status != ACTIVE:
-            self.mark_active()
+            lifecycle.start(self)
         try:
             result = self.invoke(*args, **kwargs)
         except Exception as exc:
             result = Failure.from_exception(exc)
-        self.resolve(result, run_callbacks=True)
+        lifecycle.finish_in_place(self, result, inline_callbacks=True)
         return self._result
 
     def mark_active(self, now: Optional[datetime.datetime] = None) -> None:
-        if self._status not in (NEW, ASSIGNED):
-            raise BadStatusError('cannot start a job with status %s'
-                                 % self._status)
-        self._status = ACTIVE
-        self.active_start = now or clock.utcnow()
+        _lifecycle().start(self, now)
 
     def invoke(self, *extra_args: Any, **extra_kwargs: Any) -> Any:
         """Call the callable; exceptions propagate (the runner decides)."""
@@ -362,109 +369,59 @@ class Job(persistent.Persistent):
 
     def resolve(self, result: Any, run_callbacks: bool,
                 release: bool = True) -> None:
-        """Record what the call returned.
-
-        A returned job is waited for: this job completes when it does,
-        without holding a dispatcher slot meanwhile.  ``run_callbacks``
-        runs the callbacks here, in this transaction; otherwise the caller
-        (the dispatcher) runs each in a transaction of its own.
-        ``release=False`` leaves the agent slot and quotas to the caller:
-        the dispatcher frees them in a short transaction of their own, so
-        that a job's transaction writes nothing shared with other jobs and
-        a conflict there never makes a job run again.
-        """
-        if isinstance(result, Job):
-            self._wait_for(result, release)
-            return
-        self._result = result
-        self.active_end = clock.utcnow()
-        self._status = CALLBACKS if self.callbacks else COMPLETED
-        if release and self._status == COMPLETED:
-            self._leave_queue()
-        elif release and self.queue is not None:
-            # Quotas limit running calls: free them now.  The agent slot
-            # is kept until the callbacks are done, so that recovery of
-            # a dead dispatcher finds (and finishes) a job whose worker
-            # died between committing its result and its callbacks.
-            self.queue.quotas.release(self)
-        if run_callbacks:
-            self.run_callbacks_inline()
+        """Record what the call returned (lifecycle.finish_in_place, or
+        with ``release=False`` lifecycle.finish, which frees nothing)."""
+        lifecycle = _lifecycle()
+        finish = lifecycle.finish_in_place if release else lifecycle.finish
+        finish(self, result, inline_callbacks=run_callbacks)
 
     def fail(self, exc: Optional[BaseException] = None) -> None:
         """End a job that will not run (deadline passed, given up)."""
-        if self._status in (CALLBACKS, COMPLETED):
-            raise BadStatusError('cannot fail a job with status %s'
-                                 % self._status)
-        if exc is None:
-            exc = RuntimeError('job failed without running')
-        if self._status == PENDING and self.queue is not None:
-            # Out of the pending jobs, but still of this queue, so that its
-            # callbacks are queued rather than run in the caller's
-            # transaction (remove() would forget the queue).
-            self.queue._take(self)
-        self.resolve(Failure.from_exception(exc), run_callbacks=False)
-        self.complete_callbacks_elsewhere()
+        _lifecycle().fail(self, exc)
 
     def cancel(self, reason: str = 'cancelled') -> None:
         """Make sure a job that has not started never runs: it completes
         at once with a :class:`JobCancelled` failure, which its callbacks
         see (zc.async left a removed job NEW, out of every queue: a state
         no listing could name)."""
-        if self._status not in (NEW, PENDING):
-            raise BadStatusError(
-                'cannot cancel %r: its status is %s; only a job that has '
-                'not started can be cancelled' % (self, self._status))
-        self.fail(JobCancelled(reason))
+        _lifecycle().cancel(self, reason)
 
     def run_callbacks_inline(self) -> None:
-        for callback in self.pending_callbacks():
-            callback(self._result)
-        self.mark_callbacks_done()
+        _lifecycle().run_callbacks_inline(self)
 
     def complete_callbacks_elsewhere(self) -> None:
         """Hand callbacks to the queue when no worker runs this job."""
-        if self._status != CALLBACKS:
-            return
-        for callback in self.pending_callbacks():
-            self._start_late_callback(callback)
-        self.mark_callbacks_done()
+        _lifecycle().hand_off_callbacks(self)
 
     def mark_callbacks_done(self) -> None:
-        if self._status == CALLBACKS and not self.pending_callbacks():
-            self._status = COMPLETED
-            self.initial_callbacks_end = clock.utcnow()
-            self._leave_queue()
-
-    def _wait_for(self, inner: 'Job', release: bool = True) -> None:
-        if inner is self:
-            raise BadStatusError('a job cannot wait for itself')
-        self.waiting_for = inner
-        if release:
-            self._leave_queue()
-        inner.addCallback(Job(_resolve_outer, self))
-
-    def _leave_queue(self) -> None:
-        """Free the agent slot and quotas this job occupied."""
-        if self.queue is not None:
-            self.queue.release(self)
+        _lifecycle().finish_callbacks(self)
 
 
-def _route_result(success, failure, result):
+def _lifecycle() -> Any:
+    """lifecycle.py, which builds on this module: imported when a job's
+    own methods are used (the dispatcher calls lifecycle directly)."""
+    from . import lifecycle
+    return lifecycle
+
+
+def _route_result(success: Optional[Callable[[Any], Any]],
+                  failure: Optional[Callable[[Any], Any]],
+                  result: Any) -> Any:
     if isinstance(result, Failure):
         return failure(result) if failure is not None else result
     return success(result) if success is not None else result
 
 
 def _resolve_outer(outer: Job, result: Any) -> None:
-    outer.waiting_for = None
-    outer.resolve(result, run_callbacks=False)
-    outer.complete_callbacks_elsewhere()
+    """The callback through which a job waits for the job it returned
+    (stored by this name in databases)."""
+    _lifecycle().inner_finished(outer, result)
 
 
 def _mutator(base: type, name: str) -> Callable:
     method = getattr(base, name)
 
-    def mutate(self, *args, **kwargs):
+    def mutate(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = method(self, *args, **kwargs)
         self._owner._p_changed = True
         return result
@@ -476,11 +433,11 @@ def _tracked(base: type, mutators: tuple) -> type:
     """A ``base`` (list or dict) kept in its job's record that marks the
     job changed when it is changed in place; pickled as a plain ``base``
     (records do not name this class)."""
-    def __init__(self, owner: Job, items=()):
+    def __init__(self: Any, owner: Job, items: Iterable[Any] = ()) -> None:
         base.__init__(self, items)  # type: ignore[misc]
         self._owner = owner
 
-    def __reduce__(self):
+    def __reduce__(self: Any) -> Tuple[type, Tuple[Any]]:
         return (base, (base(self),))
     namespace = {'__slots__': ('_owner',), '__init__': __init__,
                  '__reduce__': __reduce__, '__doc__': _tracked.__doc__}

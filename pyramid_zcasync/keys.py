@@ -12,6 +12,7 @@ import itertools
 import os
 import random
 import threading
+from typing import Any, Iterator
 
 #: A key below every job key: trees keep it as their first entry, so that
 #: removing the first job never removes a bucket's first key (BTrees
@@ -29,6 +30,11 @@ _STRIPE_MASK = STRIPES - 1
 
 def _random(size: int) -> int:
     return int.from_bytes(os.urandom(size), 'big')
+
+
+_sequence: Iterator[int]
+_next_stripe: Iterator[int]
+_local: threading.local
 
 
 def _seed() -> None:
@@ -57,7 +63,7 @@ def local_stripe() -> int:
     return stripe
 
 
-def move_on_failed_commit(txn) -> None:
+def move_on_failed_commit(txn: Any) -> None:
     """Move this thread to another stripe if ``txn``, which puts in its
     stripe, fails to commit.  That is mostly a conflict with a producer
     sharing the stripe (more threads than stripes, or processes that drew
@@ -105,7 +111,7 @@ def last_of(micros: int) -> int:
     return (micros << _TIE_BITS) | _TIE_MASK
 
 
-def insert_unique(tree, key: int, value) -> int:
+def insert_unique(tree: Any, key: int, value: Any) -> int:
     """``tree[key] = value`` at ``key`` or, taken, the next free key of
     the same stripe."""
     while key in tree:

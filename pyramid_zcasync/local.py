@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Tuple
 
-import transaction
+from . import transact
 
 _state = threading.local()
 
@@ -20,7 +20,8 @@ class NeedsOwnTransaction(Exception):
 
 
 @contextlib.contextmanager
-def running(job, db=None, dispatcher=None, grouped=False):
+def running(job: Any, db: Any = None, dispatcher: Any = None,
+            grouped: bool = False) -> Iterator[None]:
     previous = getattr(_state, 'current', None)
     _state.current = (job, db, dispatcher)
     _state.grouped = grouped
@@ -39,7 +40,7 @@ def running(job, db=None, dispatcher=None, grouped=False):
         _state.request = _state.frame = None
 
 
-def get_request():
+def get_request() -> Any:
     """Inside a job of a Pyramid app: a request at ``zcasync.app_url`` for
     URL generation (``get_request().route_url('home')``); made once per
     job, and made current for Pyramid's thread-locals.  None elsewhere."""
@@ -55,16 +56,16 @@ def get_request():
     return request
 
 
-def _current():
+def _current() -> Tuple[Any, Any, Any]:
     return getattr(_state, 'current', None) or (None, None, None)
 
 
-def get_job():
+def get_job() -> Any:
     """The job being run in this thread, in the runner's connection."""
     return _current()[0]
 
 
-def get_queue():
+def get_queue() -> Any:
     """The queue of the running job; a callback's is its parent's."""
     job = get_job()
     while job is not None and job.queue is None:
@@ -72,7 +73,7 @@ def get_queue():
     return None if job is None else job.queue
 
 
-def get_dispatcher():
+def get_dispatcher() -> Any:
     return _current()[2]
 
 
@@ -89,16 +90,15 @@ def set_live_annotation(name: str, value: Any) -> None:
         return
     if getattr(_state, 'grouped', False):
         raise NeedsOwnTransaction('set_live_annotation')
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        with manager:
-            connection.get(job._p_oid).annotations[name] = value
-    finally:
-        connection.close()
+    oid = job._p_oid
+
+    def annotate(connection: Any) -> None:
+        connection.get(oid).annotations[name] = value
+    transact.write(db, annotate, attempts=1)
 
 
-def get_live_annotation(job, name: str, default: Optional[Any] = None):
+def get_live_annotation(job: Any, name: str,
+                        default: Optional[Any] = None) -> Any:
     """Read an annotation as last committed, not as this connection saw it.
 
     Read through a connection of its own, as zc.async does: syncing the
@@ -108,14 +108,12 @@ def get_live_annotation(job, name: str, default: Optional[Any] = None):
     jar = job._p_jar
     if jar is None or job._p_oid is None:
         return job.annotations.get(name, default)
-    manager = transaction.TransactionManager()
-    connection = jar.db().open(transaction_manager=manager)
-    try:
-        value = connection.get(job._p_oid).annotations.get(name, default)
+    oid = job._p_oid
+
+    def read(connection: Any) -> Any:
+        value = connection.get(oid).annotations.get(name, default)
         activate = getattr(value, '_p_activate', None)
         if activate is not None:
             activate()  # loaded before its connection closes
         return value
-    finally:
-        manager.abort()
-        connection.close()
+    return transact.read(jar.db(), read)

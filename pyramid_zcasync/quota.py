@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import bisect
 import datetime
-from typing import Optional, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import BTrees.OOBTree
 import persistent
 
 from . import clock
+from .job import Job
 
 # FLOOR is kept in each BTree that producers and consumers change at once.
 # BTrees refuse to resolve a conflict that deletes the first key of a
 # bucket, and a FIFO claim always deletes the first key: with this floor
 # entry in place, a put and a claim committed together resolve.
 from .keys import FLOOR
+
+#: ``(starts, seconds)``: at most ``starts`` starts in any ``seconds``.
+Rate = Tuple[int, Union[float, datetime.timedelta]]
 
 
 def floor_tree() -> BTrees.OOBTree.OOBTree:
@@ -36,12 +40,12 @@ def floor_tree() -> BTrees.OOBTree.OOBTree:
     return tree
 
 
-def above_floor(tree, method: str = 'values', **bounds):
+def above_floor(tree: Any, method: str = 'values', **bounds: Any) -> Any:
     """``tree.keys()``, ``values()`` or ``items()`` without the floor."""
     return getattr(tree, method)(min=FLOOR, excludemin=True, **bounds)
 
 
-def check_size(size, what: str) -> int:
+def check_size(size: Any, what: str) -> int:
     """``size`` as a non-negative int, or a ValueError naming it."""
     if isinstance(size, bool) or not isinstance(size, int):
         raise TypeError('%s must be an integer, got %r (%s)'
@@ -56,11 +60,11 @@ def check_size(size, what: str) -> int:
 DEFAULT_SIZE = object()
 
 
-def check_optional_size(size, what: str) -> Optional[int]:
+def check_optional_size(size: Any, what: str) -> Optional[int]:
     return None if size is None else check_size(size, what)
 
 
-def check_rate(rate, what: str) -> Optional[Tuple[int, float]]:
+def check_rate(rate: Any, what: str) -> Optional[Tuple[int, float]]:
     """``rate`` as ``(starts, seconds)``, or an error naming it."""
     if rate is None:
         return None
@@ -98,7 +102,8 @@ class Quota(persistent.Persistent):
     #: concurrent claims of this quota conflict (see the module doc).
     _acquired = 0
 
-    def __init__(self, name: str, size: Optional[int] = 1, rate=None):
+    def __init__(self, name: str, size: Optional[int] = 1,
+                 rate: Optional[Rate] = None):
         self.name = name
         self.size = check_optional_size(size, 'quota %r size' % name)
         self.rate = rate
@@ -113,16 +118,16 @@ class Quota(persistent.Persistent):
         return self._rate
 
     @rate.setter
-    def rate(self, value) -> None:
+    def rate(self, value: Optional[Rate]) -> None:
         self._rate = check_rate(value, 'quota %r rate' % self.name)
 
     def __len__(self) -> int:
         return len(self._active) - 1
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Job]:
         return iter(above_floor(self._active))
 
-    def __contains__(self, job) -> bool:
+    def __contains__(self, job: object) -> bool:
         return self._active.get(getattr(job, '_key', FLOOR)) is job
 
     @property
@@ -177,7 +182,7 @@ class Quota(persistent.Persistent):
 
     # -- acquiring ----------------------------------------------------
 
-    def acquire(self, job, now_micros: Optional[int] = None) -> None:
+    def acquire(self, job: Job, now_micros: Optional[int] = None) -> None:
         self._active[job._key] = job
         rate = self._rate
         if rate is None:
@@ -189,10 +194,10 @@ class Quota(persistent.Persistent):
         bisect.insort(starts, now_micros)
         self._starts = tuple(starts[-rate[0]:])
 
-    def release(self, job) -> None:
+    def release(self, job: Job) -> None:
         self._active.pop(job._key, None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         size = '-' if self.size is None else self.size
         rate = '' if self._rate is None else ' rate %d/%gs' % self._rate
         return '<Quota %r %d/%s%s>' % (self.name, len(self), size, rate)
@@ -201,11 +206,11 @@ class Quota(persistent.Persistent):
 class Quotas(persistent.Persistent):
     """The quotas of one queue, by name."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._quotas = BTrees.OOBTree.OOBTree()
 
-    def create(self, name: str, size: Optional[int] = DEFAULT_SIZE,
-               rate=None) -> Quota:
+    def create(self, name: str, size: Any = DEFAULT_SIZE,
+               rate: Optional[Rate] = None) -> Quota:
         """A quota of at most ``size`` running jobs (None: no bound; 1
         unless given, or no bound when ``rate`` is given) and, with
         ``rate=(starts, seconds)``, at most ``starts`` starts in any
@@ -235,55 +240,59 @@ class Quotas(persistent.Persistent):
             raise KeyError('unknown quota %r; known: %s'
                            % (name, sorted(self._quotas) or 'none')) from None
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Optional[Quota] = None
+            ) -> Optional[Quota]:
         return self._quotas.get(name, default)
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: object) -> bool:
         return name in self._quotas
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._quotas.keys())
 
     def __len__(self) -> int:
         return len(self._quotas)
 
-    def values(self):
+    def values(self) -> Iterable[Quota]:
         return self._quotas.values()
 
-    def check_names(self, names) -> None:
+    def check_names(self, names: Iterable[str]) -> None:
         unknown = [name for name in names if name not in self._quotas]
         if unknown:
             raise ValueError('unknown quota name(s) %s; create them with '
                              'queue.quotas.create(name, size); known: %s'
                              % (unknown, sorted(self._quotas) or 'none'))
 
-    def _named(self, names):
+    def _named(self, names: Iterable[str]) -> List[Quota]:
         """The quotas of these names that exist (a removed quota limits
         nothing)."""
         return [quota for quota in map(self._quotas.get, names)
                 if quota is not None]
 
-    def allow(self, job, now: Optional[datetime.datetime] = None) -> bool:
+    def allow(self, job: Job, now: Optional[datetime.datetime] = None
+              ) -> bool:
         """Whether ``job``'s quotas have room for it to start at ``now``."""
         return self.allow_names(job.quota_names, _micros(now))
 
-    def allow_names(self, names, now_micros: int) -> bool:
+    def allow_names(self, names: Iterable[str], now_micros: int) -> bool:
         return all(quota.allows(now_micros) for quota in self._named(names))
 
-    def next_allowed(self, names, now_micros: int) -> Optional[int]:
+    def next_allowed(self, names: Iterable[str], now_micros: int
+                     ) -> Optional[int]:
         """When the rates of these quotas next allow a start (µs), if one
         of them allows none at ``now_micros``; else None."""
-        times = [quota._next_allowed_micros(now_micros)
-                 for quota in self._named(names)]
-        times = [t for t in times if t is not None]
+        reopenings = [quota._next_allowed_micros(now_micros)
+                      for quota in self._named(names)]
+        times = [t for t in reopenings if t is not None]
         return max(times) if times else None
 
-    def acquire(self, job, now: Optional[datetime.datetime] = None) -> None:
+    def acquire(self, job: Job, now: Optional[datetime.datetime] = None
+                ) -> None:
         now_micros = _micros(now)
         for quota in self._named(job.quota_names):
             quota.acquire(job, now_micros)
 
-    def release(self, job) -> None:
+    def release(self, job: Job) -> None:
         for name in job.quota_names:
             quota = self._quotas.get(name)
             if quota is not None:

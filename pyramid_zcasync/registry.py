@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Optional
+from typing import Any, Iterable, Iterator, Optional, Tuple
 
 import BTrees.OOBTree
 import persistent
 import zope.event
 from persistent.timestamp import TimeStamp
 
-from . import clock, retry
+from . import clock, lifecycle, retry
 from .agent import Agent
-from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, DispatcherActivated,
-                         DispatcherDeactivated)
+from .interfaces import ACTIVE, DispatcherActivated, DispatcherDeactivated
+from .job import Job
 
 log = logging.getLogger('pyramid_zcasync.events')
 
@@ -35,7 +35,7 @@ class JobInterrupted(Exception):
     """The dispatcher running a job died or stopped before it finished."""
 
 
-def database_time(obj) -> Optional[datetime.datetime]:
+def database_time(obj: Any) -> Optional[datetime.datetime]:
     """When the transaction that last wrote ``obj`` committed (UTC)."""
     serial = getattr(obj, '_p_serial', None)
     if not serial or serial == b'\0' * 8:
@@ -47,8 +47,8 @@ def database_time(obj) -> Optional[datetime.datetime]:
 class Ping(persistent.Persistent):
     """The last ping, alone in its object so it conflicts with nothing."""
 
-    def __init__(self):
-        self.value = None
+    def __init__(self) -> None:
+        self.value: Optional[datetime.datetime] = None
 
     def touch(self, now: datetime.datetime) -> None:
         self.value = now
@@ -64,16 +64,18 @@ class DispatcherAgent(persistent.Persistent):
 
     def __init__(self, uuid: str,
                  ping_interval: datetime.timedelta = PING_INTERVAL,
-                 ping_death_interval: datetime.timedelta = PING_DEATH_INTERVAL):
+                 ping_death_interval: datetime.timedelta = (
+                     PING_DEATH_INTERVAL)):
         self.UUID = str(uuid)
-        self.parent = None
-        self.activated = None
+        #: The DispatcherAgents holding it (see ``registrations``).
+        self.parent: Any = None
+        self.activated: Optional[datetime.datetime] = None
         self.ping_interval = ping_interval
         self.ping_death_interval = ping_death_interval
         self._agents = BTrees.OOBTree.OOBTree()
         self._ping = Ping()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<DispatcherAgent %s %s>' % (
             self.UUID, 'activated' if self.activated else 'inactive')
 
@@ -82,20 +84,26 @@ class DispatcherAgent(persistent.Persistent):
     def __getitem__(self, name: str) -> Agent:
         return self._agents[name]
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Optional[Agent] = None
+            ) -> Optional[Agent]:
         return self._agents.get(name, default)
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: object) -> bool:
         return name in self._agents
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._agents.keys())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._agents)
 
-    def values(self):
+    def values(self) -> Iterable[Agent]:
         return self._agents.values()
+
+    @property
+    def registrations(self) -> 'DispatcherAgents':
+        """The registrations of the queue this one belongs to."""
+        return self.parent
 
     def add(self, agent: Agent) -> Agent:
         if agent.name in self._agents:
@@ -166,39 +174,42 @@ class DispatcherAgent(persistent.Persistent):
         return count
 
 
-def recover_job(job, reason: str) -> None:
-    """Decide the fate of a job whose dispatcher went away."""
-    queue = job.queue
-    if job.status == ASSIGNED:
-        queue.requeue(job)  # never started: nothing to undo, run it
-    elif job.status == ACTIVE:
-        policy = job.getRetryPolicy()
-        decision = retry.check_decision(policy.interrupted(), 'interrupted',
-                                        policy)
-        if decision is True:
-            queue.requeue(job)
-        elif isinstance(decision, datetime.timedelta):
-            queue.requeue(job, begin_after=clock.utcnow() + decision)
-        elif isinstance(decision, datetime.datetime):
-            queue.requeue(job, begin_after=decision)
-        else:
-            job.fail(JobInterrupted('dispatcher %s %s while %r was running'
-                                    % (job.assignerUUID, reason, job)))
-    elif job.status == CALLBACKS:
-        queue.release(job)
-        job.complete_callbacks_elsewhere()
+def recover_job(job: Job, reason: str) -> None:
+    """Decide the fate of a job whose dispatcher went away: one that may
+    have started is its retry policy's to requeue or fail; any other goes
+    back to its queue or finishes its callbacks (lifecycle.recover)."""
+    if job.status != ACTIVE:
+        lifecycle.recover(job)
+        return
+    policy = job.getRetryPolicy()
+    decision = retry.check_decision(policy.interrupted(), 'interrupted',
+                                    policy)
+    if decision is False:
+        lifecycle.fail(job, JobInterrupted(
+            'dispatcher %s %s while %r was running'
+            % (job.assignerUUID, reason, job)))
+    elif decision is True:
+        lifecycle.requeue(job)
+    elif isinstance(decision, datetime.timedelta):
+        lifecycle.requeue(job, begin_after=clock.utcnow() + decision)
     else:
-        queue.release(job)
+        lifecycle.requeue(job, begin_after=decision)
 
 
 class DispatcherAgents(persistent.Persistent):
     """UUID -> DispatcherAgent for one queue (``queue.dispatchers``)."""
 
-    def __init__(self, queue):
+    def __init__(self, queue: Any):
+        #: The Queue (see ``queue``).
         self.parent = queue
         self._registrations = BTrees.OOBTree.OOBTree()
 
-    def register(self, uuid, **intervals) -> DispatcherAgent:
+    @property
+    def queue(self) -> Any:
+        return self.parent
+
+    def register(self, uuid: Any, **intervals: datetime.timedelta
+                 ) -> DispatcherAgent:
         uuid = str(uuid)
         if uuid in self._registrations:
             raise KeyError('dispatcher %s is already registered' % uuid)
@@ -207,7 +218,7 @@ class DispatcherAgents(persistent.Persistent):
         self._registrations[uuid] = registration
         return registration
 
-    def unregister(self, uuid) -> DispatcherAgent:
+    def unregister(self, uuid: Any) -> DispatcherAgent:
         registration = self[uuid]
         if registration.activated:
             raise ValueError('dispatcher %s is active; deactivate it before '
@@ -218,25 +229,26 @@ class DispatcherAgents(persistent.Persistent):
         del self._registrations[str(uuid)]
         return registration
 
-    def __getitem__(self, uuid) -> DispatcherAgent:
+    def __getitem__(self, uuid: Any) -> DispatcherAgent:
         return self._registrations[str(uuid)]
 
-    def get(self, uuid, default=None):
+    def get(self, uuid: Any, default: Optional[DispatcherAgent] = None
+            ) -> Optional[DispatcherAgent]:
         return self._registrations.get(str(uuid), default)
 
-    def __contains__(self, uuid) -> bool:
+    def __contains__(self, uuid: object) -> bool:
         return str(uuid) in self._registrations
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._registrations.keys())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._registrations)
 
-    def values(self):
+    def values(self) -> Iterable[DispatcherAgent]:
         return self._registrations.values()
 
-    def items(self):
+    def items(self) -> Iterable[Tuple[str, DispatcherAgent]]:
         return self._registrations.items()
 
     def database_now(self) -> datetime.datetime:

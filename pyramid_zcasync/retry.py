@@ -20,9 +20,12 @@ import datetime
 import errno
 import logging
 import random
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from ZODB.POSException import ConflictError
+
+from .failure import Failure
+from .lifecycle import RETRY_COUNTS
 
 log = logging.getLogger('pyramid_zcasync.trace')
 
@@ -98,20 +101,23 @@ class RetryPolicy:
     """
 
     #: Attempts allowed in all for a job raising ConflictError.
-    conflict_attempts = None
+    conflict_attempts: Optional[int] = None
     #: Attempts in all for other errors of the call itself.
     other_job_attempts = 0
     #: Attempts in all for other errors raised by the commit.
     other_commit_attempts = 0
     #: Times a job may be re-queued after its dispatcher went away.
-    max_interruptions = None
+    max_interruptions: Optional[int] = None
     #: Retry when the storage server went away (ZEO's ClientDisconnected,
     #: RelStorage's lost database connection) at all, always with back-off.
     retry_disconnected = True
 
-    key = 'pyramid_zcasync.retry'
+    #: The job annotation keeping the counts (a new attempt of a failed
+    #: job, lifecycle.retry_failed, starts without them).
+    key = RETRY_COUNTS
 
-    def __init__(self, job):
+    def __init__(self, job: Any):
+        #: The job this policy decides for (zc.async's name).
         self.parent = job
 
     def _count(self, data_cache: dict, kind: str) -> int:
@@ -119,7 +125,8 @@ class RetryPolicy:
         counts[kind] = counts.get(kind, 0) + 1
         return counts[kind]
 
-    def _decide(self, failure, data_cache: dict, other_attempts) -> Decision:
+    def _decide(self, failure: Failure, data_cache: dict,
+                other_attempts: Optional[int]) -> Decision:
         if failure.check(*DISCONNECTED):
             if not self.retry_disconnected:
                 return False
@@ -134,10 +141,10 @@ class RetryPolicy:
             return backoff(attempts - 1)
         return False
 
-    def jobError(self, failure, data_cache: dict) -> Decision:
+    def jobError(self, failure: Failure, data_cache: dict) -> Decision:
         return self._decide(failure, data_cache, self.other_job_attempts)
 
-    def commitError(self, failure, data_cache: dict) -> Decision:
+    def commitError(self, failure: Failure, data_cache: dict) -> Decision:
         decision = self._decide(failure, data_cache,
                                 self.other_commit_attempts)
         if decision is False and not failure.check(ConflictError):
@@ -158,7 +165,8 @@ class RetryPolicy:
             self.parent.annotations[self.key] = dict(counts)
 
 
-def check_decision(decision, hook: str, policy) -> Decision:
+def check_decision(decision: Any, hook: str, policy: RetryPolicy
+                   ) -> Decision:
     """``decision`` if it is one; else False (give up), logged, naming
     it: a policy answering None must not retry at once forever."""
     if isinstance(decision, (bool, datetime.timedelta)):
@@ -185,7 +193,7 @@ def retry_due(decision: Decision, now: datetime.datetime
     return None
 
 
-def seed_counts(data_cache: dict, job) -> None:
+def seed_counts(data_cache: dict, job: Any) -> None:
     """Start ``data_cache`` from the counts a job stored when it was
     last put back for a retry: limits count attempts in all."""
     annotations = job._annotations
@@ -236,7 +244,7 @@ def is_disconnected(exc: BaseException) -> bool:
                for c in type(exc).__mro__)
 
 
-def abort(manager) -> None:
+def abort(manager: Any) -> None:
     """Abort ``manager``'s transaction even while the storage server is
     away: RelStorage asks its server for invalidations as a transaction
     ends, so the abort itself raises the disconnection the caller is
@@ -250,14 +258,15 @@ def abort(manager) -> None:
         log.debug('abort while the storage server is away: %s', exc)
 
 
-def _within(count: int, limit) -> bool:
+def _within(count: int, limit: Optional[int]) -> bool:
     return limit is None or count <= limit
 
 
 class RetryCommonFourTimes(RetryPolicy):
     """The default for jobs: ConflictError up to 5 attempts in all
-    (after a short random pause each), a lost storage server forever with back-off, interruptions 9 times, any
-    other error fails the job at once."""
+    (after a short random pause each), a lost storage server forever
+    with back-off, interruptions 9 times, any other error fails the job
+    at once."""
 
     conflict_attempts = 5
     max_interruptions = 9

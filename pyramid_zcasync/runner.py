@@ -15,13 +15,14 @@ import datetime
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import (Any, Callable, ContextManager, Dict, Optional, Tuple,
+                    TypeVar, cast)
 
 import transaction
 from ZODB.POSException import ConflictError
 
 from . import clock as clock_module
-from . import local, retry
+from . import lifecycle, local, retry
 from .failure import Failure
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW
 from .job import Job
@@ -34,12 +35,18 @@ trace = logging.getLogger('pyramid_zcasync.trace')
 #: before the runner gives up and lets recovery deal with the job.
 BOOKKEEPING_ATTEMPTS = 20
 
+T = TypeVar('T')
+#: ``load(connection)``: the job to run, or None when it is no longer ours.
+Loader = Callable[[Any], Optional[Job]]
+
 
 class Runner:
     """Runs jobs of one database; one per worker thread."""
 
-    def __init__(self, db, uuid: Optional[str] = None, clock=None,
-                 dispatcher=None, lock=None):
+    def __init__(self, db: Any, uuid: Optional[str] = None,
+                 clock: Optional[clock_module.Clock] = None,
+                 dispatcher: Any = None,
+                 lock: Optional[ContextManager[Any]] = None):
         self.db = db
         self.uuid = uuid
         self.clock = clock or clock_module.default_clock
@@ -47,7 +54,8 @@ class Runner:
         #: Held around transactions that write the dispatcher's shared
         #: bookkeeping (agent slots, history), so that this process's
         #: threads never conflict with each other there.
-        self.lock = lock if lock is not None else contextlib.nullcontext()
+        self.lock: ContextManager[Any] = (
+            lock if lock is not None else contextlib.nullcontext())
         self.manager = transaction.TransactionManager()
         #: How long the last call took (the call alone, not its commits):
         #: what tells the dispatcher whether jobs are short.
@@ -58,21 +66,23 @@ class Runner:
 
     # -- transactions -------------------------------------------------
 
-    def transact(self, work: Callable):
+    def transact(self, work: Callable[[Any], T]) -> T:
         """``work(connection)`` in a committed transaction, retrying
         conflicts; the connection is closed between attempts."""
         return self._transact(work, wait_for_server=False)
 
-    def bookkeep(self, work: Callable, lock=None):
+    def bookkeep(self, work: Callable[[Any], T],
+                 lock: Optional[ContextManager[Any]] = None) -> T:
         """Like :meth:`transact`, but waits out a lost storage server,
         with back-off, as long as it takes: a job's state must be written
         (a job left ACTIVE would never be recovered while we live).
         ``lock`` is held during each attempt, never during a wait."""
         return self._transact(work, wait_for_server=True, lock=lock)
 
-    def _transact(self, work: Callable, wait_for_server: bool, lock=None):
+    def _transact(self, work: Callable[[Any], T], wait_for_server: bool,
+                  lock: Optional[ContextManager[Any]] = None) -> T:
         conflicts = 0
-        away: dict = {}
+        away: Dict[str, Any] = {}
         while True:
             delay = None
             connection = None
@@ -105,7 +115,7 @@ class Runner:
             self.wait(delay)
 
     def report_storage(self, exc: Optional[BaseException],
-                       delay=None) -> None:
+                       delay: Optional[datetime.timedelta] = None) -> None:
         """Log that the storage cannot commit (server away, disk full)
         and tell the dispatcher, whose /health then says down; ``None``:
         this worker's commits go through again."""
@@ -116,7 +126,7 @@ class Runner:
         if report is not None:
             report(exc)
 
-    def wait(self, decision) -> None:
+    def wait(self, decision: Any) -> None:
         if isinstance(decision, datetime.datetime):
             decision = decision - self.clock.utcnow()
         if isinstance(decision, datetime.timedelta):
@@ -140,17 +150,21 @@ class Runner:
                 self.bookkeep(lambda conn: self._owes_callbacks(
                     conn.get(oid))):
             self.run_callbacks(oid)
-        self.release(oid)
+        self.free_slot_and_quotas(oid)
 
-    def release(self, oid: bytes) -> None:
+    def free_slot_and_quotas(self, oid: bytes) -> None:
         """Free the agent slot and quotas of a job that finished (or waits
         for a job it returned); its own transaction left them alone.
         The lock is not held across a back-off wait: that would stop this
         dispatcher's polls and pings for as long as the wait lasts."""
-        self.bookkeep(lambda conn: release_if_ours(conn.get(oid), self.uuid),
-                      lock=self.lock)
+        self.bookkeep(lambda conn: lifecycle.release_finished(
+            conn.get(oid), self.uuid), lock=self.lock)
 
-    def _start(self, job, started: Optional[dict] = None) -> bool:
+    #: The name before it said what it frees.
+    release = free_slot_and_quotas
+
+    def _start(self, job: Job, started: Optional[Dict[str, Any]] = None
+               ) -> bool:
         started = {} if started is None else started
         if (job.status == ACTIVE and job.assignerUUID == self.uuid
                 and 'at' in started and job.active_start == started['at']):
@@ -162,24 +176,25 @@ class Runner:
             return False
         job.annotations  # created now so live annotations never touch job
         started['at'] = self.clock.utcnow()
-        job.mark_active(started['at'])
+        lifecycle.start(job, started['at'])
         log.info('starting %r', job)
         return True
 
-    def _owes_callbacks(self, job) -> bool:
+    def _owes_callbacks(self, job: Job) -> bool:
         """Whether the job's commit went through although it looked lost
         (the server's answer to tpc_finish never came): its callbacks are
         still ours to run, nobody else would until we die."""
         return job.status == CALLBACKS and job.assignerUUID == self.uuid
 
-    def _own_active(self, job):
+    def _own_active(self, job: Job) -> Optional[Job]:
         if job.status == ACTIVE and job.assignerUUID == self.uuid:
             return job
         trace.info('%r was taken from us (status %s); not running it',
                    job, job.status)
         return None
 
-    def call(self, load: Callable, extra_args: Callable = lambda job: (),
+    def call(self, load: Loader,
+             extra_args: Callable[[Job], Tuple[Any, ...]] = lambda job: (),
              inline_callbacks: bool = False,
              prior_conflicts: int = 0) -> bool:
         """Call the job ``load(connection)`` returns until it commits or
@@ -188,7 +203,7 @@ class Runner:
         ``inline_callbacks`` runs the job's own callbacks in its
         transaction: used for callbacks of callbacks, one step of a chain.
         """
-        data_cache: dict = {}
+        data_cache: Dict[str, Any] = {}
         if prior_conflicts:
             data_cache[retry.RetryPolicy.key] = {'conflict': prior_conflicts}
         steps = (load, extra_args, inline_callbacks)
@@ -218,8 +233,9 @@ class Runner:
                 return False
             self.wait(value)
 
-    def _put_back_for_retry(self, load: Callable, failure, decision,
-                            data_cache: dict) -> bool:
+    def _put_back_for_retry(self, load: Loader, failure: Failure,
+                            decision: retry.Decision,
+                            data_cache: Dict[str, Any]) -> bool:
         """Whether the job went back to its queue to wait for a later
         retry (freeing its slot) instead of being retried by this worker.
         A lost storage server is waited out here: nothing could commit."""
@@ -231,7 +247,11 @@ class Runner:
         return self.bookkeep(lambda conn: _put_back(load(conn), due,
                                                     data_cache))
 
-    def _attempt(self, steps, data_cache):
+    def _attempt(self, steps: Tuple[Loader, Callable[[Job], Tuple[Any, ...]],
+                                    bool],
+                 data_cache: Dict[str, Any]) -> Tuple[Any, Any]:
+        """``('gone', None)``, ``('done', None)``, or the failure and
+        its policy's decision."""
         load, extra_args, inline_callbacks = steps
         connection = self.db.open(transaction_manager=self.manager)
         try:
@@ -258,8 +278,7 @@ class Runner:
             self.call_seconds = time.monotonic() - called
             try:
                 policy.updateData(data_cache)
-                job.resolve(result, run_callbacks=inline_callbacks,
-                            release=False)
+                lifecycle.finish(job, result, inline_callbacks)
                 self.manager.commit()
                 if not inline_callbacks:  # the job, not one of its callbacks
                     self.outcome = outcome(job)
@@ -275,15 +294,15 @@ class Runner:
         finally:
             connection.close()
 
-    def _record_failure(self, job, failure, data_cache,
+    def _record_failure(self, job: Optional[Job], failure: Failure,
+                        data_cache: Dict[str, Any],
                         inline_callbacks: bool) -> None:
         if job is None:
             return
         if job.status in (NEW, ASSIGNED):
-            job.mark_active(self.clock.utcnow())
+            lifecycle.start(job, self.clock.utcnow())
         job.getRetryPolicy().updateData(data_cache)
-        job.resolve(failure, run_callbacks=inline_callbacks,
-                    release=False)
+        lifecycle.finish(job, failure, inline_callbacks)
         if not inline_callbacks:
             self.outcome = outcome(job)
         log.log(job.failure_log_level, '%r failed: %s', job,
@@ -291,7 +310,7 @@ class Runner:
 
     # -- callbacks ----------------------------------------------------
 
-    def _next_callback_or_finish(self, job):
+    def _next_callback_or_finish(self, job: Job) -> Optional[bytes]:
         callback_oid = _next_callback_oid_or_finish(job)
         if callback_oid is None and job.status == COMPLETED:
             self.outcome = outcome(job)
@@ -309,24 +328,30 @@ class Runner:
             if callback_oid is None:
                 break
             self.call(lambda conn: _startable_callback(conn.get(callback_oid)),
-                      extra_args=lambda cb: (cb.parent.result,),
+                      extra_args=_parent_result,
                       inline_callbacks=True)
 
 
-def _put_back(job, due: datetime.datetime, data_cache: dict) -> bool:
+def _parent_result(callback: Job) -> Tuple[Any]:
+    """What a callback is called with: the result of its job."""
+    return (cast(Job, callback.parent).result,)
+
+
+def _put_back(job: Optional[Job], due: datetime.datetime,
+              data_cache: Dict[str, Any]) -> bool:
     """Queue ``job`` again, due at ``due``, keeping its retry counts."""
     if job is None:
         return True  # taken from us meanwhile: nothing left to do here
     if job.queue is None:
         return False  # a callback: it has no queue to wait in
     job.getRetryPolicy().updateData(data_cache)
-    job.queue.requeue(job, begin_after=due)
+    lifecycle.requeue(job, begin_after=due)
     log.info('%r goes back to its queue for a retry at %s', job,
              due.isoformat())
     return True
 
 
-def outcome(job) -> dict:
+def outcome(job: Job) -> Dict[str, Any]:
     """What the dispatcher's history keeps of a finished run (read in the
     transaction that finished it: a retry may follow at once)."""
     result = job.result
@@ -344,31 +369,27 @@ def outcome(job) -> dict:
             'runtime': runtime}
 
 
-def release_if_ours(job, uuid: str) -> None:
-    agent = job.agent
-    if agent is None or agent.UUID != uuid or job.queue is None:
-        return  # released already, or recovered by a sibling meanwhile
-    if job.status == COMPLETED or job.waiting_for is not None:
-        job.queue.release(job)
+#: The name the executor imports (lifecycle.release_finished).
+release_if_ours = lifecycle.release_finished
 
 
-def _next_callback_oid_or_finish(job):
+def _next_callback_oid_or_finish(job: Job) -> Optional[bytes]:
     if job.status != CALLBACKS:
         return None  # no result yet (waiting for a job it returned), or done
     for callback in job.pending_callbacks():
         return callback._p_oid
-    job.mark_callbacks_done()
+    lifecycle.finish_callbacks(job)
     return None
 
 
-def _startable_callback(callback):
+def _startable_callback(callback: Job) -> Optional[Job]:
     if callback.status != NEW:
         return None
-    callback.mark_active()
+    lifecycle.start(callback)
     return callback
 
 
-def settle(result, timeout: Optional[float] = None):
+def settle(result: Any, timeout: Optional[float] = None) -> Any:
     """The value of a Deferred-like result (``addBoth``), waiting for it.
 
     A Job result is returned as is: the job waits for it without holding
@@ -380,7 +401,7 @@ def settle(result, timeout: Optional[float] = None):
     fired = threading.Event()
     box = []
 
-    def keep(value):
+    def keep(value: Any) -> None:
         box.append(value)
         fired.set()
         return None
@@ -394,5 +415,5 @@ def settle(result, timeout: Optional[float] = None):
     return value
 
 
-def _log_attempt(what: str, job, failure) -> None:
+def _log_attempt(what: str, job: Job, failure: Failure) -> None:
     trace.info('%s of %r raised %s', what, job, failure)

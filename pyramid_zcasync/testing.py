@@ -7,9 +7,9 @@ hanging a suite.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
-import transaction
+from . import transact
 
 from .interfaces import ACTIVE, CALLBACKS, COMPLETED
 
@@ -33,14 +33,15 @@ def wait_until(condition: Callable[[], Any], seconds: float, what: str,
 _wait = wait_until
 
 
-def _sync(obj) -> None:
+def _sync(obj: Any) -> None:
     """Start a new transaction in ``obj``'s connection, to see commits."""
     jar = getattr(obj, '_p_jar', None)
     if jar is not None:
         jar.transaction_manager.begin()
 
 
-def get_poll(dispatcher, count: Optional[int] = None, seconds: float = 6):
+def get_poll(dispatcher: Any, count: Optional[int] = None,
+             seconds: float = 6) -> Any:
     """The newest poll once more than ``count`` polls were made (by default,
     the next poll from now; ``0``: the first poll)."""
     if count is None:
@@ -50,47 +51,47 @@ def get_poll(dispatcher, count: Optional[int] = None, seconds: float = 6):
     return dispatcher.polls.first()
 
 
-def wait_for_result(job, seconds: float = 6) -> Any:
+def wait_for_result(job: Any, seconds: float = 6) -> Any:
     """The job's result once it is COMPLETED and its dispatcher has
     released it (it then shows in its agent's history); aborts the
     current transaction of the job's connection, to see other commits."""
-    def completed():
+    def completed() -> bool:
         _sync(job)
         return job.status == COMPLETED and job.agent is None
     _wait(completed, seconds, 'the result of %r' % (job,))
     return job.result
 
 
-def wait_for_start(job, seconds: float = 6) -> None:
-    def started():
+def wait_for_start(job: Any, seconds: float = 6) -> None:
+    def started() -> bool:
         _sync(job)
         return job.status in (ACTIVE, CALLBACKS, COMPLETED)
     _wait(started, seconds, '%r to start' % (job,))
 
 
-def wait_for_annotation(job, name: str, seconds: float = 6) -> Any:
-    def annotated():
+def wait_for_annotation(job: Any, name: str, seconds: float = 6) -> Any:
+    def annotated() -> bool:
         _sync(job)
         return name in job.annotations
     _wait(annotated, seconds, 'annotation %r of %r' % (name, job))
     return job.annotations[name]
 
 
-def wait_for_deactivation(dispatcher, seconds: float = 6) -> None:
+def wait_for_deactivation(dispatcher: Any, seconds: float = 6) -> None:
     _wait(lambda: not dispatcher.activated, seconds,
           'dispatcher %s to deactivate' % dispatcher.UUID)
 
 
-def wait_for_death(registration, seconds: float = 6) -> None:
+def wait_for_death(registration: Any, seconds: float = 6) -> None:
     """Until a dispatcher's registration (``queue.dispatchers[uuid]``) is
     dead, or was deactivated by a sibling that found it dead."""
-    def dead():
+    def dead() -> bool:
         _sync(registration)
         return not registration.activated or registration.dead
     _wait(dead, seconds, 'dispatcher %s to die' % registration.UUID)
 
 
-def tear_down_dispatcher(dispatcher, seconds: float = 10) -> None:
+def tear_down_dispatcher(dispatcher: Any, seconds: float = 10) -> None:
     """Stop the dispatcher; assert it deactivated, its threads ended and
     no job was still running (stopping hands such a job back to the queue,
     which would hide a job that hangs from the test that started it)."""
@@ -108,16 +109,12 @@ def tear_down_dispatcher(dispatcher, seconds: float = 10) -> None:
                 seconds))
 
 
-def _describe_job(db, job_id: tuple) -> str:
+def _describe_job(db: Any, job_id: Tuple[int, str]) -> str:
     """The job's repr (which names its call), read from the database;
     its id if it cannot be read."""
     oid, database_name = job_id
     try:
-        connection = db.databases[database_name].open(
-            transaction_manager=transaction.TransactionManager())
-        try:
-            return repr(connection.get(oid.to_bytes(8, 'big')))
-        finally:
-            connection.close()
+        return transact.read(db.databases[database_name], lambda connection:
+                             repr(connection.get(oid.to_bytes(8, 'big'))))
     except Exception:  # a closed database: the id must do
         return 'job %r' % (job_id,)

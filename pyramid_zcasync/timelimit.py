@@ -14,6 +14,8 @@ import ctypes
 import threading
 from typing import Any, Callable, Optional
 
+from .job import check_time_limit
+
 
 class TimeLimitExceeded(Exception):
     """The job ran longer than its ``time_limit``."""
@@ -33,7 +35,7 @@ def call_with_limit(func: Callable[[], Any], seconds: Optional[float],
     lock = threading.Lock()
     thread_id = threading.get_ident()
 
-    def expire():
+    def expire() -> None:
         with lock:
             if state['running']:
                 _interrupt(thread_id)
@@ -58,14 +60,5 @@ def call_with_limit(func: Callable[[], Any], seconds: Optional[float],
         ).with_traceback(interrupted.__traceback__) from None
 
 
-def check_limit(value) -> Optional[float]:
-    """A time limit as positive seconds, or a ValueError naming it."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError('time_limit must be a number of seconds, got %r'
-                        % (value,))
-    if not value > 0:
-        raise ValueError('time_limit must be more than 0 seconds, got %r'
-                         % (value,))
-    return float(value)
+#: Kept under its old name: the check belongs to the job (job.py).
+check_limit = check_time_limit

@@ -9,6 +9,7 @@ from ZODB.POSException import ConflictError
 import BTrees.Length
 import BTrees.OOBTree
 
+from pyramid_zcasync import layout
 from pyramid_zcasync import Job, clock, keys
 from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, NEW, PENDING
 from pyramid_zcasync.job import BadStatusError, MAX_PRIORITY, MIN_PRIORITY
@@ -242,7 +243,7 @@ def as_stored_before_lanes(queue):
     del queue._stripes
     queue._pending = floor_tree()
     queue._length = BTrees.Length.Length()
-    assert queue._lanes is None and queue._stripes is None
+    assert "_lanes" not in queue.__dict__ and queue._stripes is None
 
 
 def put_as_before(queue, tree, made, micros):
@@ -257,7 +258,8 @@ def put_as_before(queue, tree, made, micros):
 
 
 def test_a_queue_stored_before_priorities_keeps_working(queue):
-    """Old queues have only ``_pending`` (and may hold quota jobs in it)."""
+    """Old queues have only ``_pending`` (and may hold quota jobs in it):
+    upgraded (as install_queues does), their jobs are in their lanes."""
     queue.quotas.create('mail', 1)
     as_stored_before_lanes(queue)
     start = clock.to_micros(now())
@@ -265,10 +267,12 @@ def test_a_queue_stored_before_priorities_keeps_working(queue):
     old_mail = Job(operator.add, 'old-mail', '')
     old_mail.quota_names = ('mail',)
     put_as_before(queue, queue._pending, old_mail, start - 1)
+    assert layout.upgrade(queue)
+    assert not layout.needs_upgrade(queue)
     assert list(queue) == [old_mail, old_plain]
     new_plain = queue.put(job('new-plain'))
     high = queue.put(job('high', 1))
-    assert queue._stripes is not None and queue._lanes is None
+    assert '_pending' not in queue.__dict__
     assert old_mail in queue and old_plain in queue
     assert claim_all(queue) == [high, old_mail, old_plain, new_plain]
     blocked = Job(operator.add, 'blocked', '')
@@ -295,24 +299,26 @@ def test_a_queue_stored_before_stripes_still_claims_in_order(queue):
     old_mail = queue._lanes[(0, ('mail',))] = floor_tree()
     start = clock.to_micros(now() + HOUR)  # keyed by begin_after
     expected = []
-    for i in range(6):  # old, new, old, new ... of each lane, by due time
+    for i in range(0, 6, 2):  # the old jobs, before the upgrade
         when = start + 10 * i
-        if i % 2 == 0:
-            expected.append(put_as_before(queue, old_high, job('h%d' % i, 2),
-                                          when))
-            mailed = job('m%d' % i)
-            mailed.quota_names = ('mail',)
-            expected.append(put_as_before(queue, old_mail, mailed, when))
-            expected.append(put_as_before(queue, queue._pending,
-                                          job('p%d' % i), when + 1))
-        else:
-            due = clock.from_micros(when)
-            expected.append(queue.put(job('h%d' % i, 2), begin_after=due))
-            mailed = job('m%d' % i)
-            mailed.quota_names = ('mail',)
-            expected.append(queue.put(mailed, begin_after=due))
-            expected.append(queue.put(job('p%d' % i),
-                                      begin_after=clock.from_micros(when + 1)))
+        expected.append(put_as_before(queue, old_high, job('h%d' % i, 2),
+                                      when))
+        mailed = job('m%d' % i)
+        mailed.quota_names = ('mail',)
+        expected.append(put_as_before(queue, old_mail, mailed, when))
+        expected.append(put_as_before(queue, queue._pending,
+                                      job('p%d' % i), when + 1))
+    assert layout.upgrade(queue)
+    for i in range(1, 6, 2):  # new jobs due between the old ones
+        when = start + 10 * i
+        due = clock.from_micros(when)
+        expected.append(queue.put(job('h%d' % i, 2), begin_after=due))
+        mailed = job('m%d' % i)
+        mailed.quota_names = ('mail',)
+        expected.append(queue.put(mailed, begin_after=due))
+        expected.append(queue.put(job('p%d' % i),
+                                  begin_after=clock.from_micros(when + 1)))
+    expected.sort(key=lambda j: j._key)  # by due time
     highs = [j for j in expected if j.priority == 2]
     rest = [j for j in expected if j.priority == 0]
     assert list(queue) == highs + rest

@@ -9,7 +9,7 @@ from ZODB.POSException import ConflictError
 from pyramid_zcasync import Job
 from pyramid_zcasync.interfaces import ASSIGNED, COMPLETED, NEW, PENDING
 from pyramid_zcasync.job import BadStatusError
-from pyramid_zcasync import keys
+from pyramid_zcasync import keys, layout
 from pyramid_zcasync.queue import Queue, Queues
 from pyramid_zcasync.quota import above_floor, floor_tree
 from queuetools import HOUR, now, other_connection
@@ -235,28 +235,24 @@ def test_expired_job_callbacks_go_through_the_queue(queue):
 
 
 def test_deadlines_of_a_queue_stored_before_deadline_stripes(queue):
-    """Jobs indexed in the one deadline tree of an older queue still
-    expire, and leave it when claimed; new ones go to stripes."""
-    del queue._deadline_stripes
-    queue._deadlines = floor_tree()
-    assert queue._deadline_stripes is None
+    """Jobs indexed in the one deadline tree of an older queue are moved
+    to the stripes by the upgrade (as install_queues does), and expire."""
     old_expiring, old_claimed = (
         queue.put(operator.add, i, 0, begin_by=datetime.timedelta(minutes=1))
         for i in (1, 2))
-    assert queue._deadline_stripes is not None  # made by the first put
-    for job in (old_expiring, old_claimed):  # moved to where it was before
-        queue._deadline_stripes[keys.stripe_of(job._deadline_key)].pop(
-            job._deadline_key)
+    del queue._deadline_stripes  # as stored before: one tree
+    queue._deadlines = floor_tree()
+    for job in (old_expiring, old_claimed):
         queue._deadlines[job._deadline_key] = job
+    assert layout.upgrade(queue)
+    assert '_deadlines' not in queue.__dict__
     new = queue.put(operator.add, 3, 0, begin_by=datetime.timedelta(
         minutes=1))
     assert queue.claim(lambda job: job is not old_expiring) is old_claimed
     assert old_claimed._deadline_key is None
-    assert list(above_floor(queue._deadlines)) == [old_expiring]
     assert queue.claim(reject_all, now=now() + HOUR) is None
     assert old_expiring.result.check(TimeoutError)
     assert new.result.check(TimeoutError)
-    assert list(above_floor(queue._deadlines)) == []
     assert all(list(above_floor(tree)) == []
                for tree in queue._deadline_stripes)
     assert len(queue) == 0
@@ -424,7 +420,7 @@ def test_a_producer_whose_put_fails_to_commit_moves_to_another_stripe(
     """Two producers sharing a stripe would meet again on every retry;
     the one whose commit failed draws another stripe, the other stays."""
     import persistent.mapping
-    from pyramid_zcasync import keys
+    from pyramid_zcasync import keys, layout
     setup, _ = other_connection(file_db)
     setup.root()['shared'] = persistent.mapping.PersistentMapping()
     setup.transaction_manager.commit()

@@ -1,0 +1,388 @@
+"""A job's life: every change of its status, and the one way to free what
+it holds.
+
+The statuses (interfaces.py) and the moves between them (TRANSITIONS)::
+
+             put            claim            start
+      NEW ────────> PENDING ──────> ASSIGNED ──────> ACTIVE
+       ^ <─unqueue──┘  │               │                │
+       │               │ cancel,       │ fail           │ finish, fail
+       │               │ expire        │                │
+       │               v               v                v
+       │        CALLBACKS (callbacks pending), else COMPLETED
+       │               │
+       │               └──finish_callbacks──> COMPLETED
+       │
+       ├── requeue (a retry, recovery): ASSIGNED or ACTIVE -> NEW -> PENDING
+       └── retry_failed: COMPLETED (failed) -> NEW -> PENDING
+
+A job's path through a dispatcher, naming the functions here:
+``put`` (Queue.put) → ``claim`` (Queue.claim, from an agent's chooser) →
+``take_slot`` (Agent.claimJob) → ``start`` (its own transaction) →
+``finish`` (the call and its result, one transaction), or ``requeue`` when
+its retry policy wants a later attempt → each callback, then
+``finish_callbacks`` (COMPLETED) → ``release_finished`` (slot and quotas,
+in a short transaction of their own).  A job called in place (``job()``)
+goes ``start`` → ``finish_in_place``.  ``recover`` takes the jobs of a
+dispatcher that went away; ``fail``, ``cancel`` and ``expire`` end jobs
+that will not run.
+
+``_move`` is the only place a status is written: it checks the move
+against :data:`TRANSITIONS` and names the job, the from- and to-status
+when the move is not allowed.  ``release`` is the only place a job's
+agent slot and quotas are freed.  Queue storage (which tree holds a
+pending job) stays in queue.py; this module says what happens to the job.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Optional,
+                    cast)
+
+import zope.event
+
+from . import clock
+from .failure import Failure
+from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING,
+                         JobQueued)
+from .job import (BadStatusError, Job, JobCancelled, _resolve_outer,
+                  check_time_limit)
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .queue import Queue
+
+#: status -> the statuses that may follow it.
+TRANSITIONS: Dict[str, FrozenSet[str]] = {
+    # put; called in place; cancelled before it was queued
+    NEW: frozenset({PENDING, ACTIVE, CALLBACKS, COMPLETED}),
+    # unqueued (pull, remove); claimed; cancelled or expired
+    PENDING: frozenset({NEW, ASSIGNED, CALLBACKS, COMPLETED}),
+    # started; requeued (recovery, a retry); failed before it started
+    ASSIGNED: frozenset({ACTIVE, NEW, CALLBACKS, COMPLETED}),
+    # finished (or failed); requeued for a later attempt
+    ACTIVE: frozenset({CALLBACKS, COMPLETED, NEW}),
+    CALLBACKS: frozenset({COMPLETED}),
+    # a new attempt: retry_failed (a failed job), requeue
+    COMPLETED: frozenset({NEW}),
+}
+
+#: The annotation keeping the failure of the attempt before a retry.
+FAILED_BEFORE = 'pyramid_zcasync.failed_before'
+#: The annotation where retry policies keep their counts (retry.py).
+RETRY_COUNTS = 'pyramid_zcasync.retry'
+
+
+class IllegalTransition(BadStatusError):
+    """A status change that the lifecycle does not allow."""
+
+
+def _move(job: Job, status: str) -> None:
+    """Write ``job``'s status, if the move is allowed."""
+    current = job._status
+    if status not in TRANSITIONS[current]:
+        raise IllegalTransition('%r cannot go from %s to %s'
+                                % (job, current, status))
+    job._status = status
+
+
+# -- into and out of a queue --------------------------------------------
+
+def put(queue: 'Queue', job: Job,
+        begin_after: Optional[datetime.datetime] = None,
+        begin_by: Optional[Any] = None, priority: Optional[int] = None,
+        time_limit: Optional[float] = None) -> Job:
+    """Queue a NEW job, due at ``begin_after`` (now by default)."""
+    if job._status != NEW:
+        raise BadStatusError('cannot put %r: only new jobs can be queued'
+                             % (job,))
+    queue.quotas.check_names(job.quota_names)
+    if priority is not None:
+        job.priority = priority
+    if time_limit is not None:
+        job.time_limit = check_time_limit(time_limit)
+    if begin_after is not None:
+        job.begin_after = begin_after
+    if begin_by is not None:
+        job.begin_by = begin_by
+    now = clock.utcnow()
+    if job.begin_after is None:
+        job.begin_after = now
+    _enqueue(queue, job, clock.to_micros(max(job.begin_after, now)))
+    return job
+
+
+def put_back(queue: 'Queue', job: Job) -> Job:
+    """Queue a NEW job in front of every pending job of its priority."""
+    if job._status != NEW:
+        raise BadStatusError('cannot put back %r: only new jobs can be '
+                             'queued' % (job,))
+    queue.quotas.check_names(job.quota_names)
+    _enqueue(queue, job, queue._front_micros(job.priority))
+    return job
+
+
+def _enqueue(queue: 'Queue', job: Job, micros: int) -> None:
+    queue._insert(job, micros)
+    job.queue = queue
+    _move(job, PENDING)
+    zope.event.notify(JobQueued(job, queue))
+
+
+def unqueue(queue: 'Queue', job: Job) -> None:
+    """Take a pending job out of ``queue``: NEW again, in no queue."""
+    queue._take(job)
+    _move(job, NEW)
+    job.queue = None
+
+
+def claim(queue: 'Queue', filter: Optional[Callable[[Job], bool]] = None,
+          now: Optional[datetime.datetime] = None) -> Optional[Job]:
+    """The next job ``filter`` and the quotas allow, ASSIGNED, its quotas
+    acquired; expired jobs are failed first (see Queue.claim)."""
+    now = clock.aware_utc(now, 'now') or clock.utcnow()
+    now_micros = clock.to_micros(now)
+    expire(queue, now_micros)
+    found = queue._claimable(filter, now, now_micros)
+    if found is None:
+        return None
+    job, tree = found
+    queue._take(job, tree)
+    queue.quotas.acquire(job, now)
+    _move(job, ASSIGNED)
+    return job
+
+
+def take_slot(agent: 'Agent', job: Job) -> None:
+    """A claimed job now holds a slot of ``agent``."""
+    job.assignerUUID = agent.UUID
+    job.agent = agent
+    agent._active[job._key] = job
+
+
+def expire(queue: 'Queue', now_micros: int) -> int:
+    """Fail the pending jobs whose ``begin_by`` passed; how many."""
+    expired = queue._expired(now_micros)
+    for job in expired:
+        deadline = cast(datetime.datetime, job.begin_by)  # it has one
+        queue._take(job)
+        _fail_out_of_queue(job, TimeoutError(
+            'job %r was not started by its begin_by deadline %s'
+            % (job, deadline.isoformat())))
+    return len(expired)
+
+
+# -- running --------------------------------------------------------------
+
+def start(job: Job, now: Optional[datetime.datetime] = None) -> None:
+    """The call starts (ASSIGNED, or NEW when called in place)."""
+    if job._status not in (NEW, ASSIGNED):
+        raise BadStatusError('cannot start a job with status %s'
+                             % job._status)
+    _move(job, ACTIVE)
+    job.active_start = now or clock.utcnow()
+
+
+def finish(job: Job, result: Any, inline_callbacks: bool = False) -> None:
+    """Record what the call returned; frees nothing (the dispatcher frees
+    the slot and quotas in a short transaction of their own, so that a
+    job's transaction writes nothing shared with other jobs and a
+    conflict there never makes a job run again: ``release_finished``).
+
+    A returned job is waited for: this one completes when it does,
+    without holding a dispatcher slot meanwhile.  ``inline_callbacks``
+    runs the callbacks here, in this transaction."""
+    if isinstance(result, Job):
+        _wait_for(job, result)
+        return
+    job._result = result
+    job.active_end = clock.utcnow()
+    _move(job, CALLBACKS if job.callbacks else COMPLETED)
+    if inline_callbacks:
+        run_callbacks_inline(job)
+
+
+def finish_in_place(job: Job, result: Any,
+                    inline_callbacks: bool = False) -> None:
+    """``finish``, freeing the slot and quotas at once once the job is
+    done with them: for jobs that end outside a dispatcher's run."""
+    finish(job, result, inline_callbacks)
+    if _done_with_slot(job):
+        release(job)
+
+
+def _done_with_slot(job: Job) -> bool:
+    """Completed, or waiting for a job it returned: the slot and quotas
+    are held for nothing (with callbacks pending they are kept, so that
+    recovery finds a job whose worker died before its callbacks ran)."""
+    return job._status == COMPLETED or job.waiting_for is not None
+
+
+def _wait_for(outer: Job, inner: Job) -> None:
+    if inner is outer:
+        raise BadStatusError('a job cannot wait for itself')
+    outer.waiting_for = inner
+    # Stored by name in the callback job: job._resolve_outer stays.
+    inner.addCallback(Job(_resolve_outer, outer))
+
+
+def inner_finished(outer: Job, result: Any) -> None:
+    """The job ``outer`` waited for has its result: so has ``outer``."""
+    outer.waiting_for = None
+    finish_in_place(outer, result)
+    hand_off_callbacks(outer)
+
+
+# -- callbacks ------------------------------------------------------------
+
+def run_callbacks_inline(job: Job) -> None:
+    for callback in job.pending_callbacks():
+        callback(job._result)
+    finish_callbacks(job)
+
+
+def hand_off_callbacks(job: Job) -> None:
+    """Queue the pending callbacks of a job no worker runs (or run them
+    here, without a queue), and complete it."""
+    if job._status != CALLBACKS:
+        return
+    for callback in job.pending_callbacks():
+        start_late_callback(job, callback)
+    finish_callbacks(job)
+
+
+def start_late_callback(job: Job, callback: Job) -> None:
+    """A callback of a job that has its result already: through the
+    job's queue when it has one, else called here."""
+    if job.queue is not None:
+        callback.args = list(callback.args) + [job._result]
+        job.queue.put(callback)
+    else:
+        callback(job._result)
+
+
+def finish_callbacks(job: Job) -> None:
+    """COMPLETED once no callback is pending; the slot and quotas go."""
+    if job._status == CALLBACKS and not job.pending_callbacks():
+        _move(job, COMPLETED)
+        job.initial_callbacks_end = clock.utcnow()
+        release(job)
+
+
+# -- freeing --------------------------------------------------------------
+
+def release(job: Job, agent: Optional['Agent'] = None) -> None:
+    """Free what a job held while it ran: its quotas, and its slot in
+    ``agent`` (by default its own: a group unassigns its jobs first);
+    a job with its result enters the agent's history.  Harmless when
+    done already: a BTree's ``pop`` of a missing key writes nothing, and
+    the history gets the job only from the call that freed its slot."""
+    queue = job.queue
+    if queue is not None and job.quota_names:
+        queue.quotas.release(job)
+    agent = agent if agent is not None else job.agent
+    if agent is None:
+        return
+    held = agent._active.pop(job._key, None) is not None
+    if job.agent is not None:  # a write would pickle the job again
+        job.agent = None
+    if held and job._status in (CALLBACKS, COMPLETED):
+        agent.completed.add(job)  # once: only when its slot was freed
+
+
+def release_finished(job: Job, uuid: Optional[str]) -> None:
+    """Free the slot and quotas of a job dispatcher ``uuid`` ran, once it
+    is done with them; nothing if they were freed already, or a sibling
+    recovered the job meanwhile."""
+    agent = job.agent
+    if agent is None or agent.UUID != uuid or job.queue is None:
+        return
+    if _done_with_slot(job):
+        release(job)
+
+
+# -- again, or never ------------------------------------------------------
+
+def requeue(job: Job, begin_after: Optional[datetime.datetime] = None
+            ) -> None:
+    """Queue an assigned or started job again (a retry, or its dispatcher
+    went away): NEW again, then queued at the front of its priority, or
+    due at ``begin_after``."""
+    queue = job.queue
+    release(job)
+    _move(job, NEW)
+    job.assignerUUID = None
+    job.active_start = None
+    if begin_after is None:
+        # At the front, even if one of its quotas was removed meanwhile.
+        micros = queue._front_micros(job.priority)
+    else:
+        job._begin_after = clock.aware_utc(begin_after, 'begin_after')
+        micros = clock.to_micros(job._begin_after)
+    _enqueue(queue, job, micros)
+
+
+def recover(job: Job) -> None:
+    """A job whose dispatcher went away and that had not started (or had
+    its result already): queued again, or its callbacks handed to the
+    queue.  A started one is its retry policy's (registry.recover_job)."""
+    if job._status == ASSIGNED:
+        requeue(job)  # never started: nothing to undo, run it
+        return
+    release(job)
+    hand_off_callbacks(job)
+
+
+def retry_failed(queue: 'Queue', job: Job) -> Job:
+    """Run a failed job again (an operator's decision): same job, new
+    attempt, at the back of the queue.  Its callbacks already saw the
+    failure and are not run again."""
+    if job._status != COMPLETED or not isinstance(job._result, Failure):
+        raise BadStatusError('only a failed job can be retried; %r has '
+                             'status %s' % (job, job._status))
+    if job.agent is not None:
+        # Its slot, which a slow group leaves for the next poll to free:
+        # freed now, or the agent would keep it (keyed by the key that
+        # the put below changes) for good.
+        release(job)
+    job.annotations[FAILED_BEFORE] = job._result
+    # A new attempt: the retry counts of the last one do not limit it.
+    job.annotations.pop(RETRY_COUNTS, None)
+    job._result = None
+    _move(job, NEW)
+    job.assignerUUID = None
+    job.active_start = job.active_end = None
+    job._begin_after = None
+    job._begin_by = None
+    job.queue = None
+    return queue.put(job)
+
+
+def fail(job: Job, exc: Optional[BaseException] = None) -> None:
+    """End a job that will not run (deadline passed, given up)."""
+    if job._status in (CALLBACKS, COMPLETED):
+        raise BadStatusError('cannot fail a job with status %s'
+                             % job._status)
+    if job._status == PENDING and job.queue is not None:
+        # Out of the pending jobs, but still of this queue, so that its
+        # callbacks are queued rather than run in the caller's
+        # transaction (unqueue would forget the queue).
+        job.queue._take(job)
+    if exc is None:
+        exc = RuntimeError('job failed without running')
+    _fail_out_of_queue(job, exc)
+
+
+def _fail_out_of_queue(job: Job, exc: BaseException) -> None:
+    finish_in_place(job, Failure.from_exception(exc))
+    hand_off_callbacks(job)
+
+
+def cancel(job: Job, reason: str = 'cancelled') -> None:
+    """Make sure a job that has not started never runs: it completes at
+    once with a JobCancelled failure, which its callbacks see."""
+    if job._status not in (NEW, PENDING):
+        raise BadStatusError(
+            'cannot cancel %r: its status is %s; only a job that has not '
+            'started can be cancelled' % (job, job._status))
+    fail(job, JobCancelled(reason))
