@@ -33,6 +33,8 @@ log = logging.getLogger('pyramid_zcasync.events')
 def includeme(config: Any) -> None:
     settings = parse_settings(config.get_settings(),
                               ini_dir=config.get_settings().get('here'))
+    # Before any database opens: a bad name must not leave one open.
+    found = _resolve_extensions(config, settings)
     config.include('pyramid_tm')
     config.include('pyramid_retry')
     config.include('pyramid_zodbconn')
@@ -47,7 +49,7 @@ def includeme(config: Any) -> None:
     install_queues(main_db, names, database_name=settings.database)
     registry.zcasync_settings = settings
     registry.zcasync_dispatcher = None
-    _add_extensions(config, settings)
+    _add_extensions(config, settings, found)
     config.add_request_method(async_queues, 'async_queues', reify=True)
     config.add_request_method(async_queue, 'async_queue', reify=True)
     config.include('pyramid_zcasync.periodic_config')
@@ -55,19 +57,24 @@ def includeme(config: Any) -> None:
     config.include('pyramid_zcasync.views')
 
 
-def _add_extensions(config: Any, settings: ZcasyncSettings) -> None:
+def _resolve_extensions(config: Any, settings: ZcasyncSettings
+                        ) -> list:
+    try:
+        return extensions.from_setting(settings.extensions,
+                                       config.maybe_dotted,
+                                       config.get_settings())
+    except ValueError as exc:
+        raise ConfigurationError(
+            'Bad pyramid_zcasync settings:\n  %s' % exc) from None
+
+
+def _add_extensions(config: Any, settings: ZcasyncSettings,
+                    found: list) -> None:
     """The app's context inside its jobs, then the setting's extensions,
     hooked into the queues' database (so puts from web-only processes
     see them too, not only the dispatcher's runs)."""
     db = queue_database(config.registry)
     extensions.add(db, PyramidContext(config.registry, settings.app_url))
-    try:
-        found = extensions.from_setting(settings.extensions,
-                                        config.maybe_dotted,
-                                        config.get_settings())
-    except ValueError as exc:
-        raise ConfigurationError(
-            'Bad pyramid_zcasync settings:\n  %s' % exc) from None
     for extension in found:
         extensions.add(db, extension)
 
@@ -133,8 +140,7 @@ def _start_with_app(event: Any) -> None:
     try:
         registry.zcasync_dispatcher = dispatcher_module.start(
             queue_database(registry), uuid_file=settings.uuid_file,
-            options=settings.dispatcher_options(),
-            job_context=PyramidContext(registry, settings.app_url))
+            options=settings.dispatcher_options())
     except DispatcherAlreadyRunning as exc:
         raise DispatcherAlreadyRunning(
             already_running_help(str(exc), why)) from None

@@ -17,6 +17,7 @@ from pyramid.interfaces import IRequestFactory
 from pyramid.request import Request, apply_request_extensions
 from pyramid.threadlocal import manager
 
+from . import local
 from .extensions import Extension
 
 #: Where generated URLs point when ``zcasync.app_url`` is not set.
@@ -32,15 +33,20 @@ class PyramidContext(Extension):
 
     @contextlib.contextmanager
     def around_run(self, job: Any) -> Iterator[dict]:
-        """The app's registry is current while ``job`` runs."""
+        """The app's registry is current while ``job`` runs, and the job's
+        request (made when first asked for) with it."""
         frame = {'registry': self.registry, 'request': None}
+
+        def make() -> Request:
+            request = frame['request'] = self.make_request()
+            return request
+
         manager.push(frame)
+        local.offer_request(make)
         try:
             yield frame
         finally:
             manager.pop()
-
-    around = around_run
 
     def make_request(self) -> Request:
         """A request at the app's URL, with the app's request methods, for

@@ -59,7 +59,7 @@ def start(db: Any, uuid: Optional[str] = None,
           poll_interval: Optional[float] = None,
           uuid_file: Optional[str] = None,
           options: Optional[DispatcherOptions] = None,
-          clock: Optional[Clock] = None, job_context: Any = None,
+          clock: Optional[Clock] = None,
           **overrides: Any) -> Dispatcher:
     """Start this process's dispatcher on ``db`` and return it.
 
@@ -69,8 +69,9 @@ def start(db: Any, uuid: Optional[str] = None,
     options.py) says how it polls; keyword arguments named after its
     fields (``poll_interval``, ``agent_size``, ``ping_interval``,
     ``ping_death_interval``, ``history_size``, ``history_age``,
-    ``install_signal_handlers``) override them.  ``clock`` and
-    ``job_context`` (see context.py) are the dispatcher's.
+    ``install_signal_handlers``) override them.  ``clock`` is the
+    dispatcher's; what is entered around each job comes from the
+    database's extensions (extensions.py).
 
     ``db`` may be any database of a multi-database whose root refers to
     the queues (zc.async starts from the main one): the dispatcher works
@@ -89,8 +90,7 @@ def start(db: Any, uuid: Optional[str] = None,
     forget_prefetched_oids_on_reconnect(db.storage)
     _bound_idle_connections(db)
     try:
-        dispatcher = Dispatcher(db, str(uuid), options, clock=clock,
-                                job_context=job_context)
+        dispatcher = Dispatcher(db, str(uuid), options, clock=clock)
         dispatcher.start(lock)
     except BaseException:
         if lock is not None:
@@ -114,21 +114,31 @@ def _bound_idle_connections(db: Any) -> None:
         pool.setTimeout(IDLE_CONNECTION)
 
 
+class WakeOnPut(extensions.Extension):
+    """Polls as soon as a put of this process into the dispatcher's
+    database commits: the job starts in milliseconds, not at the next
+    poll or database watch."""
+
+    def __init__(self, dispatcher: 'Dispatcher') -> None:
+        self.dispatcher = dispatcher
+
+    def after_put(self, queue: Any, job: Any) -> None:
+        self.dispatcher.wake()
+
+
 class Dispatcher:
     """One instance UUID's dispatcher: its reactor thread polls with a
     Poller and hands the claimed jobs to an Executor."""
 
     def __init__(self, db: Any, uuid: str,
                  options: Optional[DispatcherOptions] = None, *,
-                 clock: Optional[Clock] = None, job_context: Any = None,
+                 clock: Optional[Clock] = None,
                  **overrides: Any) -> None:
         self.options = (options or DEFAULTS).replace(**overrides)
         self.db = db
         self.UUID = uuid
         self.poll_interval = float(self.options.poll_interval)
         self.clock: Clock = clock or clock_module.default_clock
-        #: Entered around each job (see context.py): the Pyramid app's.
-        self.job_context = job_context
         self.activated: Optional[datetime.datetime] = None
         self.reactor: Any = None
         self.thread: Optional[threading.Thread] = None
@@ -149,6 +159,7 @@ class Dispatcher:
         self._seen_tid: Optional[bytes] = None
         self._last_transaction = LastTransaction(db.storage)
         self._due_call: Any = None
+        self._wake_on_put = WakeOnPut(self)
 
     def __repr__(self) -> str:
         return '<Dispatcher %s %s>' % (self.UUID, self.status)
@@ -171,6 +182,7 @@ class Dispatcher:
             target=self.reactor.run, kwargs={'installSignalHandlers': False},
             name='zcasync-reactor-%s' % self.UUID[:8], daemon=True)
         self.thread.start()
+        extensions.add(self.db, self._wake_on_put)
         log.info('dispatcher %s started (poll every %s s)', self.UUID,
                  self.poll_interval)
         extensions.of(self.db).dispatcher_activated(self)
@@ -187,6 +199,7 @@ class Dispatcher:
         if self._stopping or self.activated is None:
             return
         self._stopping = True
+        extensions.remove(self.db, self._wake_on_put)
         self.reactor.callFromThread(self._stop_loop)
         self.executor.stop(min(STOP_GRACE, timeout))
         try:

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Dict, Iterator, List, Optional, \
     Protocol, Tuple
 
+from . import extensions
 from . import group as group_module
 from .clock import Clock
 from .group import GroupRunner
@@ -218,6 +219,19 @@ class Executor:
                           **outcome)
         if outcome.get('runtime') is not None:
             self._note_runtime(key, outcome['runtime'])
+        if 'status' in outcome:  # ours to the end: tell the extensions
+            self._report(key, oid, outcome)
+
+    def _report(self, key: tuple, oid: bytes, outcome: dict) -> None:
+        chain = extensions.of(self.dispatcher.db)
+        if not chain.wants_run_reports:
+            return
+        chain.after_run(extensions.RunReport(
+            job_id=int.from_bytes(oid, 'big'), database=self._database_name,
+            queue=key[0], agent=key[1], dispatcher=self.dispatcher.UUID,
+            status=outcome['status'], failed=bool(outcome.get('failed')),
+            result=outcome.get('result', ''), pickup=outcome.get('pickup'),
+            runtime=outcome.get('runtime')))
 
     def _note_runtime(self, key: tuple, seconds: float) -> None:
         previous = self._job_seconds.get(key)

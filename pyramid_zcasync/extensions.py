@@ -18,19 +18,23 @@ hook                       when                               raising
 ``after_put``              after that transaction committed   logged
 ``around_run``             a context manager entered around   fails the
                            the call, in the job's thread      attempt
-``after_run``              after a successful run committed   logged
-``on_failure``             after a failed attempt committed   logged
+``after_run``              after each attempt's commit, with  logged
+                           a :class:`RunReport`
+``on_failure``             ... when the attempt failed        logged
 ``after_poll``             after each poll transaction        logged
 ``dispatcher_activated``   a dispatcher started serving       logged
 ``dispatcher_deactivated`` ... and stopped                    logged
 =========================  =================================  ==========
 
 "Logged" hooks never lose or fail a job: a broken metrics exporter must
-not stop the work it counts.
+not stop the work it counts.  Hooks after a commit get a report, not
+the job: its connection is closed by then, and reading a persistent
+object there would load it again in some other transaction.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import threading
@@ -42,6 +46,29 @@ log = logging.getLogger(__name__)
 
 #: The setting naming extra extensions by dotted name.
 SETTING = 'zcasync.extensions'
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    """What an attempt of a job came to, as the dispatcher records it."""
+
+    #: The job's oid as a number, and its database's name.
+    job_id: int
+    database: str
+    #: Where it ran: queue, agent and the dispatcher's UUID.
+    queue: str
+    agent: str
+    dispatcher: str
+    #: The job's status after the attempt (a retry puts it back pending).
+    status: str
+    #: The attempt ended in a failure (also when a retry follows).
+    failed: bool
+    #: ``repr`` of the result, clipped: text from the job, untrusted.
+    result: str
+    #: Seconds from due (put, or begin_after) to start; None if unknown.
+    pickup: Optional[float] = None
+    #: Seconds the call took; None if unknown.
+    runtime: Optional[float] = None
 
 
 class Extension:
@@ -57,12 +84,12 @@ class Extension:
         """Entered around each attempt's call, in the thread running it."""
         return contextlib.nullcontext()
 
-    def after_run(self, job: Any, result: Any) -> None:
-        """Called after a successful run committed."""
+    def after_run(self, run: RunReport) -> None:
+        """Called after each attempt committed, whatever its outcome."""
 
-    def on_failure(self, job: Any, failure: Any, will_retry: bool) -> None:
-        """Called after a failed attempt committed; ``will_retry`` tells
-        whether the retry policy queued another attempt."""
+    def on_failure(self, run: RunReport) -> None:
+        """Called after an attempt that failed committed (after
+        ``after_run``); ``run.status`` tells whether a retry follows."""
 
     def after_poll(self, dispatcher: Any, claimed: int) -> None:
         """Called after each poll transaction, with how many jobs it claimed."""
@@ -92,6 +119,9 @@ class Extensions:
         self._hooked = {
             hook: tuple(m for m in self.members if _overrides(m, hook))
             for hook in HOOKS}
+        #: Whether a finished run's report is worth building.
+        self.wants_run_reports = bool(self._hooked['after_run']
+                                      or self._hooked['on_failure'])
 
     def __len__(self) -> int:
         return len(self.members)
@@ -117,11 +147,10 @@ class Extensions:
                 stack.enter_context(member.around_run(job))
             yield
 
-    def after_run(self, job: Any, result: Any) -> None:
-        self._tolerant('after_run', job, result)
-
-    def on_failure(self, job: Any, failure: Any, will_retry: bool) -> None:
-        self._tolerant('on_failure', job, failure, will_retry)
+    def after_run(self, run: RunReport) -> None:
+        self._tolerant('after_run', run)
+        if run.failed:
+            self._tolerant('on_failure', run)
 
     def after_poll(self, dispatcher: Any, claimed: int) -> None:
         self._tolerant('after_poll', dispatcher, claimed)

@@ -41,7 +41,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Optional,
 
 import zope.event
 
-from . import clock
+from . import clock, extensions
 from .failure import Failure
 from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING,
                          JobQueued)
@@ -108,7 +108,9 @@ def put(queue: 'Queue', job: Job,
     now = clock.utcnow()
     if job.begin_after is None:
         job.begin_after = now
+    announce = _put_hooks(queue, job)
     _enqueue(queue, job, clock.to_micros(max(job.begin_after, now)))
+    announce()
     return job
 
 
@@ -118,8 +120,32 @@ def put_back(queue: 'Queue', job: Job) -> Job:
         raise BadStatusError('cannot put back %r: only new jobs can be '
                              'queued' % (job,))
     queue.quotas.check_names(job.quota_names)
+    announce = _put_hooks(queue, job)
     _enqueue(queue, job, queue._front_micros(job.priority))
+    announce()
     return job
+
+
+def _put_hooks(queue: 'Queue', job: Job) -> Callable[[], None]:
+    """Run the extensions' ``before_put`` (which may refuse the put: then
+    nothing is queued), and return what schedules their ``after_put`` for
+    when the putter's transaction commits."""
+    chain = extensions.of_object(queue)
+    chain.before_put(queue, job)
+    if not chain.having('after_put') or queue._p_jar is None:
+        return _nothing
+    txn = queue._p_jar.transaction_manager.get()
+    return lambda: txn.addAfterCommitHook(_after_put, (chain, queue, job))
+
+
+def _nothing() -> None:
+    pass
+
+
+def _after_put(committed: bool, chain: extensions.Extensions,
+               queue: 'Queue', job: Job) -> None:
+    if committed:
+        chain.after_put(queue, job)
 
 
 def _enqueue(queue: 'Queue', job: Job, micros: int) -> None:

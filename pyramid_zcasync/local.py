@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
-from . import transact
+from . import extensions, transact
 
 _state = threading.local()
 
@@ -22,22 +22,27 @@ class NeedsOwnTransaction(Exception):
 @contextlib.contextmanager
 def running(job: Any, db: Any = None, dispatcher: Any = None,
             grouped: bool = False) -> Iterator[None]:
+    """What the runner enters around a job's call: the job is current in
+    this thread, and the extensions of its database are entered around
+    it (e.g. the Pyramid app's context, context.py)."""
     previous = getattr(_state, 'current', None)
     _state.current = (job, db, dispatcher)
     _state.grouped = grouped
-    _state.request = None
-    context = getattr(dispatcher, 'job_context', None)
+    _state.request = _state.make_request = None
     try:
-        if context is None:
+        with extensions.of(db).around_run(job):
             yield
-        else:
-            with context.around(job) as frame:
-                _state.frame = frame
-                yield
     finally:
         _state.current = previous
         _state.grouped = False
-        _state.request = _state.frame = None
+        _state.request = _state.make_request = None
+
+
+def offer_request(make: Callable[[], Any]) -> None:
+    """How ``get_request`` makes the running job's request: offered by an
+    extension around the run (the Pyramid app's, context.py), so this
+    module needs no Pyramid."""
+    _state.make_request = make
 
 
 def get_request() -> Any:
@@ -46,13 +51,10 @@ def get_request() -> Any:
     job, and made current for Pyramid's thread-locals.  None elsewhere."""
     request = getattr(_state, 'request', None)
     if request is None:
-        context = getattr(get_dispatcher(), 'job_context', None)
-        if context is None or get_job() is None:
+        make = getattr(_state, 'make_request', None)
+        if make is None or get_job() is None:
             return None
-        request = _state.request = context.make_request()
-        frame = getattr(_state, 'frame', None)
-        if frame is not None:
-            frame['request'] = request
+        request = _state.request = make()
     return request
 
 

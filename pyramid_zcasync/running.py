@@ -1,9 +1,10 @@
-"""This process's running dispatchers: found by UUID, woken when this
-process commits a put, and stopped when the process exits.
+"""This process's running dispatchers: found by UUID, woken after a
+commit that changed what they should see (``wake_after_commit``), and
+stopped when the process exits.
 
-Waking on a put listens to zope.event's JobQueued only while a
-dispatcher runs: start subscribes, the last stop unsubscribes, so merely
-importing the package changes nothing in the process.
+A put wakes the dispatcher of its database through that dispatcher's
+extension (dispatcher.py), so importing the package changes nothing in
+the process.
 """
 from __future__ import annotations
 
@@ -13,10 +14,6 @@ import signal
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Protocol
-
-import zope.event
-
-from .interfaces import JobQueued
 
 log = logging.getLogger('pyramid_zcasync.events')
 
@@ -36,23 +33,19 @@ _running_lock = threading.Lock()
 
 
 def register(dispatcher: Running) -> None:
-    """A dispatcher starts: found by UUID, and woken by this process's
-    puts from now on."""
+    """A dispatcher starts: found by UUID from now on."""
     with _running_lock:
         if dispatcher.UUID in _running:
             raise RuntimeError('a dispatcher with UUID %s is already '
                                'running in this process' % dispatcher.UUID)
         _running[dispatcher.UUID] = dispatcher
-        _subscribe()
 
 
 def unregister(dispatcher: Running) -> None:
-    """A dispatcher stopped; with the last one, puts wake nobody."""
+    """A dispatcher stopped."""
     with _running_lock:
         if _running.get(dispatcher.UUID) is dispatcher:
             del _running[dispatcher.UUID]
-        if not _running:
-            _unsubscribe()
 
 
 def running() -> List[Running]:
@@ -76,9 +69,9 @@ def stop_all(timeout: float = 10) -> None:
 # -- waking on commit -----------------------------------------------------
 
 def wake_after_commit(txn: Any) -> None:
-    """Wake this process's dispatchers once ``txn`` commits: it put a job
-    (or changed a schedule) they should see now, not at their next poll.
-    The one way to ask for it; once per transaction however often."""
+    """Wake this process's dispatchers once ``txn`` commits: it changed a
+    schedule they should see now, not at their next poll.  Once per
+    transaction however often it is asked."""
     if not getattr(txn, '_zcasync_wake', False):
         txn._zcasync_wake = True
         txn.addAfterCommitHook(_wake_all)
@@ -88,26 +81,6 @@ def _wake_all(committed: bool) -> None:
     if committed:
         for dispatcher in running():
             dispatcher.wake()
-
-
-def _wake_on_put(event: Any) -> None:
-    """Subscribed to zope.event while a dispatcher runs in this process
-    (see register), so a put in any of its transactions wakes it."""
-    if not isinstance(event, JobQueued):
-        return  # zope.event subscribers see every event of the process
-    jar = event.queue._p_jar
-    if jar is not None and _running:
-        wake_after_commit(jar.transaction_manager.get())
-
-
-def _subscribe() -> None:
-    if _wake_on_put not in zope.event.subscribers:
-        zope.event.subscribers.append(_wake_on_put)
-
-
-def _unsubscribe() -> None:
-    if _wake_on_put in zope.event.subscribers:
-        zope.event.subscribers.remove(_wake_on_put)
 
 
 # -- process exit ---------------------------------------------------------

@@ -27,13 +27,13 @@ class Recorder(Extension):
         yield
         self.seen.append((self.name, 'exit', job))
 
-    def after_run(self, job, result):
-        self.seen.append((self.name, 'after_run', result))
+    def after_run(self, run):
+        self.seen.append((self.name, 'after_run', run))
 
 
 class Broken(Extension):
 
-    def after_run(self, job, result):
+    def after_run(self, run):
         raise RuntimeError('exporter down')
 
     def before_put(self, queue, job):
@@ -70,12 +70,12 @@ def test_hooks_run_in_order_and_around_run_nests(db):
     chain.before_put('queue', 'job')
     with chain.around_run('job'):
         seen.append(('call',))
-    chain.after_run('job', 42)
+    chain.after_run(REPORT)
     assert seen == [
         ('a', 'before_put', 'job'), ('b', 'before_put', 'job'),
         ('a', 'enter', 'job'), ('b', 'enter', 'job'), ('call',),
         ('b', 'exit', 'job'), ('a', 'exit', 'job'),
-        ('a', 'after_run', 42), ('b', 'after_run', 42)]
+        ('a', 'after_run', REPORT), ('b', 'after_run', REPORT)]
 
 
 def test_only_overridden_hooks_are_called():
@@ -91,11 +91,16 @@ def test_before_put_may_refuse_but_after_hooks_are_only_logged(caplog):
     with pytest.raises(ValueError, match='quota of the tenant'):
         chain.before_put('queue', 'job')
     with caplog.at_level(logging.ERROR, 'pyramid_zcasync.extensions'):
-        chain.after_run('job', 1)
+        chain.after_run(REPORT)
     # The broken one is logged by name, and the next one still ran.
     assert 'exporter down' in caplog.text
     assert 'after_run' in caplog.text
-    assert ('r', 'after_run', 1) in seen
+    assert ('r', 'after_run', REPORT) in seen
+
+
+REPORT = extensions.RunReport(
+    job_id=1, database='', queue='', agent='main', dispatcher='u',
+    status='completed-status', failed=False, result='42')
 
 
 def test_add_refuses_what_is_not_an_extension(db):
@@ -170,3 +175,100 @@ def test_a_dispatcher_tells_its_databases_extensions_it_started_polled_and_stopp
     assert watcher.seen[0] == ('activated', '0' * 32)
     assert ('poll', 0) in watcher.seen
     assert watcher.seen[-1] == ('deactivated', '0' * 32)
+
+
+# -- in a Pyramid app: put hooks, run reports, the setting --------------
+
+class Counting(Extension):
+    """What a user's extension named by ``zcasync.extensions`` sees."""
+
+    def __init__(self, settings):
+        self.tag = settings.get('counting.tag')
+        self.before, self.after, self.runs, self.failures = [], [], [], []
+
+    def before_put(self, queue, job):
+        if job.args and job.args[0] == 'refuse me':
+            raise ValueError('refused by the %s extension' % self.tag)
+        self.before.append(job.args)
+
+    def after_put(self, queue, job):
+        self.after.append(job.args)
+
+    def after_run(self, run):
+        self.runs.append(run)
+
+    def on_failure(self, run):
+        self.failures.append(run)
+
+
+def _app(tmp_path, **extra):
+    from pyramid.config import Configurator
+    settings = {'zodbconn.uri': 'file://%s/Data.fs' % tmp_path,
+                'zcasync.uuid_file': str(tmp_path / 'uuid.txt'),
+                'zcasync.dispatcher': 'true',
+                'zcasync.poll_interval': '0.5',
+                'counting.tag': 'tenant'}
+    settings.update(extra)
+    with Configurator(settings=settings) as config:
+        config.include('pyramid_zcasync')
+        return config.make_wsgi_app()
+
+
+def _counting(app):
+    db = app.registry._zodb_databases['']
+    found = [e for e in extensions.of(db)
+             if type(e).__name__ == 'Counting']
+    assert len(found) == 1
+    return found[0]
+
+
+def test_an_apps_extension_sees_puts_commits_and_runs(tmp_path):
+    import transaction
+    import jobs
+    from pyramid_zcasync.config import close_databases
+    from pyramid_zcasync.interfaces import COMPLETED, IQueue
+    from pyramid_zcasync.testing import wait_for_result, wait_until
+
+    app = _app(tmp_path, **{
+        'zcasync.extensions': 'tests.test_extensions.Counting'})
+    counting = _counting(app)
+    connection = app.registry._zodb_databases[''].open()
+    try:
+        queue = IQueue(connection.root())
+        # An aborted put: before_put saw it, after_put never does.
+        queue.put(jobs.multiply, 1, 1)
+        transaction.abort()
+        # A refused put raises, and queues nothing.
+        with pytest.raises(ValueError, match='refused by the tenant'):
+            queue.put(jobs.multiply, 'refuse me', 2)
+        assert len(queue) == 0
+        good = queue.put(jobs.multiply, 6, 7)
+        bad = queue.put(jobs.divide, 1, 0)
+        assert counting.after == []  # not committed yet
+        transaction.commit()
+        assert counting.after == [[6, 7], [1, 0]]
+        assert counting.before == [[1, 1], [6, 7], [1, 0]]
+        assert wait_for_result(good) == 42
+        wait_for_result(bad)
+        wait_until(lambda: len(counting.runs) == 2, 10, 'two run reports')
+    finally:
+        transaction.abort()
+        connection.close()
+        close_databases(app.registry)
+    by_result = {run.result: run for run in counting.runs}
+    assert by_result['42'].failed is False
+    assert by_result['42'].status == COMPLETED
+    assert by_result['42'].queue == ''
+    assert by_result['42'].job_id == int.from_bytes(good._p_oid, 'big')
+    assert by_result['42'].runtime is not None
+    assert [run.job_id for run in counting.failures] == [
+        int.from_bytes(bad._p_oid, 'big')]
+    assert 'ZeroDivisionError' in counting.failures[0].result
+
+
+def test_a_bad_extension_setting_is_refused_by_name(tmp_path):
+    from pyramid.exceptions import ConfigurationError
+    with pytest.raises(ConfigurationError, match=r"zcasync.extensions: "
+                       r"cannot import 'tests.test_extensions.Nowhere'"):
+        _app(tmp_path, **{
+            'zcasync.extensions': 'tests.test_extensions.Nowhere'})

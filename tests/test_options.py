@@ -9,7 +9,7 @@ import zope.event
 import ZODB
 
 import pyramid_zcasync
-from pyramid_zcasync import agent, registry, running
+from pyramid_zcasync import agent, extensions, registry, running
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.options import DEFAULTS, DispatcherOptions
@@ -68,13 +68,21 @@ def test_start_takes_options_and_keywords_over_them(fs_db, tmp_path):
         tear_down_dispatcher(started)
 
 
+def _wakers(db):
+    return [e for e in extensions.of(db)
+            if isinstance(e, dispatcher_module.WakeOnPut)]
+
+
 def test_puts_wake_dispatchers_only_while_one_runs(fs_db, tmp_path):
-    assert running._wake_on_put not in zope.event.subscribers
+    subscribers = list(zope.event.subscribers)
+    assert _wakers(fs_db) == []
     started = dispatcher_module.start(
         fs_db, uuid_file=str(tmp_path / 'uuid.txt'), poll_interval=60,
         install_signal_handlers=False)
     try:
-        assert running._wake_on_put in zope.event.subscribers
+        assert [w.dispatcher for w in _wakers(fs_db)] == [started]
+        # Nothing process-wide: the zope subscribers are as they were.
+        assert zope.event.subscribers == subscribers
         connection = fs_db.open()
         polls = started.polls.total
         IQueue(connection.root()).put(sum, [1, 2])
@@ -84,7 +92,7 @@ def test_puts_wake_dispatchers_only_while_one_runs(fs_db, tmp_path):
         connection.close()
     finally:
         tear_down_dispatcher(started)
-    assert running._wake_on_put not in zope.event.subscribers
+    assert _wakers(fs_db) == []
 
 
 def test_wake_after_commit_asks_once_per_transaction():
