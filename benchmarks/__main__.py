@@ -91,7 +91,7 @@ def run(params, only=PHASES, log=print):
              'rq', 'redis')),
         'started': time.strftime('%Y-%m-%dT%H:%M:%S%z',
                                  time.localtime(started)),
-        'code': code_version(),
+        'code': common.code_version(),
         'params': params,
         'phases': list(only),
         'results': {},
@@ -177,25 +177,6 @@ def fs_phase(fp):
         'pickup': pickup.measure(fp['latency_jobs'], pause=fp['gap_min_s'],
                                  pause_max=fp['gap_max_s']),
     }
-
-
-def code_version():
-    """The commit measured, and whether the package's files differed from
-    it (other developers share this working tree)."""
-    import subprocess
-
-    def git(*args):
-        try:
-            return subprocess.run(
-                ['git'] + list(args), cwd=common.project_root(),
-                capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    dirty = git('status', '--porcelain', '--', 'pyramid_zcasync')
-    return {'commit': git('rev-parse', 'HEAD'),
-            'subject': git('log', '-1', '--format=%s'),
-            'package_changes_not_committed': dirty.splitlines()
-            if dirty else []}
 
 
 def raw_storage_all(pp):
@@ -436,6 +417,10 @@ def print_report(out, file=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['compare']:
+        from benchmarks import compare
+        return compare.main(argv[1:])
     ap = argparse.ArgumentParser(
         prog='python -m benchmarks',
         description='The whole benchmark suite: one table, one JSON file.')

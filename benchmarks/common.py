@@ -112,6 +112,26 @@ def python_env():
     return env
 
 
+def code_version(root=None):
+    """The commit of the checkout at ``root`` (this one by default), and
+    the package's files that differ from it: a figure is only as good as
+    the knowledge of what code it measured."""
+    root = root or project_root()
+
+    def git(*args):
+        try:
+            return subprocess.run(
+                ['git'] + list(args), cwd=root, capture_output=True,
+                text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    dirty = git('status', '--porcelain', '--', 'pyramid_zcasync')
+    return {'commit': git('rev-parse', 'HEAD') or None,
+            'subject': git('log', '-1', '--format=%s') or None,
+            'package_changes_not_committed': dirty.splitlines()
+            if dirty else []}
+
+
 # -- machine description ----------------------------------------------------
 
 def _cpu_model():
@@ -207,6 +227,17 @@ def write_json(name, data):
     """Write ``data`` to benchmarks/results/<name>.json; return the path."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     return write_json_path(os.path.join(RESULTS_DIR, name + '.json'), data)
+
+
+def write_dated_json(name, data, path=None):
+    """Write ``data`` to ``path``, or by default to
+    benchmarks/results/<name>-YYYY-MM-DD.json (today's date, UTC): the
+    dated files are the ones kept in the repository."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return write_json_path(path, data)
+    return write_json('%s-%s' % (name, time.strftime('%Y-%m-%d',
+                                                    time.gmtime())), data)
 
 
 def write_json_path(path, data):
