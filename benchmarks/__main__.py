@@ -57,16 +57,11 @@ FULL = {
     'pg': dict(relstorage.DEFAULTS),
     'scale': dict(scale.DEFAULTS),
 }
-QUICK = {
-    'budget_s': 120.0,
-    'peers': dict(peers.QUICK),
-    'fs': {'jobs': 500, 'rounds': 1, 'bulk_jobs': 10000, 'bulk_rounds': 1,
-           'latency_jobs': 20, 'gap_min_s': 0.020, 'gap_max_s': 0.100,
-           'raw_alongside_commits': 300},
-    'zeo': dict(zeo.QUICK),
-    'pg': dict(relstorage.QUICK),
-    'scale': dict(scale.QUICK),
-}
+QUICK = dict(
+    FULL, budget_s=120.0, peers=dict(peers.QUICK), zeo=dict(zeo.QUICK),
+    pg=dict(relstorage.QUICK), scale=dict(scale.QUICK),
+    fs=dict(FULL['fs'], jobs=500, rounds=1, bulk_rounds=1, latency_jobs=20,
+            raw_alongside_commits=300))
 
 # SPEC, "Non-functional targets".
 TARGET_RAW = 0.75          # x raw FileStorage commit rate, one process
@@ -102,23 +97,8 @@ def run(params, only=PHASES, log=print):
     }
     res = out['results']
 
-    def attempt(key, fn):
-        t = time.perf_counter()
-        out['load_average'][key] = {'before': os.getloadavg()}
-        log('running %s ...' % key)
-        try:
-            return fn()
-        except peers.Skipped as e:
-            out['skipped'][key] = str(e)
-            log('  skipped: %s' % e)
-        except Exception as e:   # one phase failing must not lose the rest
-            out['errors'][key] = '%s: %s' % (type(e).__name__, e)
-            log('  error: %s: %s' % (type(e).__name__, e))
-        finally:
-            out['phase_seconds'][key] = round(time.perf_counter() - t, 1)
-            out['load_average'][key]['after'] = os.getloadavg()
-            log('  (%.1f s, load average %.1f)'
-                % (out['phase_seconds'][key], os.getloadavg()[0]))
+    def attempt(key, measure):
+        return common.attempt(out, key, measure, log)
 
     pp = params['peers']
     gaps = dict(gap_min_s=pp['gap_min_s'], gap_max_s=pp['gap_max_s'],
@@ -453,17 +433,10 @@ def main(argv=None):
         params['fs'] = dict(params['fs'],
                             profile_dir=os.path.join(args.profile, 'fs'))
         params['zeo'] = dict(params['zeo'], profile_dir=args.profile)
-    out = run(params, only, log=lambda s: print(s, file=sys.stderr,
-                                                 flush=True))
+    out = run(params, only, log=common.log_to_stderr)
     out['quick'] = args.quick
     print_report(out)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
-                    exist_ok=True)
-        path = common.write_json_path(args.json, out)
-    else:
-        path = common.write_json('all', out)
-    print('wrote %s' % path)
+    print('wrote %s' % common.write_result('all', out, args.json))
     return 1 if out['errors'] else 0
 
 

@@ -19,6 +19,11 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            'results')
 
 
+class Skipped(Exception):
+    """A benchmark cannot run here (a missing package or server binary):
+    its row says why, and the rest of the suite still runs."""
+
+
 # -- statistics -------------------------------------------------------------
 
 def percentile(values, p):
@@ -50,6 +55,31 @@ def latency_summary(seconds):
     }
 
 
+def attempt(out, key, measure, log=print):
+    """Run one phase of a suite, recording in ``out`` its seconds, the load
+    average around it, and why it was skipped or failed: one phase failing
+    must not lose the others' figures.  Returns what ``measure()`` did, or
+    None."""
+    started = time.perf_counter()
+    load = out.setdefault('load_average', {})[key] = {
+        'before': os.getloadavg()}
+    log('running %s ...' % key)
+    try:
+        return measure()
+    except Skipped as e:
+        out.setdefault('skipped', {})[key] = str(e)
+        log('  skipped: %s' % e)
+    except Exception as e:
+        out.setdefault('errors', {})[key] = '%s: %s' % (type(e).__name__, e)
+        log('  error: %s: %s' % (type(e).__name__, e))
+    finally:
+        seconds = out.setdefault('phase_seconds', {})[key] = round(
+            time.perf_counter() - started, 1)
+        load['after'] = os.getloadavg()
+        log('  (%.1f s, load average %.1f)' % (seconds, load['after'][0]))
+    return None
+
+
 # -- waiting, bounded -------------------------------------------------------
 
 class Timeout(Exception):
@@ -68,6 +98,28 @@ def wait_until(predicate, timeout, interval=0.002, what='condition'):
             raise Timeout('timed out after %.1f s waiting for %s'
                           % (timeout, what))
         time.sleep(interval)
+
+
+def process_cpu_seconds():
+    """This process's user + system CPU time so far: on a shared machine
+    CPU per job moves far less than wall time does."""
+    t = os.times()
+    return t.user + t.system
+
+
+# -- the queue, duck-typed (this module imports no ZODB) ---------------------
+
+def queue_drained(manager, connection, queue_of):
+    """No job pending in ``queue_of(connection)`` and no agent holding
+    one, seen in a fresh transaction of ``manager``: the end of a drain."""
+    manager.begin()
+    try:
+        queue = queue_of(connection)
+        return len(queue) == 0 and all(
+            len(agent) == 0 for registration in queue.dispatchers.values()
+            for agent in registration.values())
+    finally:
+        manager.abort()
 
 
 # -- processes and ports ----------------------------------------------------
@@ -229,13 +281,26 @@ def write_json(name, data):
     return write_json_path(os.path.join(RESULTS_DIR, name + '.json'), data)
 
 
+def write_result(name, data, path=None):
+    """Write ``data`` to ``path`` (as ``--json`` gives it), else to the
+    scratch file benchmarks/results/<name>.json; return the path."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return write_json_path(path, data)
+    return write_json(name, data)
+
+
+def log_to_stderr(text):
+    """Progress lines go to stderr, so stdout holds the report alone."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def write_dated_json(name, data, path=None):
     """Write ``data`` to ``path``, or by default to
     benchmarks/results/<name>-YYYY-MM-DD.json (today's date, UTC): the
     dated files are the ones kept in the repository."""
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return write_json_path(path, data)
+        return write_result(name, data, path)
     return write_json('%s-%s' % (name, time.strftime('%Y-%m-%d',
                                                     time.gmtime())), data)
 

@@ -218,7 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.rounds:
         params['rounds'] = args.rounds
     out = compare(os.path.abspath(args.before), os.path.abspath(args.after),
-                  params, log=lambda s: print(s, file=sys.stderr, flush=True))
+                  params, log=common.log_to_stderr)
     out['quick'] = args.quick
     print_summary(out['summary'])
     for side in ('before', 'after'):

@@ -54,8 +54,7 @@ QUICK = dict(DEFAULTS, rounds=1, raw_commits=300, huey_jobs=300,
              rq_jobs=150, latency_jobs=20, warmup_jobs=5)
 
 
-class Skipped(Exception):
-    """A peer cannot run here (missing package or binary)."""
+Skipped = common.Skipped
 
 
 # -- child processes ----------------------------------------------------------
@@ -142,6 +141,28 @@ def _throughput(put, done_count, jobs, rounds, children, timeout, what,
     }
 
 
+def _pickup(put, is_done, started_at_of, gaps, children, timeout, what):
+    """Pick-up latency as every peer row defines it: put one job, wait
+    until it is done, sleep the next idle gap.  Latency = the job's start
+    (``started_at_of(handle)``) - the moment the put call returned; the
+    put call's own duration is kept apart (``put_call``)."""
+    latency, put_cost = [], []
+    deadline = time.monotonic() + timeout
+    for gap in gaps:
+        if time.monotonic() > deadline:
+            break
+        before = time.time()
+        handle = put()
+        after = time.time()
+        _wait(lambda: is_done(handle), timeout,
+              '%s job %s' % (what, handle.id), children, interval=0.0005)
+        latency.append(started_at_of(handle) - after)
+        put_cost.append(after - before)
+        time.sleep(gap)
+    return {'pickup': common.latency_summary(latency),
+            'put_call': common.latency_summary(put_cost)}
+
+
 # -- Huey -------------------------------------------------------------------
 
 def run_huey(jobs=DEFAULTS['huey_jobs'], rounds=DEFAULTS['rounds'],
@@ -189,27 +210,13 @@ def run_huey(jobs=DEFAULTS['huey_jobs'], rounds=DEFAULTS['rounds'],
                            [consumer], phase_timeout_s, 'huey',
                            after_round=results_in)
 
-        # pick-up latency
-        lat, put_cost = [], []
-        deadline = time.monotonic() + phase_timeout_s
-        for gap in _gaps(latency_jobs, gap_min_s, gap_max_s):
-            if time.monotonic() > deadline:
-                break
-            before = time.time()
-            r = task()
-            after = time.time()
-            _wait(lambda: storage.has_data_for_key(r.id), phase_timeout_s,
-                  'huey job %s' % r.id, [consumer], interval=0.0005)
-            lat.append(r.get() - after)
-            put_cost.append(after - before)
-            time.sleep(gap)
-        return {
-            'name': 'Huey SqliteHuey, 1 consumer x %d threads' % threads,
-            'system': 'huey', 'workers': threads,
-            'throughput': tput,
-            'pickup': common.latency_summary(lat),
-            'put_call': common.latency_summary(put_cost),
-        }
+        pickup = _pickup(
+            task, lambda r: storage.has_data_for_key(r.id),
+            lambda r: r.get(), _gaps(latency_jobs, gap_min_s, gap_max_s),
+            [consumer], phase_timeout_s, 'huey')
+        return dict(
+            pickup, name='Huey SqliteHuey, 1 consumer x %d threads' % threads,
+            system='huey', workers=threads, throughput=tput)
     finally:
         if consumer is not None:
             consumer.stop()
@@ -310,28 +317,16 @@ def _rq_one(url, n_workers, jobs, rounds, latency_jobs, warmup_jobs,
                            jobs, rounds, workers, phase_timeout_s, 'rq',
                            after_round=results_of)
 
-        lat, put_cost = [], []
-        deadline = time.monotonic() + phase_timeout_s
-        for gap in _gaps(latency_jobs, gap_min_s, gap_max_s):
-            if time.monotonic() > deadline:
-                break
-            before = time.time()
-            job = queue.enqueue(started_at)
-            after = time.time()
-            _wait(lambda: conn.zscore(finished_key, job.id) is not None,
-                  phase_timeout_s, 'rq job %s' % job.id, workers,
-                  interval=0.0005)
-            lat.append(job.return_value() - after)
-            put_cost.append(after - before)
-            time.sleep(gap)
-        return {
-            'name': 'RQ Redis, %d SimpleWorker process%s'
-                    % (n_workers, '' if n_workers == 1 else 'es'),
-            'system': 'rq', 'workers': n_workers,
-            'throughput': tput,
-            'pickup': common.latency_summary(lat),
-            'put_call': common.latency_summary(put_cost),
-        }
+        pickup = _pickup(
+            lambda: queue.enqueue(started_at),
+            lambda job: conn.zscore(finished_key, job.id) is not None,
+            lambda job: job.return_value(),
+            _gaps(latency_jobs, gap_min_s, gap_max_s), workers,
+            phase_timeout_s, 'rq')
+        return dict(
+            pickup, name='RQ Redis, %d SimpleWorker process%s'
+            % (n_workers, '' if n_workers == 1 else 'es'),
+            system='rq', workers=n_workers, throughput=tput)
     finally:
         for w in workers:
             w.stop()
@@ -386,19 +381,8 @@ def run(params=None, only=('raw', 'huey', 'rq'), log=print):
     gaps = dict(gap_min_s=p['gap_min_s'], gap_max_s=p['gap_max_s'],
                 phase_timeout_s=p['phase_timeout_s'])
 
-    def attempt(key, fn):
-        t = time.perf_counter()
-        log('running %s ...' % key)
-        try:
-            return fn()
-        except Skipped as e:
-            out['skipped'][key] = str(e)
-            log('  skipped: %s' % e)
-        except Exception as e:   # one peer failing must not lose the rest
-            out['errors'][key] = '%s: %s' % (type(e).__name__, e)
-            log('  error: %s: %s' % (type(e).__name__, e))
-        finally:
-            log('  (%.1f s)' % (time.perf_counter() - t))
+    def attempt(key, measure):
+        return common.attempt(out, key, measure, log)
 
     if 'raw' in only:
         r = attempt('raw', lambda: raw_storage.run_all(
@@ -460,16 +444,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     params = QUICK if args.quick else DEFAULTS
     only = tuple(s.strip() for s in args.only.split(',') if s.strip())
-    result = run(params, only, log=lambda s: print(s, file=sys.stderr))
+    result = run(params, only, log=common.log_to_stderr)
     print_report(result)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
-                    exist_ok=True)
-        common.write_json_path(args.json, result)
-        path = args.json
-    else:
-        path = common.write_json('peers', result)
-    print('wrote %s' % path)
+    print('wrote %s' % common.write_result('peers', result, args.json))
     return 1 if result['errors'] else 0
 
 

@@ -26,10 +26,6 @@ from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
 
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
-
 
 def measure(jobs=200, pause=0.02, poll_interval=5.0, pause_max=None,
             warmup=5, seed=1, timeout=60.0):
@@ -76,7 +72,7 @@ def measure(jobs=200, pause=0.02, poll_interval=5.0, pause_max=None,
         'poll_interval_s': poll_interval,
         'pause_s': [pause, pause_max if pause_max is not None else pause],
         'p50_ms': round(statistics.median(latencies), 2),
-        'p95_ms': round(percentile(latencies, 0.95), 2),
+        'p95_ms': round(common.percentile(latencies, 95), 2),
         'max_ms': round(max(latencies), 2),
         'min_ms': round(min(latencies), 2),
         'from_commit_return': common.latency_summary(from_return),

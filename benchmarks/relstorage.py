@@ -47,7 +47,7 @@ import tempfile
 import time
 
 from benchmarks import common, zeo
-from benchmarks.peers import Child, Skipped
+from benchmarks.peers import Skipped
 # The ZEO rows' client and measurements, here on RelStorage.
 from benchmarks.zeo import (Client, idle_cpu, pickup, shut_down, throughput,
                             warm_up)
@@ -124,21 +124,8 @@ class Dispatcher(zeo.Dispatcher):
     """A dispatcher-only child process on the RelStorage database ``uri``
     (zeo.Dispatcher but for the command it runs)."""
 
-    def __init__(self, directory, name, uri, poll, agent_size, timeout=30.0):
-        self.uuid_file = os.path.join(directory, name + '.uuid')
-        self.poll = poll
-        self.child = Child(
-            [sys.executable, '-m', 'benchmarks.relstorage', 'worker', uri,
-             self.uuid_file, '--poll', str(poll), '--agent-size',
-             str(agent_size)], os.path.join(directory, name + '.log'))
-        try:
-            common.wait_until(self._ready, timeout, 0.02,
-                              'dispatcher %s to start' % name)
-            from pyramid_zcasync.instance import read_uuid
-            self.uuid = read_uuid(self.uuid_file, create=False)
-        except BaseException:
-            self.stop()
-            raise
+    def command(self, uri):
+        return [sys.executable, '-m', 'benchmarks.relstorage', 'worker', uri]
 
 
 # -- measurements -------------------------------------------------------------
@@ -270,13 +257,12 @@ def main(argv=None):
     params = dict(QUICK if args.quick else DEFAULTS,
                   fsync=args.fsync == 'on')
     try:
-        result = run(params, log=lambda s: print(s, file=sys.stderr))
+        result = run(params, log=common.log_to_stderr)
     except Skipped as e:
         raise SystemExit('benchmarks.relstorage: %s' % e)
     result['machine'] = common.machine_description()
     print_report(result)
-    path = (common.write_json_path(args.json, result) if args.json
-            else common.write_json('relstorage', result))
+    path = common.write_result('relstorage', result, args.json)
     print('wrote %s (%.1f s)' % (path, result['duration_s']))
 
 

@@ -179,20 +179,15 @@ class _Db:
 
     def _idle(self):
         from pyramid_zcasync.interfaces import IQueue
-        self.probe_manager.begin()
-        queue = IQueue(self.probe.root())
-        idle = len(queue) == 0 and all(
-            len(agent) == 0 for registration in queue.dispatchers.values()
-            for agent in registration.values())
-        self.probe_manager.abort()
-        return idle
+        return common.queue_drained(self.probe_manager, self.probe,
+                                    lambda c: IQueue(c.root()))
 
     def drain_rate(self, jobs, timeout):
         """Put ``jobs`` no-op jobs in one transaction; jobs/s until all
         are done (measured as in benchmarks.throughput.run_warm)."""
         from benchmarks._peer_jobs import started_at
         from pyramid_zcasync.interfaces import IQueue
-        t0, c0 = time.perf_counter(), _process_cpu()
+        t0, c0 = time.perf_counter(), common.process_cpu_seconds()
         self.manager.begin()
         queue = IQueue(self.connection.root())
         for _ in range(jobs):
@@ -200,7 +195,7 @@ class _Db:
         self.manager.commit()
         common.wait_until(self._idle, timeout, 0.005, 'jobs to complete')
         return (jobs / (time.perf_counter() - t0),
-                (_process_cpu() - c0) / jobs)
+                (common.process_cpu_seconds() - c0) / jobs)
 
     def kept(self):
         from pyramid_zcasync.interfaces import IQueue
@@ -209,11 +204,6 @@ class _Db:
                 .completed)
         self.probe_manager.abort()
         return n
-
-
-def _process_cpu():
-    t = os.times()
-    return t.user + t.system
 
 
 def _median(values):

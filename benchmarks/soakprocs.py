@@ -31,26 +31,18 @@ def worker_main(argv):
 
     import ZEO
 
-    import pyramid_zcasync
-    from pyramid_zcasync import dispatcher, running
+    from benchmarks._zc_worker import serve_dispatcher
     storage, uuid_file, poll, ping, death, size, history, log = argv
     logging.basicConfig(
         filename=log, level=logging.WARNING,
         format='%(asctime)s %(process)d %(threadName)s %(name)s '
                '%(levelname)s %(message)s')
     db = ZEO.DB(('127.0.0.1', int(storage.split(':')[1])), wait_timeout=30)
-    pyramid_zcasync.install_queues(db)
-    try:
-        dispatcher.start(db, uuid_file=uuid_file, poll_interval=float(poll),
-                         ping_interval=float(ping),
-                         ping_death_interval=float(death),
-                         agent_size=int(size), history_size=int(history))
-        print('ready', flush=True)
-        running.wait_for_signal()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        db.close()
+    serve_dispatcher(db, dict(
+        uuid_file=uuid_file, poll_interval=float(poll),
+        ping_interval=float(ping), ping_death_interval=float(death),
+        agent_size=int(size), history_size=int(history)),
+        stop_dispatchers=False)
 
 
 class ZEOServer:

@@ -113,15 +113,16 @@ class ZEOServer:
 class Dispatcher:
     """A dispatcher-only child process over the ZEO server."""
 
-    def __init__(self, directory, name, port, poll, agent_size,
+    def __init__(self, directory, name, where, poll, agent_size,
                  timeout=30.0):
+        """``where``: the ZEO server's port (a RelStorage URI in the
+        subclass); waits until the child says ``ready``."""
         self.uuid_file = os.path.join(directory, name + '.uuid')
-        self.child = Child(
-            [sys.executable, '-m', 'benchmarks._zc_worker', 'zeo',
-             str(port), self.uuid_file, '--poll', str(poll),
-             '--agent-size', str(agent_size)],
-            os.path.join(directory, name + '.log'))
         self.poll = poll
+        self.child = Child(
+            self.command(where) + [self.uuid_file, '--poll', str(poll),
+                                   '--agent-size', str(agent_size)],
+            os.path.join(directory, name + '.log'))
         try:
             common.wait_until(self._ready, timeout, 0.02,
                               'dispatcher %s to start' % name)
@@ -130,6 +131,10 @@ class Dispatcher:
         except BaseException:
             self.stop()
             raise
+
+    def command(self, port):
+        return [sys.executable, '-m', 'benchmarks._zc_worker', 'zeo',
+                str(port)]
 
     @property
     def pid(self):
@@ -181,13 +186,7 @@ class Client:
 
     def idle(self):
         """True once no job is pending and no agent holds one."""
-        self.probe_tm.begin()
-        queue = self.queue(self.probe)
-        idle = len(queue) == 0 and all(
-            len(agent) == 0 for registration in queue.dispatchers.values()
-            for agent in registration.values())
-        self.probe_tm.abort()
-        return idle
+        return common.queue_drained(self.probe_tm, self.probe, self.queue)
 
     def check(self, jobs):
         """Every job COMPLETED with a float result; count by dispatcher."""
@@ -482,12 +481,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else DEFAULTS,
                   profile_dir=args.profile)
-    result = run(params,
-                 log=lambda s: print(s, file=sys.stderr))
+    result = run(params, log=common.log_to_stderr)
     result['machine'] = common.machine_description()
     print_report(result)
-    path = (common.write_json_path(args.json, result) if args.json
-            else common.write_json('zeo', result))
+    path = common.write_result('zeo', result, args.json)
     print('wrote %s (%.1f s)' % (path, result['duration_s']))
 
 
