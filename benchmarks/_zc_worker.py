@@ -25,12 +25,12 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import common
 
 
-def rss_kib(pid='self'):
+def rss_kib(pid: str = 'self') -> Tuple[Optional[int], Optional[int]]:
     """Resident set size (VmRSS) and its peak (VmHWM), in KiB."""
     out = {}
     with open('/proc/%s/status' % pid) as f:
@@ -41,7 +41,7 @@ def rss_kib(pid='self'):
     return out.get('VmRSS'), out.get('VmHWM')
 
 
-def _logging():
+def _logging() -> None:
     """BENCH_ZC_LOG=LEVEL[:PATH] turns on the package's logging (for
     looking into a run; off by default, as logging costs time)."""
     spec = os.environ.get('BENCH_ZC_LOG')
@@ -60,7 +60,7 @@ ZEO_CLIENT_CACHE = 50 * 2 ** 20
 ZEO_CONNECTION_CACHE = 5000
 
 
-def zeo_db(port):
+def zeo_db(port: int) -> Any:
     import ZODB
     from ZEO.ClientStorage import ClientStorage
     return ZODB.DB(ClientStorage(('127.0.0.1', port), wait_timeout=30,
@@ -68,11 +68,11 @@ def zeo_db(port):
                    cache_size=ZEO_CONNECTION_CACHE)
 
 
-def zeo_main(args):
+def zeo_main(args: argparse.Namespace) -> None:
     serve(zeo_db(args.port), args)
 
 
-def serve(db, args):
+def serve(db: Any, args: argparse.Namespace) -> None:
     """The dispatcher child of the ZEO and RelStorage rows."""
     serve_dispatcher(db, dict(uuid_file=args.uuid_file,
                               poll_interval=args.poll,
@@ -80,7 +80,8 @@ def serve(db, args):
                               install_signal_handlers=True))
 
 
-def serve_dispatcher(db, start_options, stop_dispatchers=True):
+def serve_dispatcher(db: Any, start_options: Dict[str, Any],
+                     stop_dispatchers: bool = True) -> None:
     """Run a dispatcher on ``db`` until SIGTERM/SIGINT, then close it;
     prints ``ready`` and ``stopped`` for the parent.  The soak's workers
     leave their dispatcher to the package's signal handlers
@@ -102,7 +103,7 @@ def serve_dispatcher(db, start_options, stop_dispatchers=True):
         print('stopped', flush=True)
 
 
-def pooled_invalidations(db):
+def pooled_invalidations(db: Any) -> Dict[str, int]:
     """Invalidated oids waiting in the DB pool's idle connections.
 
     A closed connection stays in the pool and keeps receiving every
@@ -120,7 +121,7 @@ def pooled_invalidations(db):
     return {'idle_connections': idle, 'oids': total}
 
 
-def _idle(connection, manager):
+def _idle(connection: Any, manager: Any) -> bool:
     from pyramid_zcasync.interfaces import KEY
     return common.queue_drained(manager, connection,
                                 lambda c: c.root()[KEY][''])
@@ -222,7 +223,7 @@ def memory_main(args: argparse.Namespace) -> None:
     print('done', flush=True)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest='kind', required=True)
     zeo = sub.add_parser('zeo')

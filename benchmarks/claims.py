@@ -65,7 +65,7 @@ def _now():
     return datetime.datetime.now(UTC)
 
 
-def _put_batches(conn, queue, count, make):
+def _put_batches(conn, queue, count, make) -> None:
     """``make(queue, i)`` ``count`` times, committing every BATCH."""
     for i in range(count):
         make(queue, i)
@@ -84,24 +84,24 @@ def _quota_job(tag, name):
 
 # -- scenarios: each fills the queue of ``conn`` ----------------------------
 
-def build_plain(conn, queue, jobs):
+def build_plain(conn, queue, jobs) -> None:
     _put_batches(conn, queue, jobs,
                  lambda q, i: q.put(operator.add, i, 0))
 
 
-def build_priorities(conn, queue, jobs):
+def build_priorities(conn, queue, jobs) -> None:
     rnd = random.Random(1)
     _put_batches(conn, queue, jobs, lambda q, i: q.put(
         operator.add, i, 0, priority=rnd.randint(-5, 5)))
 
 
-def _use_up(quota):
+def _use_up(quota) -> None:
     starts, _ = quota.rate
     for _ in range(starts):
         quota.acquire(Job(operator.add), None)
 
 
-def build_rate_held(conn, queue, jobs):
+def build_rate_held(conn, queue, jobs) -> None:
     queue.quotas.create('api', rate=(10, 60))
     _put_batches(conn, queue, jobs,
                  lambda q, i: q.put(_quota_job(i, 'api')))
@@ -111,13 +111,13 @@ def build_rate_held(conn, queue, jobs):
     transaction.commit()
 
 
-def build_rate_allowed(conn, queue, jobs):
+def build_rate_allowed(conn, queue, jobs) -> None:
     queue.quotas.create('api', rate=(2000, 60))
     _put_batches(conn, queue, jobs,
                  lambda q, i: q.put(_quota_job(i, 'api')))
 
 
-def build_future(conn, queue, jobs):
+def build_future(conn, queue, jobs) -> None:
     later = _now() + datetime.timedelta(hours=1)
     _put_batches(conn, queue, jobs, lambda q, i: q.put(
         operator.add, i, 0, begin_after=later))
@@ -125,11 +125,11 @@ def build_future(conn, queue, jobs):
                  lambda q, i: q.put(operator.add, 'due', i))
 
 
-def build_rate_held_one_tree(conn, queue, jobs):
+def build_rate_held_one_tree(conn, queue, jobs) -> None:
     """As ``rate held``, laid out as before lanes: one tree for all."""
     queue.quotas.create('api', rate=(10, 60))
 
-    def put_in_default_tree(q, i):
+    def put_in_default_tree(q, i) -> None:
         job = q.put(operator.add, i, 0)
         job.quota_names = ('api',)  # set after the put: in the default lane
     _put_batches(conn, queue, jobs, put_in_default_tree)
@@ -154,7 +154,7 @@ SCENARIOS = [
 
 class LoadCounter:
 
-    def __init__(self, conn):
+    def __init__(self, conn) -> None:
         self.count = 0
         original = conn._storage.load
 
@@ -256,7 +256,7 @@ def _measure_claims(db, name, jobs, build_s, claims):
         conn.close()
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--jobs', type=int, default=100000)
     parser.add_argument('--claims', type=int, default=1000)

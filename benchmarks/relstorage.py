@@ -91,7 +91,7 @@ def _pgserver():
     return pgserver
 
 
-def postgres_version(bin_dir):
+def postgres_version(bin_dir) -> str:
     """'PostgreSQL 15.18', from ``postgres --version`` in ``bin_dir``."""
     import subprocess
     words = subprocess.run([os.path.join(bin_dir, 'postgres'), '--version'],
@@ -109,7 +109,7 @@ def open_db(uri):
 
 # -- the dispatcher child ---------------------------------------------------
 
-def worker_main(argv):
+def worker_main(argv) -> None:
     parser = argparse.ArgumentParser(prog='benchmarks.relstorage worker')
     parser.add_argument('uri')
     parser.add_argument('uuid_file')
@@ -206,13 +206,13 @@ def run(params=None, log=print):
     return out
 
 
-def raw_name(result):
+def raw_name(result) -> str:
     """The raw commit rate's row name (``python -m benchmarks`` too)."""
     return 'raw RelStorage-PostgreSQL commit, 1 client (fsync %s)' % (
         'on' if result['params']['fsync'] else 'off')
 
 
-def print_report(result, file=None):
+def print_report(result, file=None) -> None:
     print('%s: %s/s' % (raw_name(result), result['raw_commits_per_s']),
           file=file)
     headers = ['benchmark', 'n', 'jobs/s', 'x raw', 'pickup p50 ms',
@@ -232,7 +232,7 @@ def print_report(result, file=None):
         result['idle_cpu']['cpu_percent_of_one_core'][0]), file=file)
 
 
-def print_cpu(result, file=None):
+def print_cpu(result, file=None) -> None:
     """CPU per job and per process in each row's median throughput round
     (the commits are not counted here, unlike over ZEO)."""
     for r in result['rows']:

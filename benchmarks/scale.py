@@ -139,7 +139,7 @@ class _Db:
     """A FileStorage database with a running dispatcher that polls only
     when asked (poll interval 1 h) or woken by a put."""
 
-    def __init__(self, uuid):
+    def __init__(self, uuid) -> None:
         import pyramid_zcasync
         from pyramid_zcasync import dispatcher
         self.directory = tempfile.mkdtemp(prefix='bench-scale-')
@@ -155,7 +155,7 @@ class _Db:
         self.probe_manager = transaction.TransactionManager()
         self.probe = self.db.open(transaction_manager=self.probe_manager)
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.dispatcher.stop()
             self.manager.abort()
@@ -273,7 +273,7 @@ class Memory:
     """The memory child, started in the background so that the caller can
     overlap it with a phase that mostly waits."""
 
-    def __init__(self, params=None):
+    def __init__(self, params=None) -> None:
         from benchmarks.peers import Child
         p = dict(DEFAULTS, **(params or {}))
         self.params = p
@@ -375,7 +375,7 @@ def run(params=None, log=print):
     return out
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--json', default=None,

@@ -82,7 +82,7 @@ DEFAULTS = {
 class Reader:
     """One connection of this process, a fresh transaction per look."""
 
-    def __init__(self, db):
+    def __init__(self, db) -> None:
         import transaction
         self.manager = transaction.TransactionManager()
         self.connection = db.open(transaction_manager=self.manager)
@@ -104,18 +104,18 @@ class Reader:
         self.root()
         return [self.connection.get(oid).status for oid in oids]
 
-    def activated(self, uuid):
+    def activated(self, uuid) -> bool:
         from pyramid_zcasync.interfaces import IQueue
         return IQueue(self.root()).dispatchers[uuid].activated is not None
 
-    def close(self):
+    def close(self) -> None:
         self.manager.abort()
         self.connection.close()
 
 
 # -- the run -----------------------------------------------------------------
 
-def producer(db, plan, runs_log, seconds, stop, put_oids, errors):
+def producer(db, plan, runs_log, seconds, stop, put_oids, errors) -> None:
     """Put ``plan`` ([(key, sleep seconds)]) evenly over ``seconds``."""
     import transaction
 
@@ -156,7 +156,7 @@ def producer(db, plan, runs_log, seconds, stop, put_oids, errors):
         connection.close()
 
 
-def run(params, keep=False, out=sys.stdout):
+def run(params, keep: bool = False, out=sys.stdout):
     import BTrees.OOBTree
     import transaction
     import ZEO
@@ -218,7 +218,7 @@ def run(params, keep=False, out=sys.stdout):
         open_kills = []
         end = started + params['seconds']
 
-        def watch(now):
+        def watch(now) -> None:
             for worker_when in list(restarts):
                 when, worker = worker_when
                 if now >= when:
@@ -368,7 +368,7 @@ def run(params, keep=False, out=sys.stdout):
                       None if keep else directory)
 
 
-def report(result, out=sys.stdout):
+def report(result, out=sys.stdout) -> None:
     s = result['summary']
     print('jobs put %d, completed %d, failed %d' % (
         s['jobs_put'], s['jobs_completed'], s['jobs_failed']), file=out)

@@ -24,7 +24,7 @@ def soak_job(done, key, seconds, runs_log):
     return key
 
 
-def worker_main(argv):
+def worker_main(argv) -> None:
     """``--worker zeo:PORT UUID_FILE POLL PING DEATH AGENT_SIZE HISTORY_SIZE
     LOG``"""
     import logging
@@ -46,13 +46,13 @@ def worker_main(argv):
 
 
 class ZEOServer:
-    def __init__(self, directory):
+    def __init__(self, directory) -> None:
         self.path = os.path.join(directory, 'Data.fs')
         self.log = os.path.join(directory, 'zeo.log')
         self.port = common.free_port()
         self.process = None
 
-    def start(self, timeout):
+    def start(self, timeout) -> None:
         runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
         command = [runzeo] if os.path.exists(runzeo) else [
             sys.executable, '-m', 'ZEO.runzeo']
@@ -63,7 +63,7 @@ class ZEOServer:
         common.wait_until(lambda: _listening(self.port), timeout,
                           interval=0.05, what='runzeo on %d' % self.port)
 
-    def stop(self):
+    def stop(self) -> None:
         if self.process is not None:
             common.stop_process(self.process)
 
@@ -77,7 +77,7 @@ def _listening(port):
 class Worker:
     """One dispatcher process; restartable with the same UUID file."""
 
-    def __init__(self, name, directory, port, params):
+    def __init__(self, name, directory, port, params) -> None:
         self.name = name
         self.uuid_file = os.path.join(directory, name + '.uuid')
         self.log = os.path.join(directory, name + '.log')
@@ -87,7 +87,7 @@ class Worker:
         self.ready = threading.Event()
         self.pids = []
 
-    def start(self):
+    def start(self) -> None:
         self.ready = threading.Event()
         p = self.params
         self.process = subprocess.Popen(
@@ -102,21 +102,21 @@ class Worker:
                          daemon=True).start()
 
     @staticmethod
-    def _read(process, ready):
+    def _read(process, ready) -> None:
         for line in process.stdout:
             if line.strip() == 'ready':
                 ready.set()
         process.stdout.close()
 
     @property
-    def alive(self):
+    def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def kill(self):
+    def kill(self) -> None:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
-    def stop(self):
+    def stop(self) -> None:
         if self.process is not None:
             common.stop_process(self.process, timeout=10)
 

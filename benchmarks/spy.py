@@ -22,13 +22,13 @@ import sys
 from benchmarks import common
 
 
-def available():
+def available() -> bool:
     return shutil.which('py-spy') is not None
 
 
 class Recorder:
 
-    def __init__(self, pids, directory, rate=100):
+    def __init__(self, pids, directory, rate: int = 100) -> None:
         """``pids``: {name: pid}.  Profiles go to ``directory``."""
         self.files = {}
         self.procs = {}
@@ -44,7 +44,7 @@ class Recorder:
                 stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
 
-    def stop(self, top=12):
+    def stop(self, top: int = 12):
         out = {}
         for name, proc in self.procs.items():
             common.stop_process(proc, timeout=15.0, sig=signal.SIGINT)
@@ -62,14 +62,14 @@ def _slug(name):
     return ''.join(c if c.isalnum() else '-' for c in name)
 
 
-def _function(frame):
+def _function(frame) -> str:
     """'func (path/to/file.py:123)' -> 'func (to/file.py)'."""
     name, _, rest = frame.partition(' (')
     path = rest.rsplit(':', 1)[0].split('/')
     return '%s (%s)' % (name, '/'.join(path[-2:]))
 
 
-def _line(frame):
+def _line(frame) -> str:
     name, _, rest = frame.partition(' (')
     path, _, line = rest.rstrip(')').rpartition(':')
     return '%s (%s:%s)' % (name, '/'.join(path.split('/')[-2:]), line)
@@ -100,7 +100,7 @@ FOCUS = (
 )
 
 
-def summarise(path, top=12):
+def summarise(path, top: int = 12):
     stacks = load(path)
     total = sum(n for _, n in stacks) or 1
     by_self = collections.Counter()
@@ -136,7 +136,7 @@ def summarise(path, top=12):
     }
 
 
-def main(argv):
+def main(argv) -> None:
     s = summarise(argv[0], int(argv[1]) if len(argv) > 1 else 20)
     print('%d samples' % s['samples'])
     for title in ('self', 'inclusive'):

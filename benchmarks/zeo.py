@@ -65,7 +65,7 @@ QUICK = dict(DEFAULTS, rounds=1, jobs=500, latency_jobs=20, idle_cpu_s=1.0,
 
 # -- processes ----------------------------------------------------------------
 
-def cpu_seconds(pid='self'):
+def cpu_seconds(pid: str = 'self'):
     """User + system CPU time of a process so far (from /proc)."""
     with open('/proc/%s/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()
@@ -76,7 +76,7 @@ class ZEOServer:
     """runzeo on 127.0.0.1 and a free port, FileStorage in ``directory``;
     stopped by PID."""
 
-    def __init__(self, directory, timeout=20.0):
+    def __init__(self, directory, timeout: float = 20.0) -> None:
         self.directory = directory
         self.path = os.path.join(directory, 'zeo.fs')
         self.timeout = timeout
@@ -100,7 +100,7 @@ class ZEOServer:
                           'the ZEO server to listen on port %d' % self.port)
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         if self.child is not None:
             self.child.stop()
             self.child = None
@@ -114,7 +114,7 @@ class Dispatcher:
     """A dispatcher-only child process over the ZEO server."""
 
     def __init__(self, directory, name, where, poll, agent_size,
-                 timeout=30.0):
+                 timeout: float = 30.0) -> None:
         """``where``: the ZEO server's port (a RelStorage URI in the
         subclass); waits until the child says ``ready``."""
         self.uuid_file = os.path.join(directory, name + '.uuid')
@@ -140,7 +140,7 @@ class Dispatcher:
     def pid(self):
         return self.child.pid
 
-    def _ready(self):
+    def _ready(self) -> bool:
         self.child.check_alive()
         return 'ready' in self.child.tail()
 
@@ -157,7 +157,7 @@ class Client:
     """This process's view of the database: a connection for puts and one
     for watching, each with its own transaction manager."""
 
-    def __init__(self, db):
+    def __init__(self, db) -> None:
         import transaction
         self.db = db
         self.tm = transaction.TransactionManager()
@@ -165,7 +165,7 @@ class Client:
         self.probe_tm = transaction.TransactionManager()
         self.probe = db.open(transaction_manager=self.probe_tm)
 
-    def close(self):
+    def close(self) -> None:
         self.tm.abort()
         self.probe_tm.abort()
         self.connection.close()
@@ -211,7 +211,7 @@ def _wait(pred, timeout, what, dispatchers, interval):
     return common.wait_until(check, timeout, interval, what)
 
 
-def warm_up(client, n, dispatchers, timeout):
+def warm_up(client, n, dispatchers, timeout) -> None:
     jobs, _ = client.put(n)
     _wait(client.idle, timeout, 'warm-up jobs', dispatchers, 0.01)
     client.check(jobs)
@@ -298,7 +298,7 @@ def profiled_round(client, jobs, dispatchers, timeout, server, directory):
 
 
 def pickup(client, samples, gap_min_s, gap_max_s, dispatchers, timeout,
-           seed=1):
+           seed: int = 1):
     """Latency from the commit call (and from its return) of a one-job
     put to the job's start in a dispatcher process."""
     from pyramid_zcasync.interfaces import COMPLETED
@@ -398,7 +398,7 @@ def run(params=None, log=print):
     return out
 
 
-def shut_down(dispatchers, client, db, server, directory):
+def shut_down(dispatchers, client, db, server, directory) -> None:
     """Stop what a run started, whichever of it got started (None for the
     rest), children and server by PID, and remove its directory (unless
     None: kept for a look)."""
@@ -414,7 +414,7 @@ def shut_down(dispatchers, client, db, server, directory):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def print_report(result, file=None):
+def print_report(result, file=None) -> None:
     headers = ['benchmark', 'n', 'jobs/s', 'pickup p50 ms', 'pickup p95 ms',
                'poll s']
     rows = []
@@ -432,7 +432,7 @@ def print_report(result, file=None):
               file=file)
 
 
-def print_cpu(result, file=None):
+def print_cpu(result, file=None) -> None:
     """CPU of each process during the median throughput round, and the
     transactions the round committed."""
     for r in result['rows']:
@@ -447,7 +447,7 @@ def print_cpu(result, file=None):
               file=file)
 
 
-def print_profiles(result, file=None):
+def print_profiles(result, file=None) -> None:
     for r in result['rows']:
         prof = r.get('profile')
         if not prof or 'profiles' not in prof:
@@ -470,7 +470,7 @@ def print_profiles(result, file=None):
                 file=file)
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--json', default=None,
