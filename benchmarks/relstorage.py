@@ -21,8 +21,8 @@ raw commits
     one client commits a change of one small object, over and over: the
     storage's ceiling for one-commit-per-job work.
 throughput, pick-up latency (across processes), idle CPU
-    measured as the ZEO rows are (benchmarks/zeo.py: ``throughput``,
-    ``pickup``, ``idle_cpu``, with the same ``Client``).  Throughput: the
+    measured as the ZEO rows are (benchmarks/dispatchers.py:
+    ``throughput``, ``pickup``, ``idle_cpu``, with the same ``Client``).  Throughput: the
     dispatchers are running and warmed up; put N jobs in one transaction,
     wait until the queue is empty and no agent holds a job; jobs/s = N /
     (time all are done - time the put started); every job is checked
@@ -46,11 +46,11 @@ import sys
 import tempfile
 import time
 
-from benchmarks import common, zeo
+from benchmarks import common
 from benchmarks.peers import Skipped
 # The ZEO rows' client and measurements, here on RelStorage.
-from benchmarks.zeo import (Client, idle_cpu, pickup, shut_down, throughput,
-                            warm_up)
+from benchmarks.dispatchers import (Client, DispatcherProcess, idle_cpu,
+                                    pickup, shut_down, throughput, warm_up)
 
 TESTS = os.path.join(common.project_root(), 'tests')
 
@@ -120,9 +120,9 @@ def worker_main(argv) -> None:
     serve(open_db(args.uri), args)
 
 
-class Dispatcher(zeo.Dispatcher):
+class RelStorageDispatcherProcess(DispatcherProcess):
     """A dispatcher-only child process on the RelStorage database ``uri``
-    (zeo.Dispatcher but for the command it runs)."""
+    (a DispatcherProcess but for the command it runs)."""
 
     def command(self, uri):
         return [sys.executable, '-m', 'benchmarks.relstorage', 'worker', uri]
@@ -178,7 +178,7 @@ def run(params=None, log=print):
         pyramid_zcasync.install_queues(db)
         client = Client(db)
         for count in (1, 2):
-            dispatchers.append(Dispatcher(
+            dispatchers.append(RelStorageDispatcherProcess(
                 tmp, 'dispatcher-%d' % count, uri, p['poll_interval'],
                 p['agent_size']))
             warm_up(client, p['warmup_jobs'], dispatchers, timeout)

@@ -7,7 +7,7 @@ number, ours where it speaks in words (README, "Reading the table").
 """
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks import common, relstorage, scale, zeo
+from benchmarks import common, dispatchers, relstorage, scale
 
 Row = Dict[str, Any]
 Result = Dict[str, Any]
@@ -270,13 +270,13 @@ def print_details(out: Result, file: Optional[IO[str]]) -> None:
               % (t.get('commits'), t['jobs'], t.get('cpu_ms_per_job') or 0,
                  t.get('cpu_percent') or 0), file=file)
         if t.get('profile'):
-            zeo.print_profiles({'rows': [dict(
+            dispatchers.print_profiles({'rows': [dict(
                 name='pyramid_zcasync FileStorage, 1 process',
                 profile=t['profile'])]}, file)
     z = out['results'].get('zeo')
     if z:
-        zeo.print_cpu(z, file)
-        zeo.print_profiles(z, file)
+        dispatchers.print_cpu(z, file)
+        dispatchers.print_profiles(z, file)
     pg = out['results'].get('pg')
     if pg:
         relstorage.print_cpu(pg, file)

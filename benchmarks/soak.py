@@ -54,7 +54,7 @@ import tempfile
 import threading
 import time
 
-from benchmarks import common, zeo
+from benchmarks import common, dispatchers
 from benchmarks.soakprocs import Worker, ZEOServer
 from benchmarks.soakwatch import ResourceWatch
 
@@ -364,7 +364,7 @@ def run(params, keep: bool = False, out=sys.stdout):
                     ('ZODB', 'ZEO', 'persistent', 'transaction')),
                 'directory': directory if keep else None}
     finally:
-        zeo.shut_down(workers, reader, db, server,
+        dispatchers.shut_down(workers, reader, db, server,
                       None if keep else directory)
 
 
