@@ -22,14 +22,17 @@ import random
 import shutil
 import sys
 import time
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import common
 from benchmarks.peers import Child
 
+Result = Dict[str, Any]
+
 
 # -- processes ----------------------------------------------------------------
 
-def cpu_seconds(pid: str = 'self'):
+def cpu_seconds(pid: object = 'self') -> float:
     """User + system CPU time of a process so far (from /proc)."""
     with open('/proc/%s/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()
@@ -39,8 +42,8 @@ def cpu_seconds(pid: str = 'self'):
 class DispatcherProcess:
     """A dispatcher-only child process over the ZEO server."""
 
-    def __init__(self, directory, name, where, poll, agent_size,
-                 timeout: float = 30.0) -> None:
+    def __init__(self, directory: str, name: str, where: Any, poll: float,
+                 agent_size: int, timeout: float = 30.0) -> None:
         """``where``: the ZEO server's port (a RelStorage URI in the
         subclass); waits until the child says ``ready``."""
         self.uuid_file = os.path.join(directory, name + '.uuid')
@@ -58,22 +61,22 @@ class DispatcherProcess:
             self.stop()
             raise
 
-    def command(self, port):
+    def command(self, port: Any) -> List[str]:
         return [sys.executable, '-m', 'benchmarks._zc_worker', 'zeo',
                 str(port)]
 
     @property
-    def pid(self):
+    def pid(self) -> int:
         return self.child.pid
 
     def _ready(self) -> bool:
         self.child.check_alive()
         return 'ready' in self.child.tail()
 
-    def cpu_seconds(self):
+    def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
 
-    def stop(self):
+    def stop(self) -> int:
         return self.child.stop(timeout=10.0)
 
 
@@ -83,7 +86,7 @@ class Client:
     """This process's view of the database: a connection for puts and one
     for watching, each with its own transaction manager."""
 
-    def __init__(self, db) -> None:
+    def __init__(self, db: Any) -> None:
         import transaction
         self.db = db
         self.tm = transaction.TransactionManager()
@@ -97,11 +100,13 @@ class Client:
         self.connection.close()
         self.probe.close()
 
-    def queue(self, connection):
+    def queue(self, connection: Any) -> Any:
         from pyramid_zcasync.interfaces import KEY
         return connection.root()[KEY]['']
 
-    def put(self, n):
+    def put(self, n: int) -> Tuple[List[Any], float]:
+        """Put ``n`` no-op jobs in one transaction; the jobs, and the
+        time just before ``commit()`` was called."""
         from benchmarks._peer_jobs import started_at
         self.tm.begin()
         queue = self.queue(self.connection)
@@ -110,16 +115,16 @@ class Client:
         self.tm.commit()
         return jobs, before
 
-    def idle(self):
+    def idle(self) -> bool:
         """True once no job is pending and no agent holds one."""
         return common.queue_drained(self.probe_tm, self.probe, self.queue)
 
-    def check(self, jobs):
+    def check(self, jobs: Sequence[Any]) -> Dict[str, int]:
         """Every job COMPLETED with a float result; count by dispatcher."""
         from pyramid_zcasync.interfaces import COMPLETED
         self.tm.begin()
         self.connection.prefetch(jobs)
-        by = {}
+        by: Dict[str, int] = {}
         for job in jobs:
             if job.status != COMPLETED or not isinstance(job.result, float):
                 raise RuntimeError('job %r: status %s, result %r'
@@ -129,55 +134,73 @@ class Client:
         return by
 
 
-def _wait(pred, timeout, what, dispatchers, interval):
-    def check():
+def _wait(pred: Callable[[], Any], timeout: float, what: str,
+          dispatchers: Sequence[DispatcherProcess], interval: float) -> Any:
+    def check() -> Any:
         for d in dispatchers:
             d.child.check_alive()
         return pred()
     return common.wait_until(check, timeout, interval, what)
 
 
-def warm_up(client, n, dispatchers, timeout) -> None:
+def warm_up(client: Client, n: int,
+            dispatchers: Sequence[DispatcherProcess], timeout: float) -> None:
     jobs, _ = client.put(n)
     _wait(client.idle, timeout, 'warm-up jobs', dispatchers, 0.01)
     client.check(jobs)
 
 
-def throughput(client, jobs, rounds, dispatchers, timeout, server=None):
-    """Median of ``rounds`` rounds; each round also records the CPU used
-    by every process involved, as a percentage of one core."""
-    per_round = []
-    pids = {'this process': 'self'}
+def _pids(dispatchers: Sequence[DispatcherProcess],
+          server: Any) -> Dict[str, object]:
+    """Every process whose CPU a round counts, by the name shown."""
+    pids: Dict[str, object] = {'this process': 'self'}
     if server is not None:
         pids['ZEO server'] = server.child.pid
     for d in dispatchers:
         pids['dispatcher pid %d' % d.pid] = d.pid
+    return pids
+
+
+def throughput_round(client: Client, jobs: int,
+                     dispatchers: Sequence[DispatcherProcess],
+                     timeout: float, server: Any, label: str) -> Result:
+    """Put ``jobs`` jobs in one transaction and wait until all are done;
+    the CPU used by every process, as a percentage of one core, and
+    which dispatcher ran how many."""
     from benchmarks.throughput import transactions_between
-    for i in range(rounds):
-        tid0 = client.db.storage.lastTransaction()
-        cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
-        t0 = time.perf_counter()
-        handles, _ = client.put(jobs)
-        t_put = time.perf_counter()
-        _wait(client.idle, timeout, 'round %d to finish' % (i + 1),
-              dispatchers, 0.005)
-        t1 = time.perf_counter()
-        used = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
-        cpu = {k: round(100 * u / (t1 - t0), 1) for k, u in used.items()}
-        by = client.check(handles)
-        stats = (transactions_between(server.path, tid0,
-                                      client.db.storage.lastTransaction())
-                 if server is not None else {})
-        names = {d.uuid: 'pid %d' % d.pid for d in dispatchers}
-        per_round.append({
-            'seconds': t1 - t0, 'put_seconds': t_put - t0,
-            'jobs_per_s': jobs / (t1 - t0),
-            'cpu_percent': cpu,
-            'cpu_ms_per_job': round(1000 * sum(used.values()) / jobs, 3),
-            'commits': stats.get('commits'), 'records': stats.get('records'),
-            'jobs_by_process': {names.get(u, str(u)): n
-                                for u, n in by.items()}})
-    ordered = sorted(per_round, key=lambda r: r['jobs_per_s'])
+    pids = _pids(dispatchers, server)
+    tid0 = client.db.storage.lastTransaction()
+    cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    t0 = time.perf_counter()
+    handles, _ = client.put(jobs)
+    t_put = time.perf_counter()
+    _wait(client.idle, timeout, label, dispatchers, 0.005)
+    t1 = time.perf_counter()
+    used = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
+    by = client.check(handles)
+    stats = (transactions_between(server.path, tid0,
+                                  client.db.storage.lastTransaction())
+             if server is not None else {})
+    names = {d.uuid: 'pid %d' % d.pid for d in dispatchers}
+    return {
+        'seconds': t1 - t0, 'put_seconds': t_put - t0,
+        'jobs_per_s': jobs / (t1 - t0),
+        'cpu_percent': {k: round(100 * u / (t1 - t0), 1)
+                        for k, u in used.items()},
+        'cpu_ms_per_job': round(1000 * sum(used.values()) / jobs, 3),
+        'commits': stats.get('commits'), 'records': stats.get('records'),
+        'jobs_by_process': {names.get(u, str(u)): n for u, n in by.items()}}
+
+
+def throughput(client: Client, jobs: int, rounds: int,
+               dispatchers: Sequence[DispatcherProcess], timeout: float,
+               server: Any = None) -> Result:
+    """Median of ``rounds`` rounds (``throughput_round``), every round's
+    rate, CPU and split between dispatchers kept: the noise."""
+    per_round = [throughput_round(client, jobs, dispatchers, timeout, server,
+                                  'round %d to finish' % (i + 1))
+                 for i in range(rounds)]
+    ordered = sorted(per_round, key=lambda r: float(r['jobs_per_s']))
     med = ordered[len(ordered) // 2]
     return {
         'jobs': jobs, 'rounds': rounds,
@@ -194,7 +217,9 @@ def throughput(client, jobs, rounds, dispatchers, timeout, server=None):
     }
 
 
-def profiled_round(client, jobs, dispatchers, timeout, server, directory):
+def profiled_round(client: Client, jobs: int,
+                   dispatchers: Sequence[DispatcherProcess], timeout: float,
+                   server: Any, directory: str) -> Result:
     """One more round, not counted, with py-spy on the ZEO server and on
     every dispatcher; returns the profiles' summaries."""
     from benchmarks import spy
@@ -223,8 +248,9 @@ def profiled_round(client, jobs, dispatchers, timeout, server, directory):
             'directory': directory, 'profiles': profiles}
 
 
-def pickup(client, samples, gap_min_s, gap_max_s, dispatchers, timeout,
-           seed: int = 1):
+def pickup(client: Client, samples: int, gap_min_s: float, gap_max_s: float,
+           dispatchers: Sequence[DispatcherProcess], timeout: float,
+           seed: int = 1) -> Result:
     """Latency from the commit call (and from its return) of a one-job
     put to the job's start in a dispatcher process."""
     from pyramid_zcasync.interfaces import COMPLETED
@@ -237,7 +263,7 @@ def pickup(client, samples, gap_min_s, gap_max_s, dispatchers, timeout,
         (job,), before = client.put(1)
         after = time.time()
 
-        def done():
+        def done() -> bool:
             client.tm.begin()
             return job.status == COMPLETED
         _wait(done, timeout, 'job %r' % (job,), dispatchers, 0.001)
@@ -253,7 +279,8 @@ def pickup(client, samples, gap_min_s, gap_max_s, dispatchers, timeout,
     return summary
 
 
-def idle_cpu(dispatchers, seconds):
+def idle_cpu(dispatchers: Sequence[DispatcherProcess],
+             seconds: float) -> Result:
     """CPU used by idle dispatcher processes, as a percentage of one core."""
     before = [d.cpu_seconds() for d in dispatchers]
     t0 = time.perf_counter()
@@ -265,7 +292,8 @@ def idle_cpu(dispatchers, seconds):
                                         for u in used]}
 
 
-def shut_down(dispatchers, client, db, server, directory) -> None:
+def shut_down(dispatchers: Sequence[Any], client: Any, db: Any, server: Any,
+              directory: Optional[str]) -> None:
     """Stop what a run started, whichever of it got started (None for the
     rest), children and server by PID, and remove its directory (unless
     None: kept for a look)."""
@@ -281,7 +309,7 @@ def shut_down(dispatchers, client, db, server, directory) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def print_cpu(result, file=None) -> None:
+def print_cpu(result: Result, file: Optional[IO[str]] = None) -> None:
     """CPU of each process during the median throughput round, and the
     transactions the round committed."""
     for r in result['rows']:
@@ -296,7 +324,8 @@ def print_cpu(result, file=None) -> None:
               file=file)
 
 
-def print_profiles(result, file=None) -> None:
+def print_profiles(result: Result,
+                   file: Optional[IO[str]] = None) -> None:
     for r in result['rows']:
         prof = r.get('profile')
         if not prof or 'profiles' not in prof:

@@ -22,8 +22,8 @@ raw commits
     storage's ceiling for one-commit-per-job work.
 throughput, pick-up latency (across processes), idle CPU
     measured as the ZEO rows are (benchmarks/dispatchers.py:
-    ``throughput``, ``pickup``, ``idle_cpu``, with the same ``Client``).  Throughput: the
-    dispatchers are running and warmed up; put N jobs in one transaction,
+    ``throughput``, ``pickup``, ``idle_cpu``, with the same ``Client``).
+    Throughput: the dispatchers are running and warmed up; put N jobs in one transaction,
     wait until the queue is empty and no agent holds a job; jobs/s = N /
     (time all are done - time the put started); every job is checked
     (COMPLETED, a float result); median of ``rounds`` rounds, with 1 and
@@ -45,6 +45,8 @@ import os
 import sys
 import tempfile
 import time
+from types import ModuleType
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
 from benchmarks import common
 from benchmarks.peers import Skipped
@@ -74,7 +76,7 @@ QUICK = dict(DEFAULTS, rounds=1, jobs=500, latency_jobs=20, raw_commits=200,
              idle_cpu_s=1.0)
 
 
-def _pgserver():
+def _pgserver() -> ModuleType:
     """tests/pgserver.py; :class:`Skipped` (with the reason and the
     install command) when RelStorage or the PostgreSQL binaries are
     missing."""
@@ -91,7 +93,7 @@ def _pgserver():
     return pgserver
 
 
-def postgres_version(bin_dir) -> str:
+def postgres_version(bin_dir: str) -> str:
     """'PostgreSQL 15.18', from ``postgres --version`` in ``bin_dir``."""
     import subprocess
     words = subprocess.run([os.path.join(bin_dir, 'postgres'), '--version'],
@@ -100,7 +102,7 @@ def postgres_version(bin_dir) -> str:
     return 'PostgreSQL %s' % (words[2] if len(words) > 2 else '?')
 
 
-def open_db(uri):
+def open_db(uri: str) -> Any:
     import ZODB
     import zodburi
     factory, options = zodburi.resolve_uri(uri)
@@ -109,7 +111,7 @@ def open_db(uri):
 
 # -- the dispatcher child ---------------------------------------------------
 
-def worker_main(argv) -> None:
+def worker_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog='benchmarks.relstorage worker')
     parser.add_argument('uri')
     parser.add_argument('uuid_file')
@@ -124,13 +126,13 @@ class RelStorageDispatcherProcess(DispatcherProcess):
     """A dispatcher-only child process on the RelStorage database ``uri``
     (a DispatcherProcess but for the command it runs)."""
 
-    def command(self, uri):
+    def command(self, uri: Any) -> List[str]:
         return [sys.executable, '-m', 'benchmarks.relstorage', 'worker', uri]
 
 
 # -- measurements -------------------------------------------------------------
 
-def raw_commits(db, n):
+def raw_commits(db: Any, n: int) -> float:
     """Commits/s of one client changing one small object each time."""
     import persistent.mapping
     import transaction
@@ -150,7 +152,8 @@ def raw_commits(db, n):
 
 # -- the whole run ------------------------------------------------------------
 
-def run(params=None, log=print):
+def run(params: Optional[Dict[str, Any]] = None,
+        log: Callable[[str], None] = print) -> Dict[str, Any]:
     """The raw commit rate and both rows; a JSON-able dict.  Raises
     :class:`benchmarks.peers.Skipped` when RelStorage or PostgreSQL is
     missing (``python -m benchmarks`` then skips its ``pg`` phase)."""
@@ -159,8 +162,8 @@ def run(params=None, log=print):
     timeout = p['phase_timeout_s']
     tmp = tempfile.mkdtemp(prefix='bench-relstorage-')
     server = db = client = None
-    dispatchers = []
-    out = {'params': dict(p), 'rows': []}
+    dispatchers: List[DispatcherProcess] = []
+    out: Dict[str, Any] = {'params': dict(p), 'rows': []}
     started = time.perf_counter()
     try:
         server = pgserver.PostgreSQL(durable=p['fsync']).start()
@@ -206,13 +209,14 @@ def run(params=None, log=print):
     return out
 
 
-def raw_name(result) -> str:
+def raw_name(result: Dict[str, Any]) -> str:
     """The raw commit rate's row name (``python -m benchmarks`` too)."""
     return 'raw RelStorage-PostgreSQL commit, 1 client (fsync %s)' % (
         'on' if result['params']['fsync'] else 'off')
 
 
-def print_report(result, file=None) -> None:
+def print_report(result: Dict[str, Any],
+                 file: Optional[IO[str]] = None) -> None:
     print('%s: %s/s' % (raw_name(result), result['raw_commits_per_s']),
           file=file)
     headers = ['benchmark', 'n', 'jobs/s', 'x raw', 'pickup p50 ms',
@@ -232,7 +236,8 @@ def print_report(result, file=None) -> None:
         result['idle_cpu']['cpu_percent_of_one_core'][0]), file=file)
 
 
-def print_cpu(result, file=None) -> None:
+def print_cpu(result: Dict[str, Any],
+              file: Optional[IO[str]] = None) -> None:
     """CPU per job and per process in each row's median throughput round
     (the commits are not counted here, unlike over ZEO)."""
     for r in result['rows']:
@@ -244,10 +249,11 @@ def print_cpu(result, file=None) -> None:
                   r['name'], t['cpu_ms_per_job'], per_process), file=file)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ['worker']:
-        return worker_main(argv[1:])
+        worker_main(argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--fsync', choices=('on', 'off'), default='on')

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import transaction
 import ZODB
@@ -74,13 +75,18 @@ DEFAULTS = {
 QUICK = dict(DEFAULTS, history=20000, polls=200, poll_rounds=3, jobs=500,
              rounds=1, memory_jobs=20000, memory_batch=5000)
 
+Result = Dict[str, Any]
+Log = Callable[[str], None]
+Timings = Dict[str, List[Tuple[float, float]]]   # 'empty'/'full' -> rounds
+
 UUID_EMPTY = 'b0000000-0000-4000-8000-000000000000'
 UUID_FULL = 'b0000000-0000-4000-8000-000000100000'
 
 
 # -- the poll cost ------------------------------------------------------------
 
-def _fill_history(db, uuid, count, batch, log):
+def _fill_history(db: Any, uuid: str, count: int, batch: int,
+                  log: Log) -> Result:
     """``count`` COMPLETED jobs into the completed history of the agent
     'main' of dispatcher ``uuid`` (registered already)."""
     from benchmarks._peer_jobs import started_at
@@ -108,7 +114,7 @@ def _fill_history(db, uuid, count, batch, log):
             queue = IQueue(connection.root())
             history = queue.dispatchers[uuid]['main'].completed
             for i in range(done, min(done + batch, count)):
-                job = Job(started_at)
+                job: Any = Job(started_at)  # finished by hand, below
                 ended = start + step * i
                 job.begin_after = ended
                 job._status = COMPLETED
@@ -139,7 +145,7 @@ class _Db:
     """A FileStorage database with a running dispatcher that polls only
     when asked (poll interval 1 h) or woken by a put."""
 
-    def __init__(self, uuid) -> None:
+    def __init__(self, uuid: str) -> None:
         import pyramid_zcasync
         from pyramid_zcasync import dispatcher
         self.directory = tempfile.mkdtemp(prefix='bench-scale-')
@@ -166,7 +172,7 @@ class _Db:
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def poll_seconds(self, polls):
+    def poll_seconds(self, polls: int) -> Tuple[float, float]:
         """Mean seconds of one idle poll over ``polls`` polls: (wall, CPU
         of this thread, which is the one polling)."""
         d = self.dispatcher
@@ -177,12 +183,12 @@ class _Db:
         return ((time.perf_counter() - t0) / polls,
                 (time.thread_time() - c0) / polls)
 
-    def _idle(self):
+    def _idle(self) -> bool:
         from pyramid_zcasync.interfaces import IQueue
         return common.queue_drained(self.probe_manager, self.probe,
                                     lambda c: IQueue(c.root()))
 
-    def drain_rate(self, jobs, timeout):
+    def drain_rate(self, jobs: int, timeout: float) -> Tuple[float, float]:
         """Put ``jobs`` no-op jobs in one transaction; jobs/s until all
         are done (measured as in benchmarks.throughput.run_warm)."""
         from benchmarks._peer_jobs import started_at
@@ -197,7 +203,7 @@ class _Db:
         return (jobs / (time.perf_counter() - t0),
                 (common.process_cpu_seconds() - c0) / jobs)
 
-    def kept(self):
+    def kept(self) -> int:
         from pyramid_zcasync.interfaces import IQueue
         self.probe_manager.begin()
         n = len(IQueue(self.probe.root()).dispatchers[self.uuid]['main']
@@ -206,13 +212,14 @@ class _Db:
         return n
 
 
-def _median(values):
+def _median(values: Sequence[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def poll_cost(params=None, log=print):
+def poll_cost(params: Optional[Result] = None, log: Log = print) -> Result:
     p = dict(DEFAULTS, **(params or {}))
-    empty = full = None
+    empty: Optional[_Db] = None
+    full: Optional[_Db] = None
     try:
         empty = _Db(UUID_EMPTY)
         full = _Db(UUID_FULL)
@@ -222,11 +229,11 @@ def poll_cost(params=None, log=print):
         for db in (empty, full):
             db.poll_seconds(20)
             db.drain_rate(50, p['phase_timeout_s'])
-        polls = {'empty': [], 'full': []}
+        polls: Timings = {'empty': [], 'full': []}
         for _ in range(p['poll_rounds']):
             polls['empty'].append(empty.poll_seconds(p['polls']))
             polls['full'].append(full.poll_seconds(p['polls']))
-        rates = {'empty': [], 'full': []}
+        rates: Timings = {'empty': [], 'full': []}
         for _ in range(p['rounds']):
             rates['empty'].append(empty.drain_rate(p['jobs'],
                                                    p['phase_timeout_s']))
@@ -234,15 +241,15 @@ def poll_cost(params=None, log=print):
                                                  p['phase_timeout_s']))
         kept_after = full.kept()
     finally:
-        for db in (empty, full):
-            if db is not None:
-                db.close()
+        for opened in (empty, full):
+            if opened is not None:
+                opened.close()
 
-    def med(runs, i, scale):
+    def med(runs: Timings, i: int, scale: float) -> Dict[str, float]:
         return {k: round(_median([r[i] for r in v]) * scale, 3)
                 for k, v in runs.items()}
 
-    def each(runs, i, scale):
+    def each(runs: Timings, i: int, scale: float) -> Dict[str, List[float]]:
         return {k: [round(r[i] * scale, 3) for r in v]
                 for k, v in runs.items()}
     us, cpu_us = med(polls, 0, 1e6), med(polls, 1, 1e6)
@@ -273,7 +280,7 @@ class Memory:
     """The memory child, started in the background so that the caller can
     overlap it with a phase that mostly waits."""
 
-    def __init__(self, params=None) -> None:
+    def __init__(self, params: Optional[Result] = None) -> None:
         from benchmarks.peers import Child
         p = dict(DEFAULTS, **(params or {}))
         self.params = p
@@ -288,7 +295,7 @@ class Memory:
              '--timeout', str(p['memory_timeout_s']), '--out', self.out],
             os.path.join(self.tmp, 'memory.log'))
 
-    def result(self):
+    def result(self) -> Result:
         """Wait (bounded) for the child; the samples and a summary."""
         try:
             try:
@@ -312,7 +319,8 @@ class Memory:
         return out
 
 
-def _peaks(samples, key, jobs):
+def _peaks(samples: Sequence[Result], key: str,
+           jobs: int) -> Optional[Dict[str, Optional[int]]]:
     values = [(s['jobs'], s[key]['oids']) for s in samples if key in s]
     if not values:
         return None
@@ -322,7 +330,8 @@ def _peaks(samples, key, jobs):
             'second_half': max(second) if second else None}
 
 
-def summarise_memory(samples, params, seconds):
+def summarise_memory(samples: List[Result], params: Result,
+                     seconds: float) -> Result:
     """RSS at the start and end, and its growth once the dispatcher's
     in-memory histories (jobs: 10,000; polls: 800) and the agent's stored
     history (10,000 + trimming slack) are all full: growth before that is
@@ -365,9 +374,9 @@ def summarise_memory(samples, params, seconds):
     }
 
 
-def run(params=None, log=print):
+def run(params: Optional[Result] = None, log: Log = print) -> Result:
     p = dict(DEFAULTS, **(params or {}))
-    out = {'params': dict(p)}
+    out: Result = {'params': dict(p)}
     log('  poll cost, 0 vs %d completed jobs kept' % p['history'])
     out['poll_cost'] = poll_cost(p, log)
     log('  memory after %d jobs' % p['memory_jobs'])
@@ -375,7 +384,7 @@ def run(params=None, log=print):
     return out
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--json', default=None,

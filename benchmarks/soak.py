@@ -15,8 +15,8 @@ on 127.0.0.1 and a free port and ``--workers`` dispatcher-only processes
 (``python -m benchmarks.soakprocs --worker ...``), each with its own
 UUID file.  For ``--seconds`` it puts the ``--jobs`` jobs at an even pace
 and, every 2-5 s (random, ``--seed``), kills one live worker with SIGKILL
-(never the ``--steady`` first ones, nor the last one alive), notes the jobs the database says it held, and
-restarts it with the same UUID after a random 0-2x ``--death`` seconds: so
+(never the ``--steady`` first ones, nor the last one alive), notes the
+jobs the database says it held, and restarts it with the same UUID after a random 0-2x ``--death`` seconds: so
 some of its jobs are recovered by its restart, some by a sibling that
 finds it dead after ``ping_death_interval`` (``--death``) of silence.
 Then every dead worker is restarted and the queue drained (bounded).
@@ -53,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import IO, Any, Counter, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import common, dispatchers
 from benchmarks.soakprocs import Worker, ZEOServer
@@ -82,16 +83,16 @@ DEFAULTS = {
 class Reader:
     """One connection of this process, a fresh transaction per look."""
 
-    def __init__(self, db) -> None:
+    def __init__(self, db: Any) -> None:
         import transaction
         self.manager = transaction.TransactionManager()
         self.connection = db.open(transaction_manager=self.manager)
 
-    def root(self):
+    def root(self) -> Any:
         self.manager.begin()
         return self.connection.root()
 
-    def held(self, uuid):
+    def held(self, uuid: str) -> Dict[bytes, str]:
         """{oid: status} of the unfinished jobs in ``uuid``'s agents."""
         from pyramid_zcasync.interfaces import COMPLETED, IQueue
         registration = IQueue(self.root()).dispatchers.get(uuid)
@@ -100,11 +101,11 @@ class Reader:
         return {job._p_oid: job.status for agent in registration.values()
                 for job in agent if job.status != COMPLETED}
 
-    def statuses(self, oids):
+    def statuses(self, oids: Sequence[bytes]) -> List[str]:
         self.root()
         return [self.connection.get(oid).status for oid in oids]
 
-    def activated(self, uuid) -> bool:
+    def activated(self, uuid: str) -> bool:
         from pyramid_zcasync.interfaces import IQueue
         return IQueue(self.root()).dispatchers[uuid].activated is not None
 
@@ -115,7 +116,9 @@ class Reader:
 
 # -- the run -----------------------------------------------------------------
 
-def producer(db, plan, runs_log, seconds, stop, put_oids, errors) -> None:
+def producer(db: Any, plan: Sequence[Tuple[str, float]], runs_log: str,
+             seconds: float, stop: threading.Event,
+             put_oids: List[Tuple[str, bytes]], errors: List[str]) -> None:
     """Put ``plan`` ([(key, sleep seconds)]) evenly over ``seconds``."""
     import transaction
 
@@ -156,7 +159,8 @@ def producer(db, plan, runs_log, seconds, stop, put_oids, errors) -> None:
         connection.close()
 
 
-def run(params, keep: bool = False, out=sys.stdout):
+def run(params: Dict[str, Any], keep: bool = False,
+        out: IO[str] = sys.stdout) -> Dict[str, Any]:
     import BTrees.OOBTree
     import transaction
     import ZEO
@@ -171,8 +175,10 @@ def run(params, keep: bool = False, out=sys.stdout):
     directory = tempfile.mkdtemp(prefix='zcasync-soak-')
     runs_log = os.path.join(directory, 'runs.log')
     server = ZEOServer(directory)
-    workers, db, reader = [], None, None
-    kills = []
+    workers: List[Worker] = []
+    db: Any = None
+    reader: Optional[Reader] = None
+    kills: List[Dict[str, Any]] = []
     try:
         server.start(params['start_timeout_s'])
         db = ZEO.DB(('127.0.0.1', server.port), wait_timeout=30)
@@ -199,7 +205,8 @@ def run(params, keep: bool = False, out=sys.stdout):
             slow = rng.random() < params['slow_share']
             plan.append(('j%06d' % i, rng.uniform(*params['slow_ms']) / 1000
                          if slow else 0.0))
-        put_oids, put_errors = [], []
+        put_oids: List[Tuple[str, bytes]] = []
+        put_errors: List[str] = []
         stop = threading.Event()
         feeding = threading.Thread(target=producer, args=(
             db, plan, runs_log, params['seconds'], stop, put_oids,
@@ -214,11 +221,11 @@ def run(params, keep: bool = False, out=sys.stdout):
 
         # -- kill, restart, watch recoveries, for ``seconds`` ----------
         next_kill = started + rng.uniform(*params['kill_every'])
-        restarts = []  # (when, worker)
-        open_kills = []
+        restarts: List[Tuple[float, Worker]] = []  # (when, worker)
+        open_kills: List[Dict[str, Any]] = []
         end = started + params['seconds']
 
-        def watch(now) -> None:
+        def watch(now: float) -> None:
             for worker_when in list(restarts):
                 when, worker = worker_when
                 if now >= when:
@@ -258,7 +265,7 @@ def run(params, keep: bool = False, out=sys.stdout):
                     held = reader.held(victim.uuid)
                     delay = rng.uniform(0, 2 * params['death'])
                     restarts.append((killed + delay, victim))
-                    record = {
+                    record: Dict[str, Any] = {
                         'at_s': round(killed - started, 3),
                         'worker': victim.name, 'uuid': victim.uuid,
                         'held': len(held),
@@ -283,8 +290,9 @@ def run(params, keep: bool = False, out=sys.stdout):
                 restarts.remove((_, worker))
                 restarts.append((now, worker))
             watch(now)
-            done = len(reader.root()['soak_done'])
-            if not open_kills and not restarts and done >= len(put_oids):
+            done_count = len(reader.root()['soak_done'])
+            if (not open_kills and not restarts
+                    and done_count >= len(put_oids)):
                 break
             time.sleep(0.1)
         elapsed = time.monotonic() - started
@@ -292,8 +300,8 @@ def run(params, keep: bool = False, out=sys.stdout):
         # -- check ------------------------------------------------------
         root = reader.root()
         done = dict(root['soak_done'])
-        statuses = collections.Counter()
-        failures = collections.Counter()
+        statuses: Counter[str] = collections.Counter()
+        failures: Counter[str] = collections.Counter()
         for key, oid in put_oids:
             try:
                 job = reader.connection.get(oid)
@@ -306,7 +314,7 @@ def run(params, keep: bool = False, out=sys.stdout):
             if job.status == COMPLETED and isinstance(job.result, Failure):
                 failures['%s: %s' % (job.result.type_name,
                                      job.result.message[:80])] += 1
-        runs = collections.Counter()
+        runs: Counter[str] = collections.Counter()
         if os.path.exists(runs_log):
             with open(runs_log) as stream:
                 for line in stream:
@@ -358,17 +366,18 @@ def run(params, keep: bool = False, out=sys.stdout):
             for name in [n for n in record if n.startswith('_')]:
                 del record[name]
         return {'parameters': dict(params), 'summary': summary,
-                'resources': resources.summary(), 'kills': kills, 'lost_keys': lost[:20],
+                'resources': resources.summary(), 'kills': kills,
+                'lost_keys': lost[:20],
                 'duplicated_keys': duplicated[:20],
                 'machine': common.machine_description(
                     ('ZODB', 'ZEO', 'persistent', 'transaction')),
                 'directory': directory if keep else None}
     finally:
         dispatchers.shut_down(workers, reader, db, server,
-                      None if keep else directory)
+                              None if keep else directory)
 
 
-def report(result, out=sys.stdout) -> None:
+def report(result: Dict[str, Any], out: IO[str] = sys.stdout) -> None:
     s = result['summary']
     print('jobs put %d, completed %d, failed %d' % (
         s['jobs_put'], s['jobs_completed'], s['jobs_failed']), file=out)
@@ -410,7 +419,7 @@ def report(result, out=sys.stdout) -> None:
                             'found dead s', 'recovery s'], rows, out=out)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog='python -m benchmarks.soak',
@@ -445,8 +454,7 @@ def main(argv=None):
                   history_size=args.history_size)
     result = run(params, keep=args.keep)
     report(result)
-    path = (common.write_json_path(args.json, result) if args.json
-            else common.write_json('soak', result))
+    path = common.write_result('soak', result, args.json)
     print('written to %s' % path)
     if result['directory']:
         print('kept %s' % result['directory'])

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any, Dict, List, Optional, Sequence
 
 from benchmarks import common
 
 
-def soak_job(done, key, seconds, runs_log):
+def soak_job(done: Any, key: int, seconds: float, runs_log: str) -> int:
     """Note the run, maybe sleep, count the key once in ZODB."""
     with open(runs_log, 'a') as stream:
         stream.write('%s %d\n' % (key, os.getpid()))
@@ -24,7 +25,7 @@ def soak_job(done, key, seconds, runs_log):
     return key
 
 
-def worker_main(argv) -> None:
+def worker_main(argv: Sequence[str]) -> None:
     """``--worker zeo:PORT UUID_FILE POLL PING DEATH AGENT_SIZE HISTORY_SIZE
     LOG``"""
     import logging
@@ -46,13 +47,13 @@ def worker_main(argv) -> None:
 
 
 class ZEOServer:
-    def __init__(self, directory) -> None:
+    def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, 'Data.fs')
         self.log = os.path.join(directory, 'zeo.log')
         self.port = common.free_port()
-        self.process = None
+        self.process: Optional['subprocess.Popen[bytes]'] = None
 
-    def start(self, timeout) -> None:
+    def start(self, timeout: float) -> None:
         runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
         command = [runzeo] if os.path.exists(runzeo) else [
             sys.executable, '-m', 'ZEO.runzeo']
@@ -68,7 +69,7 @@ class ZEOServer:
             common.stop_process(self.process)
 
 
-def _listening(port):
+def _listening(port: int) -> bool:
     import socket
     with socket.socket() as sock:
         return sock.connect_ex(('127.0.0.1', port)) == 0
@@ -77,32 +78,35 @@ def _listening(port):
 class Worker:
     """One dispatcher process; restartable with the same UUID file."""
 
-    def __init__(self, name, directory, port, params) -> None:
+    def __init__(self, name: str, directory: str, port: int,
+                 params: Dict[str, Any]) -> None:
         self.name = name
         self.uuid_file = os.path.join(directory, name + '.uuid')
         self.log = os.path.join(directory, name + '.log')
         self.port = port
         self.params = params
-        self.process = None
+        self.process: Optional['subprocess.Popen[str]'] = None
         self.ready = threading.Event()
-        self.pids = []
+        self.pids: List[int] = []
 
     def start(self) -> None:
         self.ready = threading.Event()
         p = self.params
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [sys.executable, '-m', 'benchmarks.soakprocs', '--worker',
              'zeo:%d' % self.port, self.uuid_file, str(p['poll_interval']),
              str(p['ping_interval']), str(p['death']), str(p['agent_size']),
              str(p['history_size']), self.log],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             cwd=common.project_root(), env=common.python_env())
-        self.pids.append(self.process.pid)
-        threading.Thread(target=self._read, args=(self.process, self.ready),
+        self.pids.append(process.pid)
+        threading.Thread(target=self._read, args=(process, self.ready),
                          daemon=True).start()
 
     @staticmethod
-    def _read(process, ready) -> None:
+    def _read(process: 'subprocess.Popen[str]',
+              ready: threading.Event) -> None:
+        assert process.stdout is not None   # stdout=PIPE
         for line in process.stdout:
             if line.strip() == 'ready':
                 ready.set()
@@ -113,15 +117,16 @@ class Worker:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
     def stop(self) -> None:
         if self.process is not None:
             common.stop_process(self.process, timeout=10)
 
     @property
-    def uuid(self):
+    def uuid(self) -> str:
         from pyramid_zcasync.instance import read_uuid
         return read_uuid(self.uuid_file)
 

@@ -37,6 +37,7 @@ import socket
 import sys
 import tempfile
 import time
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
 from benchmarks import common
 from benchmarks.dispatchers import (Client, DispatcherProcess, idle_cpu,
@@ -71,26 +72,26 @@ class ZEOServer:
     """runzeo on 127.0.0.1 and a free port, FileStorage in ``directory``;
     stopped by PID."""
 
-    def __init__(self, directory, timeout: float = 20.0) -> None:
+    def __init__(self, directory: str, timeout: float = 20.0) -> None:
         self.directory = directory
         self.path = os.path.join(directory, 'zeo.fs')
         self.timeout = timeout
-        self.port = None
-        self.child = None
+        self.port = 0
+        self.child: Optional[Child] = None
 
-    def start(self):
-        self.port = common.free_port()
+    def start(self) -> 'ZEOServer':
+        self.port = port = common.free_port()
         runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
         argv = ([runzeo] if os.path.exists(runzeo)
                 else [sys.executable, '-m', 'ZEO.runzeo'])
-        self.child = Child(argv + ['-a', '127.0.0.1:%d' % self.port,
-                                   '-f', self.path],
-                           os.path.join(self.directory, 'zeo.log'))
+        self.child = child = Child(
+            argv + ['-a', '127.0.0.1:%d' % port, '-f', self.path],
+            os.path.join(self.directory, 'zeo.log'))
 
-        def listening():
-            self.child.check_alive()
+        def listening() -> bool:
+            child.check_alive()
             with socket.socket() as s:
-                return s.connect_ex(('127.0.0.1', self.port)) == 0
+                return s.connect_ex(('127.0.0.1', port)) == 0
         common.wait_until(listening, self.timeout, 0.02,
                           'the ZEO server to listen on port %d' % self.port)
         return self
@@ -100,22 +101,23 @@ class ZEOServer:
             self.child.stop()
             self.child = None
 
-    def db(self):
+    def db(self) -> Any:
         from benchmarks._zc_worker import zeo_db
         return zeo_db(self.port)
 
 
 # -- the whole ZEO run --------------------------------------------------------
 
-def run(params=None, log=print):
+def run(params: Optional[Dict[str, Any]] = None,
+        log: Callable[[str], None] = print) -> Dict[str, Any]:
     """All ZEO rows; returns a JSON-able dict."""
     p = dict(DEFAULTS, **(params or {}))
     timeout = p['phase_timeout_s']
     tmp = tempfile.mkdtemp(prefix='bench-zeo-')
     server = None
     db = client = None
-    dispatchers = []
-    out = {'params': dict(p), 'rows': []}
+    dispatchers: List[DispatcherProcess] = []
+    out: Dict[str, Any] = {'params': dict(p), 'rows': []}
     started = time.perf_counter()
     try:
         server = ZEOServer(tmp).start()
@@ -124,7 +126,7 @@ def run(params=None, log=print):
         pyramid_zcasync.install_queues(db)
         client = Client(db)
 
-        def start(name, poll):
+        def start(name: str, poll: float) -> DispatcherProcess:
             d = DispatcherProcess(tmp, name, server.port, poll,
                                   p['agent_size'])
             dispatchers.append(d)
@@ -165,7 +167,8 @@ def run(params=None, log=print):
     return out
 
 
-def print_report(result, file=None) -> None:
+def print_report(result: Dict[str, Any],
+                 file: Optional[IO[str]] = None) -> None:
     headers = ['benchmark', 'n', 'jobs/s', 'pickup p50 ms', 'pickup p95 ms',
                'poll s']
     rows = []
@@ -183,7 +186,7 @@ def print_report(result, file=None) -> None:
               file=file)
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--json', default=None,
