@@ -23,15 +23,15 @@ raw commits
 throughput, pick-up latency (across processes), idle CPU
     measured as the ZEO rows are (benchmarks/dispatchers.py:
     ``throughput``, ``pickup``, ``idle_cpu``, with the same ``Client``).
-    Throughput: the dispatchers are running and warmed up; put N jobs in one transaction,
-    wait until the queue is empty and no agent holds a job; jobs/s = N /
-    (time all are done - time the put started); every job is checked
-    (COMPLETED, a float result); median of ``rounds`` rounds, with 1 and
-    with 2 dispatcher processes, and the CPU used by this process and each
-    dispatcher.  Pick-up: put one job and commit here; the job returns
-    ``time.time()`` taken as it starts in a dispatcher process; latency =
-    that minus ``time.time()`` just before ``commit()``.  Idle gaps of
-    20-100 ms between samples.  The dispatchers poll every 5 s (the
+    Throughput: the dispatchers are running and warmed up; put N jobs in
+    one transaction, wait until the queue is empty and no agent holds a
+    job; jobs/s = N / (time all are done - time the put started); every job
+    is checked (COMPLETED, a float result); median of ``rounds`` rounds,
+    with 1 and with 2 dispatcher processes, and the CPU used by this
+    process and each dispatcher. Pick-up: put one job and commit here; the
+    job returns ``time.time()`` taken as it starts in a dispatcher process;
+    latency = that minus ``time.time()`` just before ``commit()``. Idle
+    gaps of 20-100 ms between samples. The dispatchers poll every 5 s (the
     default): pick-up relies on their watching the newest transaction id
     (pyramid_zcasync/watch.py), a query every 20 ms, whose cost the idle
     CPU of one dispatcher process shows.

@@ -10,16 +10,17 @@ The long form (issue: chaos suite), 4 workers for 30 minutes:
     python -m benchmarks.soak --workers 4 --seconds 1800 --jobs 36000 \
         --json benchmarks/results/soak-30min-DATE.json
 
-Run it from the project root.  The script starts ``runzeo`` (FileStorage)
-on 127.0.0.1 and a free port and ``--workers`` dispatcher-only processes
-(``python -m benchmarks.soakprocs --worker ...``), each with its own
-UUID file.  For ``--seconds`` it puts the ``--jobs`` jobs at an even pace
-and, every 2-5 s (random, ``--seed``), kills one live worker with SIGKILL
-(never the ``--steady`` first ones, nor the last one alive), notes the
-jobs the database says it held, and restarts it with the same UUID after a random 0-2x ``--death`` seconds: so
-some of its jobs are recovered by its restart, some by a sibling that
-finds it dead after ``ping_death_interval`` (``--death``) of silence.
-Then every dead worker is restarted and the queue drained (bounded).
+Run it from the project root. The script starts ``runzeo`` (FileStorage) on
+127.0.0.1 and a free port and ``--workers`` dispatcher-only processes
+(``python -m benchmarks.soakprocs --worker ...``), each with its own UUID
+file. For ``--seconds`` it puts the ``--jobs`` jobs at an even pace and,
+every 2-5 s (random, ``--seed``), kills one live worker with SIGKILL (never
+the ``--steady`` first ones, nor the last one alive), notes the jobs the
+database says it held, and restarts it with the same UUID after a random
+0-2x ``--death`` seconds: so some of its jobs are recovered by its restart,
+some by a sibling that finds it dead after ``ping_death_interval``
+(``--death``) of silence. Then every dead worker is restarted and the queue
+drained (bounded).
 
 Each job appends a line to a shared file (so re-runs of interrupted jobs
 are counted) and adds 1 to ``done[key]`` in ZODB: a key at 0 is a lost
