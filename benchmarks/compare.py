@@ -128,41 +128,57 @@ def values_of(measured: Sequence[Measurement], side: str,
             if m['side'] == side]
 
 
+def relative_noise(values: Sequence[float]) -> float:
+    """Half the range of the rounds over their median: how far one round
+    strays, as a fraction, on this machine right now."""
+    median = statistics.median(values)
+    if not median:
+        return 0.0
+    return (max(values) - min(values)) / 2 / median
+
+
+def verdict(metric: Metric, ratio: Optional[float], noise: float) -> str:
+    """'yes' when after is within 5 % of before in the direction that
+    matters (slower, or later, by more is not); 'noise' when it is not,
+    but by less than a round strays (measure again, longer); else 'NO'."""
+    if ratio is None or not metric.judged:
+        return '-'
+    worse_by = 1 - ratio if metric.higher_is_better else ratio - 1
+    if worse_by <= TOLERANCE:
+        return 'yes'
+    return 'noise' if worse_by <= noise else 'NO'
+
+
 def summarise(measured: Sequence[Measurement]) -> List[Dict[str, Any]]:
-    """Per metric: each side's rounds and median, after / before, and
-    whether after is within the tolerance of before in the direction
-    that matters (slower or later by more than 5 % is not)."""
+    """Per metric: each side's rounds and median, after / before, the
+    rounds' noise, and the verdict."""
     rows = []
     for metric in METRICS:
         before = values_of(measured, 'before', metric)
         after = values_of(measured, 'after', metric)
         before_median = statistics.median(before)
-        after_median = statistics.median(after)
-        ratio = after_median / before_median if before_median else None
-        if ratio is None or not metric.judged:
-            within = None
-        elif metric.higher_is_better:
-            within = ratio >= 1 - TOLERANCE
-        else:
-            within = ratio <= 1 + TOLERANCE
+        ratio = (statistics.median(after) / before_median
+                 if before_median else None)
+        noise = max(relative_noise(before), relative_noise(after))
         rows.append({'metric': metric.label,
                      'benchmark': metric.benchmark, 'field': metric.field,
                      'before_median': round(before_median, 3),
-                     'after_median': round(after_median, 3),
+                     'after_median': round(statistics.median(after), 3),
                      'after_over_before': round(ratio, 3)
                      if ratio is not None else None,
-                     'within_tolerance': within,
+                     'noise': round(noise, 3),
+                     'within_tolerance': verdict(metric, ratio, noise),
                      'before_rounds': before, 'after_rounds': after})
     return rows
 
 
 def print_summary(rows: Sequence[Dict[str, Any]]) -> None:
-    headers = ['metric', 'before', 'after', 'after/before',
+    headers = ['metric', 'before', 'after', 'after/before', 'noise',
                'within 5 %', 'before rounds', 'after rounds']
     common.print_table(headers, [[
         r['metric'], r['before_median'], r['after_median'],
-        r['after_over_before'],
-        {True: 'yes', False: 'NO', None: '-'}[r['within_tolerance']],
+        r['after_over_before'], '%.0f %%' % (100 * r['noise']),
+        r['within_tolerance'],
         ' '.join(common.fmt(v) for v in r['before_rounds']),
         ' '.join(common.fmt(v) for v in r['after_rounds'])] for r in rows])
 
