@@ -292,6 +292,58 @@ def idle_cpu(dispatchers: Sequence[DispatcherProcess],
                                         for u in used]}
 
 
+def measure_row(client: Client, dispatchers: Sequence[DispatcherProcess],
+                params: Result, storage: str, log: Callable[[str], None],
+                server: Any = None) -> Result:
+    """The row of ``len(dispatchers)`` processes: throughput, then
+    pick-up (and, with ``profile_dir`` and a ZEO server, one more round
+    under py-spy between them)."""
+    p, count = params, len(dispatchers)
+    timeout = p['phase_timeout_s']
+    what = '  %s, %d dispatcher process(es): ' % (storage, count)
+    log(what + 'throughput')
+    row = {'name': 'pyramid_zcasync %s, %d dispatcher process%s'
+                   % (storage, count, '' if count == 1 else 'es'),
+           'processes': count, 'poll_interval_s': p['poll_interval'],
+           'agent_size': p['agent_size'],
+           'throughput': throughput(client, p['jobs'], p['rounds'],
+                                    dispatchers, timeout, server)}
+    if p.get('profile_dir') and server is not None:
+        log(what + 'profiled round')
+        row['profile'] = profiled_round(
+            client, p['profile_jobs'], dispatchers, timeout, server,
+            os.path.join(p['profile_dir'], '%s-%d' % (storage.lower(),
+                                                      count)))
+    log(what + 'pick-up')
+    row['pickup'] = pickup(client, p['latency_jobs'], p['gap_min_s'],
+                           p['gap_max_s'], dispatchers, timeout)
+    return row
+
+
+def one_then_two(client: Client,
+                 start: Callable[[str], DispatcherProcess],
+                 dispatchers: List[DispatcherProcess], params: Result,
+                 storage: str, log: Callable[[str], None],
+                 server: Any = None) -> Tuple[Result, List[Result]]:
+    """One dispatcher process, then a second beside it, each warmed up
+    first: SPEC asks that a second process add throughput.  Returns the
+    idle CPU of the first and the two rows.  The processes ``start(name)``
+    makes go into ``dispatchers`` as they start, for the caller to stop
+    whatever happens."""
+    idle: Result = {}
+    rows = []
+    for count in (1, 2):
+        dispatchers.append(start('dispatcher-%d' % count))
+        warm_up(client, params['warmup_jobs'], dispatchers,
+                params['phase_timeout_s'])
+        if count == 1:
+            idle = dict(idle_cpu(dispatchers, params['idle_cpu_s']),
+                        poll_interval_s=params['poll_interval'])
+        rows.append(measure_row(client, dispatchers, params, storage, log,
+                                server))
+    return idle, rows
+
+
 def shut_down(dispatchers: Sequence[Any], client: Any, db: Any, server: Any,
               directory: Optional[str]) -> None:
     """Stop what a run started, whichever of it got started (None for the

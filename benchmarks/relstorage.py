@@ -51,8 +51,8 @@ from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 from benchmarks import common
 from benchmarks.peers import Skipped
 # The ZEO rows' client and measurements, here on RelStorage.
-from benchmarks.dispatchers import (Client, DispatcherProcess, idle_cpu,
-                                    pickup, shut_down, throughput, warm_up)
+from benchmarks.dispatchers import (Client, DispatcherProcess, one_then_two,
+                                    shut_down)
 
 TESTS = os.path.join(common.project_root(), 'tests')
 
@@ -159,7 +159,6 @@ def run(params: Optional[Dict[str, Any]] = None,
     missing (``python -m benchmarks`` then skips its ``pg`` phase)."""
     p = dict(DEFAULTS, **(params or {}))
     pgserver = _pgserver()
-    timeout = p['phase_timeout_s']
     tmp = tempfile.mkdtemp(prefix='bench-relstorage-')
     server = db = client = None
     dispatchers: List[DispatcherProcess] = []
@@ -180,29 +179,10 @@ def run(params: Optional[Dict[str, Any]] = None,
         import pyramid_zcasync
         pyramid_zcasync.install_queues(db)
         client = Client(db)
-        for count in (1, 2):
-            dispatchers.append(RelStorageDispatcherProcess(
-                tmp, 'dispatcher-%d' % count, uri, p['poll_interval'],
-                p['agent_size']))
-            warm_up(client, p['warmup_jobs'], dispatchers, timeout)
-            if count == 1:
-                out['idle_cpu'] = dict(
-                    idle_cpu(dispatchers, p['idle_cpu_s']),
-                    poll_interval_s=p['poll_interval'])
-            log('  RelStorage, %d dispatcher process(es): throughput'
-                % count)
-            tput = throughput(client, p['jobs'], p['rounds'], dispatchers,
-                              timeout)
-            log('  RelStorage, %d dispatcher process(es): pick-up' % count)
-            lat = pickup(client, p['latency_jobs'], p['gap_min_s'],
-                         p['gap_max_s'], dispatchers, timeout)
-            out['rows'].append({
-                'name': 'pyramid_zcasync RelStorage-PostgreSQL, %d '
-                        'dispatcher process%s'
-                        % (count, '' if count == 1 else 'es'),
-                'processes': count, 'poll_interval_s': p['poll_interval'],
-                'agent_size': p['agent_size'],
-                'throughput': tput, 'pickup': lat})
+        out['idle_cpu'], out['rows'] = one_then_two(
+            client, lambda name: RelStorageDispatcherProcess(
+                tmp, name, uri, p['poll_interval'], p['agent_size']),
+            dispatchers, p, 'RelStorage-PostgreSQL', log)
     finally:
         shut_down(dispatchers, client, db, server, tmp)
     out['duration_s'] = round(time.perf_counter() - started, 1)

@@ -56,8 +56,9 @@ import time
 from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import common, dispatchers, soakcheck
-from benchmarks.soakprocs import Worker, ZEOServer
+from benchmarks.soakprocs import Worker
 from benchmarks.soakwatch import ResourceWatch
+from benchmarks.zeo import ZEOServer
 from pyramid_zcasync.interfaces import ACTIVE, COMPLETED
 
 DEFAULTS = {
@@ -169,7 +170,8 @@ class Soak:
         self.rng = random.Random(params['seed'])
         self.directory = tempfile.mkdtemp(prefix='zcasync-soak-')
         self.runs_log = os.path.join(self.directory, 'runs.log')
-        self.server = ZEOServer(self.directory)
+        self.server = ZEOServer(self.directory,
+                                timeout=params['start_timeout_s'])
         self.workers: List[Worker] = []
         self.db: Any = None
         self.reader: Optional[Reader] = None
@@ -187,7 +189,7 @@ class Soak:
 
         import pyramid_zcasync
         p = self.params
-        self.server.start(p['start_timeout_s'])
+        self.server.start()
         self.db = ZEO.DB(('127.0.0.1', self.server.port), wait_timeout=30)
         pyramid_zcasync.install_queues(self.db)
         connection = self.db.open()
@@ -411,7 +413,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--json', help='where to write the JSON (default '
                         'benchmarks/results/soak.json)')
     parser.add_argument('--keep', action='store_true',
-                        help='keep the temporary directory (logs, Data.fs)')
+                        help='keep the temporary directory (logs, zeo.fs)')
     args = parser.parse_args(argv)
     if args.workers < 2:
         parser.error('--workers must be at least 2 (one is always alive)')

@@ -1,5 +1,6 @@
-"""The processes of a soak (benchmarks/soak.py): the job, a dispatcher-only
-worker process and the ZEO server, each started and stopped by PID.
+"""The processes of a soak (benchmarks/soak.py): the job, and a
+dispatcher-only worker process, started and stopped by PID (the ZEO
+server is zeo.py's).
 
     python -m benchmarks.soakprocs --worker zeo:PORT UUID_FILE POLL PING
                                    DEATH AGENT_SIZE HISTORY_SIZE LOG
@@ -44,35 +45,6 @@ def worker_main(argv: Sequence[str]) -> None:
         ping_interval=float(ping), ping_death_interval=float(death),
         agent_size=int(size), history_size=int(history)),
         stop_dispatchers=False)
-
-
-class ZEOServer:
-    def __init__(self, directory: str) -> None:
-        self.path = os.path.join(directory, 'Data.fs')
-        self.log = os.path.join(directory, 'zeo.log')
-        self.port = common.free_port()
-        self.process: Optional['subprocess.Popen[bytes]'] = None
-
-    def start(self, timeout: float) -> None:
-        runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
-        command = [runzeo] if os.path.exists(runzeo) else [
-            sys.executable, '-m', 'ZEO.runzeo']
-        with open(self.log, 'ab') as log:
-            self.process = subprocess.Popen(
-                command + ['-a', '127.0.0.1:%d' % self.port, '-f', self.path],
-                stdout=log, stderr=subprocess.STDOUT)
-        common.wait_until(lambda: _listening(self.port), timeout,
-                          interval=0.05, what='runzeo on %d' % self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            common.stop_process(self.process)
-
-
-def _listening(port: int) -> bool:
-    import socket
-    with socket.socket() as sock:
-        return sock.connect_ex(('127.0.0.1', port)) == 0
 
 
 class Worker:

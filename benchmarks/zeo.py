@@ -40,10 +40,8 @@ import time
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
 from benchmarks import common
-from benchmarks.dispatchers import (Client, DispatcherProcess, idle_cpu,
-                                    pickup, print_cpu, print_profiles,
-                                    profiled_round, shut_down, throughput,
-                                    warm_up)
+from benchmarks.dispatchers import (Client, DispatcherProcess, one_then_two,
+                                    print_cpu, print_profiles, shut_down)
 from benchmarks.peers import Child
 
 
@@ -112,7 +110,6 @@ def run(params: Optional[Dict[str, Any]] = None,
         log: Callable[[str], None] = print) -> Dict[str, Any]:
     """All ZEO rows; returns a JSON-able dict."""
     p = dict(DEFAULTS, **(params or {}))
-    timeout = p['phase_timeout_s']
     tmp = tempfile.mkdtemp(prefix='bench-zeo-')
     server = None
     db = client = None
@@ -125,42 +122,11 @@ def run(params: Optional[Dict[str, Any]] = None,
         import pyramid_zcasync
         pyramid_zcasync.install_queues(db)
         client = Client(db)
-
-        def start(name: str, poll: float) -> DispatcherProcess:
-            d = DispatcherProcess(tmp, name, server.port, poll,
-                                  p['agent_size'])
-            dispatchers.append(d)
-            return d
-
-        first = start('dispatcher-1', p['poll_interval'])
-        warm_up(client, p['warmup_jobs'], dispatchers, timeout)
-        out['idle_cpu'] = dict(idle_cpu([first], p['idle_cpu_s']),
-                               poll_interval_s=p['poll_interval'])
-        for count in (1, 2):
-            if count == 2:
-                start('dispatcher-2', p['poll_interval'])
-                warm_up(client, p['warmup_jobs'], dispatchers, timeout)
-            log('  ZEO, %d dispatcher process(es): throughput' % count)
-            tput = throughput(client, p['jobs'], p['rounds'], dispatchers,
-                              timeout, server)
-            profile = None
-            if p.get('profile_dir'):
-                log('  ZEO, %d dispatcher process(es): profiled round'
-                    % count)
-                profile = profiled_round(
-                    client, p['profile_jobs'], dispatchers, timeout, server,
-                    os.path.join(p['profile_dir'], 'zeo-%d' % count))
-            log('  ZEO, %d dispatcher process(es): pick-up' % count)
-            lat = pickup(client, p['latency_jobs'], p['gap_min_s'],
-                         p['gap_max_s'], dispatchers, timeout)
-            out['rows'].append({
-                'name': 'pyramid_zcasync ZEO, %d dispatcher process%s'
-                        % (count, '' if count == 1 else 'es'),
-                'processes': count, 'poll_interval_s': p['poll_interval'],
-                'agent_size': p['agent_size'],
-                'throughput': tput, 'pickup': lat})
-            if profile is not None:
-                out['rows'][-1]['profile'] = profile
+        port = server.port
+        out['idle_cpu'], out['rows'] = one_then_two(
+            client, lambda name: DispatcherProcess(
+                tmp, name, port, p['poll_interval'], p['agent_size']),
+            dispatchers, p, 'ZEO', log, server)
     finally:
         shut_down(dispatchers, client, db, server, tmp)
     out['duration_s'] = round(time.perf_counter() - started, 1)
