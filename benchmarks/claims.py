@@ -298,8 +298,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     data = {'benchmark': 'claims', 'jobs': args.jobs, 'claims': args.claims,
             'free_jobs': FREE, 'committed_claims': COMMITTED_CLAIMS,
             'machine': machine, 'results': results}
-    path = (common.write_json_path(args.json, data) if args.json
-            else common.write_json('claims', data))
+    path = common.write_result('claims', data, args.json)
     print('written to %s' % os.path.relpath(path))
 
 

@@ -302,6 +302,17 @@ def write_result(name: str, data: Any, path: Optional[str] = None) -> str:
     return write_json(name, data)
 
 
+def report_and_write(name: str, result: JSON, path: Optional[str],
+                     print_report: Callable[[JSON], None]) -> str:
+    """The end of a standalone benchmark: the machine noted, the report
+    printed, the JSON written (see ``write_result``)."""
+    result['machine'] = machine_description()
+    print_report(result)
+    written = write_result(name, result, path)
+    print('wrote %s (%.1f s)' % (written, result['duration_s']))
+    return written
+
+
 def log_to_stderr(text: str) -> None:
     """Progress lines go to stderr, so stdout holds the report alone."""
     print(text, file=sys.stderr, flush=True)

@@ -246,10 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         result = run(params, log=common.log_to_stderr)
     except Skipped as e:
         raise SystemExit('benchmarks.relstorage: %s' % e)
-    result['machine'] = common.machine_description()
-    print_report(result)
-    path = common.write_result('relstorage', result, args.json)
-    print('wrote %s (%.1f s)' % (path, result['duration_s']))
+    common.report_and_write('relstorage', result, args.json, print_report)
 
 
 if __name__ == '__main__':

@@ -391,7 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     help='output path (default benchmarks/results/scale.json)')
     args = ap.parse_args(argv)
     result = run(QUICK if args.quick else DEFAULTS,
-                 log=lambda s: print(s, file=sys.stderr))
+                 log=common.log_to_stderr)
     result['machine'] = common.machine_description()
     pc, mem = result['poll_cost'], result['memory']
     common.print_table(
@@ -416,9 +416,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               % (tail['from_jobs'], tail['growth_mib'], tail['bytes_per_job'])
               if tail else 'the histories never all filled',
               mem['pooled_invalidations_peak']))
-    path = (common.write_json_path(args.json, result) if args.json
-            else common.write_json('scale', result))
-    print('wrote %s' % path)
+    print('wrote %s' % common.write_result('scale', result, args.json))
 
 
 if __name__ == '__main__':

@@ -163,11 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else DEFAULTS,
                   profile_dir=args.profile)
-    result = run(params, log=common.log_to_stderr)
-    result['machine'] = common.machine_description()
-    print_report(result)
-    path = common.write_result('zeo', result, args.json)
-    print('wrote %s (%.1f s)' % (path, result['duration_s']))
+    common.report_and_write('zeo', run(params, log=common.log_to_stderr),
+                            args.json, print_report)
 
 
 if __name__ == '__main__':
