@@ -213,6 +213,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                     help='measurements per side (default 7, quick 5)')
     ap.add_argument('--quick', action='store_true',
                     help='smaller counts: 1,000 jobs, 40 pick-ups, 5 rounds')
+    ap.add_argument('--label', default=None,
+                    help='names the result (compare-LABEL-YYYY-MM-DD.json) '
+                         'so that two comparisons of a day both stay')
+    ap.add_argument('--note', default='',
+                    help='what the two sides are, kept in the JSON')
     ap.add_argument('--json', default=None,
                     help='output path (default '
                          'benchmarks/results/compare-YYYY-MM-DD.json)')
@@ -235,14 +240,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         params['rounds'] = args.rounds
     out = compare(os.path.abspath(args.before), os.path.abspath(args.after),
                   params, log=common.log_to_stderr)
-    out['quick'] = args.quick
+    out.update(quick=args.quick, label=args.label, note=args.note)
     print_summary(out['summary'])
     for side in ('before', 'after'):
         code = out['code'][side]
         print('%s: %s %s' % (side, (code['commit'] or '?')[:10],
                              code['subject'] or ''))
     print('total %.1f s' % out['duration_s'])
-    print('wrote %s' % common.write_dated_json('compare', out, args.json))
+    name = 'compare-' + args.label if args.label else 'compare'
+    print('wrote %s' % common.write_dated_json(name, out, args.json))
     return 0
 
 
