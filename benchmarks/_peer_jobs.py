@@ -8,16 +8,18 @@ worker processes agree on the job's dotted name (RQ) or task name (Huey).
 
 Both run until SIGTERM.
 """
+import os
 import sys
 import time
+from typing import Any, Sequence, Tuple
 
 
-def started_at():
+def started_at() -> float:
     """The no-op job: return the wall-clock time at which it started."""
     return time.time()
 
 
-def make_huey(filename):
+def make_huey(filename: str) -> Tuple[Any, Any]:
     """A SqliteHuey on ``filename`` (huey's defaults: WAL journal, SQLite's
     default synchronous=FULL) with the ``started_at`` task; returns
     (huey, task)."""
@@ -27,7 +29,7 @@ def make_huey(filename):
     return huey, task
 
 
-def huey_consumer(filename, workers):
+def huey_consumer(filename: str, workers: int) -> None:
     from huey.consumer import Consumer
     huey, _ = make_huey(filename)
     # huey's defaults otherwise (initial_delay 0.1 s, backoff 1.15, ...).
@@ -35,7 +37,7 @@ def huey_consumer(filename, workers):
     consumer.run()   # until SIGTERM/SIGINT (handlers installed by run())
 
 
-def rq_worker(url, queue_name):
+def rq_worker(url: str, queue_name: str) -> None:
     from redis import Redis
     from rq import Queue
     from rq.worker import SimpleWorker
@@ -44,10 +46,11 @@ def rq_worker(url, queue_name):
     worker = SimpleWorker([queue], connection=conn)
     # WARNING keeps the per-job INFO log lines out (they cost a little and
     # would only go to a pipe); everything else is RQ's default.
-    worker.work(logging_level=__import__('os').environ.get('BENCH_RQ_LOG', 'WARNING'), with_scheduler=False)
+    worker.work(logging_level=os.environ.get('BENCH_RQ_LOG', 'WARNING'),
+                with_scheduler=False)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     kind = argv[0]
     if kind == 'huey':
         huey_consumer(argv[1], int(argv[2]))

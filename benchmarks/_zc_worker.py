@@ -25,9 +25,12 @@ import json
 import os
 import sys
 import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from benchmarks import common
 
 
-def rss_kib(pid='self'):
+def rss_kib(pid: str = 'self') -> Tuple[Optional[int], Optional[int]]:
     """Resident set size (VmRSS) and its peak (VmHWM), in KiB."""
     out = {}
     with open('/proc/%s/status' % pid) as f:
@@ -38,7 +41,7 @@ def rss_kib(pid='self'):
     return out.get('VmRSS'), out.get('VmHWM')
 
 
-def _logging():
+def _logging() -> None:
     """BENCH_ZC_LOG=LEVEL[:PATH] turns on the package's logging (for
     looking into a run; off by default, as logging costs time)."""
     spec = os.environ.get('BENCH_ZC_LOG')
@@ -57,7 +60,7 @@ ZEO_CLIENT_CACHE = 50 * 2 ** 20
 ZEO_CONNECTION_CACHE = 5000
 
 
-def zeo_db(port):
+def zeo_db(port: int) -> Any:
     import ZODB
     from ZEO.ClientStorage import ClientStorage
     return ZODB.DB(ClientStorage(('127.0.0.1', port), wait_timeout=30,
@@ -65,32 +68,42 @@ def zeo_db(port):
                    cache_size=ZEO_CONNECTION_CACHE)
 
 
-def zeo_main(args):
+def zeo_main(args: argparse.Namespace) -> None:
     serve(zeo_db(args.port), args)
 
 
-def serve(db, args):
+def serve(db: Any, args: argparse.Namespace) -> None:
+    """The dispatcher child of the ZEO and RelStorage rows."""
+    serve_dispatcher(db, dict(uuid_file=args.uuid_file,
+                              poll_interval=args.poll,
+                              agent_size=args.agent_size,
+                              install_signal_handlers=True))
+
+
+def serve_dispatcher(db: Any, start_options: Dict[str, Any],
+                     stop_dispatchers: bool = True) -> None:
     """Run a dispatcher on ``db`` until SIGTERM/SIGINT, then close it;
-    prints ``ready`` and ``stopped`` for the parent."""
+    prints ``ready`` and ``stopped`` for the parent.  The soak's workers
+    leave their dispatcher to the package's signal handlers
+    (``stop_dispatchers=False``), as a deployment would."""
     import pyramid_zcasync
     from pyramid_zcasync import dispatcher, running
 
     try:
         pyramid_zcasync.install_queues(db)
-        dispatcher.start(db, uuid_file=args.uuid_file,
-                         poll_interval=args.poll, agent_size=args.agent_size,
-                         install_signal_handlers=True)
+        dispatcher.start(db, **start_options)
         print('ready', flush=True)
         running.wait_for_signal()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        dispatcher.stop_all()
+        if stop_dispatchers:
+            dispatcher.stop_all()
         db.close()
         print('stopped', flush=True)
 
 
-def pooled_invalidations(db):
+def pooled_invalidations(db: Any) -> Dict[str, int]:
     """Invalidated oids waiting in the DB pool's idle connections.
 
     A closed connection stays in the pool and keeps receiving every
@@ -108,86 +121,100 @@ def pooled_invalidations(db):
     return {'idle_connections': idle, 'oids': total}
 
 
-def _idle(connection, manager, queue_name=''):
+def _idle(connection: Any, manager: Any) -> bool:
     from pyramid_zcasync.interfaces import KEY
-    manager.begin()
-    queue = connection.root()[KEY][queue_name]
-    return len(queue) == 0 and all(
-        len(agent) == 0 for registration in queue.dispatchers.values()
-        for agent in registration.values())
+    return common.queue_drained(manager, connection,
+                                lambda c: c.root()[KEY][''])
 
 
-def memory_main(args):
+def _memory_sample(running: Any, probe: Any, db: Any, jobs: int,
+                   seconds: float) -> Dict[str, Any]:
+    """What may grow with the jobs run: the process's memory, the
+    dispatcher's and the agent's histories, the pool's held oids."""
+    from pyramid_zcasync.interfaces import KEY
+    agent = probe.root()[KEY][''].dispatchers[running.UUID]['main']
+    rss, hwm = rss_kib()
+    return {
+        'jobs': jobs, 'rss_kib': rss, 'hwm_kib': hwm,
+        'seconds': round(seconds, 3),
+        'dispatcher_job_history': len(running.jobs),
+        'dispatcher_poll_history': len(running.polls),
+        'agent_completed_history': len(agent.completed),
+        'pooled_invalidations': pooled_invalidations(db),
+        'storage_index_oids': len(getattr(db.storage, '_index', ())),
+    }
+
+
+def _batch_would_overrun(samples: List[Dict[str, Any]],
+                         deadline: float) -> bool:
+    """Stop early rather than overrun the time bound: a batch takes
+    about as long as the previous one did."""
+    if len(samples) < 2:
+        return False
+    last = samples[-1]['seconds'] - samples[-2]['seconds']
+    return time.monotonic() + 1.5 * last > deadline
+
+
+def _run_batches(args: argparse.Namespace, db: Any, running: Any,
+                 samples: List[Dict[str, Any]]) -> bool:
+    """Put and drain ``args.jobs`` jobs in batches, sampling after each;
+    True if the time bound cut the run short."""
     import transaction
-    import ZODB
-    import pyramid_zcasync
-    from pyramid_zcasync import dispatcher
     from pyramid_zcasync.interfaces import KEY
     from benchmarks._peer_jobs import started_at
+    manager = transaction.TransactionManager()
+    connection = db.open(transaction_manager=manager)
+    probe_manager = transaction.TransactionManager()
+    probe = db.open(transaction_manager=probe_manager)
+    rss, hwm = rss_kib()
+    samples.append({'jobs': 0, 'rss_kib': rss, 'hwm_kib': hwm,
+                    'seconds': 0.0})
+    started = time.perf_counter()
+    deadline = time.monotonic() + args.timeout
+    done = 0
+    while done < args.jobs:
+        if _batch_would_overrun(samples, deadline):
+            return True
+        batch = min(args.batch, args.jobs - done)
+        manager.begin()
+        queue = connection.root()[KEY]['']
+        for _ in range(batch):
+            queue.put(started_at)
+        manager.commit()
+        connection.cacheMinimize()
+        while not _idle(probe, probe_manager):
+            if time.monotonic() > deadline + 30:
+                raise RuntimeError('timed out after %d jobs' % done)
+            time.sleep(0.02)
+        done += batch
+        samples.append(_memory_sample(running, probe, db, done,
+                                      time.perf_counter() - started))
+        probe_manager.abort()
+        print('%(jobs)d jobs, RSS %(rss_kib)d KiB' % samples[-1], flush=True)
+    connection.close()
+    probe.close()
+    return False
+
+
+def memory_main(args: argparse.Namespace) -> None:
+    import ZODB
+    import pyramid_zcasync
+    from benchmarks.throughput import running_dispatcher
 
     # The connection cache development.ini ships (and the FileStorage rows
     # of the suite use): 20,000 objects per connection.
     db = ZODB.DB(os.path.join(args.directory, 'Data.fs'),
                  cache_size=args.cache_size)
-    samples = []
-    running = None
+    samples: List[Dict[str, Any]] = []
     truncated = False
     try:
         pyramid_zcasync.install_queues(db)
-        running = dispatcher.start(db, uuid_file=args.uuid_file,
-                                   poll_interval=args.poll,
-                                   agent_size=args.agent_size,
-                                   install_signal_handlers=True)
-        manager = transaction.TransactionManager()
-        connection = db.open(transaction_manager=manager)
-        probe_manager = transaction.TransactionManager()
-        probe = db.open(transaction_manager=probe_manager)
-        rss, hwm = rss_kib()
-        samples.append({'jobs': 0, 'rss_kib': rss, 'hwm_kib': hwm,
-                        'seconds': 0.0})
-        started = time.perf_counter()
-        deadline = time.monotonic() + args.timeout
-        done = 0
-        while done < args.jobs:
-            batch = min(args.batch, args.jobs - done)
-            # Stop early rather than overrun the time bound: a batch takes
-            # about as long as the previous one did.
-            if len(samples) > 1:
-                last = samples[-1]['seconds'] - samples[-2]['seconds']
-                if time.monotonic() + 1.5 * last > deadline:
-                    truncated = True
-                    break
-            manager.begin()
-            queue = connection.root()[KEY]['']
-            for _ in range(batch):
-                queue.put(started_at)
-            manager.commit()
-            connection.cacheMinimize()
-            while not _idle(probe, probe_manager):
-                if time.monotonic() > deadline + 30:
-                    raise RuntimeError('timed out after %d jobs' % done)
-                time.sleep(0.02)
-            probe_manager.abort()
-            done += batch
-            agent = probe.root()[KEY][''].dispatchers[running.UUID]['main']
-            rss, hwm = rss_kib()
-            samples.append({
-                'jobs': done, 'rss_kib': rss, 'hwm_kib': hwm,
-                'seconds': round(time.perf_counter() - started, 3),
-                'dispatcher_job_history': len(running.jobs),
-                'dispatcher_poll_history': len(running.polls),
-                'agent_completed_history': len(agent.completed),
-                'pooled_invalidations': pooled_invalidations(db),
-                'storage_index_oids': len(getattr(db.storage, '_index', ())),
-            })
-            probe_manager.abort()
-            print('%(jobs)d jobs, RSS %(rss_kib)d KiB' % samples[-1],
-                  flush=True)
-        connection.close()
-        probe.close()
+        with running_dispatcher(db, uuid_file=args.uuid_file,
+                                poll_interval=args.poll,
+                                agent_size=args.agent_size,
+                                install_signal_handlers=True) as running:
+            truncated = _run_batches(args, db, running, samples)
     finally:
-        if running is not None:
-            running.stop()
         db.close()
         if args.out:
             with open(args.out, 'w') as f:
@@ -196,7 +223,7 @@ def memory_main(args):
     print('done', flush=True)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest='kind', required=True)
     zeo = sub.add_parser('zeo')

@@ -45,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import transaction
 import ZODB
@@ -60,12 +61,16 @@ BATCH = 10000
 FREE = 2000
 COMMITTED_CLAIMS = 200
 
+Result = Dict[str, Any]
+Build = Callable[[Any, Any, int], None]     # (connection, queue, jobs)
 
-def _now():
+
+def _now() -> datetime.datetime:
     return datetime.datetime.now(UTC)
 
 
-def _put_batches(conn, queue, count, make):
+def _put_batches(conn: Any, queue: Any, count: int,
+                 make: Callable[[Any, int], Any]) -> None:
     """``make(queue, i)`` ``count`` times, committing every BATCH."""
     for i in range(count):
         make(queue, i)
@@ -76,7 +81,7 @@ def _put_batches(conn, queue, count, make):
     conn.cacheGC()
 
 
-def _quota_job(tag, name):
+def _quota_job(tag: object, name: str) -> Job:
     job = Job(operator.add, tag, 0)
     job.quota_names = (name,)
     return job
@@ -84,24 +89,24 @@ def _quota_job(tag, name):
 
 # -- scenarios: each fills the queue of ``conn`` ----------------------------
 
-def build_plain(conn, queue, jobs):
+def build_plain(conn: Any, queue: Any, jobs: int) -> None:
     _put_batches(conn, queue, jobs,
                  lambda q, i: q.put(operator.add, i, 0))
 
 
-def build_priorities(conn, queue, jobs):
+def build_priorities(conn: Any, queue: Any, jobs: int) -> None:
     rnd = random.Random(1)
     _put_batches(conn, queue, jobs, lambda q, i: q.put(
         operator.add, i, 0, priority=rnd.randint(-5, 5)))
 
 
-def _use_up(quota):
+def _use_up(quota: Any) -> None:
     starts, _ = quota.rate
     for _ in range(starts):
         quota.acquire(Job(operator.add), None)
 
 
-def build_rate_held(conn, queue, jobs):
+def build_rate_held(conn: Any, queue: Any, jobs: int) -> None:
     queue.quotas.create('api', rate=(10, 60))
     _put_batches(conn, queue, jobs,
                  lambda q, i: q.put(_quota_job(i, 'api')))
@@ -111,13 +116,13 @@ def build_rate_held(conn, queue, jobs):
     transaction.commit()
 
 
-def build_rate_allowed(conn, queue, jobs):
+def build_rate_allowed(conn: Any, queue: Any, jobs: int) -> None:
     queue.quotas.create('api', rate=(2000, 60))
     _put_batches(conn, queue, jobs,
                  lambda q, i: q.put(_quota_job(i, 'api')))
 
 
-def build_future(conn, queue, jobs):
+def build_future(conn: Any, queue: Any, jobs: int) -> None:
     later = _now() + datetime.timedelta(hours=1)
     _put_batches(conn, queue, jobs, lambda q, i: q.put(
         operator.add, i, 0, begin_after=later))
@@ -125,11 +130,11 @@ def build_future(conn, queue, jobs):
                  lambda q, i: q.put(operator.add, 'due', i))
 
 
-def build_rate_held_one_tree(conn, queue, jobs):
+def build_rate_held_one_tree(conn: Any, queue: Any, jobs: int) -> None:
     """As ``rate held``, laid out as before lanes: one tree for all."""
     queue.quotas.create('api', rate=(10, 60))
 
-    def put_in_default_tree(q, i):
+    def put_in_default_tree(q: Any, i: int) -> None:
         job = q.put(operator.add, i, 0)
         job.quota_names = ('api',)  # set after the put: in the default lane
     _put_batches(conn, queue, jobs, put_in_default_tree)
@@ -139,7 +144,7 @@ def build_rate_held_one_tree(conn, queue, jobs):
     transaction.commit()
 
 
-SCENARIOS = [
+SCENARIOS: List[Any] = [
     ('plain', build_plain, None),
     ('priorities', build_priorities, None),
     ('rate held', build_rate_held, None),
@@ -153,18 +158,20 @@ SCENARIOS = [
 # -- measuring ---------------------------------------------------------------
 
 class LoadCounter:
+    """Counts the objects a connection loads from its storage: a claim
+    that loads many is one that walks past jobs it does not take."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: Any) -> None:
         self.count = 0
         original = conn._storage.load
 
-        def load(oid, *args):
+        def load(oid: bytes, *args: Any) -> Any:
             self.count += 1
             return original(oid, *args)
         conn._storage.load = load
 
 
-def _summary_us(samples_ns):
+def _summary_us(samples_ns: Sequence[int]) -> Dict[str, Any]:
     us = [s / 1000.0 for s in samples_ns]
     if not us:
         return {'n': 0}
@@ -175,7 +182,8 @@ def _summary_us(samples_ns):
             'mean_us': round(statistics.fmean(us), 1)}
 
 
-def measure(name, build, jobs, claims, max_claims=None):
+def measure(name: str, build: Build, jobs: int, claims: int,
+            max_claims: Optional[int] = None) -> Result:
     directory = tempfile.mkdtemp(prefix='claims-')
     path = os.path.join(directory, 'Data.fs')
     try:
@@ -201,11 +209,12 @@ def measure(name, build, jobs, claims, max_claims=None):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _measure_claims(db, name, jobs, build_s, claims):
+def _measure_claims(db: Any, name: str, jobs: int, build_s: float,
+                    claims: int) -> Result:
     manager = transaction.TransactionManager()
     conn = db.open(transaction_manager=manager)
     try:
-        queue = IQueue(conn.root())
+        queue: Any = IQueue(conn.root())
         lanes = len(queue._all_lanes())
         pending = len(queue)
         loads = LoadCounter(conn)
@@ -218,13 +227,14 @@ def _measure_claims(db, name, jobs, build_s, claims):
         assert first is not None, name
 
         # warm claims, one transaction
-        samples, warm_loads = [], loads.count
+        samples: List[int] = []
+        loads_before = loads.count
         for _ in range(claims):
             before = time.perf_counter_ns()
             job = queue.claim()
             samples.append(time.perf_counter_ns() - before)
             assert job is not None, name
-        warm_loads = (loads.count - warm_loads) / max(claims, 1)
+        warm_loads = (loads.count - loads_before) / max(claims, 1)
         now = _now()
         due_ns = []
         for _ in range(200):
@@ -256,7 +266,7 @@ def _measure_claims(db, name, jobs, build_s, claims):
         conn.close()
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--jobs', type=int, default=100000)
     parser.add_argument('--claims', type=int, default=1000)
@@ -288,8 +298,7 @@ def main(argv=None):
     data = {'benchmark': 'claims', 'jobs': args.jobs, 'claims': args.claims,
             'free_jobs': FREE, 'committed_claims': COMMITTED_CLAIMS,
             'machine': machine, 'results': results}
-    path = (common.write_json_path(args.json, data) if args.json
-            else common.write_json('claims', data))
+    path = common.write_result('claims', data, args.json)
     print('written to %s' % os.path.relpath(path))
 
 

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
 from benchmarks import common
 from benchmarks import raw_storage
@@ -50,12 +51,13 @@ DEFAULTS = {
     'rq_workers': (1, 2),
     'phase_timeout_s': 30.0,   # upper bound on any one phase
 }
+Params = Dict[str, Any]
+Result = Dict[str, Any]
 QUICK = dict(DEFAULTS, rounds=1, raw_commits=300, huey_jobs=300,
              rq_jobs=150, latency_jobs=20, warmup_jobs=5)
 
 
-class Skipped(Exception):
-    """A peer cannot run here (missing package or binary)."""
+Skipped = common.Skipped
 
 
 # -- child processes ----------------------------------------------------------
@@ -63,7 +65,9 @@ class Skipped(Exception):
 class Child:
     """A child process with its output in a log file, stopped by PID."""
 
-    def __init__(self, argv, logpath, cwd=None, env=None):
+    def __init__(self, argv: Sequence[str], logpath: str,
+                 cwd: Optional[str] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.logpath = logpath
         self.log = open(logpath, 'wb')
         self.proc = subprocess.Popen(
@@ -72,48 +76,52 @@ class Child:
             env=env or common.python_env())
 
     @property
-    def pid(self):
+    def pid(self) -> int:
         return self.proc.pid
 
-    def check_alive(self):
+    def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise RuntimeError('child %s exited with %s; log tail:\n%s'
                                % (self.pid, self.proc.returncode, self.tail()))
 
-    def tail(self, n=2000):
+    def tail(self, n: int = 2000) -> str:
         try:
             with open(self.logpath, 'rb') as f:
                 return f.read()[-n:].decode('utf-8', 'replace')
         except OSError:
             return ''
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> int:
         try:
             return common.stop_process(self.proc, timeout)
         finally:
             self.log.close()
 
 
-def _python_child(args, logpath):
+def _python_child(args: List[str], logpath: str) -> Child:
     return Child([sys.executable, '-m', 'benchmarks._peer_jobs'] + args,
                  logpath)
 
 
-def _gaps(n, lo, hi, seed=1):
+def _gaps(n: int, lo: float, hi: float, seed: int = 1) -> List[float]:
     rnd = random.Random(seed)
     return [rnd.uniform(lo, hi) for _ in range(n)]
 
 
-def _wait(pred, timeout, what, children=(), interval=0.002):
-    def check():
+def _wait(pred: Callable[[], Any], timeout: float, what: str,
+          children: Sequence[Child] = (), interval: float = 0.002) -> Any:
+    def check() -> Any:
         for c in children:
             c.check_alive()
         return pred()
     return common.wait_until(check, timeout, interval, what)
 
 
-def _throughput(put, done_count, jobs, rounds, children, timeout, what,
-                after_round=None):
+def _throughput(put: Callable[[], Any], done_count: Callable[[], int],
+                jobs: int, rounds: int, children: Sequence[Child],
+                timeout: float, what: str,
+                after_round: Optional[Callable[[List[Any]], Any]] = None
+                ) -> Result:
     """``rounds`` times: put ``jobs`` jobs with ``put()`` as fast as possible,
     then wait until ``done_count()`` has grown by ``jobs``.  Reports the
     median round (and every round's rate, to show the noise)."""
@@ -142,16 +150,38 @@ def _throughput(put, done_count, jobs, rounds, children, timeout, what,
     }
 
 
+def _pickup(put: Callable[[], Any], is_done: Callable[[Any], bool],
+            started_at_of: Callable[[Any], float], gaps: Sequence[float],
+            children: Sequence[Child], timeout: float, what: str) -> Result:
+    """Pick-up latency as every peer row defines it: put one job, wait
+    until it is done, sleep the next idle gap.  Latency = the job's start
+    (``started_at_of(handle)``) - the moment the put call returned; the
+    put call's own duration is kept apart (``put_call``)."""
+    latency, put_cost = [], []
+    deadline = time.monotonic() + timeout
+    for gap in gaps:
+        if time.monotonic() > deadline:
+            break
+        before = time.time()
+        handle = put()
+        after = time.time()
+        _wait(lambda: is_done(handle), timeout,
+              '%s job %s' % (what, handle.id), children, interval=0.0005)
+        latency.append(started_at_of(handle) - after)
+        put_cost.append(after - before)
+        time.sleep(gap)
+    return {'pickup': common.latency_summary(latency),
+            'put_call': common.latency_summary(put_cost)}
+
+
 # -- Huey -------------------------------------------------------------------
 
-def run_huey(jobs=DEFAULTS['huey_jobs'], rounds=DEFAULTS['rounds'],
-             latency_jobs=DEFAULTS['latency_jobs'],
-             threads=DEFAULTS['huey_threads'],
-             warmup_jobs=DEFAULTS['warmup_jobs'],
-             gap_min_s=DEFAULTS['gap_min_s'], gap_max_s=DEFAULTS['gap_max_s'],
-             phase_timeout_s=DEFAULTS['phase_timeout_s']):
-    """Huey with SqliteHuey and one consumer process running ``threads``
-    worker threads (huey's default polling: 0.1 s, backoff 1.15)."""
+def run_huey(params: Params = DEFAULTS) -> Result:
+    """Huey with SqliteHuey and one consumer process running
+    ``huey_threads`` worker threads (huey's default polling: 0.1 s,
+    backoff 1.15)."""
+    threads, warmup_jobs = params['huey_threads'], params['warmup_jobs']
+    phase_timeout_s = params['phase_timeout_s']
     try:
         import huey  # noqa: F401
     except ImportError:
@@ -167,7 +197,7 @@ def run_huey(jobs=DEFAULTS['huey_jobs'], rounds=DEFAULTS['rounds'],
         consumer = _python_child(['huey', dbfile, str(threads)],
                                  os.path.join(tmp, 'consumer.log'))
 
-        def results_in(rs):
+        def results_in(rs: List[Any]) -> List[Any]:
             # pop each stored result (non-blocking) and check it is there
             vals = []
             for r in rs:
@@ -185,31 +215,20 @@ def run_huey(jobs=DEFAULTS['huey_jobs'], rounds=DEFAULTS['rounds'],
 
         # throughput (results_in pops the results: the store is empty
         # again at the start of each round)
-        tput = _throughput(task, storage.result_store_size, jobs, rounds,
+        tput = _throughput(task, storage.result_store_size,
+                           params['huey_jobs'], params['rounds'],
                            [consumer], phase_timeout_s, 'huey',
                            after_round=results_in)
 
-        # pick-up latency
-        lat, put_cost = [], []
-        deadline = time.monotonic() + phase_timeout_s
-        for gap in _gaps(latency_jobs, gap_min_s, gap_max_s):
-            if time.monotonic() > deadline:
-                break
-            before = time.time()
-            r = task()
-            after = time.time()
-            _wait(lambda: storage.has_data_for_key(r.id), phase_timeout_s,
-                  'huey job %s' % r.id, [consumer], interval=0.0005)
-            lat.append(r.get() - after)
-            put_cost.append(after - before)
-            time.sleep(gap)
-        return {
-            'name': 'Huey SqliteHuey, 1 consumer x %d threads' % threads,
-            'system': 'huey', 'workers': threads,
-            'throughput': tput,
-            'pickup': common.latency_summary(lat),
-            'put_call': common.latency_summary(put_cost),
-        }
+        pickup = _pickup(
+            task, lambda r: storage.has_data_for_key(r.id),
+            lambda r: r.get(), _gaps(params['latency_jobs'],
+                                     params['gap_min_s'],
+                                     params['gap_max_s']),
+            [consumer], phase_timeout_s, 'huey')
+        return dict(
+            pickup, name='Huey SqliteHuey, 1 consumer x %d threads' % threads,
+            system='huey', workers=threads, throughput=tput)
     finally:
         if consumer is not None:
             consumer.stop()
@@ -222,16 +241,17 @@ class RedisServer:
     """redis-server on 127.0.0.1 and a free port, no persistence, in a temp
     dir; stopped by PID."""
 
-    def __init__(self, timeout=10.0):
-        self.binary = shutil.which('redis-server')
-        if not self.binary:
+    def __init__(self, timeout: float = 10.0) -> None:
+        binary = shutil.which('redis-server')
+        if not binary:
             raise Skipped('redis-server not found on PATH; install it with: '
                           + REDIS_INSTALL_HINT)
+        self.binary = binary
         self.timeout = timeout
-        self.child = None
-        self.tmp = None
+        self.child: Optional[Child] = None
+        self.tmp: Optional[str] = None
 
-    def __enter__(self):
+    def __enter__(self) -> 'RedisServer':
         from redis import Redis
         self.tmp = tempfile.mkdtemp(prefix='bench-redis-')
         self.port = common.free_port()
@@ -244,7 +264,7 @@ class RedisServer:
             self.url = 'redis://127.0.0.1:%d/0' % self.port
             conn = Redis.from_url(self.url, socket_connect_timeout=1)
 
-            def ping():
+            def ping() -> bool:
                 try:
                     return conn.ping()
                 except Exception:
@@ -258,7 +278,7 @@ class RedisServer:
             raise
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         if self.child is not None:
             self.child.stop()
             self.child = None
@@ -267,8 +287,10 @@ class RedisServer:
             self.tmp = None
 
 
-def _rq_one(url, n_workers, jobs, rounds, latency_jobs, warmup_jobs,
-            gap_min_s, gap_max_s, phase_timeout_s, tmp):
+def _rq_one(url: str, n_workers: int, params: Params, tmp: str) -> Result:
+    """RQ with ``n_workers`` SimpleWorker processes on one queue."""
+    warmup_jobs = params['warmup_jobs']
+    phase_timeout_s = params['phase_timeout_s']
     from redis import Redis
     from rq import Queue, Worker
     from rq.registry import FailedJobRegistry, FinishedJobRegistry
@@ -279,7 +301,7 @@ def _rq_one(url, n_workers, jobs, rounds, latency_jobs, warmup_jobs,
     queue = Queue(qname, connection=conn)
     finished_key = FinishedJobRegistry(queue=queue).key
     failed_key = FailedJobRegistry(queue=queue).key
-    workers = []
+    workers: List[Child] = []
     try:
         for i in range(n_workers):
             workers.append(_python_child(
@@ -289,12 +311,12 @@ def _rq_one(url, n_workers, jobs, rounds, latency_jobs, warmup_jobs,
               phase_timeout_s, 'rq workers to register', workers,
               interval=0.02)
 
-        def finished():
+        def finished() -> int:
             if conn.zcard(failed_key):
                 raise RuntimeError('rq jobs failed')
             return conn.zcard(finished_key)
 
-        def results_of(js):
+        def results_of(js: List[Any]) -> List[Any]:
             vals = [j.return_value() for j in js]
             if any(v is None for v in vals):
                 raise RuntimeError('rq result missing')
@@ -307,45 +329,30 @@ def _rq_one(url, n_workers, jobs, rounds, latency_jobs, warmup_jobs,
         results_of(warm)
 
         tput = _throughput(lambda: queue.enqueue(started_at), finished,
-                           jobs, rounds, workers, phase_timeout_s, 'rq',
+                           params['rq_jobs'], params['rounds'], workers,
+                           phase_timeout_s, 'rq',
                            after_round=results_of)
 
-        lat, put_cost = [], []
-        deadline = time.monotonic() + phase_timeout_s
-        for gap in _gaps(latency_jobs, gap_min_s, gap_max_s):
-            if time.monotonic() > deadline:
-                break
-            before = time.time()
-            job = queue.enqueue(started_at)
-            after = time.time()
-            _wait(lambda: conn.zscore(finished_key, job.id) is not None,
-                  phase_timeout_s, 'rq job %s' % job.id, workers,
-                  interval=0.0005)
-            lat.append(job.return_value() - after)
-            put_cost.append(after - before)
-            time.sleep(gap)
-        return {
-            'name': 'RQ Redis, %d SimpleWorker process%s'
-                    % (n_workers, '' if n_workers == 1 else 'es'),
-            'system': 'rq', 'workers': n_workers,
-            'throughput': tput,
-            'pickup': common.latency_summary(lat),
-            'put_call': common.latency_summary(put_cost),
-        }
+        pickup = _pickup(
+            lambda: queue.enqueue(started_at),
+            lambda job: conn.zscore(finished_key, job.id) is not None,
+            lambda job: job.return_value(),
+            _gaps(params['latency_jobs'], params['gap_min_s'],
+                  params['gap_max_s']), workers,
+            phase_timeout_s, 'rq')
+        return dict(
+            pickup, name='RQ Redis, %d SimpleWorker process%s'
+            % (n_workers, '' if n_workers == 1 else 'es'),
+            system='rq', workers=n_workers, throughput=tput)
     finally:
         for w in workers:
             w.stop()
         conn.close()
 
 
-def run_rq(worker_counts=DEFAULTS['rq_workers'], jobs=DEFAULTS['rq_jobs'],
-           rounds=DEFAULTS['rounds'],
-           latency_jobs=DEFAULTS['latency_jobs'],
-           warmup_jobs=DEFAULTS['warmup_jobs'],
-           gap_min_s=DEFAULTS['gap_min_s'], gap_max_s=DEFAULTS['gap_max_s'],
-           phase_timeout_s=DEFAULTS['phase_timeout_s']):
-    """RQ against a private redis-server, once per worker count; returns a
-    list of result dicts (one per count)."""
+def run_rq(params: Params = DEFAULTS) -> List[Result]:
+    """RQ against a private redis-server, once per worker count
+    (``rq_workers``); returns a list of result dicts (one per count)."""
     try:
         import redis  # noqa: F401
         import rq  # noqa: F401
@@ -355,10 +362,8 @@ def run_rq(worker_counts=DEFAULTS['rq_workers'], jobs=DEFAULTS['rq_jobs'],
     with RedisServer() as server:
         tmp = tempfile.mkdtemp(prefix='bench-rq-')
         try:
-            for n in worker_counts:
-                r = _rq_one(server.url, n, jobs, rounds, latency_jobs,
-                            warmup_jobs,
-                            gap_min_s, gap_max_s, phase_timeout_s, tmp)
+            for n in params['rq_workers']:
+                r = _rq_one(server.url, n, params, tmp)
                 r['redis_server'] = server.version
                 out.append(r)
         finally:
@@ -368,11 +373,13 @@ def run_rq(worker_counts=DEFAULTS['rq_workers'], jobs=DEFAULTS['rq_jobs'],
 
 # -- the whole run ----------------------------------------------------------
 
-def run(params=None, only=('raw', 'huey', 'rq'), log=print):
+def run(params: Optional[Params] = None,
+        only: Sequence[str] = ('raw', 'huey', 'rq'),
+        log: Callable[[str], None] = print) -> Result:
     """Run the selected benchmarks; return one JSON-able dict."""
     p = dict(DEFAULTS, **(params or {}))
     started = time.time()
-    out = {
+    out: Result = {
         'machine': common.machine_description(),
         'started': time.strftime('%Y-%m-%dT%H:%M:%S%z',
                                  time.localtime(started)),
@@ -383,22 +390,9 @@ def run(params=None, only=('raw', 'huey', 'rq'), log=print):
         'skipped': {},
         'errors': {},
     }
-    gaps = dict(gap_min_s=p['gap_min_s'], gap_max_s=p['gap_max_s'],
-                phase_timeout_s=p['phase_timeout_s'])
 
-    def attempt(key, fn):
-        t = time.perf_counter()
-        log('running %s ...' % key)
-        try:
-            return fn()
-        except Skipped as e:
-            out['skipped'][key] = str(e)
-            log('  skipped: %s' % e)
-        except Exception as e:   # one peer failing must not lose the rest
-            out['errors'][key] = '%s: %s' % (type(e).__name__, e)
-            log('  error: %s: %s' % (type(e).__name__, e))
-        finally:
-            log('  (%.1f s)' % (time.perf_counter() - t))
+    def attempt(key: str, measure: Callable[[], Any]) -> Any:
+        return common.attempt(out, key, measure, log)
 
     if 'raw' in only:
         r = attempt('raw', lambda: raw_storage.run_all(
@@ -406,23 +400,18 @@ def run(params=None, only=('raw', 'huey', 'rq'), log=print):
         if r:
             out['raw_storage'] = r
     if 'huey' in only:
-        r = attempt('huey', lambda: run_huey(
-            p['huey_jobs'], p['rounds'], p['latency_jobs'], p['huey_threads'],
-            p['warmup_jobs'], **gaps))
+        r = attempt('huey', lambda: run_huey(p))
         if r:
             out['peers'].append(r)
     if 'rq' in only:
-        r = attempt('rq', lambda: run_rq(
-            tuple(p['rq_workers']), p['rq_jobs'], p['rounds'],
-            p['latency_jobs'],
-            p['warmup_jobs'], **gaps))
+        r = attempt('rq', lambda: run_rq(p))
         if r:
             out['peers'].extend(r)
     out['duration_s'] = round(time.time() - started, 1)
     return out
 
 
-def print_report(result, file=None):
+def print_report(result: Result, file: Optional[IO[str]] = None) -> None:
     raw = result.get('raw_storage', {}).get('modify')
     raw_rate = raw['commits_per_s'] if raw else None
     headers = ['benchmark', 'n', 'per s', 'x raw FS', 'pickup p50 ms',
@@ -448,7 +437,7 @@ def print_report(result, file=None):
     print('total %.1f s' % result['duration_s'], file=file)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         description='Peer (Huey, RQ) and raw FileStorage benchmarks.')
     ap.add_argument('--quick', action='store_true',
@@ -460,16 +449,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     params = QUICK if args.quick else DEFAULTS
     only = tuple(s.strip() for s in args.only.split(',') if s.strip())
-    result = run(params, only, log=lambda s: print(s, file=sys.stderr))
+    result = run(params, only, log=common.log_to_stderr)
     print_report(result)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
-                    exist_ok=True)
-        common.write_json_path(args.json, result)
-        path = args.json
-    else:
-        path = common.write_json('peers', result)
-    print('wrote %s' % path)
+    print('wrote %s' % common.write_result('peers', result, args.json))
     return 1 if result['errors'] else 0
 
 

@@ -9,13 +9,13 @@ put's own fsync is included) and stops at the first line of the job.
 Target (SPEC): p50 <= 5 ms, by waking on commit rather than polling.
 """
 import argparse
-import json
 import os
 import random
 import shutil
 import statistics
 import tempfile
 import time
+from typing import Any, Dict, Optional, Sequence
 
 import transaction
 import ZODB
@@ -26,13 +26,11 @@ from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
 
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
-
-def measure(jobs=200, pause=0.02, poll_interval=5.0, pause_max=None,
-            warmup=5, seed=1, timeout=60.0):
+def measure(jobs: int = 200, pause: float = 0.02, poll_interval: float = 5.0,
+            pause_max: Optional[float] = None,
+            warmup: int = 5, seed: int = 1,
+            timeout: float = 60.0) -> Dict[str, Any]:
     """``jobs`` samples; between them an idle pause of ``pause`` s, or
     uniform in [pause, pause_max] (fixed seed) if ``pause_max`` is given.
     The job is ``benchmarks._peer_jobs.started_at``, which returns
@@ -76,7 +74,7 @@ def measure(jobs=200, pause=0.02, poll_interval=5.0, pause_max=None,
         'poll_interval_s': poll_interval,
         'pause_s': [pause, pause_max if pause_max is not None else pause],
         'p50_ms': round(statistics.median(latencies), 2),
-        'p95_ms': round(percentile(latencies, 0.95), 2),
+        'p95_ms': round(common.percentile(latencies, 95), 2),
         'max_ms': round(max(latencies), 2),
         'min_ms': round(min(latencies), 2),
         'from_commit_return': common.latency_summary(from_return),
@@ -84,19 +82,19 @@ def measure(jobs=200, pause=0.02, poll_interval=5.0, pause_max=None,
     }
 
 
-def main():
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--jobs', type=int, default=200)
-    parser.add_argument('--json', default='benchmarks/results/pickup.json')
-    args = parser.parse_args()
+    parser.add_argument('--json', default=None,
+                        help='output path (default '
+                             'benchmarks/results/pickup.json)')
+    args = parser.parse_args(argv)
     result = measure(args.jobs)
     print('same-process pick-up latency (commit of put -> job starts), '
           '%(jobs)d jobs, poll interval %(poll_interval_s)s s' % result)
     print('  p50 %(p50_ms)8.2f ms\n  p95 %(p95_ms)8.2f ms\n'
           '  max %(max_ms)8.2f ms' % result)
-    os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
-    with open(args.json, 'w') as stream:
-        json.dump(result, stream, indent=2)
+    common.write_result('pickup', result, args.json)
 
 
 if __name__ == '__main__':

@@ -25,12 +25,15 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import (IO, Any, Callable, Dict, Iterator, List, Optional,
+                    Sequence)
 
 from benchmarks import common
 from benchmarks.peers import Skipped
 
 
-def put_concurrently(db, threads, puts, attempts=5, begin_by=None):
+def put_concurrently(db: Any, threads: int, puts: int, attempts: int = 5,
+                     begin_by: Optional[float] = None) -> Dict[str, Any]:
     """{'committed', 'failed', 'conflicts' (Counter), 'seconds'}."""
     import datetime
     import pyramid_zcasync
@@ -49,14 +52,14 @@ def put_concurrently(db, threads, puts, attempts=5, begin_by=None):
             'seconds': round(seconds, 2)}
 
 
-def _tests_on_path():
+def _tests_on_path() -> None:
     """tests/ (conftest's ZEOServer, dbtools) importable."""
     tests = os.path.join(common.project_root(), 'tests')
     if tests not in sys.path:
         sys.path.insert(0, tests)
 
 
-def _kind(exc):
+def _kind(exc: BaseException) -> str:
     """What a conflict was about: the class ZODB names, else RelStorage's
     lock message (``deadlock detected``, ``lock_not_available``...)."""
     name = getattr(exc, 'class_name', None)
@@ -70,7 +73,7 @@ def _kind(exc):
 
 
 @contextlib.contextmanager
-def zeo_db():
+def zeo_db() -> Iterator[Any]:
     """A database on a fresh ZEO server (tests/conftest.py's ZEOServer)."""
     _tests_on_path()
     from conftest import ZEOServer
@@ -89,7 +92,7 @@ def zeo_db():
 
 
 @contextlib.contextmanager
-def relstorage_db():
+def relstorage_db() -> Iterator[Any]:
     """A database on a fresh PostgreSQL cluster (fsync on), through
     RelStorage's zodburi URI; :class:`Skipped` without PostgreSQL."""
     from benchmarks.relstorage import _pgserver, open_db
@@ -107,8 +110,10 @@ def relstorage_db():
 ENGINES = (('ZEO', zeo_db), ('RelStorage', relstorage_db))
 
 
-def run(thread_counts=(8, 16), puts=60, begin_by=None, log=print):
-    rows = []
+def run(thread_counts: Sequence[int] = (8, 16), puts: int = 60,
+        begin_by: Optional[float] = None,
+        log: Callable[[str], None] = print) -> Dict[str, Any]:
+    rows: List[Dict[str, Any]] = []
     for name, fresh_db in ENGINES:
         for threads in thread_counts:
             log('  %s, %d threads ...' % (name, threads))
@@ -119,13 +124,14 @@ def run(thread_counts=(8, 16), puts=60, begin_by=None, log=print):
             except Skipped as why:
                 rows.append({'storage': name, 'skipped': str(why)})
                 break
-            rows.append(dict(outcome, storage=name, threads=threads,
-                             puts=threads * puts))
+            rows.append({**outcome, 'storage': name, 'threads': threads,
+                         'puts': threads * puts})
     return {'machine': common.machine_description(), 'puts': puts,
             'begin_by': begin_by, 'rows': rows}
 
 
-def print_report(result, file=None):
+def print_report(result: Dict[str, Any],
+                 file: Optional[IO[str]] = None) -> None:
     table = []
     for row in result['rows']:
         if 'skipped' in row:
@@ -141,7 +147,7 @@ def print_report(result, file=None):
                         'failed', 'seconds', 'conflicts'], table, out=file)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', default='8,16',
                         help='thread counts, comma-separated')
@@ -156,8 +162,7 @@ def main(argv=None):
     counts = [int(n) for n in args.threads.split(',')]
     result = run(counts, args.puts, args.begin_by)
     print_report(result)
-    path = (common.write_json_path(args.json, result) if args.json
-            else common.write_json('producers', result))
+    path = common.write_result('producers', result, args.json)
     print('written to %s' % os.path.relpath(path))
 
 

@@ -21,17 +21,17 @@ raw commits
     one client commits a change of one small object, over and over: the
     storage's ceiling for one-commit-per-job work.
 throughput, pick-up latency (across processes), idle CPU
-    measured as the ZEO rows are (benchmarks/zeo.py: ``throughput``,
-    ``pickup``, ``idle_cpu``, with the same ``Client``).  Throughput: the
-    dispatchers are running and warmed up; put N jobs in one transaction,
-    wait until the queue is empty and no agent holds a job; jobs/s = N /
-    (time all are done - time the put started); every job is checked
-    (COMPLETED, a float result); median of ``rounds`` rounds, with 1 and
-    with 2 dispatcher processes, and the CPU used by this process and each
-    dispatcher.  Pick-up: put one job and commit here; the job returns
-    ``time.time()`` taken as it starts in a dispatcher process; latency =
-    that minus ``time.time()`` just before ``commit()``.  Idle gaps of
-    20-100 ms between samples.  The dispatchers poll every 5 s (the
+    measured as the ZEO rows are (benchmarks/dispatchers.py:
+    ``throughput``, ``pickup``, ``idle_cpu``, with the same ``Client``).
+    Throughput: the dispatchers are running and warmed up; put N jobs in
+    one transaction, wait until the queue is empty and no agent holds a
+    job; jobs/s = N / (time all are done - time the put started); every job
+    is checked (COMPLETED, a float result); median of ``rounds`` rounds,
+    with 1 and with 2 dispatcher processes, and the CPU used by this
+    process and each dispatcher. Pick-up: put one job and commit here; the
+    job returns ``time.time()`` taken as it starts in a dispatcher process;
+    latency = that minus ``time.time()`` just before ``commit()``. Idle
+    gaps of 20-100 ms between samples. The dispatchers poll every 5 s (the
     default): pick-up relies on their watching the newest transaction id
     (pyramid_zcasync/watch.py), a query every 20 ms, whose cost the idle
     CPU of one dispatcher process shows.
@@ -45,12 +45,14 @@ import os
 import sys
 import tempfile
 import time
+from types import ModuleType
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
-from benchmarks import common, zeo
-from benchmarks.peers import Child, Skipped
+from benchmarks import common
+from benchmarks.peers import Skipped
 # The ZEO rows' client and measurements, here on RelStorage.
-from benchmarks.zeo import (Client, idle_cpu, pickup, shut_down, throughput,
-                            warm_up)
+from benchmarks.dispatchers import (Client, DispatcherProcess, one_then_two,
+                                    shut_down)
 
 TESTS = os.path.join(common.project_root(), 'tests')
 
@@ -74,7 +76,7 @@ QUICK = dict(DEFAULTS, rounds=1, jobs=500, latency_jobs=20, raw_commits=200,
              idle_cpu_s=1.0)
 
 
-def _pgserver():
+def _pgserver() -> ModuleType:
     """tests/pgserver.py; :class:`Skipped` (with the reason and the
     install command) when RelStorage or the PostgreSQL binaries are
     missing."""
@@ -91,7 +93,7 @@ def _pgserver():
     return pgserver
 
 
-def postgres_version(bin_dir):
+def postgres_version(bin_dir: str) -> str:
     """'PostgreSQL 15.18', from ``postgres --version`` in ``bin_dir``."""
     import subprocess
     words = subprocess.run([os.path.join(bin_dir, 'postgres'), '--version'],
@@ -100,7 +102,7 @@ def postgres_version(bin_dir):
     return 'PostgreSQL %s' % (words[2] if len(words) > 2 else '?')
 
 
-def open_db(uri):
+def open_db(uri: str) -> Any:
     import ZODB
     import zodburi
     factory, options = zodburi.resolve_uri(uri)
@@ -109,7 +111,7 @@ def open_db(uri):
 
 # -- the dispatcher child ---------------------------------------------------
 
-def worker_main(argv):
+def worker_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog='benchmarks.relstorage worker')
     parser.add_argument('uri')
     parser.add_argument('uuid_file')
@@ -120,30 +122,17 @@ def worker_main(argv):
     serve(open_db(args.uri), args)
 
 
-class Dispatcher(zeo.Dispatcher):
+class RelStorageDispatcherProcess(DispatcherProcess):
     """A dispatcher-only child process on the RelStorage database ``uri``
-    (zeo.Dispatcher but for the command it runs)."""
+    (a DispatcherProcess but for the command it runs)."""
 
-    def __init__(self, directory, name, uri, poll, agent_size, timeout=30.0):
-        self.uuid_file = os.path.join(directory, name + '.uuid')
-        self.poll = poll
-        self.child = Child(
-            [sys.executable, '-m', 'benchmarks.relstorage', 'worker', uri,
-             self.uuid_file, '--poll', str(poll), '--agent-size',
-             str(agent_size)], os.path.join(directory, name + '.log'))
-        try:
-            common.wait_until(self._ready, timeout, 0.02,
-                              'dispatcher %s to start' % name)
-            from pyramid_zcasync.instance import read_uuid
-            self.uuid = read_uuid(self.uuid_file, create=False)
-        except BaseException:
-            self.stop()
-            raise
+    def command(self, uri: Any) -> List[str]:
+        return [sys.executable, '-m', 'benchmarks.relstorage', 'worker', uri]
 
 
 # -- measurements -------------------------------------------------------------
 
-def raw_commits(db, n):
+def raw_commits(db: Any, n: int) -> float:
     """Commits/s of one client changing one small object each time."""
     import persistent.mapping
     import transaction
@@ -163,17 +152,17 @@ def raw_commits(db, n):
 
 # -- the whole run ------------------------------------------------------------
 
-def run(params=None, log=print):
+def run(params: Optional[Dict[str, Any]] = None,
+        log: Callable[[str], None] = print) -> Dict[str, Any]:
     """The raw commit rate and both rows; a JSON-able dict.  Raises
     :class:`benchmarks.peers.Skipped` when RelStorage or PostgreSQL is
     missing (``python -m benchmarks`` then skips its ``pg`` phase)."""
     p = dict(DEFAULTS, **(params or {}))
     pgserver = _pgserver()
-    timeout = p['phase_timeout_s']
     tmp = tempfile.mkdtemp(prefix='bench-relstorage-')
     server = db = client = None
-    dispatchers = []
-    out = {'params': dict(p), 'rows': []}
+    dispatchers: List[DispatcherProcess] = []
+    out: Dict[str, Any] = {'params': dict(p), 'rows': []}
     started = time.perf_counter()
     try:
         server = pgserver.PostgreSQL(durable=p['fsync']).start()
@@ -190,42 +179,24 @@ def run(params=None, log=print):
         import pyramid_zcasync
         pyramid_zcasync.install_queues(db)
         client = Client(db)
-        for count in (1, 2):
-            dispatchers.append(Dispatcher(
-                tmp, 'dispatcher-%d' % count, uri, p['poll_interval'],
-                p['agent_size']))
-            warm_up(client, p['warmup_jobs'], dispatchers, timeout)
-            if count == 1:
-                out['idle_cpu'] = dict(
-                    idle_cpu(dispatchers, p['idle_cpu_s']),
-                    poll_interval_s=p['poll_interval'])
-            log('  RelStorage, %d dispatcher process(es): throughput'
-                % count)
-            tput = throughput(client, p['jobs'], p['rounds'], dispatchers,
-                              timeout)
-            log('  RelStorage, %d dispatcher process(es): pick-up' % count)
-            lat = pickup(client, p['latency_jobs'], p['gap_min_s'],
-                         p['gap_max_s'], dispatchers, timeout)
-            out['rows'].append({
-                'name': 'pyramid_zcasync RelStorage-PostgreSQL, %d '
-                        'dispatcher process%s'
-                        % (count, '' if count == 1 else 'es'),
-                'processes': count, 'poll_interval_s': p['poll_interval'],
-                'agent_size': p['agent_size'],
-                'throughput': tput, 'pickup': lat})
+        out['idle_cpu'], out['rows'] = one_then_two(
+            client, lambda name: RelStorageDispatcherProcess(
+                tmp, name, uri, p['poll_interval'], p['agent_size']),
+            dispatchers, p, 'RelStorage-PostgreSQL', log)
     finally:
         shut_down(dispatchers, client, db, server, tmp)
     out['duration_s'] = round(time.perf_counter() - started, 1)
     return out
 
 
-def raw_name(result):
+def raw_name(result: Dict[str, Any]) -> str:
     """The raw commit rate's row name (``python -m benchmarks`` too)."""
     return 'raw RelStorage-PostgreSQL commit, 1 client (fsync %s)' % (
         'on' if result['params']['fsync'] else 'off')
 
 
-def print_report(result, file=None):
+def print_report(result: Dict[str, Any],
+                 file: Optional[IO[str]] = None) -> None:
     print('%s: %s/s' % (raw_name(result), result['raw_commits_per_s']),
           file=file)
     headers = ['benchmark', 'n', 'jobs/s', 'x raw', 'pickup p50 ms',
@@ -245,7 +216,8 @@ def print_report(result, file=None):
         result['idle_cpu']['cpu_percent_of_one_core'][0]), file=file)
 
 
-def print_cpu(result, file=None):
+def print_cpu(result: Dict[str, Any],
+              file: Optional[IO[str]] = None) -> None:
     """CPU per job and per process in each row's median throughput round
     (the commits are not counted here, unlike over ZEO)."""
     for r in result['rows']:
@@ -257,10 +229,11 @@ def print_cpu(result, file=None):
                   r['name'], t['cpu_ms_per_job'], per_process), file=file)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ['worker']:
-        return worker_main(argv[1:])
+        worker_main(argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--fsync', choices=('on', 'off'), default='on')
@@ -270,14 +243,10 @@ def main(argv=None):
     params = dict(QUICK if args.quick else DEFAULTS,
                   fsync=args.fsync == 'on')
     try:
-        result = run(params, log=lambda s: print(s, file=sys.stderr))
+        result = run(params, log=common.log_to_stderr)
     except Skipped as e:
         raise SystemExit('benchmarks.relstorage: %s' % e)
-    result['machine'] = common.machine_description()
-    print_report(result)
-    path = (common.write_json_path(args.json, result) if args.json
-            else common.write_json('relstorage', result))
-    print('wrote %s (%.1f s)' % (path, result['duration_s']))
+    common.report_and_write('relstorage', result, args.json, print_report)
 
 
 if __name__ == '__main__':

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import transaction
 import ZODB
@@ -74,13 +75,18 @@ DEFAULTS = {
 QUICK = dict(DEFAULTS, history=20000, polls=200, poll_rounds=3, jobs=500,
              rounds=1, memory_jobs=20000, memory_batch=5000)
 
+Result = Dict[str, Any]
+Log = Callable[[str], None]
+Timings = Dict[str, List[Tuple[float, float]]]   # 'empty'/'full' -> rounds
+
 UUID_EMPTY = 'b0000000-0000-4000-8000-000000000000'
 UUID_FULL = 'b0000000-0000-4000-8000-000000100000'
 
 
 # -- the poll cost ------------------------------------------------------------
 
-def _fill_history(db, uuid, count, batch, log):
+def _fill_history(db: Any, uuid: str, count: int, batch: int,
+                  log: Log) -> Result:
     """``count`` COMPLETED jobs into the completed history of the agent
     'main' of dispatcher ``uuid`` (registered already)."""
     from benchmarks._peer_jobs import started_at
@@ -108,7 +114,7 @@ def _fill_history(db, uuid, count, batch, log):
             queue = IQueue(connection.root())
             history = queue.dispatchers[uuid]['main'].completed
             for i in range(done, min(done + batch, count)):
-                job = Job(started_at)
+                job: Any = Job(started_at)  # finished by hand, below
                 ended = start + step * i
                 job.begin_after = ended
                 job._status = COMPLETED
@@ -139,7 +145,7 @@ class _Db:
     """A FileStorage database with a running dispatcher that polls only
     when asked (poll interval 1 h) or woken by a put."""
 
-    def __init__(self, uuid):
+    def __init__(self, uuid: str) -> None:
         import pyramid_zcasync
         from pyramid_zcasync import dispatcher
         self.directory = tempfile.mkdtemp(prefix='bench-scale-')
@@ -155,7 +161,7 @@ class _Db:
         self.probe_manager = transaction.TransactionManager()
         self.probe = self.db.open(transaction_manager=self.probe_manager)
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.dispatcher.stop()
             self.manager.abort()
@@ -166,7 +172,7 @@ class _Db:
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def poll_seconds(self, polls):
+    def poll_seconds(self, polls: int) -> Tuple[float, float]:
         """Mean seconds of one idle poll over ``polls`` polls: (wall, CPU
         of this thread, which is the one polling)."""
         d = self.dispatcher
@@ -177,22 +183,17 @@ class _Db:
         return ((time.perf_counter() - t0) / polls,
                 (time.thread_time() - c0) / polls)
 
-    def _idle(self):
+    def _idle(self) -> bool:
         from pyramid_zcasync.interfaces import IQueue
-        self.probe_manager.begin()
-        queue = IQueue(self.probe.root())
-        idle = len(queue) == 0 and all(
-            len(agent) == 0 for registration in queue.dispatchers.values()
-            for agent in registration.values())
-        self.probe_manager.abort()
-        return idle
+        return common.queue_drained(self.probe_manager, self.probe,
+                                    lambda c: IQueue(c.root()))
 
-    def drain_rate(self, jobs, timeout):
+    def drain_rate(self, jobs: int, timeout: float) -> Tuple[float, float]:
         """Put ``jobs`` no-op jobs in one transaction; jobs/s until all
         are done (measured as in benchmarks.throughput.run_warm)."""
         from benchmarks._peer_jobs import started_at
         from pyramid_zcasync.interfaces import IQueue
-        t0, c0 = time.perf_counter(), _process_cpu()
+        t0, c0 = time.perf_counter(), common.process_cpu_seconds()
         self.manager.begin()
         queue = IQueue(self.connection.root())
         for _ in range(jobs):
@@ -200,9 +201,9 @@ class _Db:
         self.manager.commit()
         common.wait_until(self._idle, timeout, 0.005, 'jobs to complete')
         return (jobs / (time.perf_counter() - t0),
-                (_process_cpu() - c0) / jobs)
+                (common.process_cpu_seconds() - c0) / jobs)
 
-    def kept(self):
+    def kept(self) -> int:
         from pyramid_zcasync.interfaces import IQueue
         self.probe_manager.begin()
         n = len(IQueue(self.probe.root()).dispatchers[self.uuid]['main']
@@ -211,18 +212,14 @@ class _Db:
         return n
 
 
-def _process_cpu():
-    t = os.times()
-    return t.user + t.system
-
-
-def _median(values):
+def _median(values: Sequence[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def poll_cost(params=None, log=print):
+def poll_cost(params: Optional[Result] = None, log: Log = print) -> Result:
     p = dict(DEFAULTS, **(params or {}))
-    empty = full = None
+    empty: Optional[_Db] = None
+    full: Optional[_Db] = None
     try:
         empty = _Db(UUID_EMPTY)
         full = _Db(UUID_FULL)
@@ -232,11 +229,11 @@ def poll_cost(params=None, log=print):
         for db in (empty, full):
             db.poll_seconds(20)
             db.drain_rate(50, p['phase_timeout_s'])
-        polls = {'empty': [], 'full': []}
+        polls: Timings = {'empty': [], 'full': []}
         for _ in range(p['poll_rounds']):
             polls['empty'].append(empty.poll_seconds(p['polls']))
             polls['full'].append(full.poll_seconds(p['polls']))
-        rates = {'empty': [], 'full': []}
+        rates: Timings = {'empty': [], 'full': []}
         for _ in range(p['rounds']):
             rates['empty'].append(empty.drain_rate(p['jobs'],
                                                    p['phase_timeout_s']))
@@ -244,15 +241,15 @@ def poll_cost(params=None, log=print):
                                                  p['phase_timeout_s']))
         kept_after = full.kept()
     finally:
-        for db in (empty, full):
-            if db is not None:
-                db.close()
+        for opened in (empty, full):
+            if opened is not None:
+                opened.close()
 
-    def med(runs, i, scale):
+    def med(runs: Timings, i: int, scale: float) -> Dict[str, float]:
         return {k: round(_median([r[i] for r in v]) * scale, 3)
                 for k, v in runs.items()}
 
-    def each(runs, i, scale):
+    def each(runs: Timings, i: int, scale: float) -> Dict[str, List[float]]:
         return {k: [round(r[i] * scale, 3) for r in v]
                 for k, v in runs.items()}
     us, cpu_us = med(polls, 0, 1e6), med(polls, 1, 1e6)
@@ -283,7 +280,7 @@ class Memory:
     """The memory child, started in the background so that the caller can
     overlap it with a phase that mostly waits."""
 
-    def __init__(self, params=None):
+    def __init__(self, params: Optional[Result] = None) -> None:
         from benchmarks.peers import Child
         p = dict(DEFAULTS, **(params or {}))
         self.params = p
@@ -298,7 +295,7 @@ class Memory:
              '--timeout', str(p['memory_timeout_s']), '--out', self.out],
             os.path.join(self.tmp, 'memory.log'))
 
-    def result(self):
+    def result(self) -> Result:
         """Wait (bounded) for the child; the samples and a summary."""
         try:
             try:
@@ -322,7 +319,8 @@ class Memory:
         return out
 
 
-def _peaks(samples, key, jobs):
+def _peaks(samples: Sequence[Result], key: str,
+           jobs: int) -> Optional[Dict[str, Optional[int]]]:
     values = [(s['jobs'], s[key]['oids']) for s in samples if key in s]
     if not values:
         return None
@@ -332,7 +330,8 @@ def _peaks(samples, key, jobs):
             'second_half': max(second) if second else None}
 
 
-def summarise_memory(samples, params, seconds):
+def summarise_memory(samples: List[Result], params: Result,
+                     seconds: float) -> Result:
     """RSS at the start and end, and its growth once the dispatcher's
     in-memory histories (jobs: 10,000; polls: 800) and the agent's stored
     history (10,000 + trimming slack) are all full: growth before that is
@@ -375,9 +374,9 @@ def summarise_memory(samples, params, seconds):
     }
 
 
-def run(params=None, log=print):
+def run(params: Optional[Result] = None, log: Log = print) -> Result:
     p = dict(DEFAULTS, **(params or {}))
-    out = {'params': dict(p)}
+    out: Result = {'params': dict(p)}
     log('  poll cost, 0 vs %d completed jobs kept' % p['history'])
     out['poll_cost'] = poll_cost(p, log)
     log('  memory after %d jobs' % p['memory_jobs'])
@@ -385,14 +384,14 @@ def run(params=None, log=print):
     return out
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--json', default=None,
                     help='output path (default benchmarks/results/scale.json)')
     args = ap.parse_args(argv)
     result = run(QUICK if args.quick else DEFAULTS,
-                 log=lambda s: print(s, file=sys.stderr))
+                 log=common.log_to_stderr)
     result['machine'] = common.machine_description()
     pc, mem = result['poll_cost'], result['memory']
     common.print_table(
@@ -417,9 +416,7 @@ def main(argv=None):
               % (tail['from_jobs'], tail['growth_mib'], tail['bytes_per_job'])
               if tail else 'the histories never all filled',
               mem['pooled_invalidations_peak']))
-    path = (common.write_json_path(args.json, result) if args.json
-            else common.write_json('scale', result))
-    print('wrote %s' % path)
+    print('wrote %s' % common.write_result('scale', result, args.json))
 
 
 if __name__ == '__main__':

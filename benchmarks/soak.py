@@ -10,16 +10,17 @@ The long form (issue: chaos suite), 4 workers for 30 minutes:
     python -m benchmarks.soak --workers 4 --seconds 1800 --jobs 36000 \
         --json benchmarks/results/soak-30min-DATE.json
 
-Run it from the project root.  The script starts ``runzeo`` (FileStorage)
-on 127.0.0.1 and a free port and ``--workers`` dispatcher-only processes
-(``python -m benchmarks.soakprocs --worker ...``), each with its own
-UUID file.  For ``--seconds`` it puts the ``--jobs`` jobs at an even pace
-and, every 2-5 s (random, ``--seed``), kills one live worker with SIGKILL
-(never the ``--steady`` first ones, nor the last one alive), notes the jobs the database says it held, and
-restarts it with the same UUID after a random 0-2x ``--death`` seconds: so
-some of its jobs are recovered by its restart, some by a sibling that
-finds it dead after ``ping_death_interval`` (``--death``) of silence.
-Then every dead worker is restarted and the queue drained (bounded).
+Run it from the project root. The script starts ``runzeo`` (FileStorage) on
+127.0.0.1 and a free port and ``--workers`` dispatcher-only processes
+(``python -m benchmarks.soakprocs --worker ...``), each with its own UUID
+file. For ``--seconds`` it puts the ``--jobs`` jobs at an even pace and,
+every 2-5 s (random, ``--seed``), kills one live worker with SIGKILL (never
+the ``--steady`` first ones, nor the last one alive), notes the jobs the
+database says it held, and restarts it with the same UUID after a random
+0-2x ``--death`` seconds: so some of its jobs are recovered by its restart,
+some by a sibling that finds it dead after ``ping_death_interval``
+(``--death``) of silence. Then every dead worker is restarted and the queue
+drained (bounded).
 
 Each job appends a line to a shared file (so re-runs of interrupted jobs
 are counted) and adds 1 to ``done[key]`` in ZODB: a key at 0 is a lost
@@ -45,7 +46,6 @@ removed unless ``--keep``.  Exit status 1 if a job was lost, duplicated or
 failed.
 """
 import argparse
-import collections
 import importlib
 import os
 import random
@@ -53,10 +53,13 @@ import sys
 import tempfile
 import threading
 import time
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks import common, zeo
-from benchmarks.soakprocs import Worker, ZEOServer
+from benchmarks import common, dispatchers, soakcheck
+from benchmarks.soakprocs import Worker
 from benchmarks.soakwatch import ResourceWatch
+from benchmarks.zeo import ZEOServer
+from pyramid_zcasync.interfaces import ACTIVE, COMPLETED
 
 DEFAULTS = {
     'jobs': 2000,
@@ -82,16 +85,16 @@ DEFAULTS = {
 class Reader:
     """One connection of this process, a fresh transaction per look."""
 
-    def __init__(self, db):
+    def __init__(self, db: Any) -> None:
         import transaction
         self.manager = transaction.TransactionManager()
         self.connection = db.open(transaction_manager=self.manager)
 
-    def root(self):
+    def root(self) -> Any:
         self.manager.begin()
         return self.connection.root()
 
-    def held(self, uuid):
+    def held(self, uuid: str) -> Dict[bytes, str]:
         """{oid: status} of the unfinished jobs in ``uuid``'s agents."""
         from pyramid_zcasync.interfaces import COMPLETED, IQueue
         registration = IQueue(self.root()).dispatchers.get(uuid)
@@ -100,22 +103,24 @@ class Reader:
         return {job._p_oid: job.status for agent in registration.values()
                 for job in agent if job.status != COMPLETED}
 
-    def statuses(self, oids):
+    def statuses(self, oids: Sequence[bytes]) -> List[str]:
         self.root()
         return [self.connection.get(oid).status for oid in oids]
 
-    def activated(self, uuid):
+    def activated(self, uuid: str) -> bool:
         from pyramid_zcasync.interfaces import IQueue
         return IQueue(self.root()).dispatchers[uuid].activated is not None
 
-    def close(self):
+    def close(self) -> None:
         self.manager.abort()
         self.connection.close()
 
 
 # -- the run -----------------------------------------------------------------
 
-def producer(db, plan, runs_log, seconds, stop, put_oids, errors):
+def producer(db: Any, plan: Sequence[Tuple[str, float]], runs_log: str,
+             seconds: float, stop: threading.Event,
+             put_oids: List[Tuple[str, bytes]], errors: List[str]) -> None:
     """Put ``plan`` ([(key, sleep seconds)]) evenly over ``seconds``."""
     import transaction
 
@@ -156,54 +161,170 @@ def producer(db, plan, runs_log, seconds, stop, put_oids, errors):
         connection.close()
 
 
-def run(params, keep=False, out=sys.stdout):
-    import BTrees.OOBTree
-    import transaction
-    import ZEO
+class Soak:
+    """One soak: the ZEO server, the workers, the jobs put, and the
+    record of every kill and of what became of the jobs it held."""
 
-    from ZODB.POSException import POSKeyError
+    def __init__(self, params: Dict[str, Any]) -> None:
+        self.params = params
+        self.rng = random.Random(params['seed'])
+        self.directory = tempfile.mkdtemp(prefix='zcasync-soak-')
+        self.runs_log = os.path.join(self.directory, 'runs.log')
+        self.server = ZEOServer(self.directory,
+                                timeout=params['start_timeout_s'])
+        self.workers: List[Worker] = []
+        self.db: Any = None
+        self.reader: Optional[Reader] = None
+        self.kills: List[soakcheck.Kill] = []
+        self.open_kills: List[soakcheck.Kill] = []
+        self.restarts: List[Tuple[float, Worker]] = []   # (when, worker)
+        self.put_oids: List[soakcheck.PutJob] = []
+        self.put_errors: List[str] = []
 
-    import pyramid_zcasync
-    from pyramid_zcasync.failure import Failure
-    from pyramid_zcasync.interfaces import ACTIVE, COMPLETED
+    def start(self) -> ResourceWatch:
+        """The server, the counting tree, every worker ready."""
+        import BTrees.OOBTree
+        import transaction
+        import ZEO
 
-    rng = random.Random(params['seed'])
-    directory = tempfile.mkdtemp(prefix='zcasync-soak-')
-    runs_log = os.path.join(directory, 'runs.log')
-    server = ZEOServer(directory)
-    workers, db, reader = [], None, None
-    kills = []
-    try:
-        server.start(params['start_timeout_s'])
-        db = ZEO.DB(('127.0.0.1', server.port), wait_timeout=30)
-        pyramid_zcasync.install_queues(db)
-        connection = db.open()
+        import pyramid_zcasync
+        p = self.params
+        self.server.start()
+        self.db = ZEO.DB(('127.0.0.1', self.server.port), wait_timeout=30)
+        pyramid_zcasync.install_queues(self.db)
+        connection = self.db.open()
         with transaction.manager:
             connection.root()['soak_done'] = BTrees.OOBTree.OOBTree()
         connection.close()
-        workers = [Worker('w%d' % i, directory, server.port, params)
-                   for i in range(params['workers'])]
-        for worker in workers:
+        self.workers = [Worker('w%d' % i, self.directory, self.server.port, p)
+                        for i in range(p['workers'])]
+        for worker in self.workers:
             worker.start()
-        for worker in workers:
-            if not worker.ready.wait(params['start_timeout_s']):
+        for worker in self.workers:
+            if not worker.ready.wait(p['start_timeout_s']):
                 raise RuntimeError('worker %s did not start; see %s'
                                    % (worker.name, worker.log))
-        reader = Reader(db)
-        resources = ResourceWatch(db, server.path,
-                                  workers[:params['steady']],
-                                  pack_every=params['pack_every'])
+        self.reader = Reader(self.db)
+        return ResourceWatch(self.db, self.server.path,
+                             self.workers[:p['steady']],
+                             pack_every=p['pack_every'])
 
+    @property
+    def look(self) -> Reader:
+        if self.reader is None:
+            raise RuntimeError('the soak has not started')
+        return self.reader
+
+    def plan(self) -> List[Tuple[str, float]]:
+        """[(key, seconds the job sleeps)], a share of them slow."""
+        p = self.params
         plan = []
-        for i in range(params['jobs']):
-            slow = rng.random() < params['slow_share']
-            plan.append(('j%06d' % i, rng.uniform(*params['slow_ms']) / 1000
+        for i in range(p['jobs']):
+            slow = self.rng.random() < p['slow_share']
+            plan.append(('j%06d' % i, self.rng.uniform(*p['slow_ms']) / 1000
                          if slow else 0.0))
-        put_oids, put_errors = [], []
+        return plan
+
+    def watch(self, now: float) -> None:
+        """Restart the workers whose time has come; note the kills whose
+        jobs are all done, and those a sibling found dead."""
+        for worker_when in list(self.restarts):
+            when, worker = worker_when
+            if now >= when:
+                worker.start()
+                self.restarts.remove(worker_when)
+                record = next(k for k in reversed(self.kills)
+                              if k['worker'] == worker.name)
+                record['restarted_after_s'] = round(
+                    now - record['_killed'], 3)
+        for record in list(self.open_kills):
+            if record['_detected'] is None and \
+                    'restarted_after_s' not in record and \
+                    not self.look.activated(record['uuid']):
+                record['_detected'] = now  # a sibling found it dead
+            if record['recovery_s'] is None and all(
+                    s == COMPLETED
+                    for s in self.look.statuses(record['_held'])):
+                record['recovery_s'] = round(now - record['_killed'], 3)
+            if record['recovery_s'] is not None and (
+                    record['_detected'] is not None
+                    or 'restarted_after_s' in record):
+                self.open_kills.remove(record)
+
+    def kill_one(self, started: float) -> None:
+        """SIGKILL a live worker (never a steady one, nor the last one
+        alive), note what it held, and plan its restart."""
+        p = self.params
+        live = [w for w in self.workers if w.alive and w.ready.is_set()
+                and not any(r[1] is w for r in self.restarts)]
+        steady = self.workers[:p['steady']]
+        live = [w for w in live if w not in steady]
+        if len(live) <= (0 if steady else 1):
+            return
+        victim = self.rng.choice(live)
+        victim.kill()
+        killed = time.monotonic()
+        held = self.look.held(victim.uuid)
+        delay = self.rng.uniform(0, 2 * p['death'])
+        self.restarts.append((killed + delay, victim))
+        record: soakcheck.Kill = {
+            'at_s': round(killed - started, 3),
+            'worker': victim.name, 'uuid': victim.uuid,
+            'held': len(held),
+            'held_active': sum(1 for s in held.values() if s == ACTIVE),
+            'restart_delay_s': round(delay, 3),
+            'recovery_s': None if held else 0.0,
+            '_killed': killed, '_held': list(held), '_detected': None}
+        self.kills.append(record)
+        self.open_kills.append(record)
+
+    def kill_for_a_while(self, started: float,
+                         resources: ResourceWatch) -> None:
+        """Kill a worker every ``kill_every`` seconds until ``seconds``
+        after ``started``, watching recoveries and resources."""
+        p = self.params
+        next_kill = started + self.rng.uniform(*p['kill_every'])
+        end = started + p['seconds']
+        while time.monotonic() < end:
+            now = time.monotonic()
+            self.watch(now)
+            resources.tick(now)
+            if now >= next_kill:
+                self.kill_one(started)
+                next_kill = now + self.rng.uniform(*p['kill_every'])
+            time.sleep(0.05)
+
+    def drain(self) -> None:
+        """Restart the dead now; wait (bounded) until every job is done
+        and every kill is settled."""
+        drain_end = time.monotonic() + self.params['drain_timeout_s']
+        while time.monotonic() < drain_end:
+            now = time.monotonic()
+            for _, worker in list(self.restarts):
+                self.restarts.remove((_, worker))
+                self.restarts.append((now, worker))
+            self.watch(now)
+            done_count = len(self.look.root()['soak_done'])
+            if (not self.open_kills and not self.restarts
+                    and done_count >= len(self.put_oids)):
+                break
+            time.sleep(0.1)
+
+    def close(self, keep: bool) -> None:
+        dispatchers.shut_down(self.workers, self.reader, self.db,
+                              self.server, None if keep else self.directory)
+
+
+def run(params: Dict[str, Any], keep: bool = False,
+        out: IO[str] = sys.stdout) -> Dict[str, Any]:
+    soak = Soak(params)
+    try:
+        resources = soak.start()
+        plan = soak.plan()
         stop = threading.Event()
         feeding = threading.Thread(target=producer, args=(
-            db, plan, runs_log, params['seconds'], stop, put_oids,
-            put_errors))
+            soak.db, plan, soak.runs_log, params['seconds'], stop,
+            soak.put_oids, soak.put_errors))
         started = time.monotonic()
         feeding.start()
         print('soak: %d jobs over %.0f s, %d workers, kill -9 every %s s, '
@@ -211,164 +332,24 @@ def run(params, keep=False, out=sys.stdout):
                   params['jobs'], params['seconds'], params['workers'],
                   '-'.join('%g' % s for s in params['kill_every']),
                   params['death']), file=out, flush=True)
-
-        # -- kill, restart, watch recoveries, for ``seconds`` ----------
-        next_kill = started + rng.uniform(*params['kill_every'])
-        restarts = []  # (when, worker)
-        open_kills = []
-        end = started + params['seconds']
-
-        def watch(now):
-            for worker_when in list(restarts):
-                when, worker = worker_when
-                if now >= when:
-                    worker.start()
-                    restarts.remove(worker_when)
-                    record = next(k for k in reversed(kills)
-                                  if k['worker'] == worker.name)
-                    record['restarted_after_s'] = round(
-                        now - record['_killed'], 3)
-            for record in list(open_kills):
-                if record['_detected'] is None and \
-                        'restarted_after_s' not in record and \
-                        not reader.activated(record['uuid']):
-                    record['_detected'] = now  # a sibling found it dead
-                if record['recovery_s'] is None and all(
-                        s == COMPLETED
-                        for s in reader.statuses(record['_held'])):
-                    record['recovery_s'] = round(now - record['_killed'], 3)
-                if record['recovery_s'] is not None and (
-                        record['_detected'] is not None
-                        or 'restarted_after_s' in record):
-                    open_kills.remove(record)
-
-        while time.monotonic() < end:
-            now = time.monotonic()
-            watch(now)
-            resources.tick(now)
-            if now >= next_kill:
-                live = [w for w in workers if w.alive and w.ready.is_set()
-                        and not any(r[1] is w for r in restarts)]
-                steady = workers[:params['steady']]
-                live = [w for w in live if w not in steady]
-                if len(live) > (0 if steady else 1):
-                    victim = rng.choice(live)
-                    victim.kill()
-                    killed = time.monotonic()
-                    held = reader.held(victim.uuid)
-                    delay = rng.uniform(0, 2 * params['death'])
-                    restarts.append((killed + delay, victim))
-                    record = {
-                        'at_s': round(killed - started, 3),
-                        'worker': victim.name, 'uuid': victim.uuid,
-                        'held': len(held),
-                        'held_active': sum(1 for s in held.values()
-                                           if s == ACTIVE),
-                        'restart_delay_s': round(delay, 3),
-                        'recovery_s': None if held else 0.0,
-                        '_killed': killed, '_held': list(held),
-                        '_detected': None}
-                    kills.append(record)
-                    open_kills.append(record)
-                next_kill = now + rng.uniform(*params['kill_every'])
-            time.sleep(0.05)
-
-        # -- restart the dead, drain ------------------------------------
+        soak.kill_for_a_while(started, resources)
         feeding.join(params['seconds'] + 30)
         stop.set()
-        drain_end = time.monotonic() + params['drain_timeout_s']
-        while time.monotonic() < drain_end:
-            now = time.monotonic()
-            for _, worker in list(restarts):
-                restarts.remove((_, worker))
-                restarts.append((now, worker))
-            watch(now)
-            done = len(reader.root()['soak_done'])
-            if not open_kills and not restarts and done >= len(put_oids):
-                break
-            time.sleep(0.1)
-        elapsed = time.monotonic() - started
-
-        # -- check ------------------------------------------------------
-        root = reader.root()
-        done = dict(root['soak_done'])
-        statuses = collections.Counter()
-        failures = collections.Counter()
-        for key, oid in put_oids:
-            try:
-                job = reader.connection.get(oid)
-            except POSKeyError:
-                # Packed away: out of every queue and agent, and trimmed
-                # from its agent's history of completed jobs.
-                statuses['packed'] += 1
-                continue
-            statuses[job.status] += 1
-            if job.status == COMPLETED and isinstance(job.result, Failure):
-                failures['%s: %s' % (job.result.type_name,
-                                     job.result.message[:80])] += 1
-        runs = collections.Counter()
-        if os.path.exists(runs_log):
-            with open(runs_log) as stream:
-                for line in stream:
-                    runs[line.split()[0]] += 1
-        keys = [key for key, _ in put_oids]
-        lost = [key for key in keys if done.get(key, 0) == 0]
-        duplicated = [key for key in keys if done.get(key, 0) > 1]
-        for record in kills:
-            record['recovered_by'] = (
-                None if not record['held'] else
-                'sibling' if record['_detected'] is not None else 'restart')
-            record['found_dead_after_s'] = (
-                round(record['_detected'] - record['_killed'], 3)
-                if record['_detected'] is not None else None)
-            record.setdefault('recovery_s', None)
-        recoveries = [k['recovery_s'] for k in kills
-                      if k['held'] and k['recovery_s'] is not None]
-        for record in kills:
-            if not record['held']:
-                record['recovery_s'] = None  # nothing to recover
-        detections = [k['found_dead_after_s'] for k in kills
-                      if k['found_dead_after_s'] is not None]
-        summary = {
-            'jobs_put': len(put_oids),
-            'jobs_completed': statuses.get(COMPLETED, 0)
-            + statuses.get('packed', 0),
-            'jobs_packed_away': statuses.get('packed', 0),
-            'jobs_failed': sum(failures.values()),
-            'jobs_lost': len(lost),
-            'jobs_duplicated': len(duplicated),
-            'unfinished_statuses': {s: n for s, n in statuses.items()
-                                    if s not in (COMPLETED, 'packed')},
-            'failures': dict(failures),
-            'runs': sum(runs.values()),
-            # Conflict retries, and jobs interrupted by a kill run again.
-            'extra_runs': sum(n - 1 for n in runs.values() if n > 1),
-            'kills': len(kills),
-            'kills_holding_jobs': sum(1 for k in kills if k['held']),
-            'unrecovered_kills': sum(1 for k in kills
-                                     if k['held'] and k['recovery_s'] is None),
-            'max_recovery_s': max(recoveries) if recoveries else None,
-            'median_recovery_s': (common.percentile(recoveries, 50)
-                                  if recoveries else None),
-            'max_found_dead_after_s': max(detections) if detections else None,
-            'elapsed_s': round(elapsed, 1),
-            'put_retries': len(put_errors),
-        }
-        for record in kills:
-            for name in [n for n in record if n.startswith('_')]:
-                del record[name]
+        soak.drain()
+        summary, lost, duplicated = soakcheck.summarise(
+            soak.look, soak.put_oids, soak.runs_log, soak.kills,
+            time.monotonic() - started, len(soak.put_errors))
         return {'parameters': dict(params), 'summary': summary,
-                'resources': resources.summary(), 'kills': kills, 'lost_keys': lost[:20],
-                'duplicated_keys': duplicated[:20],
+                'resources': resources.summary(), 'kills': soak.kills,
+                'lost_keys': lost[:20], 'duplicated_keys': duplicated[:20],
                 'machine': common.machine_description(
                     ('ZODB', 'ZEO', 'persistent', 'transaction')),
-                'directory': directory if keep else None}
+                'directory': soak.directory if keep else None}
     finally:
-        zeo.shut_down(workers, reader, db, server,
-                      None if keep else directory)
+        soak.close(keep)
 
 
-def report(result, out=sys.stdout):
+def report(result: Dict[str, Any], out: IO[str] = sys.stdout) -> None:
     s = result['summary']
     print('jobs put %d, completed %d, failed %d' % (
         s['jobs_put'], s['jobs_completed'], s['jobs_failed']), file=out)
@@ -410,7 +391,7 @@ def report(result, out=sys.stdout):
                             'found dead s', 'recovery s'], rows, out=out)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog='python -m benchmarks.soak',
@@ -432,7 +413,7 @@ def main(argv=None):
     parser.add_argument('--json', help='where to write the JSON (default '
                         'benchmarks/results/soak.json)')
     parser.add_argument('--keep', action='store_true',
-                        help='keep the temporary directory (logs, Data.fs)')
+                        help='keep the temporary directory (logs, zeo.fs)')
     args = parser.parse_args(argv)
     if args.workers < 2:
         parser.error('--workers must be at least 2 (one is always alive)')
@@ -445,8 +426,7 @@ def main(argv=None):
                   history_size=args.history_size)
     result = run(params, keep=args.keep)
     report(result)
-    path = (common.write_json_path(args.json, result) if args.json
-            else common.write_json('soak', result))
+    path = common.write_result('soak', result, args.json)
     print('written to %s' % path)
     if result['directory']:
         print('kept %s' % result['directory'])

@@ -1,5 +1,6 @@
-"""The processes of a soak (benchmarks/soak.py): the job, a dispatcher-only
-worker process and the ZEO server, each started and stopped by PID.
+"""The processes of a soak (benchmarks/soak.py): the job, and a
+dispatcher-only worker process, started and stopped by PID (the ZEO
+server is zeo.py's).
 
     python -m benchmarks.soakprocs --worker zeo:PORT UUID_FILE POLL PING
                                    DEATH AGENT_SIZE HISTORY_SIZE LOG
@@ -10,11 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any, Dict, List, Optional, Sequence
 
 from benchmarks import common
 
 
-def soak_job(done, key, seconds, runs_log):
+def soak_job(done: Any, key: int, seconds: float, runs_log: str) -> int:
     """Note the run, maybe sleep, count the key once in ZODB."""
     with open(runs_log, 'a') as stream:
         stream.write('%s %d\n' % (key, os.getpid()))
@@ -24,112 +26,79 @@ def soak_job(done, key, seconds, runs_log):
     return key
 
 
-def worker_main(argv):
+def worker_main(argv: Sequence[str]) -> None:
     """``--worker zeo:PORT UUID_FILE POLL PING DEATH AGENT_SIZE HISTORY_SIZE
     LOG``"""
     import logging
 
     import ZEO
 
-    import pyramid_zcasync
-    from pyramid_zcasync import dispatcher, running
+    from benchmarks._zc_worker import serve_dispatcher
     storage, uuid_file, poll, ping, death, size, history, log = argv
     logging.basicConfig(
         filename=log, level=logging.WARNING,
         format='%(asctime)s %(process)d %(threadName)s %(name)s '
                '%(levelname)s %(message)s')
     db = ZEO.DB(('127.0.0.1', int(storage.split(':')[1])), wait_timeout=30)
-    pyramid_zcasync.install_queues(db)
-    try:
-        dispatcher.start(db, uuid_file=uuid_file, poll_interval=float(poll),
-                         ping_interval=float(ping),
-                         ping_death_interval=float(death),
-                         agent_size=int(size), history_size=int(history))
-        print('ready', flush=True)
-        running.wait_for_signal()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        db.close()
-
-
-class ZEOServer:
-    def __init__(self, directory):
-        self.path = os.path.join(directory, 'Data.fs')
-        self.log = os.path.join(directory, 'zeo.log')
-        self.port = common.free_port()
-        self.process = None
-
-    def start(self, timeout):
-        runzeo = os.path.join(os.path.dirname(sys.executable), 'runzeo')
-        command = [runzeo] if os.path.exists(runzeo) else [
-            sys.executable, '-m', 'ZEO.runzeo']
-        with open(self.log, 'ab') as log:
-            self.process = subprocess.Popen(
-                command + ['-a', '127.0.0.1:%d' % self.port, '-f', self.path],
-                stdout=log, stderr=subprocess.STDOUT)
-        common.wait_until(lambda: _listening(self.port), timeout,
-                          interval=0.05, what='runzeo on %d' % self.port)
-
-    def stop(self):
-        if self.process is not None:
-            common.stop_process(self.process)
-
-
-def _listening(port):
-    import socket
-    with socket.socket() as sock:
-        return sock.connect_ex(('127.0.0.1', port)) == 0
+    serve_dispatcher(db, dict(
+        uuid_file=uuid_file, poll_interval=float(poll),
+        ping_interval=float(ping), ping_death_interval=float(death),
+        agent_size=int(size), history_size=int(history)),
+        stop_dispatchers=False)
 
 
 class Worker:
     """One dispatcher process; restartable with the same UUID file."""
 
-    def __init__(self, name, directory, port, params):
+    def __init__(self, name: str, directory: str, port: int,
+                 params: Dict[str, Any]) -> None:
         self.name = name
         self.uuid_file = os.path.join(directory, name + '.uuid')
         self.log = os.path.join(directory, name + '.log')
         self.port = port
         self.params = params
-        self.process = None
+        self.process: Optional['subprocess.Popen[str]'] = None
         self.ready = threading.Event()
-        self.pids = []
+        self.pids: List[int] = []
 
-    def start(self):
+    def start(self) -> None:
         self.ready = threading.Event()
         p = self.params
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [sys.executable, '-m', 'benchmarks.soakprocs', '--worker',
              'zeo:%d' % self.port, self.uuid_file, str(p['poll_interval']),
              str(p['ping_interval']), str(p['death']), str(p['agent_size']),
              str(p['history_size']), self.log],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             cwd=common.project_root(), env=common.python_env())
-        self.pids.append(self.process.pid)
-        threading.Thread(target=self._read, args=(self.process, self.ready),
+        self.pids.append(process.pid)
+        threading.Thread(target=self._read, args=(process, self.ready),
                          daemon=True).start()
 
     @staticmethod
-    def _read(process, ready):
+    def _read(process: 'subprocess.Popen[str]',
+              ready: threading.Event) -> None:
+        assert process.stdout is not None   # stdout=PIPE
         for line in process.stdout:
             if line.strip() == 'ready':
                 ready.set()
         process.stdout.close()
 
     @property
-    def alive(self):
+    def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def kill(self):
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+    def kill(self) -> None:
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
-    def stop(self):
+    def stop(self) -> None:
         if self.process is not None:
             common.stop_process(self.process, timeout=10)
 
     @property
-    def uuid(self):
+    def uuid(self) -> str:
         from pyramid_zcasync.instance import read_uuid
         return read_uuid(self.uuid_file)
 

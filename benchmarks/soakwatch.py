@@ -9,11 +9,12 @@ whole run; the agents keep a bounded history of completed jobs
 """
 import os
 import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import common
 
 
-def rss_mb(pid):
+def rss_mb(pid: int) -> Optional[float]:
     """Resident memory of ``pid`` in MB, or None if it is gone."""
     try:
         with open('/proc/%d/status' % pid) as stream:
@@ -29,7 +30,9 @@ class ResourceWatch:
     """Samples memory every ``sample_every`` seconds and packs (then
     measures the file) every ``pack_every`` seconds."""
 
-    def __init__(self, db, path, workers, sample_every=5.0, pack_every=60.0):
+    def __init__(self, db: Any, path: str, workers: Sequence[Any],
+                 sample_every: float = 5.0,
+                 pack_every: float = 60.0) -> None:
         self.db = db
         self.path = path
         self.workers = workers
@@ -38,10 +41,11 @@ class ResourceWatch:
         self.started = time.monotonic()
         self.next_sample = self.started
         self.next_pack = self.started + pack_every
-        self.rss = {worker.name: [] for worker in workers}
-        self.packs = []
+        self.rss: Dict[str, List[Tuple[float, float]]] = {
+            worker.name: [] for worker in workers}
+        self.packs: List[Dict[str, float]] = []
 
-    def tick(self, now):
+    def tick(self, now: float) -> None:
         if now >= self.next_sample:
             for worker in self.workers:
                 if worker.alive:
@@ -54,7 +58,7 @@ class ResourceWatch:
             self.pack(now)
             self.next_pack = time.monotonic() + self.pack_every
 
-    def pack(self, now):
+    def pack(self, now: float) -> None:
         before = os.path.getsize(self.path) / 2 ** 20
         began = time.monotonic()
         self.db.pack()  # everything not current and unreachable, now
@@ -64,7 +68,7 @@ class ResourceWatch:
             'mb_after': round(os.path.getsize(self.path) / 2 ** 20, 2),
             'seconds': round(time.monotonic() - began, 2)})
 
-    def summary(self):
+    def summary(self) -> Dict[str, Any]:
         memory = {}
         for name, samples in self.rss.items():
             if len(samples) < 2:

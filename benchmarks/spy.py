@@ -18,21 +18,25 @@ import shutil
 import signal
 import subprocess
 import sys
+from typing import IO, Any, Counter, Dict, List, Sequence, Tuple
 
 from benchmarks import common
 
+Summary = Dict[str, Any]
 
-def available():
+
+def available() -> bool:
     return shutil.which('py-spy') is not None
 
 
 class Recorder:
 
-    def __init__(self, pids, directory, rate=100):
+    def __init__(self, pids: Dict[str, int], directory: str,
+                 rate: int = 100) -> None:
         """``pids``: {name: pid}.  Profiles go to ``directory``."""
-        self.files = {}
-        self.procs = {}
-        self.logs = []
+        self.files: Dict[str, str] = {}
+        self.procs: Dict[str, 'subprocess.Popen[bytes]'] = {}
+        self.logs: List[IO[bytes]] = []
         for name, pid in pids.items():
             path = os.path.join(directory, '%s.txt' % _slug(name))
             log = open(path + '.log', 'wb')
@@ -44,8 +48,8 @@ class Recorder:
                 stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
 
-    def stop(self, top=12):
-        out = {}
+    def stop(self, top: int = 12) -> Dict[str, Summary]:
+        out: Dict[str, Summary] = {}
         for name, proc in self.procs.items():
             common.stop_process(proc, timeout=15.0, sig=signal.SIGINT)
         for log in self.logs:
@@ -58,24 +62,25 @@ class Recorder:
         return out
 
 
-def _slug(name):
+def _slug(name: str) -> str:
     return ''.join(c if c.isalnum() else '-' for c in name)
 
 
-def _function(frame):
+def _function(frame: str) -> str:
     """'func (path/to/file.py:123)' -> 'func (to/file.py)'."""
     name, _, rest = frame.partition(' (')
     path = rest.rsplit(':', 1)[0].split('/')
     return '%s (%s)' % (name, '/'.join(path[-2:]))
 
 
-def _line(frame):
+def _line(frame: str) -> str:
     name, _, rest = frame.partition(' (')
     path, _, line = rest.rstrip(')').rpartition(':')
     return '%s (%s:%s)' % (name, '/'.join(path.split('/')[-2:]), line)
 
 
-def load(path):
+def load(path: str) -> List[Tuple[List[str], int]]:
+    """py-spy's raw format: one line per stack, 'f1;f2;... COUNT'."""
     stacks = []
     with open(path) as f:
         for line in f:
@@ -100,13 +105,14 @@ FOCUS = (
 )
 
 
-def summarise(path, top=12):
+def summarise(path: str, top: int = 12) -> Summary:
     stacks = load(path)
     total = sum(n for _, n in stacks) or 1
-    by_self = collections.Counter()
-    by_line = collections.Counter()
-    inclusive = collections.Counter()
-    callers = collections.defaultdict(collections.Counter)
+    by_self: Counter[str] = collections.Counter()
+    by_line: Counter[str] = collections.Counter()
+    inclusive: Counter[str] = collections.Counter()
+    callers: Dict[str, Counter[str]] = collections.defaultdict(
+        collections.Counter)
     for frames, n in stacks:
         by_self[_function(frames[-1])] += n
         by_line[_line(frames[-1])] += n
@@ -122,7 +128,7 @@ def summarise(path, top=12):
         if n:
             focus[name] = round(100.0 * n / total, 1)
 
-    def pct(counter):
+    def pct(counter: Counter[str]) -> List[List[Any]]:
         return [[round(100.0 * n / total, 1), k]
                 for k, n in counter.most_common(top)]
     return {
@@ -136,7 +142,7 @@ def summarise(path, top=12):
     }
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     s = summarise(argv[0], int(argv[1]) if len(argv) > 1 else 20)
     print('%d samples' % s['samples'])
     for title in ('self', 'inclusive'):
