@@ -94,7 +94,8 @@ def load(path: str) -> List[Tuple[List[str], int]]:
 
 #: Operations whose inclusive share says where a dispatcher's time goes.
 FOCUS = (
-    'Dispatcher._poll_once', 'Queue.claim', 'Dispatcher._adopt_unsure_claims',
+    'Dispatcher._poll_once', 'Poller.poll_once', 'Queue.claim',
+    'Poller._adopt_unsure_claims',
     'GroupRunner._group', 'GroupRunner._run_one', 'Runner.run',
     'Transaction.commit', 'Connection.setstate', 'ClientStorage.loadBefore',
     'ClientStorage.tpc_begin', 'ClientRunner.tpc_finish',

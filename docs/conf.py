@@ -19,6 +19,9 @@ html_static_path = []
 # Autodoc reads the modules' docstrings as they are; references between
 # them are plain text, not checked links.
 nitpicky = False
+# Names re-exported by the package (pyramid_zcasync.Job is job.Job) make
+# type hints ambiguous to Sphinx; either target is right.
+suppress_warnings = ['ref.python']
 autodoc_member_order = 'bysource'
 autodoc_typehints = 'description'
 autodoc_default_options = {'members': True, 'undoc-members': False}

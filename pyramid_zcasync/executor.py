@@ -18,7 +18,7 @@ import threading
 from typing import Any, Dict, Iterator, List, Optional, \
     Protocol, Tuple
 
-from . import extensions
+from . import extensions, lifecycle
 from . import group as group_module
 from .clock import Clock
 from .group import GroupRunner
@@ -27,7 +27,7 @@ from .interfaces import ACTIVE, ASSIGNED, CALLBACKS
 from .lease import Lease
 from .pool import Batch, Pool
 from .registry import recover_job
-from .runner import Runner, release_if_ours
+from .runner import Runner
 
 #: Most short jobs a worker runs in one transaction (and claims ahead).
 GROUP_SIZE = 50
@@ -104,7 +104,7 @@ class Executor:
             job = agent._p_jar.get(oid)
             if job.status == ASSIGNED and job.assignerUUID == agent.UUID:
                 continue  # this poll began before the group committed
-            release_if_ours(job, agent.UUID)
+            lifecycle.release_finished(job, agent.UUID)
             done.append(oid)
         if done:
             agent._p_jar.transaction_manager.get().addAfterCommitHook(
@@ -198,7 +198,7 @@ class Executor:
             [first], (oid for oid, _ in self._starting(batch)))
         runner = self._runner()
         result = GroupRunner(
-            runner, release=lambda done: self._to_release(key, done),
+            runner, free_slots=lambda done: self._to_release(key, done),
             lease=lambda: Lease(runner.lock, batch.running_for,
                                 group_module.GROUP_WINDOW)).run_group(oids)
         for oid, outcome in result.finished:

@@ -8,23 +8,18 @@ process: ``Queue.put`` finds them from the queue's connection, the
 dispatcher running that database's jobs calls them around each run, so
 two apps (or two tests) in one process keep theirs apart.
 
-When each hook runs, and what an exception in it does:
+When each hook runs, and what an exception raised in it does:
 
-=========================  =================================  ==========
-hook                       when                               raising
-=========================  =================================  ==========
-``before_put``             in the putter's transaction,       refuses the
-                           before the job is queued           put
-``after_put``              after that transaction committed   logged
-``around_run``             a context manager entered around   fails the
-                           the call, in the job's thread      attempt
-``after_run``              after each attempt's commit, with  logged
-                           a :class:`RunReport`
-``on_failure``             ... when the attempt failed        logged
-``after_poll``             after each poll transaction        logged
-``dispatcher_activated``   a dispatcher started serving       logged
-``dispatcher_deactivated`` ... and stopped                    logged
-=========================  =================================  ==========
+- ``before_put``: in the putter's transaction, before the job is
+  queued; raising refuses the put.
+- ``after_put``: after that transaction committed; logged.
+- ``around_run``: a context manager entered around each attempt's call,
+  in the thread running it; raising fails the attempt.
+- ``after_run``: after each attempt committed, with a :class:`RunReport`;
+  logged.  ``on_failure``: the same, when the attempt failed.
+- ``after_poll``: after each poll transaction; logged.
+- ``dispatcher_activated`` / ``dispatcher_deactivated``: a dispatcher
+  started or stopped serving the database's queues; logged.
 
 "Logged" hooks never lose or fail a job: a broken metrics exporter must
 not stop the work it counts.  Hooks after a commit get a report, not

@@ -71,12 +71,12 @@ class GroupRunner:
     """Runs lists of claimed job oids, grouped where it is safe."""
 
     def __init__(self, runner: Runner,
-                 release: Optional[Callable[[List[bytes]], None]] = None,
+                 free_slots: Optional[Callable[[List[bytes]], None]] = None,
                  lease: Optional[Callable[[], ContextManager]] = None):
         self.runner = runner
         #: Frees the slots and quotas of jobs a group committed without
-        #: freeing them (``release``: the executor passes its own).
-        self.free_slots = release or self._free_slots
+        #: freeing them (the executor passes its own).
+        self.free_slots = free_slots or self._free_slots
         #: ``lease()``: the bookkeeping lock for one group (lease.py);
         #: by default the runner's lock, held to the end.
         self.lease = lease or self._whole_lease

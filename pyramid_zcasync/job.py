@@ -367,13 +367,11 @@ class Job(persistent.Persistent):
         finally:
             self._v_invoking = False
 
-    def resolve(self, result: Any, run_callbacks: bool,
-                release: bool = True) -> None:
-        """Record what the call returned (lifecycle.finish_in_place, or
-        with ``release=False`` lifecycle.finish, which frees nothing)."""
-        lifecycle = _lifecycle()
-        finish = lifecycle.finish_in_place if release else lifecycle.finish
-        finish(self, result, inline_callbacks=run_callbacks)
+    def resolve(self, result: Any, run_callbacks: bool) -> None:
+        """Record what an in-place call returned (lifecycle.finish_in_place;
+        the dispatcher's runs use lifecycle.finish)."""
+        _lifecycle().finish_in_place(self, result,
+                                     inline_callbacks=run_callbacks)
 
     def fail(self, exc: Optional[BaseException] = None) -> None:
         """End a job that will not run (deadline passed, given up)."""

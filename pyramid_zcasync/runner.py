@@ -160,9 +160,6 @@ class Runner:
         self.bookkeep(lambda conn: lifecycle.release_finished(
             conn.get(oid), self.uuid), lock=self.lock)
 
-    #: The name before it said what it frees.
-    release = free_slot_and_quotas
-
     def _start(self, job: Job, started: Optional[Dict[str, Any]] = None
                ) -> bool:
         started = {} if started is None else started
@@ -367,10 +364,6 @@ def outcome(job: Job) -> Dict[str, Any]:
             and isinstance(result, Failure),
             'result': repr(result)[:200], 'pickup': pickup,
             'runtime': runtime}
-
-
-#: The name the executor imports (lifecycle.release_finished).
-release_if_ours = lifecycle.release_finished
 
 
 def _next_callback_oid_or_finish(job: Job) -> Optional[bytes]:

@@ -19,7 +19,7 @@ from ZEO.Exceptions import ClientDisconnected
 from ZODB.POSException import ConflictError
 
 import pyramid_zcasync
-from pyramid_zcasync import Job, local
+from pyramid_zcasync import Job, lifecycle, local
 from pyramid_zcasync.interfaces import (ACTIVE, CALLBACKS, COMPLETED, NEW,
                                         PENDING, IQueue)
 from pyramid_zcasync.job import BadStatusError, JobCancelled
@@ -98,14 +98,14 @@ def test_a_callback_added_as_its_job_completes_runs(db, conn, queue, main):
     # someone adds a second callback, in a transaction not yet committed.
     transaction.begin()
     job.mark_active()
-    job.resolve(42, run_callbacks=False, release=False)
+    lifecycle.finish(job, 42)
     first(42)
     transaction.commit()
     assert job.status == CALLBACKS
     manager, user = private_connection(db)
     late = user.get(job._p_oid).addCallback(Job(operator.add, 100))
     runner.run_callbacks(job._p_oid)   # the worker marks it COMPLETED
-    runner.release(job._p_oid)
+    runner.free_slot_and_quotas(job._p_oid)
     try:
         manager.commit()
     except ConflictError:
