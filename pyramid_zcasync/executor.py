@@ -215,12 +215,12 @@ class Executor:
     def _finished(self, key: tuple, oid: bytes,
                   outcome: Optional[dict]) -> None:
         outcome = outcome or {}
+        if 'status' in outcome:  # ours to the end: tell the extensions
+            self._report(key, oid, outcome)
         self._jobs.record(self.job_id(oid), completed=self._clock.utcnow(),
                           **outcome)
         if outcome.get('runtime') is not None:
             self._note_runtime(key, outcome['runtime'])
-        if 'status' in outcome:  # ours to the end: tell the extensions
-            self._report(key, oid, outcome)
 
     def _report(self, key: tuple, oid: bytes, outcome: dict) -> None:
         chain = extensions.of(self.dispatcher.db)

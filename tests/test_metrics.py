@@ -16,6 +16,7 @@ from pyramid_zcasync import clock
 from pyramid_zcasync.config import close_databases
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.testing import get_poll, wait_for_result, wait_for_start
+from pyramid_zcasync.extensions import RunReport
 from pyramid_zcasync.views.metrics import JobTotals
 from adminapp import HeaderPolicy
 
@@ -120,19 +121,24 @@ def test_metrics_need_the_admin_permission(app):
     client.get('/_async/metrics', headers=ADMIN, status=200)
 
 
-def test_totals_survive_the_bounded_history():
-    """Entries leaving the history keep their counts; a job run again
-    under the same id (retry) counts again; re-feeding counts nothing."""
+def test_totals_count_each_reported_run_once():
+    """Runs are counted as they are reported (a retried job's every run),
+    not re-read from the bounded history at each scrape."""
     totals = JobTotals()
-    first = {'id': (1, ''), 'queue': 'q', 'completed': 1, 'pickup': 0.002}
-    second = {'id': (2, ''), 'queue': 'q', 'completed': 2, 'failed': True,
-              'pickup': 20.0}
-    totals.update([first, second])
-    totals.update([first, second])
-    totals.update([second])  # the first left the bounded history
-    totals.update([dict(second, completed=3, failed=False, pickup=0.5)])
-    assert totals.completed == {'q': 3}
+
+    def run(job_id, failed, pickup, queue='q'):
+        totals.after_run(RunReport(
+            job_id=job_id, database='', queue=queue, agent='main',
+            dispatcher='u', status='completed-status', failed=failed,
+            result='', pickup=pickup))
+
+    run(1, False, 0.002)
+    run(2, True, 20.0)
+    run(2, False, 0.5)  # the same job, run again
+    run(3, False, None, queue='other')  # no start time known
+    assert totals.completed == {'q': 3, 'other': 1}
     assert totals.failed == {'q': 1}
     counts, total = totals.pickup['q']
     assert sum(counts) == 3 and counts[-1] == 1  # 20 s: above 10 s
     assert total == pytest.approx(20.502)
+    assert 'other' not in totals.pickup

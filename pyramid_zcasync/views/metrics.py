@@ -2,17 +2,16 @@
 
 Each app gets its own :class:`prometheus_client.CollectorRegistry` (the
 global default one would mix two apps in one process, and tests), and one
-collector that reads everything at scrape time: queue contents from a
-fresh connection on the queue database (cluster-wide: every dispatcher's
-agents), and counters of this process's dispatcher from its job history.
-The history is bounded, so :class:`JobTotals` keeps running totals fed
-from it, counting each completion once however often it is scraped.
+collector: queue contents read at scrape time from a fresh connection on
+the queue database (cluster-wide: every dispatcher's agents), and the
+counters of this process's runs, which :class:`JobTotals`, an extension,
+counts as each run is reported.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import transaction
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
@@ -22,8 +21,8 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
 from pyramid.response import Response
 
 from .. import dispatcher as dispatcher_module
+from .. import extensions
 from ..config import queue_database
-from ..history import runs
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
 from . import add_admin_view
 
@@ -38,17 +37,13 @@ AGENT_STATES = {ASSIGNED: 'assigned', ACTIVE: 'active',
 STATES = ('pending',) + tuple(AGENT_STATES.values())
 
 
-class JobTotals:
-    """Running totals of this dispatcher's finished jobs, per queue.
-
-    The dispatcher's :class:`~pyramid_zcasync.history.JobHistory` forgets
-    old entries, so counters cannot be recounted from it at each scrape.
-    Instead each scrape adds the completions not seen yet.  A completion is
-    known by job id *and* completion time, so a job retried under the same
-    id counts again while a repeated scrape counts nothing; only ids still
-    in the history are remembered, so this stays as bounded as the history.
-    Completions evicted before any scrape saw them (more than the history
-    size between two scrapes) are missed.
+class JobTotals(extensions.Extension):
+    """Running totals of the runs this process's dispatcher finished, per
+    queue: an extension (extensions.py) counting each run as it is
+    reported, so a scrape reads counters, never the database or the
+    dispatcher's bounded history, and counts each run once however
+    often it is scraped.  A job retried counts each of its runs, as in
+    the dashboard and /jobstats.
     """
 
     def __init__(self, buckets: Tuple[float, ...] = PICKUP_BUCKETS):
@@ -57,30 +52,17 @@ class JobTotals:
         self.failed: Dict[str, int] = {}
         #: queue -> [count per bucket (not cumulative) + overflow, sum]
         self.pickup: Dict[str, list] = {}
-        self._seen: set = set()
         self._lock = threading.Lock()
 
-    def update(self, entries: List[dict]) -> None:
-        """Count the completed runs not counted yet (a job retried runs
-        again: each run counts, as in the dashboard and /jobstats)."""
+    def after_run(self, run: extensions.RunReport) -> None:
         with self._lock:
-            seen = set()
-            for entry in entries:
-                for run in runs(entry):
-                    completed = run.get('completed')
-                    if completed is None:
-                        continue
-                    key = (entry.get('id'), completed)
-                    seen.add(key)
-                    if key not in self._seen:
-                        self._count(str(entry.get('queue', '')), run)
-            self._seen = seen
+            self._count(run.queue, run.failed, run.pickup)
 
-    def _count(self, queue: str, entry: dict) -> None:
+    def _count(self, queue: str, failed: bool, pickup: Optional[float]
+               ) -> None:
         self.completed[queue] = self.completed.get(queue, 0) + 1
-        if entry.get('failed'):
+        if failed:
             self.failed[queue] = self.failed.get(queue, 0) + 1
-        pickup = entry.get('pickup')
         if pickup is None:
             return  # e.g. a crashed worker: no start time was recorded
         counts = self.pickup.setdefault(
@@ -124,17 +106,17 @@ def _bound(bound: float) -> str:
 
 
 class ZcasyncCollector:
-    """Yields every ``zcasync_`` metric of one app, read at scrape time."""
+    """Yields every ``zcasync_`` metric of one app: the queues' contents
+    read at scrape time, the counters from ``totals``."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: Any, totals: JobTotals) -> None:
         self.registry = registry  # the Pyramid registry, not Prometheus'
-        self.totals = JobTotals()
+        self.totals = totals
 
     def collect(self) -> Iterator[Metric]:
         yield from self._database_families()
         running = getattr(self.registry, 'zcasync_dispatcher', None)
         if running is not None:
-            self.totals.update(running.jobs.values())
             up = GaugeMetricFamily(
                 'zcasync_dispatcher_up',
                 '1 when this process\'s dispatcher is RUNNING (polling on '
@@ -213,7 +195,9 @@ def metrics(request: Any) -> Response:
 
 
 def includeme(config: Any) -> None:
+    totals = JobTotals()
+    extensions.add(queue_database(config.registry), totals)
     prometheus = CollectorRegistry(auto_describe=False)
-    prometheus.register(ZcasyncCollector(config.registry))
+    prometheus.register(ZcasyncCollector(config.registry, totals))
     config.registry.zcasync_metrics = prometheus
     add_admin_view(config, metrics, 'metrics', request_method='GET')
