@@ -87,13 +87,13 @@ def serve_dispatcher(db: Any, start_options: Dict[str, Any],
     leave their dispatcher to the package's signal handlers
     (``stop_dispatchers=False``), as a deployment would."""
     import pyramid_zcasync
-    from pyramid_zcasync import dispatcher, running
+    from pyramid_zcasync import dispatcher, process
 
     try:
         pyramid_zcasync.install_queues(db)
         dispatcher.start(db, **start_options)
         print('ready', flush=True)
-        running.wait_for_signal()
+        process.wait_for_signal()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

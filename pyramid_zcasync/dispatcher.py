@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 from twisted.internet import selectreactor, task
 
 from . import clock as clock_module
-from . import extensions, retry, running
+from . import extensions, process, retry
 from .clock import Clock
 from .executor import Executor, Item
 from .history import JobHistory, Poll, Polls
@@ -33,7 +33,7 @@ from .monitor import RUNNING, STARTING, STOPPED, STUCK, Monitor
 from .options import DEFAULTS, DispatcherOptions
 from .poller import Outcome, Poller
 from .runner import Runner
-from .running import get, stop_all
+from .process import get, stop_all
 from .safetext import install_log_filter
 from .watch import LastTransaction
 from .zeoclient import forget_prefetched_oids_on_reconnect
@@ -97,7 +97,7 @@ def start(db: Any, uuid: Optional[str] = None,
             lock.release()
         raise
     if options.install_signal_handlers:
-        running.install_exit_handlers(STOP_GRACE)
+        process.install_exit_handlers(STOP_GRACE)
     return dispatcher
 
 
@@ -167,11 +167,11 @@ class Dispatcher:
     # -- life ---------------------------------------------------------
 
     def start(self, lock: Optional[InstanceLock] = None) -> None:
-        running.register(self)
+        process.register(self)
         try:
             self._transact(self.poller.activate_all)
         except BaseException:
-            running.unregister(self)
+            process.unregister(self)
             raise
         self._lock = lock
         self.activated = self.clock.utcnow()
@@ -214,7 +214,7 @@ class Dispatcher:
         if self._lock is not None:
             self._lock.release()
         self.activated = None
-        running.unregister(self)
+        process.unregister(self)
         log.info('dispatcher %s stopped', self.UUID)
         extensions.of(self.db).dispatcher_deactivated(self)
 

@@ -30,7 +30,7 @@ import ZODB.broken
 from croniter import CroniterError, croniter
 from transaction.interfaces import TransientError
 
-from . import clock, local, running, transact
+from . import clock, local, process, transact
 from .interfaces import KEY
 from .job import Job, _check_storable
 
@@ -280,7 +280,7 @@ def remove_schedule(queue: Any, name: str) -> Schedule:
 def _wake_after_commit(queue: Any) -> None:
     """A new or changed schedule may be due before the next poll."""
     if queue._p_jar is not None:
-        running.wake_after_commit(queue._p_jar.transaction_manager.get())
+        process.wake_after_commit(queue._p_jar.transaction_manager.get())
 
 
 def record_declared(db: Any, declared: Dict[tuple, dict],

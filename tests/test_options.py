@@ -9,12 +9,13 @@ import zope.event
 import ZODB
 
 import pyramid_zcasync
-from pyramid_zcasync import agent, extensions, registry, running
+from pyramid_zcasync import agent, extensions, process, registry
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.options import DEFAULTS, DispatcherOptions
 from pyramid_zcasync.settings import ZcasyncSettings, parse_settings
-from pyramid_zcasync.testing import tear_down_dispatcher, wait_until
+from pyramid_zcasync.testing import (tear_down_dispatcher, wait_for_result,
+                                     wait_until)
 
 
 def test_each_default_is_defined_once():
@@ -85,10 +86,11 @@ def test_puts_wake_dispatchers_only_while_one_runs(fs_db, tmp_path):
         assert zope.event.subscribers == subscribers
         connection = fs_db.open()
         polls = started.polls.total
-        IQueue(connection.root()).put(sum, [1, 2])
+        job = IQueue(connection.root()).put(sum, [1, 2])
         transaction.commit()
         wait_until(lambda: started.polls.total > polls, 5,
                    'a poll woken by the commit')
+        assert wait_for_result(job) == 3  # ran long before a 60 s poll
         connection.close()
     finally:
         tear_down_dispatcher(started)
@@ -97,9 +99,9 @@ def test_puts_wake_dispatchers_only_while_one_runs(fs_db, tmp_path):
 
 def test_wake_after_commit_asks_once_per_transaction():
     txn = transaction.TransactionManager().get()
-    running.wake_after_commit(txn)
-    running.wake_after_commit(txn)
-    assert list(txn.getAfterCommitHooks()) == [(running._wake_all, (), {})]
+    process.wake_after_commit(txn)
+    process.wake_after_commit(txn)
+    assert list(txn.getAfterCommitHooks()) == [(process._wake_all, (), {})]
 
 
 def test_the_periodic_model_loads_no_pyramid_and_no_config():

@@ -21,7 +21,7 @@ import sys
 import ZODB
 
 import pyramid_zcasync
-from pyramid_zcasync import clock, dispatcher, running
+from pyramid_zcasync import clock, dispatcher, process
 
 
 def open_db(spec):
@@ -89,7 +89,7 @@ def main(argv):
         # Inside the try: a SIGTERM that arrives as soon as the parent
         # reads "ready" must still end with "stopped" and exit status 0.
         print('ready', flush=True)
-        running.wait_for_signal()
+        process.wait_for_signal()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

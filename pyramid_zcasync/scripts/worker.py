@@ -30,7 +30,7 @@ import signal
 import sys
 from typing import Any, Optional, Sequence
 
-from .. import running
+from .. import process
 from ..dispatcher import STOP_GRACE
 from .common import (ScriptError, bootstrap, check_ini, close_app,
                      parse_options, setup_logging)
@@ -84,7 +84,7 @@ class StopSignal:
         """Until a signal came (at once if one already did): its number."""
         try:
             self.waiting = True
-            running.wait_for_signal(lambda: self.received is not None)
+            process.wait_for_signal(lambda: self.received is not None)
         except _Stop:
             pass
         finally:

@@ -1,6 +1,6 @@
-"""This process's running dispatchers: found by UUID, woken after a
-commit that changed what they should see (``wake_after_commit``), and
-stopped when the process exits.
+"""This process: its running dispatchers (found by UUID, woken after a
+commit that changed what they should see, ``wake_after_commit``), and
+its signals and exit, which stop them cleanly.
 
 A put wakes the dispatcher of its database through that dispatcher's
 extension (dispatcher.py), so importing the package changes nothing in
