@@ -14,9 +14,9 @@ import datetime
 from typing import Any, Dict, Iterator, Optional
 
 import BTrees.LOBTree
-import transaction
 from ZODB.utils import u64
 
+from .. import transact
 from ..failure import Failure
 from ..interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW,
                           PENDING)
@@ -37,15 +37,11 @@ FAILED = 'failed'
 def install(db: Any) -> None:
     """Create the BTree at start-up, so requests never write the root
     object (every request doing so would conflict with every other)."""
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        with manager:
-            root = connection.root()
-            if ROOT_KEY not in root:
-                root[ROOT_KEY] = BTrees.LOBTree.LOBTree()
-    finally:
-        connection.close()
+    def create(connection: Any) -> None:
+        root = connection.root()
+        if ROOT_KEY not in root:
+            root[ROOT_KEY] = BTrees.LOBTree.LOBTree()
+    transact.write(db, create)
 
 
 def _tree(request: Any) -> BTrees.LOBTree.LOBTree:

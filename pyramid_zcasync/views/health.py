@@ -8,13 +8,11 @@ away, its disk full).
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-import logging
-
-import transaction
-
 from .. import dispatcher as dispatcher_module
+from .. import transact
 from ..config import queue_database
 from . import route_name
 
@@ -26,14 +24,8 @@ def database_answers(db: Any) -> bool:
     is_connected = getattr(storage, 'is_connected', None)
     if is_connected is not None and not is_connected():
         return False  # a ZEO client waiting for its server
-    manager = transaction.TransactionManager()
     try:
-        connection = db.open(transaction_manager=manager)
-        try:
-            connection.root()._p_activate()
-        finally:
-            manager.abort()
-            connection.close()
+        transact.read(db, lambda connection: connection.root()._p_activate())
     except Exception:
         log.exception('health: the database does not answer')
         return False

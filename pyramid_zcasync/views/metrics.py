@@ -13,7 +13,6 @@ import logging
 import threading
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-import transaction
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client import generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
@@ -21,7 +20,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
 from pyramid.response import Response
 
 from .. import dispatcher as dispatcher_module
-from .. import extensions
+from .. import extensions, transact
 from ..config import queue_database
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
 from . import add_admin_view
@@ -161,24 +160,22 @@ class ZcasyncCollector:
 def read_queue_counts(db: Any) -> Dict[str, Dict[str, int]]:
     """``{queue: {state: count}}`` read in a connection of its own, so a
     scrape never joins (or conflicts with) the request's transaction."""
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
-    try:
-        counts: Dict[str, Dict[str, int]] = {}
-        queues = connection.root().get(KEY) or {}
-        for name, queue in queues.items():
-            by_state = counts[name] = dict.fromkeys(STATES, 0)
-            by_state['pending'] = len(queue)
-            for registration in queue.dispatchers.values():
-                for agent in registration.values():
-                    for job in agent:
-                        state = AGENT_STATES.get(job.status)
-                        if state is not None:
-                            by_state[state] += 1
-        return counts
-    finally:
-        manager.abort()
-        connection.close()
+    return transact.read(db, _count_states)
+
+
+def _count_states(connection: Any) -> Dict[str, Dict[str, int]]:
+    counts: Dict[str, Dict[str, int]] = {}
+    queues = connection.root().get(KEY) or {}
+    for name, queue in queues.items():
+        by_state = counts[name] = dict.fromkeys(STATES, 0)
+        by_state['pending'] = len(queue)
+        for registration in queue.dispatchers.values():
+            for agent in registration.values():
+                for job in agent:
+                    state = AGENT_STATES.get(job.status)
+                    if state is not None:
+                        by_state[state] += 1
+    return counts
 
 
 def metrics_registry(registry: Any) -> CollectorRegistry:
