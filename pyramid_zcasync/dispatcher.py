@@ -356,22 +356,6 @@ class Dispatcher:
                       agent: Optional[str] = None) -> dict:
         return self.monitor.getStatistics(at, before, since, queue, agent)
 
-    # -- the names tests and benchmarks reach for ---------------------
-
-    @property
-    def _prefetches(self) -> bool:
-        return self.poller.prefetches
-
-    @_prefetches.setter
-    def _prefetches(self, value: bool) -> None:
-        self.poller.prefetches = value
-
-    def _prefetch_claims(self, agent: Any, limit: int) -> None:
-        self.poller.prefetch_claims(agent, limit)
-
-    def _worker_crashed(self, items: List[Item], exc: BaseException) -> None:
-        self.executor.worker_crashed(items, exc)
-
 
 __all__ = ['get', 'start', 'stop_all', 'Dispatcher', 'DispatcherOptions',
            'ENV_VAR', 'STOPPED', 'STARTING', 'RUNNING', 'STUCK']

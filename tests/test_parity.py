@@ -299,11 +299,11 @@ def test_a_poll_does_not_prefetch_jobs_put_in_its_own_transaction(
     stored = queue.put(operator.add, 1, 2)
     transaction.commit()
     dispatcher = Dispatcher(db, 'u1')
-    dispatcher._prefetches = True
+    dispatcher.poller.prefetches = True
     asked = []
     conn.prefetch = lambda oids: asked.extend(oids)
     new = queue.put(operator.add, 3, 4)   # as a periodic job is, mid-poll
-    dispatcher._prefetch_claims(main, limit=10)
+    dispatcher.poller.prefetch_claims(main, limit=10)
     assert stored._p_oid in asked
     assert new._p_oid not in asked, 'the server has no such oid yet'
 

@@ -357,7 +357,7 @@ def test_crashed_group_recovery_waits_out_the_server():
         clock = NoSleepClock()
         dispatcher = Dispatcher(db, 'u1', clock=clock)  # not started
         storage.begins, storage.refuse = 0, 1  # the server is still away
-        dispatcher._worker_crashed([(job._p_oid, False)],
+        dispatcher.executor.worker_crashed([(job._p_oid, False)],
                                    ClientDisconnected('group commit'))
         manager.begin()
         assert job.status == PENDING and job in queue
