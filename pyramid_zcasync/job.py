@@ -22,18 +22,15 @@ import persistent.list
 import ZODB.broken
 import zope.interface
 
-from . import clock
+from . import clock, lifecycle, retry
+# Defined in leaf modules (lifecycle.py uses them too); their public names,
+# and the names failure records and pickles store, are in this module.
+from .checks import (MAX_PRIORITY, MIN_PRIORITY, check_priority,
+                     check_time_limit)
+from .errors import BadStatusError, JobCancelled
 from .failure import Failure
 from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, IJob, NEW,
                          PENDING)
-
-
-class BadStatusError(Exception):
-    """A job was asked to do something its current status forbids."""
-
-
-class JobCancelled(Exception):
-    """The job was cancelled before it started: its failure record."""
 
 
 def _check_storable(func: Any) -> None:
@@ -53,37 +50,6 @@ def _check_storable(func: Any) -> None:
         # value; that only works when the instance is itself picklable.
         if getattr(type(func.__self__), '__reduce_ex__', None) is None:
             raise ValueError('a Job cannot store %r' % (func,))
-
-
-#: Priorities range over MIN_PRIORITY..MAX_PRIORITY.  Each priority (and
-#: set of quota names) used in a queue has a BTree of its own that every
-#: claim visits, a few µs each: a bounded range keeps claims fast.
-MIN_PRIORITY = -100
-MAX_PRIORITY = 100
-
-
-def check_priority(value: Any) -> int:
-    """A priority as an int, or an error naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError('priority must be an integer (higher runs first), '
-                        'got %r (%s)' % (value, type(value).__name__))
-    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
-        raise ValueError('priority must be from %d to %d, got %r'
-                         % (MIN_PRIORITY, MAX_PRIORITY, value))
-    return value
-
-
-def check_time_limit(value: Any) -> Optional[float]:
-    """A time limit as positive seconds, or an error naming it."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError('time_limit must be a number of seconds, got %r'
-                        % (value,))
-    if not value > 0:
-        raise ValueError('time_limit must be more than 0 seconds, got %r'
-                         % (value,))
-    return float(value)
 
 
 def _ensure_job(item: Any) -> 'Job':
@@ -282,7 +248,6 @@ class Job(persistent.Persistent):
 
     def getRetryPolicy(self) -> Any:
         """The policy deciding what to do when a run of this job fails."""
-        from . import retry
         factory = self.retry_policy_factory
         if factory is None:
             factory = (retry.RetryCommonForever if self.parent is not None
@@ -312,7 +277,7 @@ class Job(persistent.Persistent):
             # callback is either seen by the worker or started late.
             self._p_changed = True
         if self._status == COMPLETED:
-            _lifecycle().start_late_callback(self, callback)
+            lifecycle.start_late_callback(self, callback)
         return callback
 
     def addCallbacks(self, success: Optional[Callable] = None,
@@ -325,6 +290,12 @@ class Job(persistent.Persistent):
                 _check_storable(func)
         return self.addCallback(Job(_route_result, success, failure))
 
+    def _resolver(self) -> 'Job':
+        """The callback job through which this job gets the result of a
+        job it returned (lifecycle.finish): made here, as its callable is
+        stored by name, ``pyramid_zcasync.job._resolve_outer``."""
+        return Job(_resolve_outer, self)
+
     def pending_callbacks(self) -> List['Job']:
         return [cb for cb in self.callbacks if cb.status == NEW]
 
@@ -332,7 +303,6 @@ class Job(persistent.Persistent):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run now, in the current transaction, callbacks included."""
-        lifecycle = _lifecycle()
         if getattr(self, '_v_invoking', False):
             raise BadStatusError('%r cannot call itself: it is running'
                                  % (self,))
@@ -349,7 +319,7 @@ class Job(persistent.Persistent):
         return self._result
 
     def mark_active(self, now: Optional[datetime.datetime] = None) -> None:
-        _lifecycle().start(self, now)
+        lifecycle.start(self, now)
 
     def invoke(self, *extra_args: Any, **extra_kwargs: Any) -> Any:
         """Call the callable; exceptions propagate (the runner decides)."""
@@ -370,36 +340,29 @@ class Job(persistent.Persistent):
     def resolve(self, result: Any, run_callbacks: bool) -> None:
         """Record what an in-place call returned (lifecycle.finish_in_place;
         the dispatcher's runs use lifecycle.finish)."""
-        _lifecycle().finish_in_place(self, result,
-                                     inline_callbacks=run_callbacks)
+        lifecycle.finish_in_place(self, result,
+                                  inline_callbacks=run_callbacks)
 
     def fail(self, exc: Optional[BaseException] = None) -> None:
         """End a job that will not run (deadline passed, given up)."""
-        _lifecycle().fail(self, exc)
+        lifecycle.fail(self, exc)
 
     def cancel(self, reason: str = 'cancelled') -> None:
         """Make sure a job that has not started never runs: it completes
         at once with a :class:`JobCancelled` failure, which its callbacks
         see (zc.async left a removed job NEW, out of every queue: a state
         no listing could name)."""
-        _lifecycle().cancel(self, reason)
+        lifecycle.cancel(self, reason)
 
     def run_callbacks_inline(self) -> None:
-        _lifecycle().run_callbacks_inline(self)
+        lifecycle.run_callbacks_inline(self)
 
     def complete_callbacks_elsewhere(self) -> None:
         """Hand callbacks to the queue when no worker runs this job."""
-        _lifecycle().hand_off_callbacks(self)
+        lifecycle.hand_off_callbacks(self)
 
     def mark_callbacks_done(self) -> None:
-        _lifecycle().finish_callbacks(self)
-
-
-def _lifecycle() -> Any:
-    """lifecycle.py, which builds on this module: imported when a job's
-    own methods are used (the dispatcher calls lifecycle directly)."""
-    from . import lifecycle
-    return lifecycle
+        lifecycle.finish_callbacks(self)
 
 
 def _route_result(success: Optional[Callable[[Any], Any]],
@@ -413,7 +376,7 @@ def _route_result(success: Optional[Callable[[Any], Any]],
 def _resolve_outer(outer: Job, result: Any) -> None:
     """The callback through which a job waits for the job it returned
     (stored by this name in databases)."""
-    _lifecycle().inner_finished(outer, result)
+    lifecycle.inner_finished(outer, result)
 
 
 def _mutator(base: type, name: str) -> Callable:

@@ -36,21 +36,22 @@ pending job) stays in queue.py; this module says what happens to the job.
 from __future__ import annotations
 
 import datetime
-from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Optional,
-                    cast)
+from typing import Any, Callable, Dict, FrozenSet, Optional, TypeVar, cast
 
 import zope.event
 
 from . import clock, extensions
+from .checks import check_time_limit
+from .errors import BadStatusError, JobCancelled
 from .failure import Failure
 from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING,
-                         JobQueued)
-from .job import (BadStatusError, Job, JobCancelled, _resolve_outer,
-                  check_time_limit)
+                         IJob, JobQueued)
+from .retry import RETRY_COUNTS
+from .shapes import AgentShape, JobShape, QueueShape
 
-if TYPE_CHECKING:
-    from .agent import Agent
-    from .queue import Queue
+#: A job of whatever class the caller has (job.Job): the functions that
+#: return the job they were given return it with its own type.
+J = TypeVar('J', bound=JobShape)
 
 #: status -> the statuses that may follow it.
 TRANSITIONS: Dict[str, FrozenSet[str]] = {
@@ -69,15 +70,15 @@ TRANSITIONS: Dict[str, FrozenSet[str]] = {
 
 #: The annotation keeping the failure of the attempt before a retry.
 FAILED_BEFORE = 'pyramid_zcasync.failed_before'
-#: The annotation where retry policies keep their counts (retry.py).
-RETRY_COUNTS = 'pyramid_zcasync.retry'
+# RETRY_COUNTS, the annotation where retry policies keep their counts, is
+# retry.py's (imported above, and so still importable from here).
 
 
 class IllegalTransition(BadStatusError):
     """A status change that the lifecycle does not allow."""
 
 
-def _move(job: Job, status: str) -> None:
+def _move(job: JobShape, status: str) -> None:
     """Write ``job``'s status, if the move is allowed."""
     current = job._status
     if status not in TRANSITIONS[current]:
@@ -88,10 +89,10 @@ def _move(job: Job, status: str) -> None:
 
 # -- into and out of a queue --------------------------------------------
 
-def put(queue: 'Queue', job: Job,
+def put(queue: QueueShape, job: J,
         begin_after: Optional[datetime.datetime] = None,
         begin_by: Optional[Any] = None, priority: Optional[int] = None,
-        time_limit: Optional[float] = None) -> Job:
+        time_limit: Optional[float] = None) -> J:
     """Queue a NEW job, due at ``begin_after`` (now by default)."""
     if job._status != NEW:
         raise BadStatusError('cannot put %r: only new jobs can be queued'
@@ -114,7 +115,7 @@ def put(queue: 'Queue', job: Job,
     return job
 
 
-def put_back(queue: 'Queue', job: Job) -> Job:
+def put_back(queue: QueueShape, job: J) -> J:
     """Queue a NEW job in front of every pending job of its priority."""
     if job._status != NEW:
         raise BadStatusError('cannot put back %r: only new jobs can be '
@@ -126,7 +127,7 @@ def put_back(queue: 'Queue', job: Job) -> Job:
     return job
 
 
-def _put_hooks(queue: 'Queue', job: Job) -> Callable[[], None]:
+def _put_hooks(queue: QueueShape, job: JobShape) -> Callable[[], None]:
     """Run the extensions' ``before_put`` (which may refuse the put: then
     nothing is queued), and return what schedules their ``after_put`` for
     when the putter's transaction commits."""
@@ -143,29 +144,30 @@ def _nothing() -> None:
 
 
 def _after_put(committed: bool, chain: extensions.Extensions,
-               queue: 'Queue', job: Job) -> None:
+               queue: QueueShape, job: JobShape) -> None:
     if committed:
         chain.after_put(queue, job)
 
 
-def _enqueue(queue: 'Queue', job: Job, micros: int) -> None:
+def _enqueue(queue: QueueShape, job: JobShape, micros: int) -> None:
     queue._insert(job, micros)
     job.queue = queue
     _move(job, PENDING)
     zope.event.notify(JobQueued(job, queue))
 
 
-def unqueue(queue: 'Queue', job: Job) -> None:
+def unqueue(queue: QueueShape, job: JobShape) -> None:
     """Take a pending job out of ``queue``: NEW again, in no queue."""
     queue._take(job)
     _move(job, NEW)
     job.queue = None
 
 
-def claim(queue: 'Queue', filter: Optional[Callable[[Job], bool]] = None,
-          now: Optional[datetime.datetime] = None) -> Optional[Job]:
+def claim(queue: QueueShape, filter: Optional[Callable[[Any], bool]] = None,
+          now: Optional[datetime.datetime] = None) -> Optional[JobShape]:
     """The next job ``filter`` and the quotas allow, ASSIGNED, its quotas
-    acquired; expired jobs are failed first (see Queue.claim)."""
+    acquired; expired jobs are failed first (see Queue.claim).  ``filter``
+    takes the queue's own jobs (job.Job)."""
     now = clock.aware_utc(now, 'now') or clock.utcnow()
     now_micros = clock.to_micros(now)
     expire(queue, now_micros)
@@ -179,14 +181,14 @@ def claim(queue: 'Queue', filter: Optional[Callable[[Job], bool]] = None,
     return job
 
 
-def take_slot(agent: 'Agent', job: Job) -> None:
+def take_slot(agent: AgentShape, job: JobShape) -> None:
     """A claimed job now holds a slot of ``agent``."""
     job.assignerUUID = agent.UUID
     job.agent = agent
     agent._active[job._key] = job
 
 
-def expire(queue: 'Queue', now_micros: int) -> int:
+def expire(queue: QueueShape, now_micros: int) -> int:
     """Fail the pending jobs whose ``begin_by`` passed; how many."""
     expired = queue._expired(now_micros)
     for job in expired:
@@ -200,7 +202,7 @@ def expire(queue: 'Queue', now_micros: int) -> int:
 
 # -- running --------------------------------------------------------------
 
-def start(job: Job, now: Optional[datetime.datetime] = None) -> None:
+def start(job: JobShape, now: Optional[datetime.datetime] = None) -> None:
     """The call starts (ASSIGNED, or NEW when called in place)."""
     if job._status not in (NEW, ASSIGNED):
         raise BadStatusError('cannot start a job with status %s'
@@ -209,7 +211,8 @@ def start(job: Job, now: Optional[datetime.datetime] = None) -> None:
     job.active_start = now or clock.utcnow()
 
 
-def finish(job: Job, result: Any, inline_callbacks: bool = False) -> None:
+def finish(job: JobShape, result: Any, inline_callbacks: bool = False
+           ) -> None:
     """Record what the call returned; frees nothing (the dispatcher frees
     the slot and quotas in a short transaction of their own, so that a
     job's transaction writes nothing shared with other jobs and a
@@ -218,7 +221,9 @@ def finish(job: Job, result: Any, inline_callbacks: bool = False) -> None:
     A returned job is waited for: this one completes when it does,
     without holding a dispatcher slot meanwhile.  ``inline_callbacks``
     runs the callbacks here, in this transaction."""
-    if isinstance(result, Job):
+    # A job.Job (which this module cannot import), asked of its class: a
+    # persistent result that is a ghost stays unloaded.
+    if IJob.implementedBy(type(result)):
         _wait_for(job, result)
         return
     job._result = result
@@ -228,7 +233,7 @@ def finish(job: Job, result: Any, inline_callbacks: bool = False) -> None:
         run_callbacks_inline(job)
 
 
-def finish_in_place(job: Job, result: Any,
+def finish_in_place(job: JobShape, result: Any,
                     inline_callbacks: bool = False) -> None:
     """``finish``, freeing the slot and quotas at once once the job is
     done with them: for jobs that end outside a dispatcher's run."""
@@ -237,22 +242,21 @@ def finish_in_place(job: Job, result: Any,
         release(job)
 
 
-def _done_with_slot(job: Job) -> bool:
+def _done_with_slot(job: JobShape) -> bool:
     """Completed, or waiting for a job it returned: the slot and quotas
     are held for nothing (with callbacks pending they are kept, so that
     recovery finds a job whose worker died before its callbacks ran)."""
     return job._status == COMPLETED or job.waiting_for is not None
 
 
-def _wait_for(outer: Job, inner: Job) -> None:
+def _wait_for(outer: JobShape, inner: JobShape) -> None:
     if inner is outer:
         raise BadStatusError('a job cannot wait for itself')
     outer.waiting_for = inner
-    # Stored by name in the callback job: job._resolve_outer stays.
-    inner.addCallback(Job(_resolve_outer, outer))
+    inner.addCallback(outer._resolver())
 
 
-def inner_finished(outer: Job, result: Any) -> None:
+def inner_finished(outer: JobShape, result: Any) -> None:
     """The job ``outer`` waited for has its result: so has ``outer``."""
     outer.waiting_for = None
     finish_in_place(outer, result)
@@ -261,13 +265,13 @@ def inner_finished(outer: Job, result: Any) -> None:
 
 # -- callbacks ------------------------------------------------------------
 
-def run_callbacks_inline(job: Job) -> None:
+def run_callbacks_inline(job: JobShape) -> None:
     for callback in job.pending_callbacks():
         callback(job._result)
     finish_callbacks(job)
 
 
-def hand_off_callbacks(job: Job) -> None:
+def hand_off_callbacks(job: JobShape) -> None:
     """Queue the pending callbacks of a job no worker runs (or run them
     here, without a queue), and complete it."""
     if job._status != CALLBACKS:
@@ -277,7 +281,7 @@ def hand_off_callbacks(job: Job) -> None:
     finish_callbacks(job)
 
 
-def start_late_callback(job: Job, callback: Job) -> None:
+def start_late_callback(job: JobShape, callback: JobShape) -> None:
     """A callback of a job that has its result already: through the
     job's queue when it has one, else called here."""
     if job.queue is not None:
@@ -287,7 +291,7 @@ def start_late_callback(job: Job, callback: Job) -> None:
         callback(job._result)
 
 
-def finish_callbacks(job: Job) -> None:
+def finish_callbacks(job: JobShape) -> None:
     """COMPLETED once no callback is pending; the slot and quotas go."""
     if job._status == CALLBACKS and not job.pending_callbacks():
         _move(job, COMPLETED)
@@ -297,7 +301,7 @@ def finish_callbacks(job: Job) -> None:
 
 # -- freeing --------------------------------------------------------------
 
-def release(job: Job, agent: Optional['Agent'] = None) -> None:
+def release(job: JobShape, agent: Optional[AgentShape] = None) -> None:
     """Free what a job held while it ran: its quotas, and its slot in
     ``agent`` (by default its own: a group unassigns its jobs first);
     a job with its result enters the agent's history.  Harmless when
@@ -316,7 +320,7 @@ def release(job: Job, agent: Optional['Agent'] = None) -> None:
         agent.completed.add(job)  # once: only when its slot was freed
 
 
-def release_finished(job: Job, uuid: Optional[str]) -> None:
+def release_finished(job: JobShape, uuid: Optional[str]) -> None:
     """Free the slot and quotas of a job dispatcher ``uuid`` ran, once it
     is done with them; nothing if they were freed already, or a sibling
     recovered the job meanwhile."""
@@ -329,7 +333,7 @@ def release_finished(job: Job, uuid: Optional[str]) -> None:
 
 # -- again, or never ------------------------------------------------------
 
-def requeue(job: Job, begin_after: Optional[datetime.datetime] = None
+def requeue(job: JobShape, begin_after: Optional[datetime.datetime] = None
             ) -> None:
     """Queue an assigned or started job again (a retry, or its dispatcher
     went away): NEW again, then queued at the front of its priority, or
@@ -343,12 +347,14 @@ def requeue(job: Job, begin_after: Optional[datetime.datetime] = None
         # At the front, even if one of its quotas was removed meanwhile.
         micros = queue._front_micros(job.priority)
     else:
-        job._begin_after = clock.aware_utc(begin_after, 'begin_after')
-        micros = clock.to_micros(job._begin_after)
+        due = cast(datetime.datetime,  # not None: begin_after is not
+                   clock.aware_utc(begin_after, 'begin_after'))
+        job._begin_after = due
+        micros = clock.to_micros(due)
     _enqueue(queue, job, micros)
 
 
-def recover(job: Job) -> None:
+def recover(job: JobShape) -> None:
     """A job whose dispatcher went away and that had not started (or had
     its result already): queued again, or its callbacks handed to the
     queue.  A started one is its retry policy's (registry.recover_job)."""
@@ -359,7 +365,7 @@ def recover(job: Job) -> None:
     hand_off_callbacks(job)
 
 
-def retry_failed(queue: 'Queue', job: Job) -> Job:
+def retry_failed(queue: QueueShape, job: J) -> J:
     """Run a failed job again (an operator's decision): same job, new
     attempt, at the back of the queue.  Its callbacks already saw the
     failure and are not run again."""
@@ -381,10 +387,10 @@ def retry_failed(queue: 'Queue', job: Job) -> Job:
     job._begin_after = None
     job._begin_by = None
     job.queue = None
-    return queue.put(job)
+    return cast(J, queue.put(job))  # the job itself (Queue.put)
 
 
-def fail(job: Job, exc: Optional[BaseException] = None) -> None:
+def fail(job: JobShape, exc: Optional[BaseException] = None) -> None:
     """End a job that will not run (deadline passed, given up)."""
     if job._status in (CALLBACKS, COMPLETED):
         raise BadStatusError('cannot fail a job with status %s'
@@ -399,12 +405,12 @@ def fail(job: Job, exc: Optional[BaseException] = None) -> None:
     _fail_out_of_queue(job, exc)
 
 
-def _fail_out_of_queue(job: Job, exc: BaseException) -> None:
+def _fail_out_of_queue(job: JobShape, exc: BaseException) -> None:
     finish_in_place(job, Failure.from_exception(exc))
     hand_off_callbacks(job)
 
 
-def cancel(job: Job, reason: str = 'cancelled') -> None:
+def cancel(job: JobShape, reason: str = 'cancelled') -> None:
     """Make sure a job that has not started never runs: it completes at
     once with a JobCancelled failure, which its callbacks see."""
     if job._status not in (NEW, PENDING):

@@ -31,7 +31,7 @@ import datetime
 import heapq
 import itertools
 import operator
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple, cast
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -313,7 +313,8 @@ class Queue(persistent.Persistent):
         over whole, so the cost is the lanes and the jobs skipped by the
         filter, not the queue.
         """
-        return lifecycle.claim(self, filter, now)
+        # The job is one of this queue's: a job.Job.
+        return cast(Optional[Job], lifecycle.claim(self, filter, now))
 
     def _claimable(self, filter: Optional[Callable[[Job], bool]],
                    now: datetime.datetime, now_micros: int

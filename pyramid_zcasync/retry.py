@@ -25,7 +25,10 @@ from typing import Any, Optional, Union
 from ZODB.POSException import ConflictError
 
 from .failure import Failure
-from .lifecycle import RETRY_COUNTS
+
+#: The annotation where retry policies keep their counts (lifecycle.py
+#: clears it for a new attempt; it imports it from here).
+RETRY_COUNTS = 'pyramid_zcasync.retry'
 
 log = logging.getLogger('pyramid_zcasync.trace')
 

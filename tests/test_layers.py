@@ -1,0 +1,138 @@
+"""No import circle among the package's modules.
+
+Every import of one of the package's own modules counts, read from the
+source: at module level, inside functions (a lazy import dodges a circle
+at run time but keeps the two modules tangled) and under
+``if TYPE_CHECKING:`` (for annotations).  Importing a module runs its
+package's ``__init__`` too; that implicit step is not an edge, only what
+the source names is.
+"""
+import ast
+import pathlib
+
+import pyramid_zcasync
+
+PACKAGE = pathlib.Path(pyramid_zcasync.__file__).parent
+NAME = pyramid_zcasync.__name__
+
+
+def module_names():
+    """Dotted name -> source path, of every module of the package."""
+    modules = {}
+    for path in sorted(PACKAGE.rglob('*.py')):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix('').parts)
+        if parts[-1] == '__init__':
+            parts.pop()
+        modules['.'.join(parts)] = path
+    return modules
+
+
+def _base_of(node, module, is_package):
+    """The absolute module a ``from ... import`` statement imports from."""
+    if node.level == 0:
+        return node.module
+    package = module.split('.') if is_package else module.split('.')[:-1]
+    package = package[:len(package) - (node.level - 1)]
+    return '.'.join(package + ([node.module] if node.module else []))
+
+
+def imports_of(module, path, modules):
+    """The package's modules that ``module``'s source imports, each with
+    the line of its first import."""
+    found = {}
+    is_package = path.name == '__init__.py'
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = _base_of(node, module, is_package)
+            # ``from package import module`` imports the module; any other
+            # name comes from the package's (or module's) own source.
+            targets = [base + '.' + alias.name
+                       if base + '.' + alias.name in modules else base
+                       for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target in modules and target != module:
+                found.setdefault(target, node.lineno)
+    return found
+
+
+def import_graph():
+    modules = module_names()
+    return {module: imports_of(module, path, modules)
+            for module, path in modules.items()}
+
+
+def find_cycle(graph):
+    """One import circle as a list of modules (first repeated last), or
+    None; depth-first, visiting modules and their imports in name order so
+    that a failure names the same circle every run."""
+    done, on_path, path = set(), set(), []
+
+    def visit(module):
+        on_path.add(module)
+        path.append(module)
+        for imported in sorted(graph[module]):
+            if imported in on_path:
+                return path[path.index(imported):] + [imported]
+            if imported not in done:
+                cycle = visit(imported)
+                if cycle:
+                    return cycle
+        on_path.discard(module)
+        path.pop()
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        if module not in done:
+            cycle = visit(module)
+            if cycle:
+                return cycle
+    return None
+
+
+def describe(cycle, graph):
+    return '\n'.join('%s -> %s (line %d)' % (a, b, graph[a][b])
+                     for a, b in zip(cycle, cycle[1:]))
+
+
+def test_the_graph_sees_every_kind_of_import():
+    graph = import_graph()
+    job = NAME + '.job'
+    # module level, ``from . import module``
+    assert NAME + '.lifecycle' in graph[job]
+    # the package's own __init__ names job.py
+    assert job in graph[NAME]
+    assert set(graph) >= {NAME + '.lifecycle', NAME + '.queue',
+                          NAME + '.agent', NAME + '.registry'}
+
+
+def test_find_cycle_names_a_circle():
+    graph = {'a': {'b': 1}, 'b': {'c': 2}, 'c': {'a': 3}, 'd': {'a': 4}}
+    assert find_cycle(graph) == ['a', 'b', 'c', 'a']
+    assert describe(['a', 'b', 'a'], {'a': {'b': 1}, 'b': {'a': 7}}) == (
+        'a -> b (line 1)\nb -> a (line 7)')
+    assert find_cycle({'a': {'b': 1}, 'b': {}}) is None
+
+
+def test_lazy_and_type_checking_imports_count(tmp_path):
+    source = tmp_path / 'mod.py'
+    source.write_text(
+        'from typing import TYPE_CHECKING\n'
+        'if TYPE_CHECKING:\n'
+        '    from .queue import Queue\n'
+        'def f():\n'
+        '    from . import agent\n'
+        '    import %s.registry\n' % NAME)
+    modules = module_names()
+    assert imports_of(NAME + '.mod', source, modules) == {
+        NAME + '.queue': 3, NAME + '.agent': 5, NAME + '.registry': 6}
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    cycle = find_cycle(graph)
+    assert cycle is None, 'import circle:\n' + describe(cycle, graph)
