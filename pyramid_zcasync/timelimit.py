@@ -14,7 +14,7 @@ import ctypes
 import threading
 from typing import Any, Callable, Optional
 
-from .job import check_time_limit
+from .checks import check_time_limit
 
 
 class TimeLimitExceeded(Exception):

@@ -9,6 +9,7 @@ the source names is.
 """
 import ast
 import pathlib
+import re
 
 import pyramid_zcasync
 
@@ -136,3 +137,74 @@ def test_no_import_cycle():
     graph = import_graph()
     cycle = find_cycle(graph)
     assert cycle is None, 'import circle:\n' + describe(cycle, graph)
+
+
+# -- the layers of docs/architecture.rst ---------------------------------
+
+#: Lowest first; a module may import its own layer and those below.  The
+#: same table is drawn in docs/architecture.rst: change both together.
+LAYERS = (
+    ('leaves', 'extensions transact clock safetext keys interfaces errors '
+               'checks shapes failure local process instance watch '
+               'zeoclient pool lease'),
+    ('model', 'job lifecycle queue layout agent quota registry retry '
+              'composite periodic'),
+    ('engine', 'runner group timelimit executor poller dispatcher monitor '
+               'history options install'),
+    ('Pyramid glue', '__init__ config settings context periodic_config '
+                     'programs testing'),
+    ('admin', 'views scripts demo'),
+)
+
+
+def layer_of(module):
+    """The index in LAYERS of ``module`` (a dotted name of the package);
+    subpackages are placed whole by their first name."""
+    short = module[len(NAME) + 1:] if module != NAME else '__init__'
+    first = short.split('.')[0]
+    for index, (_, names) in enumerate(LAYERS):
+        if first in names.split():
+            return index
+    raise AssertionError('%s is in no layer: add it to LAYERS here and to '
+                         'docs/architecture.rst' % module)
+
+
+def test_every_module_has_a_layer_and_imports_point_down():
+    graph = import_graph()
+    upward = ['%s (%s) imports %s (%s), line %d' % (
+                  module, LAYERS[layer_of(module)][0], imported,
+                  LAYERS[layer_of(imported)][0], line)
+              for module, imports in sorted(graph.items())
+              for imported, line in sorted(imports.items())
+              if layer_of(imported) > layer_of(module)]
+    assert upward == []
+
+
+def layers_on_the_page():
+    """Layer name -> the module names the architecture page lists in it
+    (``views/`` for a subpackage), read from its table of layers."""
+    page = (PACKAGE.parent / 'docs' / 'architecture.rst').read_text()
+    block = page.split('.. code-block:: text', 1)[1].split('\n\n', 2)[1]
+    names = {name for name, _ in LAYERS}
+    found, current = {}, None
+    for line in block.splitlines():
+        label = line[3:18].strip()
+        if label in names:
+            current = found.setdefault(label, set())
+        for token in re.findall(r'([a-z_]+)(?:\.py|/ )', line + ' '):
+            current.add(token)
+    return found
+
+
+def test_the_architecture_page_shows_the_same_layers():
+    on_page = layers_on_the_page()
+    for name, modules in LAYERS:
+        listed = on_page.get(name, set())
+        # a subpackage's own modules may be named inside its entry
+        expected = set(modules.split())
+        assert expected <= listed, '%s: the page lacks %s' % (
+            name, sorted(expected - listed))
+        stray = {m for m in listed - expected
+                 if m not in ('queries', 'results', 'pages', 'cli', 'tables',
+                              'worker', 'zeoserver')}
+        assert not stray, '%s: the page also lists %s' % (name, sorted(stray))
