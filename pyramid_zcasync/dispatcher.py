@@ -181,11 +181,13 @@ class Dispatcher:
         self.thread = threading.Thread(
             target=self.reactor.run, kwargs={'installSignalHandlers': False},
             name='zcasync-reactor-%s' % self.UUID[:8], daemon=True)
-        self.thread.start()
+        # Told before the first poll can run, so extensions see a
+        # dispatcher's life in order: activated, polls, deactivated.
         extensions.add(self.db, self._wake_on_put)
+        extensions.of(self.db).dispatcher_activated(self)
+        self.thread.start()
         log.info('dispatcher %s started (poll every %s s)', self.UUID,
                  self.poll_interval)
-        extensions.of(self.db).dispatcher_activated(self)
 
     def _every(self, seconds: float, call: Callable[[], None]
                ) -> task.LoopingCall:
