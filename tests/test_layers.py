@@ -151,8 +151,8 @@ LAYERS = (
               'composite periodic'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
                'history options install'),
-    ('Pyramid glue', '__init__ config settings context periodic_config '
-                     'programs testing'),
+    ('Pyramid glue', '__init__ config settings context tracing '
+                     'periodic_config programs testing'),
     ('admin', 'views scripts demo'),
 )
 
