@@ -57,6 +57,12 @@ def put_child():
     return count('parent')
 
 
+def wait_for_child():
+    """Returns the job it put: it completes with that job's result."""
+    CALLS.append('waiting parent')
+    return local.get_queue().put(count, 'awaited')
+
+
 def in_thread():
     return threading.get_ident()
 
@@ -204,6 +210,21 @@ def test_a_job_putting_a_job_sees_it_run_after_its_own_commit(mapping_db,
     assert (root['parent'], root['child']) == (1, 1)
     assert job.result == 'parent'
     assert len(IQueue(root)) == 0
+
+
+def test_a_job_returning_a_job_completes_with_its_result(mapping_db, conn):
+    queue = IQueue(conn.root())
+    queue.quotas.create('mail')
+    transaction.commit()
+    job = Job(wait_for_child)
+    job.quota_names = ('mail',)
+    with testing.eager(mapping_db):
+        queue.put(job)
+        transaction.commit()
+    _sync(conn)
+    assert CALLS == ['waiting parent', 'awaited']
+    assert (job.status, job.result) == (COMPLETED, 'awaited')
+    assert len(queue.quotas['mail']) == 0
 
 
 def test_an_aborted_put_runs_nothing(mapping_db, conn):
