@@ -17,7 +17,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid_zodbconn import get_connection
 
 from . import dispatcher as dispatcher_module
-from . import extensions
+from . import eager, extensions
 from .context import PyramidContext
 from .install import install_queues
 from .instance import ENV_VAR, DispatcherAlreadyRunning, UUIDFileError
@@ -72,11 +72,14 @@ def _add_extensions(config: Any, settings: ZcasyncSettings,
                     found: list) -> None:
     """The app's context inside its jobs, then the setting's extensions,
     hooked into the queues' database (so puts from web-only processes
-    see them too, not only the dispatcher's runs)."""
+    see them too, not only the dispatcher's runs); eager runs last, so
+    that the others' ``after_put`` see the put before the job runs."""
     db = queue_database(config.registry)
     extensions.add(db, PyramidContext(config.registry, settings.app_url))
     for extension in found:
         extensions.add(db, extension)
+    if settings.eager:
+        extensions.add(db, eager.EagerRun(db))
 
 
 def async_queues(request: Any) -> Any:
@@ -126,6 +129,12 @@ def _start_with_app(event: Any) -> None:
     registry = event.app.registry
     settings: ZcasyncSettings = registry.zcasync_settings
     atexit.register(close_databases, registry)
+    if settings.eager:
+        # Jobs run at their puts; a dispatcher would race them for each.
+        if settings.dispatcher:
+            log.info('no dispatcher in this process: zcasync.eager is '
+                     'true (jobs run when their puts commit)')
+        return
     wanted, why = decide(settings.dispatcher)
     if not wanted:
         if settings.dispatcher and os.environ.get(DISPATCHER_ENV) != '0':

@@ -75,6 +75,9 @@ class ZcasyncSettings:
     #: Dotted names of extensions (see extensions.py) hooked into the
     #: jobs of the queues' database, in order.
     extensions: tuple[str, ...] = ()
+    #: Run each job in the putting thread as soon as its put commits
+    #: (eager.py), for the app's unit tests; no dispatcher is started.
+    eager: bool = False
 
     def dispatcher_options(self) -> DispatcherOptions:
         """What the dispatcher started with the app is told."""
@@ -240,6 +243,8 @@ class SettingsSchema(colander.MappingSchema):
         _DottedNames(), 'extensions', 'dotted names of '
         'pyramid_zcasync.extensions.Extension classes or factories, '
         'separated by spaces or newlines')
+    eager = _node(_Bool(), 'eager',
+                  'true or false (also yes/no, on/off, 1/0)')
 
     def validator(self, node: colander.SchemaNode, appstruct: dict) -> None:
         # A dispatcher declared dead between two of its own pings would

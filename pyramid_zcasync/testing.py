@@ -6,9 +6,11 @@ hanging a suite.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
+from . import eager as eager_module
 from . import transact
 
 from .interfaces import ACTIVE, CALLBACKS, COMPLETED
@@ -31,6 +33,19 @@ def wait_until(condition: Callable[[], Any], seconds: float, what: str,
 
 
 _wait = wait_until
+
+
+@contextlib.contextmanager
+def eager(db: Any) -> Iterator[eager_module.EagerRun]:
+    """Inside the block, each job put into ``db``'s queues runs in the
+    putting thread as soon as its transaction commits (eager.py): tests
+    of code without Pyramid need no dispatcher and no waiting.  Pyramid
+    apps say ``zcasync.eager = true`` instead."""
+    run = eager_module.enable(db)
+    try:
+        yield run
+    finally:
+        eager_module.disable(run)
 
 
 def _sync(obj: Any) -> None:

@@ -150,7 +150,7 @@ LAYERS = (
     ('model', 'job lifecycle queue layout agent quota registry retry '
               'composite periodic'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
-               'history options install'),
+               'history options install eager'),
     ('Pyramid glue', '__init__ config settings context tracing '
                      'periodic_config programs testing'),
     ('admin', 'views scripts demo'),

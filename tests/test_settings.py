@@ -217,3 +217,18 @@ def test_every_bad_setting_is_in_one_message():
     for words in ["zcasync.poll_interval = '-1'", "zcasync.agent_size = 'x'",
                   "zcasync.route_prefix = 'jobs'", "zcasync.uuid_fil = "]:
         assert words in message
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('true', True), ('off', False), (True, True), ('', False)])
+def test_eager_is_a_boolean(value, expected):
+    assert parse_settings({'zcasync.eager': value}).eager is expected
+    assert ZcasyncSettings().eager is False
+
+
+@pytest.mark.parametrize('value', ['eagerly', 2])
+def test_bad_eager_value_is_named(value):
+    message = _message({'zcasync.eager': value})
+    assert f'zcasync.eager = {value!r}: not a boolean; expected true or ' \
+        'false' in message
+    assert len(message.splitlines()) == 2
