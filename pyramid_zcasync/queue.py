@@ -75,6 +75,11 @@ class Queue(persistent.Persistent):
     #: each job in the stripe of its own key, so that producers putting
     #: jobs with deadlines do not all insert into one tree's last bucket.
     _deadline_stripes: Any = None
+    #: ``unique_key -> job`` of the jobs put with a key that have not
+    #: completed, above a floor entry ``''`` (which no key can be): see
+    #: ``_unique_index``.  None on queues stored before unique keys, until
+    #: install_queues upgrades them or a put with a key makes it.
+    _unique: Any = None
 
     def __init__(self, name: str = ''):
         self.name = name
@@ -83,6 +88,7 @@ class Queue(persistent.Persistent):
         self._deadline_stripes = _floor_trees()
         self._stripes = BTrees.OOBTree.OOBTree()
         self._lane(0, (), create=True)  # the first puts do not race
+        self._unique_index(create=True)
         self.quotas = Quotas()
         self.dispatchers = DispatcherAgents(self)
 
@@ -197,17 +203,25 @@ class Queue(persistent.Persistent):
             begin_after: Optional[datetime.datetime] = None,
             begin_by: Optional[Any] = None,
             priority: Optional[int] = None,
-            time_limit: Optional[float] = None, **kwargs: Any) -> Job:
+            time_limit: Optional[float] = None,
+            unique_key: Optional[str] = None, **kwargs: Any) -> Job:
         """Queue a Job, or a callable with its arguments; return the job.
 
         The job runs once the current transaction commits; if it aborts,
         nothing was queued.  ``priority`` (an int, higher first; the job's
         own, 0 by default, when not given) comes before due time in the
         claim order.  ``time_limit`` is ``job.time_limit`` (timelimit.py).
+
+        ``unique_key`` (a non-empty string) makes the put return this
+        queue's job put with that key that has not completed, if there is
+        one, instead of queueing a second; once it completes (succeeded,
+        failed, cancelled or expired) the key is free again.  A job put
+        back for a retry keeps its key: it has not completed.
         """
         return lifecycle.put(self, self._as_job(item, args, kwargs),
                              begin_after=begin_after, begin_by=begin_by,
-                             priority=priority, time_limit=time_limit)
+                             priority=priority, time_limit=time_limit,
+                             unique_key=unique_key)
 
     @staticmethod
     def _as_job(item: Any, args: tuple, kwargs: dict) -> Job:
@@ -217,6 +231,36 @@ class Queue(persistent.Persistent):
                                 'them to Job(callable, *args, **kwargs)')
             return item
         return Job(item, *args, **kwargs)
+
+    # -- unique keys (lifecycle.py decides who holds one) --------------
+
+    def _unique_index(self, create: bool = False) -> Any:
+        """The BTree of unique keys, or None.  Two puts of one key insert
+        it into the same bucket, so the second to commit conflicts and, on
+        its retry, finds the first's job; puts of other keys resolve.  The
+        floor entry keeps a bucket's first key from being deleted by a
+        completion, which BTrees would not resolve against a put."""
+        index = self._unique
+        if index is None and create:
+            # Writes the queue, once: only a queue stored before unique
+            # keys, and not yet upgraded by install_queues, comes here.
+            index = self._unique = BTrees.OOBTree.OOBTree()
+            index[''] = None
+        return index
+
+    def _unique_job(self, key: str) -> Optional[Job]:
+        """The job recorded under ``key``, completed or not, or None."""
+        index = self._unique
+        return None if index is None else index.get(key)
+
+    def _hold_unique(self, key: str, job: Job) -> None:
+        self._unique_index(create=True)[key] = job
+
+    def _free_unique(self, key: str, job: Job) -> None:
+        """Forget ``key`` if ``job`` holds it (writes nothing else)."""
+        index = self._unique
+        if index is not None and index.get(key) is job:
+            del index[key]
 
     def putBack(self, job: Job) -> Job:
         """Queue ``job`` in front of every other pending job of its

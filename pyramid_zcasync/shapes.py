@@ -23,6 +23,7 @@ class JobShape(Protocol):
     _status: str
     _result: Any
     _key: Optional[int]
+    unique_key: Optional[str]
     _begin_after: Optional[datetime.datetime]
     _begin_by: Optional[datetime.datetime]
     queue: Any  # a QueueShape once queued; Job leaves it untyped
@@ -107,6 +108,12 @@ class QueueShape(Protocol):
                    ) -> Optional[Tuple[Any, Any]]: ...
 
     def _expired(self, now_micros: int) -> List[Any]: ...
+
+    def _unique_job(self, key: str) -> Any: ...
+
+    def _hold_unique(self, key: str, job: Any) -> None: ...
+
+    def _free_unique(self, key: str, job: Any) -> None: ...
 
 
 class HistoryShape(Protocol):
