@@ -162,6 +162,16 @@ def test_a_failed_job_is_not_retried_while_another_holds_its_key(queue):
     assert list(queue) == [second]
 
 
+def test_a_completed_job_left_in_the_index_holds_nothing(queue):
+    """The lifecycle frees a key when its job completes; a put reads an
+    entry of a completed job as free all the same, and takes it over."""
+    done = Job(operator.add, 1, 2)
+    done()
+    queue._unique['k'] = done
+    fresh = queue.put(operator.add, 3, 4, unique_key='k')
+    assert fresh is not done and queue._unique['k'] is fresh
+
+
 def test_a_queue_stored_before_unique_keys(queue):
     """Its index is made by the upgrade (install_queues), or, if it was
     not run, by the first put with a key; jobs stored before have no
