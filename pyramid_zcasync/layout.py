@@ -17,7 +17,7 @@ from typing import Any
 
 import BTrees.OOBTree
 
-from . import keys
+from . import keys, unique
 from .quota import above_floor, floor_tree
 
 #: Attributes of the older layouts.
@@ -43,7 +43,7 @@ def upgrade(queue: Any) -> bool:
     if queue._deadline_stripes is None:
         queue._deadline_stripes = tuple(
             floor_tree() for _ in range(keys.STRIPES))
-    queue._unique_index(create=True)
+    unique.index(queue, create=True)
     state = queue.__dict__
     old = [state.get('_pending')] + list(
         (state.get('_lanes') or {}).values())

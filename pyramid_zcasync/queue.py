@@ -39,7 +39,7 @@ import persistent
 import persistent.mapping
 import zope.interface
 
-from . import clock, keys, lifecycle
+from . import clock, keys, lifecycle, unique
 from .interfaces import PENDING, IQueue, IQueues
 from .job import Job
 from .quota import Quotas, above_floor, floor_tree
@@ -75,10 +75,8 @@ class Queue(persistent.Persistent):
     #: each job in the stripe of its own key, so that producers putting
     #: jobs with deadlines do not all insert into one tree's last bucket.
     _deadline_stripes: Any = None
-    #: ``unique_key -> job`` of the jobs put with a key that have not
-    #: completed, above a floor entry ``''`` (which no key can be): see
-    #: ``_unique_index``.  None on queues stored before unique keys, until
-    #: install_queues upgrades them or a put with a key makes it.
+    #: ``unique_key -> job``: unique.py's index of the keyed jobs that
+    #: have not completed.  None on queues stored before unique keys.
     _unique: Any = None
 
     def __init__(self, name: str = ''):
@@ -88,7 +86,7 @@ class Queue(persistent.Persistent):
         self._deadline_stripes = _floor_trees()
         self._stripes = BTrees.OOBTree.OOBTree()
         self._lane(0, (), create=True)  # the first puts do not race
-        self._unique_index(create=True)
+        unique.index(self, create=True)
         self.quotas = Quotas()
         self.dispatchers = DispatcherAgents(self)
 
@@ -231,36 +229,6 @@ class Queue(persistent.Persistent):
                                 'them to Job(callable, *args, **kwargs)')
             return item
         return Job(item, *args, **kwargs)
-
-    # -- unique keys (lifecycle.py decides who holds one) --------------
-
-    def _unique_index(self, create: bool = False) -> Any:
-        """The BTree of unique keys, or None.  Two puts of one key insert
-        it into the same bucket, so the second to commit conflicts and, on
-        its retry, finds the first's job; puts of other keys resolve.  The
-        floor entry keeps a bucket's first key from being deleted by a
-        completion, which BTrees would not resolve against a put."""
-        index = self._unique
-        if index is None and create:
-            # Writes the queue, once: only a queue stored before unique
-            # keys, and not yet upgraded by install_queues, comes here.
-            index = self._unique = BTrees.OOBTree.OOBTree()
-            index[''] = None
-        return index
-
-    def _unique_job(self, key: str) -> Optional[Job]:
-        """The job recorded under ``key``, completed or not, or None."""
-        index = self._unique
-        return None if index is None else index.get(key)
-
-    def _hold_unique(self, key: str, job: Job) -> None:
-        self._unique_index(create=True)[key] = job
-
-    def _free_unique(self, key: str, job: Job) -> None:
-        """Forget ``key`` if ``job`` holds it (writes nothing else)."""
-        index = self._unique
-        if index is not None and index.get(key) is job:
-            del index[key]
 
     def putBack(self, job: Job) -> Job:
         """Queue ``job`` in front of every other pending job of its

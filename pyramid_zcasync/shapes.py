@@ -94,6 +94,7 @@ class QueueShape(Protocol):
 
     quotas: QuotasShape
     _p_jar: Any
+    _unique: Any  # unique.py's BTree of unique keys, or None
 
     def put(self, item: Any) -> Any: ...
 
@@ -108,12 +109,6 @@ class QueueShape(Protocol):
                    ) -> Optional[Tuple[Any, Any]]: ...
 
     def _expired(self, now_micros: int) -> List[Any]: ...
-
-    def _unique_job(self, key: str) -> Any: ...
-
-    def _hold_unique(self, key: str, job: Any) -> None: ...
-
-    def _free_unique(self, key: str, job: Any) -> None: ...
 
 
 class HistoryShape(Protocol):

@@ -1,11 +1,12 @@
 """Unique keys: at most one job per key and queue that has not completed.
 
 ``queue.put(f, unique_key='report-42')`` returns the queue's job of that
-key while it has not completed, instead of queueing a second one.  The
-queue keeps ``key -> job`` in one BTree (``Queue._unique_index``); the
-lifecycle calls these functions when a job is put (``holder``, then
-``hold``), when it becomes COMPLETED or is pulled out of its queue
-(``free``), and before a failed job is retried (``refuse_if_held``).
+key while it has not completed, instead of queueing a second one.  Each
+queue keeps ``key -> job`` in one BTree (``Queue._unique``, this
+module's: ``index``); the lifecycle calls these functions when a job is
+put (``holder``, then ``hold``), when it becomes COMPLETED or is pulled
+out of its queue (``free``), and before a failed job is retried
+(``refuse_if_held``).
 
 Exactly once across threads and processes, without a lock: a put that
 finds no holder inserts the key into the tree's bucket for it, so two
@@ -14,7 +15,10 @@ BTrees refuse to resolve two inserts of one key.  The second to commit
 conflicts; its retry (pyramid_tm's, transact.write's) reads the tree
 again, finds the first one's job and returns it.  Puts and completions
 of different keys change different keys of a bucket, which BTrees
-resolve.  A put that finds a holder writes nothing.
+resolve.  A put that finds a holder writes nothing.  The tree keeps a
+floor entry ``''`` (no key can be empty): BTrees do not resolve a
+deletion of a bucket's first key against a put in that bucket, and a
+completion deletes any key.
 
 Completing a job with a key writes the tree in the transaction that
 completes it; a job requeued for a retry keeps its key, as it has not
@@ -22,11 +26,29 @@ completed.
 """
 from __future__ import annotations
 
-from typing import Optional, cast
+from typing import Any, Optional, cast
+
+import BTrees.OOBTree
 
 from .errors import BadStatusError
 from .interfaces import COMPLETED, NEW
 from .shapes import JobShape, QueueShape
+
+
+#: The floor entry's key, below every key a put accepts.
+FLOOR = ''
+
+
+def index(queue: QueueShape, create: bool = False) -> Any:
+    """``queue``'s BTree of unique keys, or None.  Made with the queue,
+    or by install_queues' upgrade of a queue stored before unique keys;
+    else (once) by the first put with a key, which then writes the
+    queue's own record."""
+    tree = queue._unique
+    if tree is None and create:
+        tree = queue._unique = BTrees.OOBTree.OOBTree()
+        tree[FLOOR] = None
+    return tree
 
 
 def key_to_hold(job: JobShape, unique_key: Optional[str]) -> Optional[str]:
@@ -51,7 +73,8 @@ def holder(queue: QueueShape, key: Optional[str]) -> Optional[JobShape]:
     any case)."""
     if key is None:
         return None
-    found = queue._unique_job(key)
+    tree = index(queue)
+    found = None if tree is None else tree.get(key)
     if found is None or found._status in (NEW, COMPLETED):
         return None
     return cast(JobShape, found)
@@ -62,15 +85,16 @@ def hold(queue: QueueShape, job: JobShape, key: Optional[str]) -> None:
     if key is not None:
         if job.unique_key != key:  # the same value stays out of the record
             job.unique_key = key
-        queue._hold_unique(key, job)
+        index(queue, create=True)[key] = job
 
 
 def free(job: JobShape) -> None:
     """Free the key ``job`` holds in its queue; nothing if it holds none
     (another job may hold its key since it was pulled or completed)."""
     key, queue = job.unique_key, job.queue
-    if key is not None and queue is not None:
-        queue._free_unique(key, job)
+    tree = None if key is None or queue is None else index(queue)
+    if tree is not None and tree.get(key) is job:
+        del tree[key]  # not a key another job took over meanwhile
 
 
 def refuse_if_held(queue: QueueShape, job: JobShape) -> None:
