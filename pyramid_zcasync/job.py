@@ -89,6 +89,11 @@ class Job(persistent.Persistent):
     agent: Any = None
     #: A job this job returned and is waiting for.
     waiting_for: Optional['Job'] = None
+    #: The queue-wide name given at the put (``unique_key``): while this
+    #: job has not completed, a put with the same key in its queue returns
+    #: it instead of queueing another (lifecycle.py).  Kept after
+    #: completion; None on jobs put without one, and on older records.
+    unique_key: Optional[str] = None
     _key: Optional[int] = None
     _deadline_key: Optional[int] = None
     #: Written only by lifecycle.py; NEW stays out of the record.

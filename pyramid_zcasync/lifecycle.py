@@ -30,7 +30,17 @@ that will not run.
 ``_move`` is the only place a status is written: it checks the move
 against :data:`TRANSITIONS` and names the job, the from- and to-status
 when the move is not allowed.  ``release`` is the only place a job's
-agent slot and quotas are freed.  Queue storage (which tree holds a
+agent slot and quotas are freed.
+
+Unique keys (``put(..., unique_key=...)``): a put finding its queue's
+job of that key not completed returns that job and queues nothing.  The
+key is freed by ``_move`` when the job becomes COMPLETED, whichever way
+(finished, failed, cancelled, expired; a job with callbacks when the
+last one ran), in the transaction that completes it, and by ``unqueue``
+(a pulled job is queued no more).  A job requeued for a retry or by
+recovery keeps its key: it has not completed.  ``retry_failed`` takes
+the key again, and refuses while another job holds it.  The index of
+keys is unique.py's.  Queue storage (which tree holds a
 pending job) stays in queue.py; this module says what happens to the job.
 """
 from __future__ import annotations
@@ -40,7 +50,7 @@ from typing import Any, Callable, Dict, FrozenSet, Optional, TypeVar, cast
 
 import zope.event
 
-from . import clock, extensions
+from . import clock, extensions, unique
 from .checks import check_time_limit
 from .errors import BadStatusError, JobCancelled
 from .failure import Failure
@@ -85,6 +95,8 @@ def _move(job: JobShape, status: str) -> None:
         raise IllegalTransition('%r cannot go from %s to %s'
                                 % (job, current, status))
     job._status = status
+    if status == COMPLETED:
+        unique.free(job)
 
 
 # -- into and out of a queue --------------------------------------------
@@ -92,11 +104,15 @@ def _move(job: JobShape, status: str) -> None:
 def put(queue: QueueShape, job: J,
         begin_after: Optional[datetime.datetime] = None,
         begin_by: Optional[Any] = None, priority: Optional[int] = None,
-        time_limit: Optional[float] = None) -> J:
-    """Queue a NEW job, due at ``begin_after`` (now by default)."""
-    if job._status != NEW:
-        raise BadStatusError('cannot put %r: only new jobs can be queued'
-                             % (job,))
+        time_limit: Optional[float] = None,
+        unique_key: Optional[str] = None) -> J:
+    """Queue a NEW job, due at ``begin_after`` (now by default); or, if
+    the queue holds a job of its unique key (``unique_key``, else the
+    job's own) that has not completed, return that one instead."""
+    key = unique.key_to_hold(job, unique_key)
+    holder = _holder_instead(queue, job, key, 'put')
+    if holder is not None:
+        return cast(J, holder)  # one of this queue's jobs: a job.Job
     queue.quotas.check_names(job.quota_names)
     if priority is not None:
         job.priority = priority
@@ -109,22 +125,41 @@ def put(queue: QueueShape, job: J,
     now = clock.utcnow()
     if job.begin_after is None:
         job.begin_after = now
-    announce = _put_hooks(queue, job)
-    _enqueue(queue, job, clock.to_micros(max(job.begin_after, now)))
-    announce()
+    _queue_new(queue, job, key, clock.to_micros(max(job.begin_after, now)))
     return job
 
 
 def put_back(queue: QueueShape, job: J) -> J:
-    """Queue a NEW job in front of every pending job of its priority."""
-    if job._status != NEW:
-        raise BadStatusError('cannot put back %r: only new jobs can be '
-                             'queued' % (job,))
+    """Queue a NEW job in front of every pending job of its priority
+    (or return the job holding its unique key, as ``put``)."""
+    key = unique.key_to_hold(job, None)
+    holder = _holder_instead(queue, job, key, 'put back')
+    if holder is not None:
+        return cast(J, holder)
     queue.quotas.check_names(job.quota_names)
-    announce = _put_hooks(queue, job)
-    _enqueue(queue, job, queue._front_micros(job.priority))
-    announce()
+    _queue_new(queue, job, key, queue._front_micros(job.priority))
     return job
+
+
+def _holder_instead(queue: QueueShape, job: JobShape, key: Optional[str],
+                    doing: str) -> Optional[JobShape]:
+    """The job to return instead of queueing ``job``: the queue's job
+    holding its unique key, not completed; or None.  Only a NEW job may
+    be queued."""
+    if job._status != NEW:
+        raise BadStatusError('cannot %s %r: only new jobs can be queued'
+                             % (doing, job))
+    return unique.holder(queue, key)
+
+
+def _queue_new(queue: QueueShape, job: JobShape, key: Optional[str],
+               micros: int) -> None:
+    """Queue a NEW job due at ``micros``, holding ``key``, once the
+    extensions' ``before_put`` let it."""
+    announce = _put_hooks(queue, job)
+    unique.hold(queue, job, key)
+    _enqueue(queue, job, micros)
+    announce()
 
 
 def _put_hooks(queue: QueueShape, job: JobShape) -> Callable[[], None]:
@@ -157,8 +192,10 @@ def _enqueue(queue: QueueShape, job: JobShape, micros: int) -> None:
 
 
 def unqueue(queue: QueueShape, job: JobShape) -> None:
-    """Take a pending job out of ``queue``: NEW again, in no queue."""
+    """Take a pending job out of ``queue``: NEW again, in no queue, its
+    unique key free (putting it again takes it again)."""
     queue._take(job)
+    unique.free(job)
     _move(job, NEW)
     job.queue = None
 
@@ -372,6 +409,7 @@ def retry_failed(queue: QueueShape, job: J) -> J:
     if job._status != COMPLETED or not isinstance(job._result, Failure):
         raise BadStatusError('only a failed job can be retried; %r has '
                              'status %s' % (job, job._status))
+    unique.refuse_if_held(queue, job)
     if job.agent is not None:
         # Its slot, which a slow group leaves for the next poll to free:
         # freed now, or the agent would keep it (keyed by the key that

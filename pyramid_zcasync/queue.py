@@ -39,7 +39,7 @@ import persistent
 import persistent.mapping
 import zope.interface
 
-from . import clock, keys, lifecycle
+from . import clock, keys, lifecycle, unique
 from .interfaces import PENDING, IQueue, IQueues
 from .job import Job
 from .quota import Quotas, above_floor, floor_tree
@@ -75,6 +75,9 @@ class Queue(persistent.Persistent):
     #: each job in the stripe of its own key, so that producers putting
     #: jobs with deadlines do not all insert into one tree's last bucket.
     _deadline_stripes: Any = None
+    #: ``unique_key -> job``: unique.py's index of the keyed jobs that
+    #: have not completed.  None on queues stored before unique keys.
+    _unique: Any = None
 
     def __init__(self, name: str = ''):
         self.name = name
@@ -83,6 +86,7 @@ class Queue(persistent.Persistent):
         self._deadline_stripes = _floor_trees()
         self._stripes = BTrees.OOBTree.OOBTree()
         self._lane(0, (), create=True)  # the first puts do not race
+        unique.index(self, create=True)
         self.quotas = Quotas()
         self.dispatchers = DispatcherAgents(self)
 
@@ -197,17 +201,25 @@ class Queue(persistent.Persistent):
             begin_after: Optional[datetime.datetime] = None,
             begin_by: Optional[Any] = None,
             priority: Optional[int] = None,
-            time_limit: Optional[float] = None, **kwargs: Any) -> Job:
+            time_limit: Optional[float] = None,
+            unique_key: Optional[str] = None, **kwargs: Any) -> Job:
         """Queue a Job, or a callable with its arguments; return the job.
 
         The job runs once the current transaction commits; if it aborts,
         nothing was queued.  ``priority`` (an int, higher first; the job's
         own, 0 by default, when not given) comes before due time in the
         claim order.  ``time_limit`` is ``job.time_limit`` (timelimit.py).
+
+        ``unique_key`` (a non-empty string) makes the put return this
+        queue's job put with that key that has not completed, if there is
+        one, instead of queueing a second; once it completes (succeeded,
+        failed, cancelled or expired) the key is free again.  A job put
+        back for a retry keeps its key: it has not completed.
         """
         return lifecycle.put(self, self._as_job(item, args, kwargs),
                              begin_after=begin_after, begin_by=begin_by,
-                             priority=priority, time_limit=time_limit)
+                             priority=priority, time_limit=time_limit,
+                             unique_key=unique_key)
 
     @staticmethod
     def _as_job(item: Any, args: tuple, kwargs: dict) -> Job:

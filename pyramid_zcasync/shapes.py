@@ -23,6 +23,7 @@ class JobShape(Protocol):
     _status: str
     _result: Any
     _key: Optional[int]
+    unique_key: Optional[str]
     _begin_after: Optional[datetime.datetime]
     _begin_by: Optional[datetime.datetime]
     queue: Any  # a QueueShape once queued; Job leaves it untyped
@@ -93,6 +94,7 @@ class QueueShape(Protocol):
 
     quotas: QuotasShape
     _p_jar: Any
+    _unique: Any  # unique.py's BTree of unique keys, or None
 
     def put(self, item: Any) -> Any: ...
 
