@@ -272,6 +272,10 @@ class DispatcherAgents(persistent.Persistent):
         """The size ``scale`` set for ``agent_name``, or None."""
         return self._sizes.get(agent_name)
 
+    def scaled(self) -> Dict[str, int]:
+        """Agent name -> the size ``scale`` set (a copy)."""
+        return dict(self._sizes)
+
     def agent_names(self) -> List[str]:
         """The names of the agents of every registration, sorted."""
         return sorted({name for registration in self.values()
