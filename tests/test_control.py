@@ -3,6 +3,7 @@ running dispatcher, across processes, from pzcasync, the dashboard and
 /metrics."""
 import json
 import os
+import re
 import threading
 import time
 
@@ -15,12 +16,14 @@ import jobs
 import pyramid_zcasync
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.agent import Agent
-from pyramid_zcasync.interfaces import COMPLETED, PENDING, IQueue
+from pyramid_zcasync.interfaces import PENDING, IQueue
 from pyramid_zcasync.pool import Pool
 from pyramid_zcasync.queue import Queue
 from pyramid_zcasync.testing import (get_poll, tear_down_dispatcher,
                                      wait_for_result, wait_until)
+import test_dashboard_browser as browser_test
 from test_dashboard import ADMIN, DASHBOARD, Model, made, token_of  # noqa
+from test_dashboard_browser import browser, served  # noqa: F401
 from test_scripts import CLI, make_site, one_error_line, output, run
 
 HOLD_SECONDS = 30
@@ -310,3 +313,38 @@ def test_dashboard_buttons_pause_resume_and_scale(made):
         assert 'zcasync_agent_size{agent="main",queue=""} 5.0' in metrics
     finally:
         model.close()
+
+
+@browser_test.pytestmark[0]
+@browser_test.pytestmark[1]
+def test_pause_and_scale_in_a_browser(served, browser):
+    from playwright.sync_api import expect
+    app, base, model = served
+    context = browser.new_context()
+    context.add_cookies([{'name': 'admin', 'value': 'yes',
+                          'url': base + '/'}])
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    page.on('dialog', lambda dialog: dialog.accept())
+    try:
+        page.goto(base + '/_async/')
+        page.locator('#autorefresh').uncheck()
+        page.get_by_role('button', name='Pause').click()
+        page.wait_for_url(re.compile(r'/_async/(\?.*)?$'))
+        expect(page.locator('.flash')).to_contain_text('is paused')
+        expect(page.locator('.pill.paused')).to_be_visible()
+        model.sync()
+        assert model.queue.paused
+        page.locator('#autorefresh').uncheck()
+        size = page.locator('input[name="size"]')
+        size.fill('4')
+        page.get_by_role('button', name='Set').click()
+        expect(page.locator('.flash')).to_contain_text('4 slot(s)')
+        page.locator('#autorefresh').uncheck()
+        page.get_by_role('button', name='Resume').click()
+        expect(page.locator('.flash')).to_contain_text('is running')
+        model.sync()
+        assert not model.queue.paused
+        assert model.queue.dispatchers.size_of('main') == 4
+    finally:
+        context.close()
