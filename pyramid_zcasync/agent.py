@@ -220,6 +220,13 @@ class Agent(persistent.Persistent):
     def __contains__(self, job: object) -> bool:
         return self._active.get(getattr(job, '_key', FLOOR)) is job
 
+    def resize(self, size: int) -> None:
+        """Change the number of slots (written only when it differs): a
+        smaller size claims nothing until enough running jobs end."""
+        size = check_size(size, 'agent %r size' % self.name)
+        if size != self.size:
+            self.size = size
+
     @property
     def available(self) -> int:
         return max(self.size - len(self), 0)
@@ -241,12 +248,17 @@ class Agent(persistent.Persistent):
         return job
 
     def _claims_allowed(self) -> bool:
-        """Only a live registration claims: one deactivated, or silent
+        """Nothing is claimed from a paused queue.  Only a live
+        registration claims: one deactivated, or silent
         long enough to be declared dead, has its jobs handed back by
         siblings, so what it claimed now might run twice."""
         registration = self.parent
         if registration is None:
             return True
+        if queue_paused(self):
+            trace.info('agent %r of dispatcher %s claims nothing: its '
+                       'queue is paused', self.name, self.UUID)
+            return False
         if not registration.activated:
             trace.info('agent %r of dispatcher %s claims nothing: the '
                        'registration is deactivated', self.name, self.UUID)
@@ -268,6 +280,14 @@ class Agent(persistent.Persistent):
         """Free the job's slot and quotas (lifecycle.release); completed
         jobs enter the history."""
         lifecycle.release(job, self)
+
+
+def queue_paused(agent: Agent) -> bool:
+    """Whether the queue of ``agent`` is paused (False for an agent not
+    in a queue yet)."""
+    registrations = getattr(agent.parent, 'registrations', None)
+    queue = getattr(registrations, 'queue', None)
+    return bool(getattr(queue, 'paused', False))
 
 
 def _exclusive(chooser: Optional[Callable],

@@ -80,6 +80,14 @@ class Executor:
             return agent.size * GROUP_SIZE
         return agent.size
 
+    def follow_size(self, agent: Any) -> None:
+        """Give the agent's pool as many workers as the agent has slots
+        now (it may have been scaled at run time): more at once, fewer as
+        their jobs end."""
+        pool = self._pools.get((agent.queue.name, agent.name))
+        if pool is not None and pool.size != agent.size:
+            pool.resize(agent.size)
+
     def submit(self, queue_name: str, agent: Any, oid: bytes,
                poll_key: int) -> None:
         """Hand a job claimed (and committed) for ``agent`` to its pool."""

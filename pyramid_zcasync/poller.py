@@ -1,9 +1,11 @@
 """One poll of a dispatcher: a single transaction over every queue.
 
 In it the dispatcher keeps its registration active, puts the periodic
-jobs that are due, pings, declares silent siblings dead, and lets each
+jobs that are due, pings, declares silent siblings dead, gives its agents
+the sizes set at run time (``queue.dispatchers.scale``), and lets each
 of its agents claim jobs (prefetching them from ZEO or RelStorage in one
-round trip).  The Poller knows nothing of threads or the reactor: the
+round trip).  Nothing is claimed from a paused queue, but its periodic
+jobs are still put when due, to wait pending until it is resumed.  The Poller knows nothing of threads or the reactor: the
 Dispatcher calls :meth:`Poller.poll_once` under its bookkeeping lock and
 schedules what the outcome says (a retry, a wake-up when something is
 due, the claimed jobs for the Executor).
@@ -97,7 +99,9 @@ class Poller:
                 self.UUID, ping_interval=self.ping_interval,
                 ping_death_interval=self.ping_death_interval)
         if 'main' not in registration:
-            registration.add(Agent('main', self.options.agent_size))
+            size = queue.dispatchers.size_of('main')
+            registration.add(Agent('main', self.options.agent_size
+                                   if size is None else size))
         if activate:
             for agent in registration.values():
                 agent.completed.configure(self.options.history_size,
@@ -136,9 +140,11 @@ class Poller:
             if judge:
                 queue.dispatchers.deactivate_dead(
                     exclude=self.UUID, watched_since=self.watching_since)
+            follow_sizes(queue, registration)
             poll[name] = {agent.name: self._claim(agent, claimed)
                           for agent in registration.values()}
-            due = _earliest(due, queue.next_due(now))
+            if not queue.paused:  # its due jobs must not wake us
+                due = _earliest(due, queue.next_due(now))
             due = _earliest(due, periodic.next_due(queue))
         self._adopt_unsure_claims(claimed)
         before = self._local_now()
@@ -242,7 +248,11 @@ class Poller:
                 'error': None, 'len': 0, 'new jobs': [], 'size': agent.size}
         limit = self.executor.claim_limit(agent)
         try:
+            self.executor.follow_size(agent)
             self.executor.release_finished(agent)
+            if agent.queue.paused:
+                info['paused'] = True
+                return info
             self.prefetch_claims(agent, limit)
             while True:
                 job = agent.claimJob(limit=limit)
@@ -269,6 +279,15 @@ class Poller:
             agent._p_jar.prefetch(
                 [oid for oid in agent.queue.front_oids(
                     count, self.clock.utcnow()) if oid not in added])
+
+
+def follow_sizes(queue: Any, registration: Any) -> None:
+    """Give our agents the sizes set by ``scale`` (written only where
+    they differ: only this dispatcher writes its agents)."""
+    for agent in registration.values():
+        size = queue.dispatchers.size_of(agent.name)
+        if size is not None:
+            agent.resize(size)
 
 
 def queues(connection: Any) -> Any:

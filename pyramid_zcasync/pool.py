@@ -17,6 +17,7 @@ that died silently would leave its job ACTIVE forever (a zc.async bug).
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -89,12 +90,16 @@ class Pool:
         self._stops = 0
         self._busy = 0
         self._threads: list = []
+        self._numbers = itertools.count()
         self._condition = threading.Condition()
         self.resize(size)
 
     @property
     def size(self) -> int:
-        return len(self._threads)
+        """Workers that will keep taking work: threads not yet told to
+        end (a thread told to end finishes its batch first)."""
+        with self._condition:
+            return len(self._threads) - self._stops
 
     @property
     def busy(self) -> int:
@@ -102,19 +107,27 @@ class Pool:
             return self._busy
 
     def resize(self, size: int) -> None:
-        """Grow at once; shrink by letting threads finish their task."""
+        """Grow at once (first by taking back stops not yet taken);
+        shrink by letting threads finish their task.  ``_threads`` holds
+        every thread that has not taken a stop, so that a pool resized
+        up and down between two polls counts its workers right."""
         with self._condition:
-            self._threads = [t for t in self._threads if t.is_alive()]
-            while len(self._threads) < size:
-                thread = threading.Thread(
-                    target=self._work, daemon=True,
-                    name='zcasync-%s-%d' % (self.name, len(self._threads)))
-                thread.start()
-                self._threads.append(thread)
-            while len(self._threads) > size:
-                self._threads.pop()
-                self._stops += 1
+            kept = len(self._threads) - self._stops
+            if size < kept:
+                self._stops += kept - size
+            else:
+                revived = min(self._stops, size - kept)
+                self._stops -= revived
+                for _ in range(size - kept - revived):
+                    self._start_thread()
             self._condition.notify_all()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._work, daemon=True,
+            name='zcasync-%s-%d' % (self.name, next(self._numbers)))
+        thread.start()
+        self._threads.append(thread)
 
     def submit(self, item: Any) -> None:
         with self._condition:
@@ -135,6 +148,7 @@ class Pool:
             while True:
                 if self._stops:
                     self._stops -= 1
+                    self._threads.remove(threading.current_thread())
                     return None
                 self._reclaim_stalled()
                 if self._waiting:
@@ -193,11 +207,11 @@ class Pool:
         """Drop items not started (their jobs are recovered as ASSIGNED),
         let each thread finish the item it runs; True if all did in time."""
         with self._condition:
-            threads, self._threads = self._threads, []
+            threads = list(self._threads)
             self._waiting.clear()
             for batch in self._batches:
                 batch.hand_back()
-            self._stops += len(threads)
+            self._stops = len(threads)
             self._condition.notify_all()
         end = time.monotonic() + timeout
         for thread in threads:

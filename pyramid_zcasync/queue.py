@@ -426,6 +426,24 @@ class Queue(persistent.Persistent):
         return [job for _, job in sorted(expired,
                                          key=operator.itemgetter(0))]
 
+    # -- run-time control ---------------------------------------------
+
+    #: Whether dispatchers stop claiming from this queue (pause/resume);
+    #: a class default, so that queues stored before it load unpaused.
+    paused = False
+
+    def pause(self) -> None:
+        """Stop every dispatcher claiming from this queue, from its next
+        poll after the caller's transaction commits.  Jobs running finish;
+        jobs put meanwhile, periodic ones included, wait pending."""
+        if not self.paused:
+            self.paused = True
+
+    def resume(self) -> None:
+        """Let dispatchers claim from this queue again at their next poll."""
+        if self.paused:
+            self.paused = False
+
 
 def _floor_trees() -> Tuple[Any, ...]:
     return tuple(floor_tree() for _ in range(keys.STRIPES))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any, Iterable, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import BTrees.OOBTree
 import persistent
@@ -22,6 +22,7 @@ from . import clock, lifecycle, retry
 from .agent import Agent
 from .interfaces import ACTIVE, DispatcherActivated, DispatcherDeactivated
 from .job import Job
+from .quota import check_size
 
 log = logging.getLogger('pyramid_zcasync.events')
 
@@ -199,6 +200,12 @@ def recover_job(job: Job, reason: str) -> None:
 class DispatcherAgents(persistent.Persistent):
     """UUID -> DispatcherAgent for one queue (``queue.dispatchers``)."""
 
+    #: Agent name -> size set at run time (``scale``), which every
+    #: dispatcher gives its agent of that name at its next poll; a class
+    #: default so that registries stored before scaling load.  Replaced,
+    #: never changed in place, so that assigning it marks us changed.
+    _sizes: Dict[str, int] = {}
+
     def __init__(self, queue: Any):
         #: The Queue (see ``queue``).
         self.parent = queue
@@ -250,6 +257,29 @@ class DispatcherAgents(persistent.Persistent):
 
     def items(self) -> Iterable[Tuple[str, DispatcherAgent]]:
         return self._registrations.items()
+
+    # -- sizes set at run time ---------------------------------------
+
+    def scale(self, agent_name: str, size: int) -> None:
+        """Give every dispatcher's agent ``agent_name`` in this queue
+        ``size`` slots, from their next poll on (dispatchers registering
+        later too), whatever size their own settings ask for."""
+        size = check_size(size, 'agent %r size' % agent_name)
+        if self._sizes.get(agent_name) != size:
+            self._sizes = {**self._sizes, agent_name: size}
+
+    def size_of(self, agent_name: str) -> Optional[int]:
+        """The size ``scale`` set for ``agent_name``, or None."""
+        return self._sizes.get(agent_name)
+
+    def scaled(self) -> Dict[str, int]:
+        """Agent name -> the size ``scale`` set (a copy)."""
+        return dict(self._sizes)
+
+    def agent_names(self) -> List[str]:
+        """The names of the agents of every registration, sorted."""
+        return sorted({name for registration in self.values()
+                       for name in registration})
 
     def database_now(self) -> datetime.datetime:
         """The newest transaction time this connection knows of."""

@@ -12,7 +12,8 @@ Each command asks the admin view's question (:mod:`pyramid_zcasync.views.
 queries`, or the dashboard's action) of the queues in a connection of its
 own: the same selections, the same data, the same error messages.
 ``--json`` prints what the view answers over HTTP; without it, aligned
-tables.  ``retry`` and ``cancel`` commit their change (again after a conflict).
+tables.  ``retry``, ``cancel``, ``pause``, ``resume`` and ``scale``
+commit their change (again after a conflict).
 An error is one line on stderr and exit status 1 (2 for a bad command
 line or option value, a missing ini file or a bad setting), never a
 traceback.  Everything printed is escaped (see :mod:`.tables`): a job's
@@ -39,7 +40,7 @@ from ..views import actions, queries
 from ..views.format import ParameterError, to_json
 from ..views.queries import JobListing, JobRef, JobSelection
 from ..views.reports import COMPLETED_STATES, STATES, describe
-from ..views.results import Changed
+from ..views.results import Changed, Controlled
 from ..views.status import dispatcher_of
 from . import tables
 from .common import ScriptError, bootstrap, check_ini, close_app, \
@@ -109,6 +110,26 @@ def change(action: Callable[[Job], None], done: str) -> Run:
     return run
 
 
+def pause(queues: Any, options: Options) -> Controlled:
+    actions.pause_queue(queues, options.args.queue_name)
+    return {'done': 'paused', 'queue': options.args.queue_name,
+            'agent': None, 'size': None}
+
+
+def resume(queues: Any, options: Options) -> Controlled:
+    actions.resume_queue(queues, options.args.queue_name)
+    return {'done': 'resumed', 'queue': options.args.queue_name,
+            'agent': None, 'size': None}
+
+
+def scale(queues: Any, options: Options) -> Controlled:
+    args = options.args
+    size = actions.parse_size(args.size)
+    actions.scale_agent(queues, args.queue_name, args.agent_name, size)
+    return {'done': 'scaled', 'queue': args.queue_name,
+            'agent': args.agent_name, 'size': size}
+
+
 COMMANDS: Dict[str, Command] = {
     'status': Command(lambda q, o: queries.status(q, o.selection(None)),
                       tables.status),
@@ -130,6 +151,9 @@ COMMANDS: Dict[str, Command] = {
                      writes=True),
     'cancel': Command(change(actions.cancel_job, 'cancelled'), tables.changed,
                       writes=True),
+    'pause': Command(pause, tables.controlled, writes=True),
+    'resume': Command(resume, tables.controlled, writes=True),
+    'scale': Command(scale, tables.controlled, writes=True),
 }
 
 HELP = {
@@ -148,6 +172,11 @@ HELP = {
     'retry': 'run a failed job again, at the back of its queue',
     'cancel': 'cancel a pending job: it never runs, and completes with a '
               'JobCancelled failure',
+    'pause': 'stop every dispatcher claiming from QUEUE (at its next '
+             'poll); running jobs finish, new ones wait',
+    'resume': 'let every dispatcher claim from QUEUE again',
+    'scale': 'give agent AGENT of every dispatcher in QUEUE SIZE slots '
+             '(at its next poll)',
 }
 
 #: The commands taking a selection, and those also taking states.
@@ -183,6 +212,15 @@ def make_parser() -> argparse.ArgumentParser:
             sub.add_argument('--database', metavar='NAME',
                              help='the database holding the job (default: '
                              'the queues\' database)')
+        if name in ('pause', 'resume', 'scale'):
+            sub.add_argument('queue_name', metavar='QUEUE',
+                             help="a queue's exact name ('' is the default "
+                             'queue)')
+        if name == 'scale':
+            sub.add_argument('agent_name', metavar='AGENT',
+                             help="an agent's name, e.g. main")
+            sub.add_argument('size', metavar='SIZE',
+                             help='its slots: a whole number, 0 or more')
         if name in STATE_FILTERED:
             sub.add_argument(
                 '--state', action='append', metavar='STATE',

@@ -19,8 +19,8 @@ from .. import clock
 from ..failure import Failure
 from ..safetext import KEEP_LINES, clip, escape
 from ..views.format import MESSAGE_LIMIT
-from ..views.results import (Changed, JobInfo, JobStats, Status,
-                             TracebackInfo)
+from ..views.results import (Changed, Controlled, JobInfo, JobStats,
+                             Status, TracebackInfo)
 
 #: The command line, for the hints a text gives (None in tests).
 Args = Optional[argparse.Namespace]
@@ -130,7 +130,24 @@ def status(data: Status, args: Args = None) -> str:
                    'COMPLETED'], rows)
     if quotas:
         out += '\n\n' + columns(['QUEUE', 'QUOTA', 'SIZE', 'ACTIVE'], quotas)
+    controls = [[queue_name(name), 'paused' if queue.get('paused') else
+                 'running', ', '.join('%s=%d' % item for item in sorted(
+                     queue.get('scaled', {}).items())) or None]
+                for name, queue in sorted(data.items())
+                if queue.get('paused') or queue.get('scaled')]
+    if controls:
+        out += '\n\n' + columns(['QUEUE', 'CLAIMS', 'SCALED'], controls)
     return out
+
+
+def controlled(data: Controlled, args: Args = None) -> str:
+    """What ``pause``, ``resume`` or ``scale`` did."""
+    name = queue_name(data['queue'])
+    if data['done'] == 'scaled':
+        return ('agent %r of queue %s scaled to %s: every dispatcher applies '
+                'it at its next poll' % (data['agent'], name, data['size']))
+    return 'queue %s %s: every dispatcher applies it at its next poll' % (
+        name, data['done'])
 
 
 def outcome(info: JobInfo) -> str:

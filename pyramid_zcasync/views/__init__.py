@@ -41,6 +41,9 @@ ROUTES = (
     ('cancel', '/actions/cancel'),
     ('retry', '/actions/retry'),
     ('requeue', '/actions/requeue'),
+    ('pause', '/actions/pause'),
+    ('resume', '/actions/resume'),
+    ('scale', '/actions/scale'),
 )
 
 #: A view called as Pyramid calls a decorated view: (context, request).

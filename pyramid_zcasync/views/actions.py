@@ -1,5 +1,6 @@
 """The dashboard's POST actions: cancel a pending job, retry a failed job,
-re-queue the jobs of a dead dispatcher.
+re-queue the jobs of a dead dispatcher, pause or resume a queue, scale an
+agent.
 
 Each requires the admin permission and a security policy (as every admin
 view), then a valid CSRF token.  The token is checked here, in the view,
@@ -167,6 +168,83 @@ def requeue(request: Any) -> HTTPSeeOther:
     return redirect(request, done='requeued', uuid=uuid, count=count)
 
 
+# -- queue control --------------------------------------------------------
+
+def find_queue(queues: Any, name: str) -> Any:
+    """The queue ``name``, or a 404 naming it and the queues there are."""
+    queue = queues.get(name)
+    if queue is None:
+        raise ActionError('there is no queue %r (the queues are: %s)' % (
+            name, ', '.join(repr(known) for known in sorted(queues)) or
+            'none'), 404)
+    return queue
+
+
+def pause_queue(queues: Any, name: str) -> None:
+    """Stop claims from queue ``name`` in every dispatcher (Queue.pause).
+    Apart from the view so that ``pzcasync pause`` makes the same checks."""
+    find_queue(queues, name).pause()
+
+
+def resume_queue(queues: Any, name: str) -> None:
+    """Let every dispatcher claim from queue ``name`` again."""
+    find_queue(queues, name).resume()
+
+
+def parse_size(raw: Any) -> int:
+    """An agent size from a form or a command line, or a 400 naming it."""
+    try:
+        size = int(str(raw).strip())
+    except ValueError:
+        size = -1
+    if size < 0 or str(raw).strip() != str(size):
+        raise ParameterError('bad agent size %r: a whole number, 0 or more'
+                             % (raw,))
+    return size
+
+
+def scale_agent(queues: Any, name: str, agent: str, size: int) -> None:
+    """Give agent ``agent`` of every dispatcher in queue ``name`` ``size``
+    slots from their next poll (DispatcherAgents.scale); the agent must
+    exist there ('main' always does: every dispatcher makes it)."""
+    registrations = find_queue(queues, name).dispatchers
+    known = set(registrations.agent_names()) | {'main'}
+    if agent not in known:
+        raise ActionError('queue %r has no agent %r (its agents are: %s)' % (
+            name, agent, ', '.join(repr(a) for a in sorted(known))), 404)
+    registrations.scale(agent, size)
+
+
+def queue_name_of(request: Any) -> str:
+    """The ``queue`` field: present, but '' is the default queue."""
+    if 'queue' not in request.POST:
+        raise ActionError("missing parameter 'queue': the name of a queue")
+    return str(request.POST['queue'])
+
+
+def pause(request: Any) -> HTTPSeeOther:
+    """Stop claims from a queue; running jobs finish."""
+    name = queue_name_of(request)
+    pause_queue(request.async_queues, name)
+    return redirect(request, done='paused', queue=name)
+
+
+def resume(request: Any) -> HTTPSeeOther:
+    """Let dispatchers claim from a paused queue again."""
+    name = queue_name_of(request)
+    resume_queue(request.async_queues, name)
+    return redirect(request, done='resumed', queue=name)
+
+
+def scale(request: Any) -> HTTPSeeOther:
+    """Set an agent's size in every dispatcher of a queue."""
+    name = queue_name_of(request)
+    agent = required(request, 'agent', 'the name of an agent')
+    size = parse_size(required(request, 'size', 'the new size'))
+    scale_agent(request.async_queues, name, agent, size)
+    return redirect(request, done='scaled', queue=name, agent=agent)
+
+
 # -- errors ---------------------------------------------------------------
 
 REASONS = {400: '400 Bad Request', 404: '404 Not Found'}
@@ -185,7 +263,8 @@ def action_error(exc: ActionError, request: Any) -> Response:
 
 def includeme(config: Any) -> None:
     for view, name in ((cancel, 'cancel'), (retry, 'retry'),
-                       (requeue, 'requeue')):
+                       (requeue, 'requeue'), (pause, 'pause'),
+                       (resume, 'resume'), (scale, 'scale')):
         add_admin_view(config, csrf_checked(view), name,
                        request_method='POST', require_csrf=False,
                        renderer=None)

@@ -29,6 +29,8 @@ AT_LEAST_ONCE = ('A job it was running runs again from the start: its '
 def flash_message(request: Any) -> Optional[str]:
     """Our sentence for ``done``, if what it names is true now."""
     done = request.GET.get('done')
+    if done in CONTROL:
+        return control_message(request.async_queues, done, request.GET)
     if done == 'requeued':
         uuid = stopped_dispatcher(request.async_queues,
                                   request.GET.get('uuid', ''))
@@ -45,6 +47,35 @@ def flash_message(request: Any) -> Optional[str]:
         return ('Job 0x%x was cancelled: it will not run, and its callbacks '
                 'see a JobCancelled failure.' % oid)
     return 'Job 0x%x was queued again; it runs in its turn.' % oid
+
+
+#: The queue controls' messages, shown only if the queue is in that state.
+CONTROL = {
+    'paused': 'Queue %s is paused: dispatchers claim none of its jobs from '
+              'their next poll on; the jobs running finish.',
+    'resumed': 'Queue %s is running: dispatchers claim its jobs again from '
+               'their next poll on.',
+    'scaled': 'Agent %s of queue %s has %d slot(s) in every dispatcher '
+              'from its next poll on.',
+}
+
+
+def control_message(queues: Any, done: str, query: Any) -> Optional[str]:
+    """Our sentence for a queue control, if the queue is in the state it
+    names (the names shown are those stored, not the link's)."""
+    queue = queues.get(query.get('queue', ''))
+    if queue is None:
+        return None
+    label = repr(queue.name) if queue.name else '(default)'
+    if done == 'scaled':
+        agent = query.get('agent', '')
+        size = queue.dispatchers.size_of(agent)  # stored: a known name
+        if size is None:
+            return None
+        return CONTROL[done] % (repr(agent), label, size)
+    if queue.paused != (done == 'paused'):
+        return None
+    return CONTROL[done] % label
 
 
 def job_oid(request: Any) -> Optional[int]:

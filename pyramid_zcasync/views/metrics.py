@@ -132,7 +132,7 @@ class ZcasyncCollector:
             '1 when the queue database answered this scrape, else 0 (and '
             'the queue metrics are missing).')
         try:
-            counts = read_queue_counts(queue_database(self.registry))
+            counts, agent_sizes = read_queues(queue_database(self.registry))
         except Exception:
             log.exception('metrics: reading the queues failed')
             database_up.add_metric([], 0)
@@ -149,33 +149,70 @@ class ZcasyncCollector:
             'zcasync_queue_pending',
             'Jobs waiting in each queue, including those scheduled for '
             'later (begin_after in the future).', labels=['queue'])
+        paused = GaugeMetricFamily(
+            'zcasync_queue_paused',
+            '1 while a queue is paused (no dispatcher claims its jobs), '
+            'else 0.', labels=['queue'])
+        sizes = GaugeMetricFamily(
+            'zcasync_agent_size',
+            'Slots of each agent of a queue: the size set at run time '
+            '(pzcasync scale), else the largest any dispatcher has.',
+            labels=['queue', 'agent'])
         for queue, by_state in sorted(counts.items()):
             for state in STATES:
                 jobs.add_metric([queue, state], by_state[state])
             pending.add_metric([queue], by_state['pending'])
+            paused.add_metric([queue], by_state['paused'])
+        for (queue, agent), size in sorted(agent_sizes.items()):
+            sizes.add_metric([queue, agent], size)
         yield jobs
         yield pending
+        yield paused
+        yield sizes
 
 
-def read_queue_counts(db: Any) -> Dict[str, Dict[str, int]]:
+#: A queue's name -> its counts by state, and ``paused`` (1 or 0).
+Counts = Dict[str, Dict[str, int]]
+#: (queue name, agent name) -> the agent's size.
+AgentSizes = Dict[Tuple[str, str], int]
+
+
+def read_queue_counts(db: Any) -> Counts:
     """``{queue: {state: count}}`` read in a connection of its own, so a
     scrape never joins (or conflicts with) the request's transaction."""
+    return read_queues(db)[0]
+
+
+def read_queues(db: Any) -> Tuple[Counts, AgentSizes]:
+    """The counts, and the agents' sizes, in one read."""
     return transact.read(db, _count_states)
 
 
-def _count_states(connection: Any) -> Dict[str, Dict[str, int]]:
-    counts: Dict[str, Dict[str, int]] = {}
+def _count_states(connection: Any) -> Tuple[Counts, AgentSizes]:
+    counts: Counts = {}
+    sizes: AgentSizes = {}
     queues = connection.root().get(KEY) or {}
     for name, queue in queues.items():
         by_state = counts[name] = dict.fromkeys(STATES, 0)
         by_state['pending'] = len(queue)
+        by_state['paused'] = int(queue.paused)
         for registration in queue.dispatchers.values():
             for agent in registration.values():
+                _note_size(sizes, queue, name, agent)
                 for job in agent:
                     state = AGENT_STATES.get(job.status)
                     if state is not None:
                         by_state[state] += 1
-    return counts
+    return counts, sizes
+
+
+def _note_size(sizes: AgentSizes, queue: Any, name: str, agent: Any) -> None:
+    """The size ``scale`` set wins: dispatchers take it at their next
+    poll, and stopped ones keep the size they stopped with."""
+    scaled = queue.dispatchers.size_of(agent.name)
+    key = (name, agent.name)
+    sizes[key] = scaled if scaled is not None else max(
+        sizes.get(key, 0), agent.size)
 
 
 def metrics_registry(registry: Any) -> CollectorRegistry:

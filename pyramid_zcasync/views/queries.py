@@ -233,7 +233,17 @@ def uuids(queues: Any) -> List[str]:
 
 
 def status(queues: Any, selection: JobSelection) -> Status:
-    return dispatcher_status(selection.find(queues))
+    """The dispatchers' status, and each queue's run-time controls where
+    set: ``paused`` (true), ``scaled`` (agent name -> size); absent when
+    unset, so the answer of a queue never controlled stays as it was."""
+    report = dispatcher_status(selection.find(queues))
+    for name, info in report.items():
+        if queues[name].paused:
+            info['paused'] = True
+        scaled = queues[name].dispatchers.scaled()
+        if scaled:
+            info['scaled'] = scaled
+    return report
 
 
 def jobs(queues: Any, listing: JobListing) -> List[ListedJob]:

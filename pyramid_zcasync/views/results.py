@@ -89,10 +89,18 @@ class QuotaStatus(TypedDict):
     len: int
 
 
-class QueueStatus(TypedDict):
+class _QueueContents(TypedDict):
     len: int
     quotas: Dict[str, QuotaStatus]
     dispatchers: Dict[str, DispatcherStatus]
+
+
+class QueueStatus(_QueueContents, total=False):
+    #: True while the queue is paused (added by queries.status; absent
+    #: when it is not).
+    paused: bool
+    #: Agent name -> the size set at run time (``pzcasync scale``).
+    scaled: Dict[str, int]
 
 
 #: A queue's name -> its status.
@@ -107,3 +115,12 @@ class Changed(TypedDict):
     """What an action did (``retried``, ``cancelled``) to which job."""
     done: str
     job: JobInfo
+
+
+class Controlled(TypedDict):
+    """What a queue control did: ``paused``, ``resumed`` or ``scaled``
+    (then to which agent, and its size; else both None)."""
+    done: str
+    queue: str
+    agent: Optional[str]
+    size: Optional[int]

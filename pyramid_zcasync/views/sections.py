@@ -126,6 +126,8 @@ class QueueBlock:
     name: str
     size: int
     rows: List[PendingRow]
+    paused: bool
+    control: Button  # pause, or resume when paused
 
     @property
     def more(self) -> int:
@@ -134,6 +136,17 @@ class QueueBlock:
     @property
     def pill(self) -> Pill:
         return Pill('%d pending' % self.size, 'warn' if self.size else 'idle')
+
+
+def control_button(name: str, paused: bool, forms: Forms) -> Button:
+    label = repr(name) if name else 'the default queue'
+    if paused:
+        return forms.button('resume', {'queue': name}, 'Resume', 'primary',
+                            busy='Resuming\u2026')
+    return forms.button('pause', {'queue': name}, 'Pause', '',
+                        confirm='Pause %s? Dispatchers stop claiming its '
+                        'jobs; the jobs running finish.' % label,
+                        busy='Pausing\u2026')
 
 
 def pending_row(job: Any, forms: Forms, now: datetime.datetime
@@ -153,7 +166,8 @@ def queue_blocks(queues: Any, forms: Forms, now: datetime.datetime
                  ) -> List[QueueBlock]:
     return [QueueBlock(name, len(queue), [
         pending_row(job, forms, now)
-        for job in itertools.islice(iter(queue), NEXT_PENDING)])
+        for job in itertools.islice(iter(queue), NEXT_PENDING)],
+        queue.paused, control_button(name, queue.paused, forms))
         for name, queue in sorted(queues.items())]
 
 
@@ -174,6 +188,7 @@ class AgentRow:
     name: str
     active: List[ActiveJob]
     size: int
+    scale: Button  # its form takes the new size too
 
     @property
     def full(self) -> bool:
@@ -230,7 +245,9 @@ def dispatcher_block(uuid: str, entries: Entries, mine: Optional[str],
         busy='Re-queuing\u2026') if dead else None
     rows = [AgentRow(queue_name, agent.name,
                      [active_job(job, now) for job in list(agent)],
-                     agent.size)
+                     agent.size, forms.button(
+                         'scale', {'queue': queue_name, 'agent': agent.name},
+                         'Set', busy='Setting\u2026'))
             for queue_name, registration in entries
             for agent in registration.values()]
     return DispatcherBlock(
