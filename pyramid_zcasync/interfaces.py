@@ -81,6 +81,16 @@ class IQueue(zope.interface.Interface):
     def claim(filter: Any = None) -> Any:
         """Assign the next runnable job, or return None."""
 
+    paused = zope.interface.Attribute(
+        'True while no dispatcher claims from this queue (pause/resume).')
+
+    def pause() -> None:
+        """Stop every dispatcher claiming from this queue at its next
+        poll; running jobs finish."""
+
+    def resume() -> None:
+        """Let dispatchers claim from this queue again."""
+
 
 class IQueues(zope.interface.Interface):
     """The mapping of queue names to queues stored under ``root[KEY]``."""
