@@ -84,11 +84,13 @@ class IQueue(zope.interface.Interface):
     paused = zope.interface.Attribute(
         'True while no dispatcher claims from this queue (pause/resume).')
 
-    def pause() -> None:
+    # zope.interface methods name no ``self``; mypy reads them as plain
+    # methods, hence the ignores.
+    def pause() -> None:  # type: ignore[misc]
         """Stop every dispatcher claiming from this queue at its next
         poll; running jobs finish."""
 
-    def resume() -> None:
+    def resume() -> None:  # type: ignore[misc]
         """Let dispatchers claim from this queue again."""
 
 
