@@ -50,6 +50,17 @@ def db(request, tmp_path):
 
 
 @pytest.fixture
+def fs_db(tmp_path):
+    """A FileStorage database with the default queue, for a real
+    dispatcher (threads need a storage that is not MappingStorage's)."""
+    db = ZODB.DB(str(tmp_path / 'Data.fs'))
+    pyramid_zcasync.install_queues(db)
+    yield db
+    transaction.abort()
+    db.close()
+
+
+@pytest.fixture
 def conn(db):
     connection = db.open()
     yield connection

@@ -24,7 +24,7 @@ from pyramid_zcasync.testing import (get_poll, tear_down_dispatcher,
 import test_dashboard_browser as browser_test
 from test_dashboard import ADMIN, DASHBOARD, Model, made, token_of  # noqa
 from test_dashboard_browser import browser, served  # noqa: F401
-from test_scripts import CLI, make_site, one_error_line, output, run
+from test_scripts import make_site, one_error_line, output, run
 
 HOLD_SECONDS = 30
 
@@ -86,15 +86,6 @@ def test_a_pool_resized_up_and_down_between_tasks_counts_right():
 
 
 # -- a running dispatcher -------------------------------------------------
-
-@pytest.fixture
-def fs_db(tmp_path):
-    db = ZODB.DB(str(tmp_path / 'Data.fs'))
-    pyramid_zcasync.install_queues(db)
-    yield db
-    transaction.abort()
-    db.close()
-
 
 def start(fs_db, tmp_path, **options):
     return dispatcher_module.start(

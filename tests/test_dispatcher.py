@@ -8,10 +8,8 @@ import time
 import BTrees.OOBTree
 import pytest
 import transaction
-import ZODB
 
 import jobs
-import pyramid_zcasync
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync import instance
 from pyramid_zcasync.failure import Failure
@@ -20,15 +18,6 @@ from pyramid_zcasync.retry import NeverRetry
 from pyramid_zcasync.testing import (get_poll, tear_down_dispatcher,
                                      wait_for_annotation, wait_for_result,
                                      wait_for_start, wait_until)
-
-
-@pytest.fixture
-def fs_db(tmp_path):
-    db = ZODB.DB(str(tmp_path / 'Data.fs'))
-    pyramid_zcasync.install_queues(db)
-    yield db
-    transaction.abort()
-    db.close()
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import sys
 import pytest
 import transaction
 import zope.event
-import ZODB
 
-import pyramid_zcasync
 from pyramid_zcasync import agent, extensions, process, registry
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.interfaces import IQueue
@@ -46,15 +44,6 @@ def test_options_are_frozen_and_checked():
         DispatcherOptions(poll_interval=0)
     assert DEFAULTS.replace(poll_interval=None) is DEFAULTS
     assert DEFAULTS.replace(agent_size=2).agent_size == 2
-
-
-@pytest.fixture
-def fs_db(tmp_path):
-    db = ZODB.DB(str(tmp_path / 'Data.fs'))
-    pyramid_zcasync.install_queues(db)
-    yield db
-    transaction.abort()
-    db.close()
 
 
 def test_start_takes_options_and_keywords_over_them(fs_db, tmp_path):

@@ -10,7 +10,6 @@ import time
 import BTrees.OOBTree
 import pytest
 import transaction
-import ZODB
 from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationConflictError, ConfigurationError
 from ZODB.POSException import ConflictError
@@ -284,15 +283,6 @@ def test_two_connections_enqueueing_at_once_conflict_and_one_wins(
 
 
 # -- a real dispatcher ----------------------------------------------------
-
-@pytest.fixture
-def fs_db(tmp_path):
-    db = ZODB.DB(str(tmp_path / 'Data.fs'))
-    pyramid_zcasync.install_queues(db)
-    yield db
-    transaction.abort()
-    db.close()
-
 
 def test_dispatcher_runs_a_schedule_every_second(fs_db, tmp_path):
     # A 5 s poll: runs a second apart prove the dispatcher wakes for the

@@ -13,7 +13,6 @@ import sys
 
 import pytest
 import transaction
-import ZODB
 
 import jobs
 import pyramid_zcasync
@@ -190,15 +189,6 @@ def test_a_queue_stored_before_unique_keys(queue):
 
 
 # -- a real dispatcher --------------------------------------------------------
-
-@pytest.fixture
-def fs_db(tmp_path):
-    db = ZODB.DB(str(tmp_path / 'Data.fs'))
-    pyramid_zcasync.install_queues(db)
-    yield db
-    transaction.abort()
-    db.close()
-
 
 @pytest.fixture
 def running(fs_db, tmp_path):
