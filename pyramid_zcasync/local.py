@@ -1,15 +1,21 @@
 """What a running job can ask about itself, from its own thread.
 
 The runner sets these for the duration of a call; outside a job they
-return None (and ``set_live_annotation`` raises).
+return None (and ``set_live_annotation`` and ``set_progress`` raise).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
+import math
+import numbers
+import reprlib
 import threading
 from typing import Any, Callable, Iterator, Optional, Tuple
 
-from . import extensions, transact
+from . import clock, extensions, transact
+from .safetext import clip
 
 _state = threading.local()
 
@@ -83,15 +89,24 @@ def set_live_annotation(name: str, value: Any) -> None:
     """Store ``job.annotations[name] = value`` and commit it at once, in a
     transaction of its own, so others see it while the job still runs
     (the job's own transaction commits only at its end)."""
+    _annotate_live('set_live_annotation', name, value)
+
+
+def _annotate_live(caller: str, name: str, value: Any) -> None:
+    """What ``set_live_annotation`` and ``set_progress`` share.  Only the
+    annotations' BTree is written (the runner creates it when the job
+    starts), so the job's own commit never conflicts with it; a job in a
+    group has no transaction of its own to leave alone, so it is run
+    alone instead."""
     job, db, _ = _current()
     if job is None:
-        raise RuntimeError('set_live_annotation is only available inside '
-                           'a running job')
+        raise RuntimeError('%s is only available inside a running job'
+                           % caller)
     if db is None or job._p_oid is None:
         job.annotations[name] = value
         return
     if getattr(_state, 'grouped', False):
-        raise NeedsOwnTransaction('set_live_annotation')
+        raise NeedsOwnTransaction(caller)
     oid = job._p_oid
 
     def annotate(connection: Any) -> None:
@@ -119,3 +134,92 @@ def get_live_annotation(job: Any, name: str,
             activate()  # loaded before its connection closes
         return value
     return transact.read(jar.db(), read)
+
+
+# -- progress -------------------------------------------------------------
+
+#: The annotation holding a job's progress as ``(fraction, message, at)``:
+#: a plain tuple, so that a stored record stays readable whatever becomes
+#: of the classes here.
+PROGRESS_KEY = 'pyramid_zcasync.progress'
+#: The longest progress message kept: a job's text is shown on pages and
+#: in terminals, and a progress is rewritten many times; more is clipped.
+PROGRESS_MESSAGE_LIMIT = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far a job said it got: ``fraction`` from 0 to 1, a ``message``
+    for people (the job's own text: untrusted, shown escaped) and when
+    it said so (``at``, UTC)."""
+    fraction: float
+    message: str
+    at: datetime.datetime
+
+    @property
+    def percent(self) -> int:
+        """Whole percents, rounded down: 99.9 % is not done."""
+        return math.floor(self.fraction * 100)
+
+
+def set_progress(fraction: float, message: str = '') -> None:
+    """Say how far the running job got, committed at once like a live
+    annotation: the views and ``pzcasync`` show it while the job runs.
+
+    It is committed in a transaction of its own, so it stays when the
+    job's own transaction aborts (a failed or retried attempt keeps its
+    last progress until the next call says otherwise).  ``fraction`` is
+    a number from 0 to 1; ``message`` is clipped to
+    PROGRESS_MESSAGE_LIMIT characters.  In a group commit the job is run
+    alone instead, as for ``set_live_annotation``.
+    """
+    progress = Progress(_checked_fraction(fraction),
+                        clip(_checked_message(message),
+                             PROGRESS_MESSAGE_LIMIT),
+                        clock.utcnow())
+    _annotate_live('set_progress', PROGRESS_KEY, dataclasses.astuple(
+        progress))
+
+
+def get_progress(job: Any) -> Optional[Progress]:
+    """The progress ``job`` set last, as ``job``'s connection sees it
+    (from another process, ``get_live_annotation(job, PROGRESS_KEY)``
+    reads it as last committed); None if it never set one, as on every
+    job stored before progress existed."""
+    # Not job.annotations: that property creates the BTree, a write.
+    annotations = getattr(job, '_annotations', None)
+    if annotations is None:
+        return None
+    return _stored_progress(annotations.get(PROGRESS_KEY))
+
+
+def _stored_progress(value: Any) -> Optional[Progress]:
+    """The stored tuple as a Progress; None for anything else (a job may
+    have written the key itself)."""
+    if not (isinstance(value, tuple) and len(value) == 3):
+        return None
+    fraction, message, at = value
+    if isinstance(fraction, float) and isinstance(message, str) \
+            and isinstance(at, datetime.datetime):
+        return Progress(fraction, message, at)
+    return None
+
+
+def _checked_fraction(fraction: Any) -> float:
+    """A number from 0 to 1 as a float; anything else is the job's bug,
+    named in the error (a bool is not a number here, nor is NaN)."""
+    if isinstance(fraction, bool) or \
+            not isinstance(fraction, numbers.Real):
+        raise TypeError('set_progress: fraction must be a number from 0 '
+                        'to 1, not %s' % reprlib.repr(fraction))
+    if not 0 <= fraction <= 1:  # NaN fails it too
+        raise ValueError('set_progress: fraction must be from 0 to 1, not '
+                         '%s' % reprlib.repr(fraction))
+    return float(fraction)
+
+
+def _checked_message(message: Any) -> str:
+    if not isinstance(message, str):
+        raise TypeError('set_progress: message must be a str, not %s'
+                        % reprlib.repr(message))
+    return message
