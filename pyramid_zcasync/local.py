@@ -212,10 +212,14 @@ def _checked_fraction(fraction: Any) -> float:
             not isinstance(fraction, numbers.Real):
         raise TypeError('set_progress: fraction must be a number from 0 '
                         'to 1, not %s' % reprlib.repr(fraction))
-    if not 0 <= fraction <= 1:  # NaN fails it too
+    try:
+        value = float(fraction)
+    except OverflowError:  # an int too large for a float
+        value = math.inf
+    if not 0.0 <= value <= 1.0:  # NaN fails it too
         raise ValueError('set_progress: fraction must be from 0 to 1, not '
                          '%s' % reprlib.repr(fraction))
-    return float(fraction)
+    return value
 
 
 def _checked_message(message: Any) -> str:

@@ -190,3 +190,19 @@ def remember_start(tree, key):
     """When the job started (time.time()), for pick-up latency."""
     tree[key] = time.time()
     return key
+
+
+def progress_and_hold(hold_path, message='half', fraction=0.5, seconds=30):
+    """Says how far it got (local.set_progress), then runs while the file
+    ``hold_path`` exists (at most ``seconds``)."""
+    local.set_progress(fraction, message)
+    deadline = time.monotonic() + seconds
+    while os.path.exists(hold_path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return 'done'
+
+
+def progress_then_fail(message):
+    """Says how far it got, then fails: its own transaction aborts."""
+    local.set_progress(0.25, message)
+    raise ValueError('failed after saying %s' % message)

@@ -15,12 +15,12 @@ import argparse
 import datetime
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .. import clock
+from .. import clock, local
 from ..failure import Failure
 from ..safetext import KEEP_LINES, clip, escape
 from ..views.format import MESSAGE_LIMIT
 from ..views.results import (Changed, Controlled, JobInfo, JobStats,
-                             Status, TracebackInfo)
+                             ProgressInfo, Status, TracebackInfo)
 
 #: The command line, for the hints a text gives (None in tests).
 Args = Optional[argparse.Namespace]
@@ -170,8 +170,12 @@ def jobs(data: Sequence[JobInfo], args: Args = None) -> str:
 JOB_FIELDS = ('status', 'callable', 'args', 'kwargs', 'queue', 'agent',
               'dispatcher', 'begin after', 'begin by', 'active start',
               'active end', 'initial callbacks end', 'wait', 'active',
-              'result', 'failure', 'retry policy', 'quota names',
+              'progress', 'result', 'failure', 'retry policy', 'quota names',
               'callbacks', 'parent', 'waiting for', 'annotations')
+#: Fields only the job's own view gives (``pzcasync job``): where a
+#: command answers without them (``nextpending``), they are left out
+#: rather than shown as unset.
+DETAIL_FIELDS = ('progress',)
 
 
 def job(info: JobInfo, args: Args = None) -> str:
@@ -180,21 +184,36 @@ def job(info: JobInfo, args: Args = None) -> str:
     fields_of: Dict[str, Any] = dict(info)  # describe may add fields
     for name in JOB_FIELDS + tuple(sorted(set(info) - set(JOB_FIELDS) - {
             'id', 'repr', 'failed'})):
-        value = fields_of.get(name)
-        if name == 'status':
-            value = outcome(info)
-        elif name == 'queue' and value is not None:
-            value = queue_name(value)
-        elif name == 'callbacks':
-            value = [oid(item) for item in value or ()] or None
-        elif name in ('parent', 'waiting for'):
-            value = oid(value) if value else None
-        pairs.append((name, value))
+        if name in fields_of or name not in DETAIL_FIELDS:
+            pairs.append((name, job_field(name, fields_of.get(name), info)))
     out = fields(pairs)
     if info.get('failed'):
         out += '\n(its traceback: pzcasync %s traceback %s)' % (
             getattr(args, 'config_uri', 'CONFIG.ini'), oid(info['id']))
     return out
+
+
+def job_field(name: str, value: Any, info: JobInfo) -> Any:
+    """One field's value as ``pzcasync job`` shows it."""
+    if name == 'status':
+        return outcome(info)
+    if name == 'queue' and value is not None:
+        return queue_name(value)
+    if name == 'callbacks':
+        return [oid(item) for item in value or ()] or None
+    if name in ('parent', 'waiting for'):
+        return oid(value) if value else None
+    if name == 'progress' and value:
+        return progress(value)
+    return value
+
+
+def progress(info: ProgressInfo) -> str:
+    """``40% copying (at 2026-01-02 03:04:05Z)``; :func:`text` escapes
+    it whole, the job's message with it."""
+    percent = local.Progress(**info).percent
+    message = ' ' + info['message'] if info['message'] else ''
+    return '%d%%%s (at %s)' % (percent, message, text(info['at']))
 
 
 def traceback(data: TracebackInfo, args: Args = None) -> str:

@@ -25,7 +25,7 @@ from typing import (Any, Callable, Dict, FrozenSet, List, Optional, Sequence,
 from ZODB.POSException import POSKeyError
 from ZODB.utils import p64
 
-from .. import clock
+from .. import clock, local
 from ..failure import Failure
 from ..job import Job
 from ..safetext import bound, quote
@@ -36,7 +36,8 @@ from .reports import (COMPLETED_STATES, STATES, TIME_FIELDS, Selection,
                       Window, completed_jobs, count_jobs, describe,
                       dispatcher_status, iter_jobs, select, short_repr,
                       statistics)
-from .results import (JobInfo, JobStats, ListedJob, Status, TracebackInfo)
+from .results import (JobDetail, JobInfo, JobStats, ListedJob,
+                      ProgressInfo, Status, TracebackInfo)
 
 #: A job listing answers at most this many jobs unless ``count`` says
 #: otherwise: a queue of a million pending jobs must not become a 50 MB
@@ -268,8 +269,19 @@ def jobstats(queues: Any, selection: JobSelection) -> JobStats:
     return statistics(iter_jobs(chosen, selection.states), clock.utcnow())
 
 
-def job(queues: Any, ref: JobRef) -> JobInfo:
-    return describe(find_job(queues, ref))
+def job(queues: Any, ref: JobRef) -> JobDetail:
+    """One job in full: what a listing says of it, and its progress."""
+    found = find_job(queues, ref)
+    detail: JobDetail = {**describe(found), 'progress': progress(found)}
+    return detail
+
+
+def progress(found: Job) -> Optional[ProgressInfo]:
+    said = local.get_progress(found)
+    if said is None:
+        return None
+    return {'fraction': said.fraction, 'message': said.message,
+            'at': said.at}
 
 
 def traceback(queues: Any, ref: JobRef) -> TracebackInfo:

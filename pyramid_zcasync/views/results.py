@@ -45,6 +45,21 @@ JobInfo = TypedDict('JobInfo', {
     'annotations': List[str],
 })
 
+
+class ProgressInfo(TypedDict):
+    """How far a job said it got (``local.set_progress``): ``fraction``
+    from 0 to 1, its message, and when it said so."""
+    fraction: float
+    message: str
+    at: datetime.datetime
+
+
+class JobDetail(JobInfo, total=False):
+    """One job in full (``/db/jobs/{oid}``, ``pzcasync job``): the
+    listing's fields and what only the job's own view adds."""
+    #: None when the job never set a progress.
+    progress: Optional[ProgressInfo]
+
 TracebackInfo = TypedDict('TracebackInfo', {
     'id': JobId,
     'type': str,

@@ -11,7 +11,7 @@ import itertools
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .. import dispatcher as dispatcher_module
-from .. import periodic
+from .. import local, periodic
 from ..interfaces import COMPLETED
 from .flash import AT_LEAST_ONCE
 from .html import (Button, Forms, JobLabel, Pill, When, ago, call_text, clip,
@@ -174,12 +174,29 @@ def queue_blocks(queues: Any, forms: Forms, now: datetime.datetime
 # -- dispatchers ----------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
+class ProgressBar:
+    """What a running job said of its progress (``local.set_progress``);
+    the message is the job's text, escaped like every value."""
+    percent: int
+    message: str
+    said: str  # how long ago
+
+
+@dataclasses.dataclass(frozen=True)
 class ActiveJob:
     job: JobLabel
     call: str
     status: Pill
     started: str
     unreadable: Optional[str]
+    progress: Optional[ProgressBar] = None
+
+
+def progress_bar(job: Any, now: datetime.datetime) -> Optional[ProgressBar]:
+    said = local.get_progress(job)
+    if said is None:
+        return None
+    return ProgressBar(said.percent, said.message, ago(said.at, now))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +235,8 @@ def active_job(job: Any, now: datetime.datetime) -> ActiveJob:
         started = ('started ' + ago(job.active_start, now)
                    if job.active_start else 'not started')
         return ActiveJob(job_label(job), call_text(job),
-                         Pill(status_word(job), 'warn'), started, None)
+                         Pill(status_word(job), 'warn'), started, None,
+                         progress_bar(job, now))
     except Exception as exc:
         return ActiveJob(job_label(job), '', Pill('', ''), '', str(exc))
 
