@@ -172,9 +172,8 @@ JOB_FIELDS = ('status', 'callable', 'args', 'kwargs', 'queue', 'agent',
               'active end', 'initial callbacks end', 'wait', 'active',
               'progress', 'result', 'failure', 'retry policy', 'quota names',
               'callbacks', 'parent', 'waiting for', 'annotations')
-#: Fields only the job's own view gives (``pzcasync job``): where a
-#: command answers without them (``nextpending``), they are left out
-#: rather than shown as unset.
+#: Fields given only where they have a value (a job's progress, and only
+#: by ``pzcasync job``): left out when absent rather than shown as unset.
 DETAIL_FIELDS = ('progress',)
 
 

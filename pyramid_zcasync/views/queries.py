@@ -270,16 +270,18 @@ def jobstats(queues: Any, selection: JobSelection) -> JobStats:
 
 
 def job(queues: Any, ref: JobRef) -> JobDetail:
-    """One job in full: what a listing says of it, and its progress."""
+    """One job in full: what a listing says of it, and its ``progress``
+    where it set one (absent otherwise, so that the answer for a job
+    that never did stays as it was)."""
     found = find_job(queues, ref)
-    detail: JobDetail = {**describe(found), 'progress': progress(found)}
+    detail: JobDetail = {**describe(found)}
+    said = local.get_progress(found)
+    if said is not None:
+        detail['progress'] = progress(said)
     return detail
 
 
-def progress(found: Job) -> Optional[ProgressInfo]:
-    said = local.get_progress(found)
-    if said is None:
-        return None
+def progress(said: local.Progress) -> ProgressInfo:
     return {'fraction': said.fraction, 'message': said.message,
             'at': said.at}
 

@@ -57,8 +57,9 @@ class ProgressInfo(TypedDict):
 class JobDetail(JobInfo, total=False):
     """One job in full (``/db/jobs/{oid}``, ``pzcasync job``): the
     listing's fields and what only the job's own view adds."""
-    #: None when the job never set a progress.
-    progress: Optional[ProgressInfo]
+    #: What the job said last with ``local.set_progress``; absent when
+    #: it never did.
+    progress: ProgressInfo
 
 TracebackInfo = TypedDict('TracebackInfo', {
     'id': JobId,
