@@ -282,6 +282,8 @@ def job(queues: Any, ref: JobRef) -> JobDetail:
 
 
 def progress(said: local.Progress) -> ProgressInfo:
+    """A progress as the JSON and ``pzcasync`` give it: plain values,
+    the same whatever becomes of ``local.Progress``."""
     return {'fraction': said.fraction, 'message': said.message,
             'at': said.at}
 
