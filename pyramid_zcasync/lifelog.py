@@ -1,0 +1,103 @@
+"""A job's life log: each change of its status, when, on which
+dispatcher, at which attempt, and why.
+
+``lifecycle._move`` records every change here, so the log is complete
+whoever moved the job.  It is written on the hot path of every job
+(thousands a second), in the transaction that moves it anyway, so it is
+kept cheap: one plain tuple attribute on the job, replaced on each change
+(no persistent object of its own, no extra record to store), each event a
+tuple of a time in microseconds, two status strings the record shares
+with the job's, the dispatcher's UUID, a number and a short text.  It is
+bounded: the first event (the put, usually) and the last
+:data:`LIMIT` are kept, and the job counts those it dropped between.
+
+A detail can carry a job's exception message, untrusted text: it is
+clipped here, and escaped by whatever shows it (safetext.py).
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any, List, NamedTuple, Optional, Tuple
+
+from . import clock
+from .errors import JobCancelled
+from .failure import Failure
+from .retry import RETRY_COUNTS
+from .safetext import clip
+
+#: How many of the latest events a job keeps, besides its first.
+LIMIT = 50
+#: Longest exception message a detail keeps.
+MESSAGE_LIMIT = 120
+
+#: What a job stores per event: (microseconds since the epoch, status
+#: before, status after, dispatcher UUID or None, attempt, detail).
+Stored = Tuple[int, str, str, Optional[str], int, str]
+
+
+class Event(NamedTuple):
+    """One change of a job's status, as readers see it."""
+    at: datetime.datetime
+    before: str
+    after: str
+    dispatcher: Optional[str]
+    attempt: int
+    detail: str
+
+
+def record(job: Any, before: str, after: str, detail: str) -> None:
+    """Add the move ``before`` -> ``after`` to ``job``'s log."""
+    event: Stored = (clock.to_micros(clock.utcnow()), before, after,
+                     job.assignerUUID, attempt_of(job), detail)
+    events: Tuple[Stored, ...] = job._events
+    if len(events) > LIMIT:
+        job._events_dropped += 1
+        job._events = events[:1] + events[2:] + (event,)
+    else:
+        job._events = events + (event,)
+
+
+def name_dispatcher(job: Any, uuid: str) -> None:
+    """The job's last event happened on dispatcher ``uuid``: a claim is
+    made by a queue, and the agent that took it is known just after."""
+    events: Tuple[Stored, ...] = job._events
+    if events and events[-1][3] is None:
+        last = events[-1]
+        job._events = events[:-1] + (last[:3] + (uuid,) + last[4:],)
+
+
+def attempt_of(job: Any) -> int:
+    """Which attempt the job is at: 1, plus the failed attempts and the
+    interruptions its retry policy recorded in it (a requeue counts the
+    attempt it makes room for).  Cheap on a job never retried: it has no
+    annotations."""
+    annotations = job._annotations
+    if not annotations:
+        return 1
+    counts = annotations.get(RETRY_COUNTS) or {}
+    failed = sum(n for n in counts.values() if isinstance(n, int))
+    interrupted = annotations.get(RETRY_COUNTS + '.interruptions', 0)
+    return 1 + failed + (interrupted if isinstance(interrupted, int) else 0)
+
+
+def outcome(result: Any) -> str:
+    """The detail of a job ending with ``result``: 'finished', or which
+    exception failed it (its type and the start of its message)."""
+    if not isinstance(result, Failure):
+        return 'finished'
+    message = clip(result.message.split('\n', 1)[0], MESSAGE_LIMIT)
+    if result.check(JobCancelled):
+        return 'cancelled: %s' % message
+    return 'failed: %s: %s' % (result.type_name, message)
+
+
+def events(job: Any) -> List[Event]:
+    """``job``'s log, oldest first (the events dropped are missing
+    between the first and the second: :func:`dropped` says how many)."""
+    return [Event(clock.from_micros(at), *rest)
+            for at, *rest in job._events]
+
+
+def dropped(job: Any) -> int:
+    """How many events the job's log dropped to stay bounded."""
+    return int(job._events_dropped)
