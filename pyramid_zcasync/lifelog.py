@@ -22,6 +22,7 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 from . import clock
 from .errors import JobCancelled
 from .failure import Failure
+from .interfaces import PENDING
 from .retry import RETRY_COUNTS
 from .safetext import clip
 
@@ -46,10 +47,20 @@ class Event(NamedTuple):
 
 
 def record(job: Any, before: str, after: str, detail: str) -> None:
-    """Add the move ``before`` -> ``after`` to ``job``'s log."""
-    event: Stored = (clock.to_micros(clock.utcnow()), before, after,
-                     job.assignerUUID, attempt_of(job), detail)
+    """Add the move ``before`` -> ``after`` to ``job``'s log.
+
+    An attempt begins when the job is queued (or called in place): its
+    number is read from the retry counts then, and every later move
+    until the next queueing belongs to it.  (The counts themselves are
+    ahead of that: a worker stores the count of a failure before it
+    records the failure.)"""
     events: Tuple[Stored, ...] = job._events
+    if events and after != PENDING:
+        attempt = events[-1][4]
+    else:
+        attempt = attempt_of(job)
+    event: Stored = (clock.to_micros(clock.utcnow()), before, after,
+                     job.assignerUUID, attempt, detail)
     if len(events) > LIMIT:
         job._events_dropped += 1
         job._events = events[:1] + events[2:] + (event,)
@@ -67,10 +78,9 @@ def name_dispatcher(job: Any, uuid: str) -> None:
 
 
 def attempt_of(job: Any) -> int:
-    """Which attempt the job is at: 1, plus the failed attempts and the
-    interruptions its retry policy recorded in it (a requeue counts the
-    attempt it makes room for).  Cheap on a job never retried: it has no
-    annotations."""
+    """Which attempt the job is about to make: 1, plus the failed
+    attempts and the interruptions its retry policy recorded in it.
+    Cheap on a job never retried: it has no annotations."""
     annotations = job._annotations
     if not annotations:
         return 1
@@ -87,7 +97,8 @@ def outcome(result: Any) -> str:
         return 'finished'
     message = clip(result.message.split('\n', 1)[0], MESSAGE_LIMIT)
     if result.check(JobCancelled):
-        return 'cancelled: %s' % message
+        return 'cancelled' if message == 'cancelled' else \
+            'cancelled: %s' % message
     return 'failed: %s: %s' % (result.type_name, message)
 
 

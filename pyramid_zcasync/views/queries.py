@@ -28,15 +28,17 @@ from ZODB.utils import p64
 from .. import clock
 from ..failure import Failure
 from ..job import Job
+from ..lifelog import dropped
 from ..safetext import bound, quote
 from .format import (TRACEBACK_LIMIT, ParameterError, Params, job_id,
                      not_found, parse_choice, parse_datetime, parse_int,
                      parse_oid)
-from .reports import (COMPLETED_STATES, STATES, TIME_FIELDS, Selection,
-                      Window, completed_jobs, count_jobs, describe,
-                      dispatcher_status, iter_jobs, select, short_repr,
-                      statistics)
-from .results import (JobInfo, JobStats, ListedJob, Status, TracebackInfo)
+from .reports import (COMPLETED_STATES, STATES, STATUS_NAMES, TIME_FIELDS,
+                      Selection, Window, completed_jobs, count_jobs,
+                      describe, dispatcher_status, iter_jobs, select,
+                      short_repr, statistics)
+from .results import (EventInfo, JobDetail, JobInfo, JobStats, ListedJob,
+                      Status, TracebackInfo)
 
 #: A job listing answers at most this many jobs unless ``count`` says
 #: otherwise: a queue of a million pending jobs must not become a 50 MB
@@ -268,8 +270,22 @@ def jobstats(queues: Any, selection: JobSelection) -> JobStats:
     return statistics(iter_jobs(chosen, selection.states), clock.utcnow())
 
 
-def job(queues: Any, ref: JobRef) -> JobInfo:
-    return describe(find_job(queues, ref))
+def job(queues: Any, ref: JobRef) -> JobDetail:
+    """One job, with its life log."""
+    found = find_job(queues, ref)
+    return {**describe(found), 'events': events(found),
+            'events dropped': dropped(found)}
+
+
+def events(job: Job) -> List[EventInfo]:
+    return [{'at': event.at, 'from': status_name(event.before),
+             'to': status_name(event.after), 'dispatcher': event.dispatcher,
+             'attempt': event.attempt, 'detail': event.detail}
+            for event in job.events]
+
+
+def status_name(status: str) -> str:
+    return STATUS_NAMES.get(status, status)
 
 
 def traceback(queues: Any, ref: JobRef) -> TracebackInfo:

@@ -45,6 +45,29 @@ JobInfo = TypedDict('JobInfo', {
     'annotations': List[str],
 })
 
+#: One change of a job's status (lifelog.Event): statuses by the names
+#: of JobInfo's ``status``.
+EventInfo = TypedDict('EventInfo', {
+    'at': datetime.datetime,
+    'from': str,
+    'to': str,
+    'dispatcher': Optional[str],
+    'attempt': int,
+    'detail': str,
+})
+
+_LifeLog = TypedDict('_LifeLog', {
+    'events': List[EventInfo],
+    'events dropped': int,
+})
+
+
+class JobDetail(JobInfo, _LifeLog):
+    """One job's view: JobInfo and its life log, the first event and
+    the latest (``events dropped`` says how many were left out between;
+    listings leave the log out, it is one job's story)."""
+
+
 TracebackInfo = TypedDict('TracebackInfo', {
     'id': JobId,
     'type': str,
