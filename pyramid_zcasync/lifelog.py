@@ -6,8 +6,9 @@ whoever moved the job.  It is written on the hot path of every job
 (thousands a second), in the transaction that moves it anyway, so it is
 kept cheap: one plain tuple attribute on the job, replaced on each change
 (no persistent object of its own, no extra record to store), each event a
-tuple of a time in microseconds, two status strings the record shares
-with the job's, the dispatcher's UUID, a number and a short text.  It is
+tuple of a time in microseconds, the two statuses as small numbers, the
+dispatcher's UUID (the same string as the job's, stored once), the
+attempt and a short text: some 30 bytes an event.  It is
 bounded: the first event (the put, usually) and the last
 :data:`LIMIT` are kept, and the job counts those it dropped between.
 
@@ -22,7 +23,8 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 from . import clock
 from .errors import JobCancelled
 from .failure import Failure
-from .interfaces import PENDING
+from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW,
+                         PENDING)
 from .retry import RETRY_COUNTS
 from .safetext import clip
 
@@ -31,9 +33,14 @@ LIMIT = 50
 #: Longest exception message a detail keeps.
 MESSAGE_LIMIT = 120
 
-#: What a job stores per event: (microseconds since the epoch, status
-#: before, status after, dispatcher UUID or None, attempt, detail).
-Stored = Tuple[int, str, str, Optional[str], int, str]
+#: What a job stores per event: (microseconds since the epoch, code of
+#: the status before, of the status after, dispatcher UUID or None,
+#: attempt, detail).
+Stored = Tuple[int, int, int, Optional[str], int, str]
+#: The statuses by their stored codes: stored in jobs, so only ever
+#: appended to, never reordered.
+CODED = (NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED)
+_CODES = {status: code for code, status in enumerate(CODED)}
 
 
 class Event(NamedTuple):
@@ -59,8 +66,8 @@ def record(job: Any, before: str, after: str, detail: str) -> None:
         attempt = events[-1][4]
     else:
         attempt = attempt_of(job)
-    event: Stored = (clock.to_micros(clock.utcnow()), before, after,
-                     job.assignerUUID, attempt, detail)
+    event: Stored = (clock.to_micros(clock.utcnow()), _CODES[before],
+                     _CODES[after], job.assignerUUID, attempt, detail)
     if len(events) > LIMIT:
         job._events_dropped += 1
         job._events = events[:1] + events[2:] + (event,)
@@ -105,8 +112,10 @@ def outcome(result: Any) -> str:
 def events(job: Any) -> List[Event]:
     """``job``'s log, oldest first (the events dropped are missing
     between the first and the second: :func:`dropped` says how many)."""
-    return [Event(clock.from_micros(at), *rest)
-            for at, *rest in job._events]
+    return [Event(clock.from_micros(at), CODED[before], CODED[after],
+                  dispatcher, attempt, detail)
+            for at, before, after, dispatcher, attempt, detail
+            in job._events]
 
 
 def dropped(job: Any) -> int:
