@@ -30,8 +30,8 @@ that will not run.
 ``_move`` is the only place a status is written: it checks the move
 against :data:`TRANSITIONS` and names the job, the from- and to-status
 when the move is not allowed, and records the move, with a detail its
-caller gives, in the job's life log (lifelog.py).  ``release`` is the only place a job's
-agent slot and quotas are freed.
+caller gives, in the job's life log (lifelog.py).  ``release`` is the
+only place a job's agent slot and quotas are freed.
 
 Unique keys (``put(..., unique_key=...)``): a put finding its queue's
 job of that key not completed returns that job and queues nothing.  The
@@ -250,8 +250,7 @@ def start(job: JobShape, now: Optional[datetime.datetime] = None) -> None:
     if job._status not in (NEW, ASSIGNED):
         raise BadStatusError('cannot start a job with status %s'
                              % job._status)
-    _move(job, ACTIVE, 'started' if job._status == ASSIGNED
-          else 'called in place')
+    _move(job, ACTIVE, 'started')
     job.active_start = now or clock.utcnow()
 
 
