@@ -22,7 +22,7 @@ import persistent.list
 import ZODB.broken
 import zope.interface
 
-from . import clock, lifecycle, retry
+from . import clock, lifecycle, lifelog, retry
 # Defined in leaf modules (lifecycle.py uses them too); their public names,
 # and the names failure records and pickles store, are in this module.
 from .checks import (MAX_PRIORITY, MIN_PRIORITY, check_priority,
@@ -98,6 +98,10 @@ class Job(persistent.Persistent):
     _deadline_key: Optional[int] = None
     #: Written only by lifecycle.py; NEW stays out of the record.
     _status = NEW
+    #: The life log (lifelog.py): written only by lifecycle.py; empty on
+    #: records stored before it existed.
+    _events: tuple = ()
+    _events_dropped = 0
 
     _kwargs: Any = types.MappingProxyType({})  # read-only: see kwargs
 
@@ -181,6 +185,12 @@ class Job(persistent.Persistent):
     @property
     def result(self) -> Any:
         return self._result
+
+    @property
+    def events(self) -> List[lifelog.Event]:
+        """Every change of its status, oldest first: the first and the
+        latest ones (``lifelog.LIMIT``) when there were more."""
+        return lifelog.events(self)
 
     @property
     def callbacks(self) -> Sequence['Job']:

@@ -29,8 +29,9 @@ that will not run.
 
 ``_move`` is the only place a status is written: it checks the move
 against :data:`TRANSITIONS` and names the job, the from- and to-status
-when the move is not allowed.  ``release`` is the only place a job's
-agent slot and quotas are freed.
+when the move is not allowed, and records the move, with a detail its
+caller gives, in the job's life log (lifelog.py).  ``release`` is the
+only place a job's agent slot and quotas are freed.
 
 Unique keys (``put(..., unique_key=...)``): a put finding its queue's
 job of that key not completed returns that job and queues nothing.  The
@@ -50,7 +51,7 @@ from typing import Any, Callable, Dict, FrozenSet, Optional, TypeVar, cast
 
 import zope.event
 
-from . import clock, extensions, unique
+from . import clock, extensions, lifelog, unique
 from .checks import check_time_limit
 from .errors import BadStatusError, JobCancelled
 from .failure import Failure
@@ -88,13 +89,14 @@ class IllegalTransition(BadStatusError):
     """A status change that the lifecycle does not allow."""
 
 
-def _move(job: JobShape, status: str) -> None:
-    """Write ``job``'s status, if the move is allowed."""
+def _move(job: JobShape, status: str, detail: str = '') -> None:
+    """Write ``job``'s status, if the move is allowed; log it."""
     current = job._status
     if status not in TRANSITIONS[current]:
         raise IllegalTransition('%r cannot go from %s to %s'
                                 % (job, current, status))
     job._status = status
+    lifelog.record(job, current, status, detail)
     if status == COMPLETED:
         unique.free(job)
 
@@ -125,7 +127,8 @@ def put(queue: QueueShape, job: J,
     now = clock.utcnow()
     if job.begin_after is None:
         job.begin_after = now
-    _queue_new(queue, job, key, clock.to_micros(max(job.begin_after, now)))
+    _queue_new(queue, job, key, clock.to_micros(max(job.begin_after, now)),
+               'put')
     return job
 
 
@@ -137,7 +140,8 @@ def put_back(queue: QueueShape, job: J) -> J:
     if holder is not None:
         return cast(J, holder)
     queue.quotas.check_names(job.quota_names)
-    _queue_new(queue, job, key, queue._front_micros(job.priority))
+    _queue_new(queue, job, key, queue._front_micros(job.priority),
+               'put back')
     return job
 
 
@@ -153,12 +157,12 @@ def _holder_instead(queue: QueueShape, job: JobShape, key: Optional[str],
 
 
 def _queue_new(queue: QueueShape, job: JobShape, key: Optional[str],
-               micros: int) -> None:
+               micros: int, detail: str) -> None:
     """Queue a NEW job due at ``micros``, holding ``key``, once the
     extensions' ``before_put`` let it."""
     announce = _put_hooks(queue, job)
     unique.hold(queue, job, key)
-    _enqueue(queue, job, micros)
+    _enqueue(queue, job, micros, detail)
     announce()
 
 
@@ -184,10 +188,11 @@ def _after_put(committed: bool, chain: extensions.Extensions,
         chain.after_put(queue, job)
 
 
-def _enqueue(queue: QueueShape, job: JobShape, micros: int) -> None:
+def _enqueue(queue: QueueShape, job: JobShape, micros: int,
+             detail: str) -> None:
     queue._insert(job, micros)
     job.queue = queue
-    _move(job, PENDING)
+    _move(job, PENDING, detail)
     zope.event.notify(JobQueued(job, queue))
 
 
@@ -196,7 +201,7 @@ def unqueue(queue: QueueShape, job: JobShape) -> None:
     unique key free (putting it again takes it again)."""
     queue._take(job)
     unique.free(job)
-    _move(job, NEW)
+    _move(job, NEW, 'unqueued')
     job.queue = None
 
 
@@ -214,13 +219,14 @@ def claim(queue: QueueShape, filter: Optional[Callable[[Any], bool]] = None,
     job, tree = found
     queue._take(job, tree)
     queue.quotas.acquire(job, now)
-    _move(job, ASSIGNED)
+    _move(job, ASSIGNED, 'claimed')
     return job
 
 
 def take_slot(agent: AgentShape, job: JobShape) -> None:
     """A claimed job now holds a slot of ``agent``."""
     job.assignerUUID = agent.UUID
+    lifelog.name_dispatcher(job, agent.UUID)
     job.agent = agent
     agent._active[job._key] = job
 
@@ -244,7 +250,7 @@ def start(job: JobShape, now: Optional[datetime.datetime] = None) -> None:
     if job._status not in (NEW, ASSIGNED):
         raise BadStatusError('cannot start a job with status %s'
                              % job._status)
-    _move(job, ACTIVE)
+    _move(job, ACTIVE, 'started')
     job.active_start = now or clock.utcnow()
 
 
@@ -265,7 +271,8 @@ def finish(job: JobShape, result: Any, inline_callbacks: bool = False
         return
     job._result = result
     job.active_end = clock.utcnow()
-    _move(job, CALLBACKS if job.callbacks else COMPLETED)
+    _move(job, CALLBACKS if job.callbacks else COMPLETED,
+          lifelog.outcome(result))
     if inline_callbacks:
         run_callbacks_inline(job)
 
@@ -331,7 +338,7 @@ def start_late_callback(job: JobShape, callback: JobShape) -> None:
 def finish_callbacks(job: JobShape) -> None:
     """COMPLETED once no callback is pending; the slot and quotas go."""
     if job._status == CALLBACKS and not job.pending_callbacks():
-        _move(job, COMPLETED)
+        _move(job, COMPLETED, 'callbacks done')
         job.initial_callbacks_end = clock.utcnow()
         release(job)
 
@@ -370,14 +377,14 @@ def release_finished(job: JobShape, uuid: Optional[str]) -> None:
 
 # -- again, or never ------------------------------------------------------
 
-def requeue(job: JobShape, begin_after: Optional[datetime.datetime] = None
-            ) -> None:
+def requeue(job: JobShape, begin_after: Optional[datetime.datetime] = None,
+            detail: str = 'requeued for retry') -> None:
     """Queue an assigned or started job again (a retry, or its dispatcher
-    went away): NEW again, then queued at the front of its priority, or
-    due at ``begin_after``."""
+    went away, which ``detail`` says): NEW again, then queued at the
+    front of its priority, or due at ``begin_after``."""
     queue = job.queue
     release(job)
-    _move(job, NEW)
+    _move(job, NEW, detail)
     job.assignerUUID = None
     job.active_start = None
     if begin_after is None:
@@ -388,15 +395,16 @@ def requeue(job: JobShape, begin_after: Optional[datetime.datetime] = None
                    clock.aware_utc(begin_after, 'begin_after'))
         job._begin_after = due
         micros = clock.to_micros(due)
-    _enqueue(queue, job, micros)
+    _enqueue(queue, job, micros, 'queued again')
 
 
-def recover(job: JobShape) -> None:
-    """A job whose dispatcher went away and that had not started (or had
-    its result already): queued again, or its callbacks handed to the
-    queue.  A started one is its retry policy's (registry.recover_job)."""
+def recover(job: JobShape, detail: str = 'recovered') -> None:
+    """A job whose dispatcher went away (``detail`` says how) and that
+    had not started (or had its result already): queued again, or its
+    callbacks handed to the queue.  A started one is its retry policy's
+    (registry.recover_job)."""
     if job._status == ASSIGNED:
-        requeue(job)  # never started: nothing to undo, run it
+        requeue(job, detail=detail)  # never started: nothing to undo
         return
     release(job)
     hand_off_callbacks(job)
@@ -419,7 +427,7 @@ def retry_failed(queue: QueueShape, job: J) -> J:
     # A new attempt: the retry counts of the last one do not limit it.
     job.annotations.pop(RETRY_COUNTS, None)
     job._result = None
-    _move(job, NEW)
+    _move(job, NEW, 'retried by request')
     job.assignerUUID = None
     job.active_start = job.active_end = None
     job._begin_after = None

@@ -179,8 +179,9 @@ def recover_job(job: Job, reason: str) -> None:
     """Decide the fate of a job whose dispatcher went away: one that may
     have started is its retry policy's to requeue or fail; any other goes
     back to its queue or finishes its callbacks (lifecycle.recover)."""
+    detail = 'recovered: dispatcher %s %s' % (job.assignerUUID, reason)
     if job.status != ACTIVE:
-        lifecycle.recover(job)
+        lifecycle.recover(job, detail)
         return
     policy = job.getRetryPolicy()
     decision = retry.check_decision(policy.interrupted(), 'interrupted',
@@ -190,11 +191,11 @@ def recover_job(job: Job, reason: str) -> None:
             'dispatcher %s %s while %r was running'
             % (job.assignerUUID, reason, job)))
     elif decision is True:
-        lifecycle.requeue(job)
+        lifecycle.requeue(job, detail=detail)
     elif isinstance(decision, datetime.timedelta):
-        lifecycle.requeue(job, begin_after=clock.utcnow() + decision)
+        lifecycle.requeue(job, clock.utcnow() + decision, detail)
     else:
-        lifecycle.requeue(job, begin_after=decision)
+        lifecycle.requeue(job, decision, detail)
 
 
 class DispatcherAgents(persistent.Persistent):

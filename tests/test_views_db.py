@@ -325,7 +325,11 @@ def test_job_details_of_a_succeeded_job(scene):
         'parent': None,
         'waiting for': None,
         'annotations': ['note'],
+        'events': info['events'],
+        'events dropped': 0,
     }
+    assert [(e['from'], e['to'], e['detail']) for e in info['events']][-1] \
+        == ('active', 'completed', 'finished')
     assert set(info['wait']) <= {'seconds'}
     assert scene.get('/_async/db/jobs/0x%x' % scene.oids['succeeded']) == info
 

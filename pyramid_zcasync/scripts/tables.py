@@ -19,8 +19,8 @@ from .. import clock, local
 from ..failure import Failure
 from ..safetext import KEEP_LINES, clip, escape
 from ..views.format import MESSAGE_LIMIT
-from ..views.results import (Changed, Controlled, JobInfo, JobStats,
-                             ProgressInfo, Status, TracebackInfo)
+from ..views.results import (Changed, Controlled, EventInfo, JobInfo,
+                             JobStats, ProgressInfo, Status, TracebackInfo)
 
 #: The command line, for the hints a text gives (None in tests).
 Args = Optional[argparse.Namespace]
@@ -182,13 +182,16 @@ def job(info: JobInfo, args: Args = None) -> str:
                                     ('database', repr(info['id'][1]))]
     fields_of: Dict[str, Any] = dict(info)  # describe may add fields
     for name in JOB_FIELDS + tuple(sorted(set(info) - set(JOB_FIELDS) - {
-            'id', 'repr', 'failed'})):
+            'id', 'repr', 'failed'} - LIFE_LOG)):
         if name in fields_of or name not in DETAIL_FIELDS:
             pairs.append((name, job_field(name, fields_of.get(name), info)))
     out = fields(pairs)
     if info.get('failed'):
         out += '\n(its traceback: pzcasync %s traceback %s)' % (
             getattr(args, 'config_uri', 'CONFIG.ini'), oid(info['id']))
+    if 'events' in fields_of:  # the job command's view of one job
+        out += '\n\n' + life_log(fields_of['events'],
+                                 fields_of.get('events dropped', 0))
     return out
 
 
@@ -213,6 +216,30 @@ def progress(info: ProgressInfo) -> str:
     percent = local.Progress(**info).percent
     message = ' ' + info['message'] if info['message'] else ''
     return '%d%%%s (at %s)' % (percent, message, text(info['at']))
+
+
+#: The keys of a job's life log (the job command's JobDetail).
+LIFE_LOG = {'events', 'events dropped'}
+
+
+def life_log(events: Sequence[EventInfo], dropped: int) -> str:
+    """A job's events, a row each, times to the millisecond (a job's
+    moves are often within one second); a line says where some were
+    dropped (after the first)."""
+    rows: List[List[Any]] = [
+        [precise(event['at']), event['from'], event['to'],
+         event['dispatcher'], event['attempt'], event['detail']]
+        for event in events]
+    if dropped:
+        rows.insert(1, ['(%d more)' % dropped] + [''] * 5)
+    return columns(['AT', 'FROM', 'TO', 'DISPATCHER', 'ATTEMPT', 'DETAIL'],
+                   rows)
+
+
+def precise(value: datetime.datetime) -> str:
+    value = value.astimezone(clock.UTC)
+    return value.strftime('%Y-%m-%d %H:%M:%S.') + \
+        '%03dZ' % (value.microsecond // 1000)
 
 
 def traceback(data: TracebackInfo, args: Args = None) -> str:

@@ -28,15 +28,16 @@ from ZODB.utils import p64
 from .. import clock, local
 from ..failure import Failure
 from ..job import Job
+from ..lifelog import dropped
 from ..safetext import bound, quote
 from .format import (TRACEBACK_LIMIT, ParameterError, Params, job_id,
                      not_found, parse_choice, parse_datetime, parse_int,
                      parse_oid)
-from .reports import (COMPLETED_STATES, STATES, TIME_FIELDS, Selection,
-                      Window, completed_jobs, count_jobs, describe,
-                      dispatcher_status, iter_jobs, select, short_repr,
-                      statistics)
-from .results import (JobDetail, JobInfo, JobStats, ListedJob,
+from .reports import (COMPLETED_STATES, STATES, STATUS_NAMES, TIME_FIELDS,
+                      Selection, Window, completed_jobs, count_jobs,
+                      describe, dispatcher_status, iter_jobs, select,
+                      short_repr, statistics)
+from .results import (EventInfo, JobDetail, JobInfo, JobStats, ListedJob,
                       ProgressInfo, Status, TracebackInfo)
 
 #: A job listing answers at most this many jobs unless ``count`` says
@@ -270,11 +271,12 @@ def jobstats(queues: Any, selection: JobSelection) -> JobStats:
 
 
 def job(queues: Any, ref: JobRef) -> JobDetail:
-    """One job in full: what a listing says of it, and its ``progress``
-    where it set one (absent otherwise, so that the answer for a job
-    that never did stays as it was)."""
+    """One job in full: what a listing says of it, its life log, and its
+    ``progress`` where it set one (absent otherwise, so that the answer
+    for a job that never did stays as it was)."""
     found = find_job(queues, ref)
-    detail: JobDetail = {**describe(found)}
+    detail: JobDetail = {**describe(found), 'events': events(found),
+                         'events dropped': dropped(found)}
     said = local.get_progress(found)
     if said is not None:
         detail['progress'] = progress(said)
@@ -286,6 +288,17 @@ def progress(said: local.Progress) -> ProgressInfo:
     the same whatever becomes of ``local.Progress``."""
     return {'fraction': said.fraction, 'message': said.message,
             'at': said.at}
+
+
+def events(job: Job) -> List[EventInfo]:
+    return [{'at': event.at, 'from': status_name(event.before),
+             'to': status_name(event.after), 'dispatcher': event.dispatcher,
+             'attempt': event.attempt, 'detail': event.detail}
+            for event in job.events]
+
+
+def status_name(status: str) -> str:
+    return STATUS_NAMES.get(status, status)
 
 
 def traceback(queues: Any, ref: JobRef) -> TracebackInfo:

@@ -46,6 +46,7 @@ JobInfo = TypedDict('JobInfo', {
 })
 
 
+
 class ProgressInfo(TypedDict):
     """How far a job said it got (``local.set_progress``): ``fraction``
     from 0 to 1, its message, and when it said so."""
@@ -54,12 +55,35 @@ class ProgressInfo(TypedDict):
     at: datetime.datetime
 
 
-class JobDetail(JobInfo, total=False):
-    """One job in full (``/db/jobs/{oid}``, ``pzcasync job``): the
-    listing's fields and what only the job's own view adds."""
+#: One change of a job's status (lifelog.Event): statuses by the names
+#: of JobInfo's ``status``.
+EventInfo = TypedDict('EventInfo', {
+    'at': datetime.datetime,
+    'from': str,
+    'to': str,
+    'dispatcher': Optional[str],
+    'attempt': int,
+    'detail': str,
+})
+
+_LifeLog = TypedDict('_LifeLog', {
+    'events': List[EventInfo],
+    'events dropped': int,
+})
+
+
+class _Progress(TypedDict, total=False):
     #: What the job said last with ``local.set_progress``; absent when
     #: it never did.
     progress: ProgressInfo
+
+
+class JobDetail(JobInfo, _LifeLog, _Progress):
+    """One job in full (``/db/jobs/{oid}``, ``pzcasync job``): the
+    listing's fields, its life log (the first event and the latest;
+    ``events dropped`` says how many were left out between; listings
+    leave the log out, it is one job's story) and its progress."""
+
 
 TracebackInfo = TypedDict('TracebackInfo', {
     'id': JobId,
