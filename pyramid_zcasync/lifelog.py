@@ -87,8 +87,10 @@ def name_dispatcher(job: Any, uuid: str) -> None:
 def attempt_of(job: Any) -> int:
     """Which attempt the job is about to make: 1, plus the failed
     attempts and the interruptions its retry policy recorded in it.
-    Cheap on a job never retried: it has no annotations."""
-    annotations = job._annotations
+    Cheap on a job never retried: it has no annotations.  Retries a
+    worker makes in place after a conflict are not recorded in the job
+    until it commits, so they repeat the number."""
+    annotations = getattr(job, '_annotations', None)
     if not annotations:
         return 1
     counts = annotations.get(RETRY_COUNTS) or {}

@@ -29,7 +29,7 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Mapping,
 
 from . import local
 from .extensions import Extension
-from .retry import RETRY_COUNTS
+from .lifelog import attempt_of
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Link, Span, Tracer, TracerProvider
@@ -146,21 +146,6 @@ def _as_headers(carrier: Any) -> Optional[Dict[str, str]]:
     if not isinstance(carrier, Mapping):
         return None
     return {str(key): str(value) for key, value in carrier.items()}
-
-
-def attempt_of(job: Any) -> int:
-    """Which attempt this run of ``job`` is: 1, plus the failed attempts
-    its retry policy recorded in it (retries after a back-off and
-    re-queues after a lost dispatcher).  Retries a worker makes in place
-    after a conflict are not recorded in the job until it commits, so
-    they repeat the number (each still gets a span of its own)."""
-    annotations = getattr(job, '_annotations', None)
-    if not annotations:
-        return 1
-    counts = annotations.get(RETRY_COUNTS) or {}
-    failed = sum(n for n in counts.values() if isinstance(n, int))
-    interrupted = annotations.get(RETRY_COUNTS + '.interruptions', 0)
-    return 1 + failed + (interrupted if isinstance(interrupted, int) else 0)
 
 
 def _job_id(job: Any) -> Dict[str, int]:
