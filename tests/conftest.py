@@ -61,6 +61,19 @@ def fs_db(tmp_path):
 
 
 @pytest.fixture
+def dispatcher(fs_db, tmp_path):
+    """This process's dispatcher on ``fs_db``, polling every 0.2 s; torn
+    down checking that no job was left running."""
+    from pyramid_zcasync import dispatcher as dispatcher_module
+    from pyramid_zcasync.testing import tear_down_dispatcher
+    started = dispatcher_module.start(
+        fs_db, uuid_file=str(tmp_path / 'uuid.txt'), poll_interval=0.2,
+        install_signal_handlers=False)
+    yield started
+    tear_down_dispatcher(started)
+
+
+@pytest.fixture
 def conn(db):
     connection = db.open()
     yield connection

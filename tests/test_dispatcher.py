@@ -21,15 +21,6 @@ from pyramid_zcasync.testing import (get_poll, tear_down_dispatcher,
 
 
 @pytest.fixture
-def dispatcher(fs_db, tmp_path):
-    started = dispatcher_module.start(
-        fs_db, uuid_file=str(tmp_path / 'uuid.txt'), poll_interval=0.2,
-        install_signal_handlers=False)
-    yield started
-    tear_down_dispatcher(started)
-
-
-@pytest.fixture
 def queue(fs_db):
     connection = fs_db.open()
     yield IQueue(connection.root())

@@ -9,13 +9,12 @@ import transaction
 
 import jobs
 from pyramid_zcasync import Job, lifecycle, lifelog
-from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.interfaces import (ACTIVE, ASSIGNED, COMPLETED, KEY,
                                         NEW, PENDING, IQueue)
 from pyramid_zcasync.retry import RetryPolicy
 from pyramid_zcasync.scripts import tables
-from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
+from pyramid_zcasync.testing import wait_for_result
 from pyramid_zcasync.views import queries
 from pyramid_zcasync.views.format import to_json
 
@@ -34,15 +33,6 @@ class RetryTwice(RetryPolicy):
 def moves(job):
     return [(event.before, event.after, event.detail)
             for event in job.events]
-
-
-@pytest.fixture
-def dispatcher(fs_db, tmp_path):
-    started = dispatcher_module.start(
-        fs_db, uuid_file=str(tmp_path / 'uuid.txt'), poll_interval=0.2,
-        install_signal_handlers=False)
-    yield started
-    tear_down_dispatcher(started)
 
 
 @pytest.fixture
