@@ -14,7 +14,6 @@ from pyramid.path import DottedNameResolver
 import jobs
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync import extensions
-from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.job import Job
 from pyramid_zcasync.retry import RETRY_COUNTS
 from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
@@ -50,16 +49,10 @@ def traced(file_db, provider):
 
 
 @pytest.fixture
-def conn(file_db):
-    connection = file_db.open()
-    yield connection
-    transaction.abort()
-    connection.close()
-
-
-@pytest.fixture
-def queue(conn):
-    return IQueue(conn.root())
+def db(file_db):
+    """The file database under conftest's ``conn`` and ``queue``: the
+    runs need a real dispatcher."""
+    return file_db
 
 
 @pytest.fixture
