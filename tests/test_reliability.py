@@ -156,6 +156,17 @@ def worker_log(tmp_path, name):
     return path.read_text() if path.exists() else ''
 
 
+def log_excerpts(tmp_path, lines=40):
+    """The warnings and errors of both workers' logs, for a failure
+    message: pytest keeps only the last few runs' files."""
+    told = []
+    for name in ('a', 'b'):
+        kept = [line for line in worker_log(tmp_path, name).splitlines()
+                if 'WARNING' in line or 'ERROR' in line]
+        told.append('--- %s.log ---\n%s' % (name, '\n'.join(kept[-lines:])))
+    return '\n'.join(told)
+
+
 def conflict_count(states):
     return sum(s[3].get(RETRY_COUNTS, {}).get('conflict', 0)
                for s in states.values())
@@ -588,7 +599,11 @@ def test_server_restart_dispatchers_reconnect_and_finish(
         % left_at_restart)
     for process, name in ((a, 'a'), (b, 'b')):
         info = registration_info(db, uuid_of(tmp_path / (name + '.txt')))
-        assert info['activated'] is not None
+        assert info['activated'] is not None, (
+            'dispatcher %s is deactivated (process %s); its log and its '
+            "sibling's say why:\n%s" % (
+                name, 'running' if process.process.poll() is None
+                else 'gone', log_excerpts(tmp_path)))
         assert info['last_ping'].timestamp() > back_at
         assert process.process.poll() is None  # still running
         log = worker_log(tmp_path, name)
