@@ -8,10 +8,10 @@ import BTrees.OOBTree
 import pytest
 import transaction
 
-from pyramid_zcasync import aio, local
+from pyramid_zcasync import aio, local, testing
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.failure import Failure
-from pyramid_zcasync.interfaces import IQueue
+from pyramid_zcasync.interfaces import COMPLETED, IQueue
 from pyramid_zcasync.job import Job
 from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
 from pyramid_zcasync.timelimit import TimeLimitExceeded, call_with_limit
@@ -211,3 +211,52 @@ def test_an_interrupted_wait_cancels_the_coroutine():
     finally:
         loop.stop()
     assert not loop.thread.is_alive()
+
+
+def test_eager_mode_runs_an_async_job_at_its_put(fs_db, queue, tree):
+    with testing.eager(fs_db):
+        job = queue.put(double_and_store, tree, 'eager', 4)
+        transaction.commit()
+    transaction.begin()
+    assert job.status == COMPLETED
+    assert job.result == 8
+    assert tree['eager'] == 4
+
+
+def test_eager_mode_keeps_time_limits_of_async_jobs(fs_db, queue):
+    del CLEANED_UP[:]
+    with testing.eager(fs_db):
+        job = queue.put(sleep_past_the_limit, 10)
+        job.time_limit = 0.3
+        transaction.commit()
+    transaction.begin()
+    assert job.result.check(TimeLimitExceeded)
+    assert CLEANED_UP == ['sleep_past_the_limit']
+
+
+async def registry_and_request_url():
+    await asyncio.sleep(0)
+    from pyramid.threadlocal import get_current_registry
+    return (get_current_registry().settings['marker'],
+            local.get_request().route_url('home'))
+
+
+def test_carried_pyramid_thread_locals_reach_the_coroutine(two_slots, fs_db,
+                                                           queue):
+    """What context.py would ask of aio.carry for an app's jobs."""
+    from pyramid.config import Configurator
+    from pyramid.threadlocal import manager
+    from pyramid_zcasync import extensions
+    from pyramid_zcasync.context import PyramidContext
+    config = Configurator(settings={'marker': 'the app'})
+    config.add_route('home', '/home')
+    config.commit()
+    context = PyramidContext(config.registry, 'http://app.example')
+    extensions.add(fs_db, context)
+    aio.carry(manager)
+    try:
+        job = queue.put(registry_and_request_url)
+        transaction.commit()
+        assert wait_for_result(job) == ('the app', 'http://app.example/home')
+    finally:
+        extensions.remove(fs_db, context)
