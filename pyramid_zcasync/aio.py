@@ -14,7 +14,9 @@ Where the coroutine runs:
 - In a job run by a dispatcher: on that dispatcher's loop, in a thread
   of its own (``zcasync-aio-`` and the dispatcher's UUID), started at its
   first async job and stopped when the dispatcher stops (an extension's
-  ``dispatcher_deactivated``) or the process exits.
+  ``dispatcher_deactivated``), which it does at the process's exit when
+  it installed its exit handlers; a daemon thread, it never holds the
+  process up.
 - Anywhere else (``job()`` called in place, eager mode, a coroutine
   calling another async job in place): on a loop of its own, in a
   thread that ends with the call (``zcasync-aio-call``).
@@ -48,7 +50,6 @@ thread around each step of the coroutine (see :func:`carry`).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import threading
@@ -153,8 +154,8 @@ class _Carrying:
             sent, thrown = None, None
             try:
                 sent = yield signal
-            except BaseException as exc:  # cancel, close: the coroutine's
-                thrown = exc
+            except BaseException as exc:  # the task cancelled or closed:
+                thrown = exc  # passed on to the coroutine
 
 
 class CoroutineCancelled(Exception):
@@ -313,6 +314,9 @@ def _dispatcher_loop() -> Optional[LoopThread]:
     dispatcher = local.get_dispatcher()
     if dispatcher is None or _in_event_loop():
         return None
+    db = getattr(dispatcher, 'db', None)
+    if db is not None:  # before the loop exists: its stop must see it
+        extensions.add(db, _STOPPER)
     if getattr(dispatcher, 'activated', True) is None:
         return None  # stopping: a new loop would outlive it
     with _loops_lock:
@@ -320,9 +324,6 @@ def _dispatcher_loop() -> Optional[LoopThread]:
         if loop is None or loop.loop.is_closed():
             loop = _loops[dispatcher] = LoopThread(
                 THREAD_PREFIX + str(getattr(dispatcher, 'UUID', 'x'))[:8])
-    db = getattr(dispatcher, 'db', None)
-    if db is not None:
-        extensions.add(db, _STOPPER)
     return loop
 
 
@@ -360,12 +361,22 @@ def stop_loop(dispatcher: Any) -> None:
 
 
 def stop_all() -> None:
-    """Stop every dispatcher's loop (at the process's exit)."""
+    """Stop every dispatcher's loop.  Not registered with atexit: at exit
+    it would run before the dispatchers' own stop (process.py) and cancel
+    coroutines their grace would have let finish; the loops' daemon
+    threads end with the process, like the dispatchers' threads."""
     with _loops_lock:
         dispatchers = list(_loops)
     for dispatcher in dispatchers:
         stop_loop(dispatcher)
 
 
-atexit.register(stop_all)
-carry(local._state)  # local.py keeps the running job in a thread-local
+def _carry_local_state() -> None:
+    """local.py keeps the running job in a thread-local of its own: carry
+    it (a context variable there would need nothing from here)."""
+    state = getattr(local, '_state', None)
+    if isinstance(state, threading.local):
+        carry(state)
+
+
+_carry_local_state()

@@ -196,21 +196,16 @@ def test_a_coroutine_calls_an_async_job_in_place(two_slots, queue):
     assert wait_for_result(job) == 42
 
 
-def test_an_interrupted_wait_cancels_the_coroutine():
+def test_an_interrupted_wait_cancels_the_coroutine(loop_thread):
     """What time limits and cancels rely on: an exception landing in the
     waiting thread cancels the task and still propagates."""
     del CLEANED_UP[:]
-    loop = aio.LoopThread(aio.THREAD_PREFIX + 'test')
-    try:
-        started = time.monotonic()
-        with pytest.raises(TimeLimitExceeded):
-            call_with_limit(lambda: loop.wait_for(sleep_past_the_limit(10)),
-                            0.2)
-        assert time.monotonic() - started < 2
-        assert CLEANED_UP == ['sleep_past_the_limit']
-    finally:
-        loop.stop()
-    assert not loop.thread.is_alive()
+    started = time.monotonic()
+    with pytest.raises(TimeLimitExceeded):
+        call_with_limit(
+            lambda: loop_thread.wait_for(sleep_past_the_limit(10)), 0.2)
+    assert time.monotonic() - started < 2
+    assert CLEANED_UP == ['sleep_past_the_limit']
 
 
 def test_eager_mode_runs_an_async_job_at_its_put(fs_db, queue, tree):
@@ -260,3 +255,35 @@ def test_carried_pyramid_thread_locals_reach_the_coroutine(two_slots, fs_db,
         assert wait_for_result(job) == ('the app', 'http://app.example/home')
     finally:
         extensions.remove(fs_db, context)
+
+
+async def exit_the_process():
+    await asyncio.sleep(0)
+    raise SystemExit(3)
+
+
+async def cancel_itself():
+    asyncio.current_task().cancel()
+    await asyncio.sleep(1)
+
+
+@pytest.fixture
+def loop_thread():
+    loop = aio.LoopThread(aio.THREAD_PREFIX + 'test')
+    yield loop
+    loop.stop()
+    assert not loop.thread.is_alive()
+
+
+def test_system_exit_reaches_the_jobs_thread_and_spares_the_loop(
+        loop_thread):
+    with pytest.raises(SystemExit):
+        loop_thread.wait_for(exit_the_process())
+    assert loop_thread.wait_for(add_later(1, 1)) == 2
+
+
+def test_a_coroutine_cancelled_from_inside_fails_like_any_job(loop_thread):
+    # asyncio's CancelledError is no Exception: the runner would not
+    # record it as the job's failure.
+    with pytest.raises(aio.CoroutineCancelled):
+        loop_thread.wait_for(cancel_itself())
