@@ -337,7 +337,9 @@ class Job(persistent.Persistent):
         lifecycle.start(self, now)
 
     def invoke(self, *extra_args: Any, **extra_kwargs: Any) -> Any:
-        """Call the callable; exceptions propagate (the runner decides)."""
+        """Call the callable; exceptions propagate (the runner decides).
+        An async callable's coroutine is run to its end on an event loop
+        while this thread, the owner of the job's transaction, waits."""
         func = self.callable
         if isinstance(func, type) and issubclass(func, ZODB.broken.Broken):
             # ZODB loads a function whose module is gone as a Broken class;
@@ -348,7 +350,11 @@ class Job(persistent.Persistent):
         kwargs.update(extra_kwargs)
         self._v_invoking = True
         try:
-            return func(*self.args, *extra_args, **kwargs)
+            result = func(*self.args, *extra_args, **kwargs)
+            if isinstance(result, types.CoroutineType):
+                from . import aio  # only apps with async jobs load asyncio
+                result = aio.run_coroutine(result)
+            return result
         finally:
             self._v_invoking = False
 

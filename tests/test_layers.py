@@ -146,7 +146,7 @@ def test_no_import_cycle():
 LAYERS = (
     ('leaves', 'extensions transact clock safetext keys interfaces errors '
                'checks shapes failure local process instance watch '
-               'zeoclient pool lease'),
+               'zeoclient pool lease aio'),
     ('model', 'job lifecycle lifelog unique queue layout agent quota '
               'registry retry composite periodic'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
