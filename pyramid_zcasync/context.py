@@ -17,8 +17,12 @@ from pyramid.interfaces import IRequestFactory
 from pyramid.request import Request, apply_request_extensions
 from pyramid.threadlocal import manager
 
-from . import local
+from . import aio, local
 from .extensions import Extension
+
+# A coroutine job runs in the event loop's thread: Pyramid's thread-local
+# registry and request must be current there too while it runs.
+aio.carry(manager)
 
 #: Where generated URLs point when ``zcasync.app_url`` is not set.
 DEFAULT_APP_URL = 'http://localhost'

@@ -238,9 +238,8 @@ async def registry_and_request_url():
 
 def test_carried_pyramid_thread_locals_reach_the_coroutine(two_slots, fs_db,
                                                            queue):
-    """What context.py would ask of aio.carry for an app's jobs."""
+    """context.py carries Pyramid's thread-locals into the loop's thread."""
     from pyramid.config import Configurator
-    from pyramid.threadlocal import manager
     from pyramid_zcasync import extensions
     from pyramid_zcasync.context import PyramidContext
     config = Configurator(settings={'marker': 'the app'})
@@ -248,7 +247,6 @@ def test_carried_pyramid_thread_locals_reach_the_coroutine(two_slots, fs_db,
     config.commit()
     context = PyramidContext(config.registry, 'http://app.example')
     extensions.add(fs_db, context)
-    aio.carry(manager)
     try:
         job = queue.put(registry_and_request_url)
         transaction.commit()
