@@ -55,7 +55,7 @@ def _why_not(job: JobShape) -> str:
         return ('its call finished already and its callbacks are running; '
                 'only a job whose call has not finished can be cancelled')
     if job._status == COMPLETED:
-        return 'its status is %s: it has ended already' % COMPLETED
+        return 'it has completed already'
     return ('it waits for the job it returned, %r: cancel that one'
             % (job.waiting_for,))
 
