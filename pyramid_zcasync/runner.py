@@ -6,8 +6,9 @@ the call may have started), call it and commit the result in one
 transaction (all or nothing), then run each callback in a transaction of
 its own.  A failed attempt is aborted and its connection closed *before*
 any back-off wait.  A job cancelled while claimed or running ends with a
-JobCancelled failure, never retried (cancels.py).  Kept apart from the dispatcher so it can be tested
-with a plain database and an injected clock.
+JobCancelled failure, never retried (cancels.py).  Kept apart from the
+dispatcher so it can be tested with a plain database and an injected
+clock.
 """
 from __future__ import annotations
 
