@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import BTrees.OOBTree
@@ -17,9 +18,10 @@ import transaction
 import jobs
 from pyramid_zcasync import lifecycle, local
 from pyramid_zcasync.agent import Agent
+from pyramid_zcasync.cancelwatch import RunningCalls
 from pyramid_zcasync.errors import cancel_reason
 from pyramid_zcasync.failure import Failure
-from pyramid_zcasync.group import eligible
+from pyramid_zcasync.group import GroupRunner, eligible
 from pyramid_zcasync.interfaces import (ACTIVE, ASSIGNED, CALLBACKS,
                                         COMPLETED, IQueue)
 from pyramid_zcasync.job import BadStatusError, Job, JobCancelled
@@ -211,6 +213,61 @@ def test_a_request_committed_during_the_call_wins_over_its_result(db):
     assert job.status == COMPLETED and job.result.check(JobCancelled)
     assert job.result.message == 'from another process'
     assert 'asked' not in tree  # the attempt's writes were aborted
+    connection.close()
+
+
+def wait_until_asked(tree, key, seconds=10):
+    """Loops in short steps until asked to stop, writing as it goes."""
+    tree[key] = 'written'
+    deadline = time.monotonic() + seconds
+    while not local.cancel_requested():
+        assert time.monotonic() < deadline, 'never asked to stop'
+        time.sleep(0.01)
+    return 'stopped'
+
+
+class WatchingDispatcher:
+    """What a runner uses of a dispatcher that watches for cancels."""
+
+    def __init__(self):
+        self.running_calls = RunningCalls()
+
+
+def cancel_once_running(db, calls, oid):
+    """In another thread, as the dispatcher's watch would: commit a
+    cancel of job ``oid`` once its call runs, then ask the call to stop."""
+    def cancel():
+        while oid not in calls.snapshot():
+            time.sleep(0.01)
+        with db.transaction() as connection:
+            connection.get(oid).cancel('stop the group job')
+        calls.snapshot()[oid].ask_to_stop('stop the group job')
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_cancelled_job_of_a_group_leaves_the_others_committed(db):
+    connection = db.open()
+    queue = IQueue(connection.root())
+    tree = open_tree(connection)
+    registration = registered(queue)
+    slow = queue.put(wait_until_asked, tree, 'slow')
+    quick = queue.put(jobs.multiply, 6, 7)
+    transaction.commit()
+    for _ in range(2):
+        registration['main'].claimJob()
+    transaction.commit()
+    dispatcher = WatchingDispatcher()
+    runner = Runner(db, 'u1', dispatcher=dispatcher)
+    thread = cancel_once_running(db, dispatcher.running_calls, slow._p_oid)
+    outcomes = dict(GroupRunner(runner).run([slow._p_oid, quick._p_oid]))
+    thread.join(10)
+    transaction.begin()
+    assert quick.result == 42 and not outcomes[quick._p_oid]['failed']
+    assert slow.status == COMPLETED and slow.result.check(JobCancelled)
+    assert 'slow' not in tree  # rolled back to its savepoint
+    assert len(registration['main']) == 0
     connection.close()
 
 
