@@ -11,7 +11,8 @@ The Dispatcher is the process-facing part: the instance lock, the
 reactor thread, start, stop and wake.  A poll's transaction is the
 Poller's (poller.py), running the claimed jobs the Executor's
 (executor.py), and what the dispatcher reports about itself the
-Monitor's (monitor.py).
+Monitor's (monitor.py).  Its watch of the database also stops the jobs
+it runs that someone cancelled (cancelwatch.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from twisted.internet import selectreactor, task
 
 from . import clock as clock_module
 from . import extensions, process, retry
+from .cancelwatch import CancelWatch, RunningCalls
 from .clock import Clock
 from .executor import Executor, Item
 from .history import JobHistory, Poll, Polls
@@ -147,6 +149,11 @@ class Dispatcher:
         #: Serialises this process's transactions on shared bookkeeping
         #: (claims, agent slots, history): no conflicts among our threads.
         self._bookkeeping = threading.RLock()
+        #: The calls of its jobs running now, which a cancel interrupts;
+        #: the runners register them (runner.py).
+        self.running_calls = RunningCalls()
+        self._cancel_watch = CancelWatch(db, self.running_calls,
+                                         self._later)
         #: Runs what the polls claim (executor.py).
         self.executor = Executor(self)
         #: Does the polls' transactions (poller.py).
@@ -240,6 +247,7 @@ class Dispatcher:
         RelStorage (see watch.py); a change since the last look, ours or
         another process's, means a put may be waiting.  Transactions of
         this process that put a job wake the dispatcher at once anyway.
+        A change may be a cancel of a job running here, too.
         """
         try:
             latest = self._last_transaction.latest()
@@ -248,6 +256,12 @@ class Dispatcher:
         if latest is not None and latest != self._seen_tid:
             self._seen_tid = latest
             self.wake()
+        self._cancel_watch.look(latest)
+
+    def _later(self, seconds: float, call: Callable[..., Any],
+               *args: Any) -> Any:
+        """``call(*args)`` on the reactor thread in ``seconds``."""
+        return self.reactor.callLater(seconds, call, *args)
 
     # -- polling ------------------------------------------------------
 

@@ -24,6 +24,11 @@ error its policy wants retried) goes to the Runner, one job at a time.
 The group skips the separate "ACTIVE" commit; if the process dies mid
 group, recovery finds the jobs ASSIGNED and queues them again, which is
 what the default policy does with interrupted jobs anyway.
+
+A job of a group cancelled while it runs is rolled back to its savepoint
+and handed to the Runner, which finds the request and ends it cancelled
+without calling it again; the others of the group commit as if it had
+never been there.  A job with a cancel request is never grouped.
 """
 from __future__ import annotations
 
@@ -36,10 +41,12 @@ from typing import (Any, Callable, ContextManager, Iterable, Iterator, List,
 from ZODB.POSException import ConflictError
 
 from . import lifecycle, local, retry
+from .errors import cancel_reason
 from .failure import Failure
 from .interfaces import ASSIGNED
 from .job import Job
 from .runner import Runner, outcome
+from .timelimit import Interruptible, call_with_limit
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -52,7 +59,8 @@ GROUP_WINDOW = 0.05
 def eligible(job: Job, uuid: Optional[str]) -> bool:
     return (job.status == ASSIGNED and job.assignerUUID == uuid
             and job.retry_policy_factory is None and job.parent is None
-            and not job.callbacks and job.time_limit is None)
+            and not job.callbacks and job.time_limit is None
+            and cancel_reason(job) is None)
 
 
 class GroupResult(NamedTuple):
@@ -176,10 +184,9 @@ class GroupRunner:
         """Run ``job`` under a savepoint; False: hand it to the Runner."""
         savepoint = txn.savepoint()
         lifecycle.start(job, self.runner.clock.utcnow())
+        call = self.runner.watch_call(job)
         try:
-            with local.running(job, self.runner.db, self.runner.dispatcher,
-                               grouped=True):
-                result = job.invoke()
+            result = self._call(job, call)
         except ConflictError:
             raise  # the whole transaction is stale: the group retries alone
         except local.NeedsOwnTransaction:
@@ -187,6 +194,8 @@ class GroupRunner:
             return False
         except Exception as exc:
             savepoint.rollback()
+            if _cancelled(call):
+                return False  # the Runner finds the request, records it
             failure = Failure.from_exception(exc)
             if job.getRetryPolicy().jobError(failure, {}) is not False:
                 return False  # its policy retries: let the Runner do it
@@ -195,12 +204,27 @@ class GroupRunner:
             log.log(job.failure_log_level, '%r failed: %s', job,
                     failure.getTraceback())
             return True
-        if hasattr(result, 'addBoth'):  # a Deferred: needs the Runner
+        if hasattr(result, 'addBoth') or _cancelled(call):
+            # A Deferred needs the Runner; so does a cancelled job.
             savepoint.rollback()
             return False
         lifecycle.finish(job, result)
         trace.debug('%r succeeded in a group', job)
         return True
+
+    def _call(self, job: Job, call: Optional[Interruptible]) -> Any:
+        """The job's call, interruptible through ``call`` by a cancel."""
+        runner = self.runner
+        try:
+            with local.running(job, runner.db, runner.dispatcher,
+                               grouped=True, stop=call):
+                return call_with_limit(job.invoke, None, call=call)
+        finally:
+            runner.end_call(job, call)
+
+
+def _cancelled(call: Optional[Interruptible]) -> bool:
+    return call is not None and call.stop_asked
 
 
 class _KeptLease:

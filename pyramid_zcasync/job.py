@@ -369,10 +369,17 @@ class Job(persistent.Persistent):
         lifecycle.fail(self, exc)
 
     def cancel(self, reason: str = 'cancelled') -> None:
-        """Make sure a job that has not started never runs: it completes
-        at once with a :class:`JobCancelled` failure, which its callbacks
-        see (zc.async left a removed job NEW, out of every queue: a state
-        no listing could name)."""
+        """Cancel a job that has not completed; it ends with a
+        :class:`JobCancelled` failure, which its callbacks see.
+
+        A job not started yet completes so at once (zc.async left a
+        removed job NEW, out of every queue: a state no listing could
+        name).  A claimed or running one is asked to stop when the
+        caller's transaction commits: the dispatcher running it, in
+        whichever process, interrupts it within a second, aborts its
+        attempt and records the failure (cancels.py); inside the job,
+        ``local.cancel_requested()`` turns true first.  A job whose call
+        finished already raises BadStatusError."""
         lifecycle.cancel(self, reason)
 
     def run_callbacks_inline(self) -> None:

@@ -51,7 +51,7 @@ from typing import Any, Callable, Dict, FrozenSet, Optional, TypeVar, cast
 
 import zope.event
 
-from . import clock, extensions, lifelog, unique
+from . import cancels, clock, extensions, lifelog, unique
 from .checks import check_time_limit
 from .errors import BadStatusError, JobCancelled
 from .failure import Failure
@@ -457,10 +457,11 @@ def _fail_out_of_queue(job: JobShape, exc: BaseException) -> None:
 
 
 def cancel(job: JobShape, reason: str = 'cancelled') -> None:
-    """Make sure a job that has not started never runs: it completes at
-    once with a JobCancelled failure, which its callbacks see."""
-    if job._status not in (NEW, PENDING):
-        raise BadStatusError(
-            'cannot cancel %r: its status is %s; only a job that has not '
-            'started can be cancelled' % (job, job._status))
-    fail(job, JobCancelled(reason))
+    """Cancel a job that has not completed; its callbacks see a
+    JobCancelled failure.  Not started (NEW, PENDING): it completes at
+    once.  Claimed or running: the request is recorded for the dispatcher
+    running it, which stops it (cancels.py); later, it is refused."""
+    if job._status in (NEW, PENDING):
+        fail(job, JobCancelled(reason))
+    else:
+        cancels.request(job, reason)

@@ -1,7 +1,8 @@
 """What a running job can ask about itself, from its own thread.
 
 The runner sets these for the duration of a call; outside a job they
-return None (and ``set_live_annotation`` and ``set_progress`` raise).
+return None (and ``set_live_annotation`` and ``set_progress`` raise;
+``cancel_requested`` returns False).
 """
 from __future__ import annotations
 
@@ -12,12 +13,21 @@ import math
 import numbers
 import reprlib
 import threading
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Protocol, Tuple
 
 from . import clock, extensions, transact
+from .errors import cancel_reason
 from .safetext import clip
 
 _state = threading.local()
+
+
+class StopFlag(Protocol):
+    """What the dispatcher running a call sets when the call's job was
+    cancelled (timelimit.Interruptible)."""
+
+    @property
+    def stop_asked(self) -> bool: ...
 
 
 class NeedsOwnTransaction(Exception):
@@ -27,19 +37,24 @@ class NeedsOwnTransaction(Exception):
 
 @contextlib.contextmanager
 def running(job: Any, db: Any = None, dispatcher: Any = None,
-            grouped: bool = False) -> Iterator[None]:
+            grouped: bool = False, stop: Optional[StopFlag] = None
+            ) -> Iterator[None]:
     """What the runner enters around a job's call: the job is current in
     this thread, and the extensions of its database are entered around
-    it (e.g. the Pyramid app's context, context.py)."""
+    it (e.g. the Pyramid app's context, context.py).  ``stop``: the flag
+    a dispatcher watching for cancels sets (see cancel_requested)."""
     previous = getattr(_state, 'current', None)
+    previous_stop = getattr(_state, 'stop', None)
     _state.current = (job, db, dispatcher)
     _state.grouped = grouped
+    _state.stop = stop
     _state.request = _state.make_request = None
     try:
         with extensions.of(db).around_run(job):
             yield
     finally:
         _state.current = previous
+        _state.stop = previous_stop
         _state.grouped = False
         _state.request = _state.make_request = None
 
@@ -83,6 +98,29 @@ def get_queue() -> Any:
 
 def get_dispatcher() -> Any:
     return _current()[2]
+
+
+def cancel_requested() -> bool:
+    """Whether the running job was asked to cancel: a long loop checks
+    it and returns (or raises) to stop cleanly; the job then ends with a
+    JobCancelled failure all the same, its transaction aborted.  If it
+    does not stop, its dispatcher interrupts it shortly after.
+
+    Under a dispatcher this is the flag its watch sets (cheap: ask it
+    in every iteration); elsewhere the request is read as last committed
+    in a connection of its own.  False outside a job."""
+    job, db, _ = _current()
+    if job is None:
+        return False
+    stop = getattr(_state, 'stop', None)
+    if stop is not None:
+        return stop.stop_asked
+    if db is None or job._p_oid is None:
+        return cancel_reason(job) is not None
+    oid = job._p_oid
+    return transact.read(
+        db, lambda connection: cancel_reason(connection.get(oid))
+        is not None)
 
 
 def set_live_annotation(name: str, value: Any) -> None:

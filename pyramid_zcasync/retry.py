@@ -3,7 +3,8 @@ its dispatcher goes away while it runs.
 
 Each hook answers with a *decision*:
 
-- ``False``: give up; the failure becomes the job's result;
+- ``False``: give up; the failure becomes the job's result (always for
+  a JobCancelled: the runner does not even ask);
 - ``True``: try again at once;
 - a ``datetime.timedelta``: try again after that delay (a conflict's is
   a short random one).  The runner
@@ -24,6 +25,7 @@ from typing import Any, Optional, Union
 
 from ZODB.POSException import ConflictError
 
+from .errors import JobCancelled
 from .failure import Failure
 
 #: The annotation where retry policies keep their counts (lifecycle.py
@@ -130,6 +132,8 @@ class RetryPolicy:
 
     def _decide(self, failure: Failure, data_cache: dict,
                 other_attempts: Optional[int]) -> Decision:
+        if failure.check(JobCancelled):
+            return False  # someone wanted it stopped: never again
         if failure.check(*DISCONNECTED):
             if not self.retry_disconnected:
                 return False

@@ -5,8 +5,10 @@ claimed: commit ACTIVE (so a sibling recovering a dead dispatcher knows
 the call may have started), call it and commit the result in one
 transaction (all or nothing), then run each callback in a transaction of
 its own.  A failed attempt is aborted and its connection closed *before*
-any back-off wait.  Kept apart from the dispatcher so it can be tested
-with a plain database and an injected clock.
+any back-off wait.  A job cancelled while claimed or running ends with a
+JobCancelled failure, never retried (cancels.py).  Kept apart from the
+dispatcher so it can be tested with a plain database and an injected
+clock.
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from . import clock as clock_module
-from . import lifecycle, local, retry
+from . import cancels, lifecycle, local, retry
+from .cancelwatch import RunningCalls
+from .errors import JobCancelled, cancel_reason
 from .failure import Failure
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW
 from .job import Job
-from .timelimit import call_with_limit
+from .timelimit import Interruptible, call_with_limit
 
 log = logging.getLogger('pyramid_zcasync.events')
 trace = logging.getLogger('pyramid_zcasync.trace')
@@ -63,6 +67,10 @@ class Runner:
         #: The last job run's outcome, as its own commits left it (None:
         #: this runner did not finish it).
         self.outcome: Optional[dict] = None
+        #: The dispatcher's running calls, which its cancel watch stops
+        #: (None without a dispatcher: nothing watches for cancels).
+        self.running_calls: Optional[RunningCalls] = getattr(
+            dispatcher, 'running_calls', None)
 
     # -- transactions -------------------------------------------------
 
@@ -163,10 +171,11 @@ class Runner:
     def _start(self, job: Job, started: Optional[Dict[str, Any]] = None
                ) -> bool:
         started = {} if started is None else started
-        if (job.status == ACTIVE and job.assignerUUID == self.uuid
+        if (job.status != ASSIGNED and job.assignerUUID == self.uuid
                 and 'at' in started and job.active_start == started['at']):
             # Our last attempt committed, but the server's answer was lost
-            # (ClientDisconnected in tpc_finish): it is ours, not started.
+            # (ClientDisconnected in tpc_finish): it is ours, not started
+            # (or cancelled, below).
             return True
         if job.status != ASSIGNED or job.assignerUUID != self.uuid:
             trace.info('%r is no longer ours to start', job)
@@ -174,6 +183,10 @@ class Runner:
         job.annotations  # created now so live annotations never touch job
         started['at'] = self.clock.utcnow()
         lifecycle.start(job, started['at'])
+        reason = cancel_reason(job)
+        if reason is not None:  # cancelled while it waited for a worker
+            self._record_failure(job, cancels.cancelled(reason), {}, False)
+            return True
         log.info('starting %r', job)
         return True
 
@@ -257,22 +270,31 @@ class Runner:
             if job is None:
                 retry.abort(self.manager)
                 return 'gone', None
+            reason = cancel_reason(job)
+            if reason is not None:  # asked before this attempt began
+                retry.abort(self.manager)
+                return cancels.cancelled(reason), False
             policy = job.getRetryPolicy()
             retry.seed_counts(data_cache, job)
             called = time.monotonic()
+            call = self.watch_call(job)
             try:
-                with local.running(job, self.db, self.dispatcher):
-                    result = call_with_limit(
-                        lambda: settle(job.invoke(*extra_args(job))),
-                        job.time_limit, repr(job))
+                result = self._invoke(job, extra_args, call)
             except Exception as exc:
                 self.call_seconds = time.monotonic() - called
                 retry.abort(self.manager)
-                failure = Failure.from_exception(exc)
+                failure = _failure_of(exc, call)
                 _log_attempt('call', job, failure)
+                if failure.check(JobCancelled):
+                    return failure, False  # no policy retries a cancel
                 return failure, retry.check_decision(
                     policy.jobError(failure, data_cache), 'jobError', policy)
             self.call_seconds = time.monotonic() - called
+            if call is not None and call.stop_reason is not None:
+                # It returned once asked to stop: the request committed
+                # first, so its result must not.
+                retry.abort(self.manager)
+                return cancels.cancelled(call.stop_reason), False
             try:
                 policy.updateData(data_cache)
                 lifecycle.finish(job, result, inline_callbacks)
@@ -291,6 +313,30 @@ class Runner:
         finally:
             connection.close()
 
+    def watch_call(self, job: Job) -> Optional[Interruptible]:
+        """The job's call as the dispatcher's cancel watch sees it, made
+        in this thread; None when no dispatcher watches.  End it with
+        ``end_call``."""
+        if self.running_calls is None:
+            return None
+        return self.running_calls.start(job._p_oid)
+
+    def end_call(self, job: Job, call: Optional[Interruptible]) -> None:
+        if call is not None and self.running_calls is not None:
+            self.running_calls.end(job._p_oid, call)
+
+    def _invoke(self, job: Job, extra_args: Callable[[Job], Tuple[Any, ...]],
+                call: Optional[Interruptible]) -> Any:
+        """The job's call, inside ``local.running`` and its time limit,
+        interruptible through ``call`` until it ends."""
+        try:
+            with local.running(job, self.db, self.dispatcher, stop=call):
+                return call_with_limit(
+                    lambda: settle(job.invoke(*extra_args(job))),
+                    job.time_limit, repr(job), call)
+        finally:
+            self.end_call(job, call)
+
     def _record_failure(self, job: Optional[Job], failure: Failure,
                         data_cache: Dict[str, Any],
                         inline_callbacks: bool) -> None:
@@ -302,6 +348,10 @@ class Runner:
         lifecycle.finish(job, failure, inline_callbacks)
         if not inline_callbacks:
             self.outcome = outcome(job)
+        if failure.check(JobCancelled):
+            cancels.done(job)
+            log.info('%r cancelled: %s', job, failure.message)
+            return
         log.log(job.failure_log_level, '%r failed: %s', job,
                 failure.getTraceback())
 
@@ -406,6 +456,15 @@ def settle(result: Any, timeout: Optional[float] = None) -> Any:
     if isinstance(exception, BaseException) and hasattr(value, 'trap'):
         raise exception  # a twisted Failure
     return value
+
+
+def _failure_of(exc: Exception, call: Optional[Interruptible]) -> Failure:
+    """The failure of a call that raised ``exc``: JobCancelled if it was
+    asked to stop, whatever it raised then (the interruption, or its own
+    way out after ``local.cancel_requested()``)."""
+    if call is not None and call.stop_reason is not None:
+        return cancels.cancelled(call.stop_reason, exc.__traceback__)
+    return Failure.from_exception(exc)
 
 
 def _log_attempt(what: str, job: Job, failure: Failure) -> None:

@@ -233,9 +233,9 @@ def test_cancel_a_pending_job(running):
     again = client.post('/_async/actions/cancel',
                         {'csrf_token': token, 'job': str(oid(job))},
                         headers=ADMIN, status=400)
-    assert again.json == {'error': 'job 0x%x is not pending (it failed): '
-                                   'only a pending job can be cancelled'
-                                   % oid(job)}
+    assert again.json == {'error': 'job 0x%x is not pending or running '
+                                   '(it failed): only a pending or running '
+                                   'job can be cancelled' % oid(job)}
 
 
 def test_cancel_refuses_unknown_and_malformed_jobs(running):

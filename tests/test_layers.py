@@ -148,9 +148,9 @@ LAYERS = (
                'checks shapes failure local process instance watch '
                'zeoclient pool lease aio'),
     ('model', 'job lifecycle lifelog unique queue layout agent quota '
-              'registry retry composite periodic'),
+              'registry retry composite periodic cancels'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
-               'history options install eager'),
+               'history options install eager cancelwatch'),
     ('Pyramid glue', '__init__ config settings context tracing '
                      'periodic_config programs testing'),
     ('admin', 'views scripts demo'),

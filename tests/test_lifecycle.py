@@ -124,16 +124,19 @@ def test_recovery_requeues_an_unstarted_job(held):
     assert job.status == PENDING and job not in agent
 
 
-def test_cancel_refuses_a_started_job_and_ends_a_pending_one(queue):
+def test_cancel_asks_a_started_job_to_stop_and_ends_a_pending_one(queue):
     job = queue.put(operator.add, 1, 1)
     lifecycle.cancel(job, 'not wanted')
     assert job.status == COMPLETED and job not in queue
     assert 'not wanted' in job.result.message
+    with pytest.raises(BadStatusError, match='it has completed already'):
+        lifecycle.cancel(job)
     started = queue.put(operator.add, 1, 1)
     queue.claim()
     lifecycle.start(started)
-    with pytest.raises(BadStatusError, match='only a job that has not'):
-        lifecycle.cancel(started)
+    lifecycle.cancel(started, 'stop it')  # its dispatcher stops it
+    assert started.status == ACTIVE
+    assert started.cancel_requested == 'stop it'
 
 
 def test_install_upgrades_a_database_of_the_old_layout_and_its_jobs_run(

@@ -286,8 +286,7 @@ def test_a_cancelled_job_completes_with_a_failure_its_callbacks_see(
     assert job.result.check(JobCancelled)
     assert 'not needed any more' in str(job.result)
     assert list(queue) == [seen], 'only its callback is queued, to run'
-    with pytest.raises(BadStatusError, match='only a job that has not '
-                                             'started can be cancelled'):
+    with pytest.raises(BadStatusError, match='it has completed already'):
         job.cancel()
 
 

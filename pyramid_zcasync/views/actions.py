@@ -26,8 +26,9 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.interfaces import IDefaultCSRFOptions
 from pyramid.response import Response
 
+from ..errors import BadStatusError
 from ..failure import Failure
-from ..interfaces import COMPLETED, PENDING
+from ..interfaces import ACTIVE, ASSIGNED, COMPLETED, PENDING
 from ..job import Job
 from . import add_admin_view, route_name
 from .html import state_phrase, took
@@ -101,15 +102,21 @@ def oid_int(job: Any) -> int:
 # -- actions --------------------------------------------------------------
 
 def cancel_job(job: Job) -> None:
-    """Make sure a pending job never runs: it completes with a
-    JobCancelled failure (Job.cancel).  Apart from the view so that
-    ``pzcasync cancel`` makes the same checks."""
-    queue = job.queue
-    if job.status != PENDING or queue is None or job not in queue:
+    """Cancel a pending or running job (Job.cancel): a pending one
+    completes with a JobCancelled failure at once, a claimed or running
+    one is asked to stop and ends so within a second.  Apart from the
+    view so that ``pzcasync cancel`` makes the same checks."""
+    pending = job.status == PENDING and job.queue is not None \
+        and job in job.queue
+    if not (pending or job.status in (ASSIGNED, ACTIVE)):
         raise ActionError(
-            'job 0x%x is not pending (%s): only a pending job can be '
-            'cancelled' % (oid_int(job), state_phrase(job)))
-    job.cancel('cancelled by an administrator')
+            'job 0x%x is not pending or running (%s): only a pending or '
+            'running job can be cancelled' % (oid_int(job),
+                                              state_phrase(job)))
+    try:
+        job.cancel('cancelled by an administrator')
+    except BadStatusError as exc:  # e.g. it waits for a job it returned
+        raise ActionError(str(exc)) from None
 
 
 def cancel(request: Any) -> HTTPSeeOther:

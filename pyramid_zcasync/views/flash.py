@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..errors import cancel_reason
 from ..failure import Failure
 from ..job import JobCancelled
 from .format import ParameterError, parse_oid
@@ -44,8 +45,9 @@ def flash_message(request: Any) -> Optional[str]:
     if oid is None:
         return None
     if done == 'cancelled':
-        return ('Job 0x%x was cancelled: it will not run, and its callbacks '
-                'see a JobCancelled failure.' % oid)
+        return ('Job 0x%x was cancelled: it will not run (if running, it is '
+                'stopped within a second), and its callbacks see a '
+                'JobCancelled failure.' % oid)
     return 'Job 0x%x was queued again; it runs in its turn.' % oid
 
 
@@ -80,15 +82,17 @@ def control_message(queues: Any, done: str, query: Any) -> Optional[str]:
 
 def job_oid(request: Any) -> Optional[int]:
     """The oid of the ``job`` parameter if it names a stored job that is
-    not pending after a cancel (a retried one may be anything by now)."""
+    not pending after a cancel (cancelled, or asked to stop while it
+    runs; a retried one may be anything by now)."""
     try:
         job = stored_job(request.async_queues._p_jar,
                          parse_oid(request.GET.get('job', '')))
     except ParameterError:
         return None
     if request.GET.get('done') == 'cancelled' and not (
-            isinstance(job.result, Failure)
-            and job.result.check(JobCancelled)):
+            cancel_reason(job) is not None
+            or (isinstance(job.result, Failure)
+                and job.result.check(JobCancelled))):
         return None
     return int.from_bytes(job._p_oid, 'big')
 
