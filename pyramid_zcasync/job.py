@@ -94,6 +94,10 @@ class Job(persistent.Persistent):
     #: it instead of queueing another (lifecycle.py).  Kept after
     #: completion; None on jobs put without one, and on older records.
     unique_key: Optional[str] = None
+    #: Why a cancel was asked while the job was claimed or running; its
+    #: dispatcher stops the call (cancels.py).  None when none was asked,
+    #: and on older records.
+    cancel_requested: Optional[str] = None
     _key: Optional[int] = None
     _deadline_key: Optional[int] = None
     #: Written only by lifecycle.py; NEW stays out of the record.

@@ -11,7 +11,8 @@ import transaction
 from pyramid_zcasync import aio, local, testing
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.failure import Failure
-from pyramid_zcasync.interfaces import COMPLETED, IQueue
+from pyramid_zcasync.errors import JobCancelled
+from pyramid_zcasync.interfaces import ACTIVE, COMPLETED, IQueue
 from pyramid_zcasync.job import Job
 from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
 from pyramid_zcasync.timelimit import TimeLimitExceeded, call_with_limit
@@ -49,6 +50,14 @@ async def sleep_past_the_limit(seconds):
         await asyncio.sleep(seconds)
     finally:
         CLEANED_UP.append('sleep_past_the_limit')
+
+
+async def write_then_sleep(tree, key, seconds):
+    tree[key] = True
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        CLEANED_UP.append('write_then_sleep')
 
 
 async def what_local_says():
@@ -166,6 +175,28 @@ def test_a_time_limit_cancels_the_coroutine(two_slots, queue):
     assert 'time limit of 0.5 s' in failure.message
     assert (job.active_end - job.active_start).total_seconds() < 2
     assert CLEANED_UP == ['sleep_past_the_limit']
+
+
+def test_cancel_stops_a_running_coroutine(two_slots, queue, tree):
+    """A cancel reaches the job's waiting thread as an interruption, which
+    cancels the coroutine at its await: its finally runs, its writes are
+    rolled back, and the job ends JobCancelled within a second."""
+    del CLEANED_UP[:]
+    job = queue.put(write_then_sleep, tree, 'written', 30)
+    transaction.commit()
+    deadline = time.monotonic() + 10
+    while job.status != ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.02)
+        transaction.begin()
+    time.sleep(0.2)  # awaiting inside the coroutine
+    job.cancel('not wanted any more')
+    transaction.commit()
+    asked = time.monotonic()
+    failure = wait_for_result(job, seconds=8)
+    assert time.monotonic() - asked < 1.5
+    assert failure.check(JobCancelled)
+    assert CLEANED_UP == ['write_then_sleep']
+    assert 'written' not in tree
 
 
 def test_the_loop_stops_with_its_dispatcher(fs_db, tmp_path, queue):
