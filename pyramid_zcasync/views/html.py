@@ -161,6 +161,17 @@ def is_failed(job: Any) -> bool:
             and isinstance(job.result, Failure))
 
 
+def job_url(request: Any, oid: Optional[int]) -> str:
+    """The page of the job with this oid (:mod:`.jobpage`)."""
+    return request.route_path(route_name('job_page'), oid=oid)
+
+
+def jobs_url(request: Any) -> str:
+    """The job pages' common prefix: the listings' templates append an
+    oid to it (``macros.jinja2``'s ``job_ref``)."""
+    return request.route_path(route_name('job_page'), oid='')
+
+
 # -- forms ----------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
