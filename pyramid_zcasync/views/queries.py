@@ -162,11 +162,10 @@ class JobSearch:
             raise ParameterError('from=%s is after to=%s: the range is empty'
                                  % (self.start.isoformat(),
                                     self.end.isoformat()))
-        for name, value, most in (('examine', self.examine, SEARCH_EXAMINED),
-                                  ('show', self.show, SEARCH_SHOWN)):
-            if not 1 <= value <= most:
-                raise ParameterError('%s=%d is out of range: from 1 to %d'
-                                     % (name, value, most))
+        for name, value in (('examine', self.examine), ('show', self.show)):
+            if value < 1:
+                raise ParameterError('%s=%d must be at least 1'
+                                     % (name, value))
 
     def matches(self, job: Job) -> bool:
         if self.text and self.text.lower() not in \
@@ -185,6 +184,7 @@ class SearchResult:
     """The matches, and whether a cap cut the search short: ``examined``
     jobs were scanned; ``complete`` is false when more were left unread
     (the scan's cap) or more matched than are shown."""
+    question: JobSearch
     jobs: List[Job]
     examined: int
     scan_capped: bool
@@ -273,7 +273,8 @@ def read_search(params: Params) -> JobSearch:
         queue=None if queue is None or queue == ANY_QUEUE else queue,
         time=parse_choice('time', params.get('time'), SEARCH_TIMES)
         or 'put', start=parse_datetime('from', params.get('from')),
-        end=parse_datetime('to', params.get('to')))
+        end=parse_datetime('to', params.get('to')),
+        examine=SEARCH_EXAMINED, show=SEARCH_SHOWN)
 
 
 def read_job_id(params: Params) -> Optional[int]:
@@ -371,10 +372,10 @@ def search(queues: Any, question: JobSearch) -> SearchResult:
             itertools.islice(scanned, question.examine), 1):
         if question.matches(candidate):
             if len(found) == question.show:
-                return SearchResult(found, examined, False, True)
+                return SearchResult(question, found, examined, False, True)
             found.append(candidate)
     capped = examined == question.examine and next(scanned, None) is not None
-    return SearchResult(found, examined, capped, False)
+    return SearchResult(question, found, examined, capped, False)
 
 
 def count(queues: Any, selection: JobSelection) -> int:

@@ -24,8 +24,7 @@ from .bulk import FORM_FIELDS, MAX_SELECTED
 from .html import (Forms, JobLabel, Pill, When, call_text, job_label,
                    job_url, oid_of, status_word, when)
 from .pages import page
-from .queries import (ANY_QUEUE, SEARCH_EXAMINED, SEARCH_SHOWN,
-                      SEARCH_TIMES, SearchResult, read_job_id,
+from .queries import (ANY_QUEUE, SEARCH_TIMES, SearchResult, read_job_id,
                       read_search, search, search_time)
 from .reports import STATES
 
@@ -102,13 +101,14 @@ class Outcome:
     examined: int
     scan_capped: bool
     shown_capped: bool
-    examine_cap: int = SEARCH_EXAMINED
-    show_cap: int = SEARCH_SHOWN
+    examine_cap: int
+    show_cap: int
 
 
 def outcome(result: SearchResult) -> Outcome:
     return Outcome(len(result.jobs), result.examined, result.scan_capped,
-                   result.shown_capped)
+                   result.shown_capped, result.question.examine,
+                   result.question.show)
 
 
 @dataclasses.dataclass(frozen=True)
