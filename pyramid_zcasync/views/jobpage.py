@@ -28,11 +28,11 @@ from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED
 from ..job import Job
 from . import add_admin_view, route_name
 from .format import ParameterError
-from .html import (Button, Forms, JobLabel, Pill, When, call_text, job_label,
-                   job_url, short_uuid, took, when)
+from .html import (Button, Forms, JobLabel, Pill, When, call_text, clip,
+                   job_label, job_url, short_uuid, took, when)
 from .pages import error_page, page
 from .queries import events, find_job, read_ref, search_time
-from .recent import Traceback, traceback
+from .recent import MESSAGE_SHOWN, Traceback, traceback
 from .reports import (callable_name, first_of, retry_policy_name,
                       short_repr)
 from .search import search_form, status_pill
@@ -149,7 +149,7 @@ def outcome_section(seen: Seen) -> Optional[Section]:
     failure = job.result
     if isinstance(failure, Failure):
         return Section('outcome', 'Failure', Outcome(
-            None, failure.type_name, short_repr(failure.message, 2000),
+            None, failure.type_name, clip(failure.message, MESSAGE_SHOWN),
             traceback(seen.request, job, failure)))
     return Section('outcome', 'Result',
                    Outcome(short_repr(job.result, 2000), None, None, None))
