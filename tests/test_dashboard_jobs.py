@@ -10,7 +10,7 @@ import pytest
 import webtest
 
 import jobs
-from pyramid_zcasync import clock
+from pyramid_zcasync import clock, local
 from pyramid_zcasync.interfaces import COMPLETED, IQueue
 from pyramid_zcasync.testing import wait_for_result, wait_until
 from pyramid_zcasync.views import bulk, queries
@@ -210,6 +210,26 @@ def test_the_page_of_a_succeeded_job_and_its_callback(running):
     assert 'Callback of' in text
     assert '<a class="oid" href="%s"' % page_of(job) in text
     assert "<div class=\"call result\">&#x27;42&#x27;</div>" in text
+
+
+def return_a_job(*args):
+    """A job's callable returning a job it queued: its result is that
+    job's."""
+    return local.get_queue().put(jobs.multiply, *args)
+
+
+def test_the_page_of_a_job_returned_by_another_links_them(running):
+    app, client, model = running
+    outer = model.put(return_a_job, 6, 7)
+    assert wait_for_result(outer) == 42
+    text = client.get(page_of(outer), headers=ADMIN).text
+    assert '<div class="call result">42</div>' in text
+    found_inner = client.get(SEARCH, {'callable': 'multiply'},
+                             headers=ADMIN)
+    (inner,) = found(found_inner)
+    text = client.get('/_async/jobs/%d' % inner, headers=ADMIN).text
+    assert 'Result goes to' in text
+    assert '<a class="oid" href="%s"' % page_of(outer) in text
 
 
 def test_the_page_of_a_running_job_shows_its_progress(running, tmp_path):

@@ -25,7 +25,7 @@ from pyramid.response import Response
 from .. import clock
 from ..failure import Failure
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED
-from ..job import Job
+from ..job import Job, _resolve_outer
 from . import add_admin_view, route_name
 from .format import ParameterError
 from .html import (Button, Forms, JobLabel, Pill, When, call_text, clip,
@@ -33,8 +33,8 @@ from .html import (Button, Forms, JobLabel, Pill, When, call_text, clip,
 from .pages import error_page, page
 from .queries import events, find_job, read_ref, search_time
 from .recent import MESSAGE_SHOWN, Traceback, traceback
-from .reports import (callable_name, first_of, retry_policy_name,
-                      short_repr)
+from .reports import (REPR_LIMIT, callable_name, first_of,
+                      retry_policy_name, short_repr)
 from .search import search_form, status_pill
 from .sections import ProgressBar, progress_bar
 
@@ -93,11 +93,18 @@ class Call:
 
 def call_section(seen: Seen) -> Section:
     job = seen.job
-    kwargs = first_of(sorted(job.kwargs.items()), lambda item: (
-        str(item[0])[:100], short_repr(item[1])))
     return Section('call', 'Call', Call(
         callable_name(job.callable), first_of(job.args, short_repr),
-        [item if isinstance(item, tuple) else (item, '') for item in kwargs]))
+        keyword_arguments(job.kwargs)))
+
+
+def keyword_arguments(kwargs: Any) -> List[Tuple[str, str]]:
+    """(name, repr) of the first :data:`.reports.LIST_LIMIT` by name,
+    then ('... N more', '') if there are more."""
+    shown = first_of(sorted(kwargs.items()), lambda item: (
+        str(item[0])[:REPR_LIMIT], short_repr(item[1])))
+    return [item if isinstance(item, tuple) else (item, '')
+            for item in shown]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,15 +203,27 @@ def callbacks_section(seen: Seen) -> Section:
 class Related:
     parent: Optional[JobLink]  # the job whose result this one receives
     waiting_for: Optional[JobLink]  # the job this one returned
+    outer: Optional[JobLink]  # the job that returned this one
 
 
 def related_section(seen: Seen) -> Optional[Section]:
-    """Left out for a job with no parent and nothing to wait for."""
+    """Left out for a job with no parent, outer job nor inner one."""
     job = seen.job
-    if job.parent is None and job.waiting_for is None:
+    related = Related(seen.link(job.parent), seen.link(job.waiting_for),
+                      seen.link(outer_job(job)))
+    if related == Related(None, None, None):
         return None
-    return Section('related', 'Related jobs', Related(
-        seen.link(job.parent), seen.link(job.waiting_for)))
+    return Section('related', 'Related jobs', related)
+
+
+def outer_job(job: Job) -> Optional[Job]:
+    """The job that returned ``job`` and took its result for its own: it
+    waits through a callback of ``job`` calling ``_resolve_outer``."""
+    for callback in job.callbacks:
+        if callback.callable is _resolve_outer and callback.args:
+            outer: Job = callback.args[0]
+            return outer
+    return None
 
 
 def actions_section(seen: Seen) -> Optional[Section]:
