@@ -14,6 +14,7 @@ from pyramid_zcasync import clock, local
 from pyramid_zcasync.interfaces import COMPLETED, IQueue
 from pyramid_zcasync.testing import wait_for_result, wait_until
 from pyramid_zcasync.views import bulk, queries
+from pyramid_zcasync.views import jobpage as jobpage_module
 from pyramid_zcasync.views.queries import JobSearch, search
 
 from test_dashboard import (ADMIN, made, later, oid,  # noqa: F401
@@ -390,3 +391,19 @@ def test_hostile_job_text_is_shown_as_text(running):
         assert_no_raw(text)
     assert SHOWN in pages[3]
     assert '&lt;img src=x onerror=alert(2)&gt;' in pages[4]
+
+
+def test_a_section_that_cannot_be_read_says_so_and_the_rest_is_shown():
+    """A job whose callable cannot be loaded (its module is gone) still
+    has a page: the sections that need the callable say why."""
+    class Vanished(jobpage_module.Job):
+        @property
+        def callable(self):
+            raise ModuleNotFoundError("No module named 'gone'")
+
+    job = Vanished.__new__(Vanished)
+    seen = jobpage_module.Seen(job, None, None, clock.utcnow())
+    shown = jobpage_module.sections(seen)
+    assert (shown[0].name, shown[0].value) == (
+        'unreadable', "ModuleNotFoundError: No module named 'gone'")
+    assert [section.name for section in shown[1:3]] == ['status', 'events']

@@ -21,11 +21,13 @@ import datetime
 from typing import Any, Callable, List, Optional, Tuple
 
 from pyramid.response import Response
+from ZODB.POSException import ConflictError
 
 from .. import clock
 from ..failure import Failure
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED
 from ..job import Job, _resolve_outer
+from ..lifelog import dropped
 from . import add_admin_view, route_name
 from .format import ParameterError
 from .html import (Button, Forms, JobLabel, Pill, When, call_text, clip,
@@ -190,8 +192,7 @@ def events_section(seen: Seen) -> Section:
                      if event['dispatcher'] else None,
                      event['attempt'], event['detail'])
             for event in events(seen.job)]
-    return Section('events', 'Life log',
-                   LifeLog(rows, seen.job._events_dropped))
+    return Section('events', 'Life log', LifeLog(rows, dropped(seen.job)))
 
 
 def callbacks_section(seen: Seen) -> Section:
@@ -283,8 +284,21 @@ def add_section(function: SectionFunction,
 
 
 def sections(seen: Seen) -> List[Section]:
-    return [section for section in (make(seen) for make in SECTIONS)
-            if section is not None]
+    """The sections the job has; one that cannot be read (its callable's
+    class is gone from the code, say) says so, and the others are shown:
+    that page is where an admin goes to find out what is wrong."""
+    shown: List[Section] = []
+    for make in SECTIONS:
+        try:
+            section = make(seen)
+        except ConflictError:
+            raise
+        except Exception as exc:
+            section = Section('unreadable', 'Unreadable', '%s: %s' % (
+                type(exc).__name__, exc))
+        if section is not None:
+            shown.append(section)
+    return shown
 
 
 # -- the view -------------------------------------------------------------
