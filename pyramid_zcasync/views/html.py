@@ -95,6 +95,15 @@ def call_text(job: Any) -> str:
     return clip('%s(%s)' % (name, ', '.join(parts)), 110)
 
 
+def readable_call(job: Any) -> str:
+    """:func:`call_text`, or why the job cannot be read (its callable's
+    module is gone, say): a listing shows the other jobs anyway."""
+    try:
+        return call_text(job)
+    except Exception as exc:
+        return 'unreadable: %s' % exc
+
+
 def ago(when: Optional[datetime.datetime], now: datetime.datetime) -> str:
     if when is None:
         return 'never'

@@ -30,8 +30,8 @@ from ..job import Job, _resolve_outer
 from ..lifelog import dropped
 from . import add_admin_view, route_name
 from .format import ParameterError
-from .html import (Button, Forms, JobLabel, Pill, When, call_text, clip,
-                   job_label, job_url, short_uuid, took, when)
+from .html import (Button, Forms, JobLabel, Pill, When, clip, job_label,
+                   job_url, readable_call, short_uuid, took, when)
 from .pages import error_page, page
 from .queries import events, find_job, read_ref, search_time
 from .recent import MESSAGE_SHOWN, Traceback, traceback
@@ -55,13 +55,9 @@ class Seen:
         if other is None:
             return None
         label = job_label(other)
-        try:
-            call = call_text(other)
-        except Exception as exc:  # an unreadable job: say so
-            call = 'unreadable: %s' % exc
         return JobLink(label, job_url(self.request, label.oid)
                        if label.oid is not None else None,
-                       call, status_pill(other))
+                       readable_call(other), status_pill(other))
 
 
 @dataclasses.dataclass(frozen=True)

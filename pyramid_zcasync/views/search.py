@@ -21,8 +21,8 @@ from .. import clock
 from . import add_admin_view, route_name
 from .format import ParameterError
 from .bulk import FORM_FIELDS, MAX_SELECTED
-from .html import (Forms, JobLabel, Pill, When, call_text, job_label,
-                   job_url, oid_of, status_word, when)
+from .html import (Forms, JobLabel, Pill, When, job_label, job_url, oid_of,
+                   readable_call, status_word, when)
 from .pages import page
 from .queries import (ANY_QUEUE, SEARCH_TIMES, SearchResult, read_job_id,
                       read_search, search, search_time)
@@ -83,12 +83,9 @@ class FoundRow:
 
 
 def found_row(request: Any, job: Any, now: datetime.datetime) -> FoundRow:
-    try:
-        call = call_text(job)
-    except Exception as exc:  # an unreadable job: say so in its place
-        call = 'unreadable: %s' % exc
-    return FoundRow(job_label(job), job_url(request, oid_of(job)), call,
-                    status_pill(job), getattr(job.queue, 'name', None),
+    return FoundRow(job_label(job), job_url(request, oid_of(job)),
+                    readable_call(job), status_pill(job),
+                    getattr(job.queue, 'name', None),
                     when(search_time(job, 'put'), now),
                     when(job.active_start, now), when(job.active_end, now))
 
