@@ -368,6 +368,23 @@ def test_bulk_actions_without_csrf_or_over_the_cap_do_nothing(running):
     assert len(crashed.events) == logged  # not retried
 
 
+def test_the_dashboards_pending_and_failed_jobs_can_be_selected(running):
+    app, client, model = running
+    crashed = run(model, jobs.divide, 1, 0)
+    waiting = model.put(jobs.multiply, 2, 2, begin_after=later())
+    page = client.get('/_async/', headers=ADMIN)
+    text = page.text
+    assert re.search(r'<input type="checkbox" name="job" value="%d" '
+                     r'form="bulk-failed"' % oid(crashed), text)
+    assert re.search(r'<input type="checkbox" name="job" value="%d" '
+                     r'form="bulk-pending"' % oid(waiting), text)
+    assert '<form id="bulk-pending" class="bulk" method="post" ' \
+        'action="/_async/actions/cancel-selected"' in text
+    answer = post_bulk(client, 'cancel', [oid(waiting)], token_of(client))
+    assert 'Cancelled 1 of 1 selected job(s).' in answer.text
+    assert '<a href="/_async/">Back to the dashboard</a>' in answer.text
+
+
 # -- hostile text ---------------------------------------------------------
 
 def test_hostile_job_text_is_shown_as_text(running):

@@ -1,14 +1,17 @@
 """The job search, a job's page and the bulk retry in a real browser
 (Debian's chromium through playwright): an admin searches the failures of
 one callable, opens one to read its life log and traceback, then ticks
-both and retries them, and sees them succeed."""
+both and retries them, and sees them succeed; on the dashboard, ticks
+two pending jobs (the page stops refreshing meanwhile) and cancels
+them."""
 import re
 
 import pytest
 
 import jobs
+from pyramid_zcasync.interfaces import COMPLETED
 from pyramid_zcasync.testing import wait_for_result
-from test_dashboard import oid
+from test_dashboard import later, oid
 # (pytestmark: skipped where playwright or chromium is absent)
 from test_dashboard_browser import (browser, pytestmark,  # noqa: F401
                                     served)
@@ -83,4 +86,26 @@ def test_search_open_a_job_and_bulk_retry_two(page, tmp_path):
     expect(browser_page.locator('#outcome')).to_contain_text("'recovered'")
     expect(browser_page.locator('#events')).to_contain_text(
         'completed \u2192 new')
+    assert problems == []
+
+
+def test_select_pending_jobs_on_the_dashboard_and_cancel_them(page):
+    from playwright.sync_api import expect
+    browser_page, base, model, problems = page
+    waiting = [model.put(jobs.multiply, n, 2, begin_after=later())
+               for n in range(3)]
+    browser_page.on('dialog', lambda dialog: dialog.accept())
+    browser_page.goto(base + '/_async/')
+    for job in waiting[:2]:
+        browser_page.get_by_label('select job 0x%x' % oid(job)).check()
+    # a refresh now would drop the ticks: the page waits (every 5 s)
+    updated = browser_page.locator('#updated').inner_text()
+    browser_page.wait_for_timeout(6000)
+    expect(browser_page.locator('#updated')).to_have_text(updated)
+    browser_page.get_by_role('button', name='Cancel selected').click()
+    expect(browser_page.locator('.flash')).to_contain_text(
+        'Cancelled 2 of 2 selected job(s).')
+    model.sync()
+    assert [job.status == COMPLETED for job in waiting] == [True, True,
+                                                            False]
     assert problems == []

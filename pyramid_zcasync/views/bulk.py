@@ -105,11 +105,13 @@ def apply_to_selected(request: Any, act: Callable[[Job], None],
     return BulkOutcome(verb, done, refused)
 
 
-def back_to_search(request: Any) -> str:
+def back_to_search(request: Any) -> Optional[str]:
     """The search the form was posted from (its ``back`` field): only the
-    search's own fields, re-encoded, on our own route."""
-    kept = [(name, value)
-            for name, value in parse_qsl(request.POST.get('back', ''))
+    search's own fields, re-encoded, on our own route.  None when it was
+    posted from the dashboard."""
+    if 'back' not in request.POST:
+        return None
+    kept = [(name, value) for name, value in parse_qsl(request.POST['back'])
             if name in FORM_FIELDS]
     return request.route_path(route_name('search'), _query=kept)
 

@@ -29,7 +29,7 @@ from .flash import flash_message
 from .html import Forms, jobs_url
 from .pages import page
 from .recent import completed_rows, failed_rows
-from .search import search_form
+from .search import bulk_form, search_form
 from .sections import (REFRESH_SECONDS, dispatcher_blocks, me,
                        periodic_rows, queue_blocks, registrations)
 
@@ -55,6 +55,7 @@ def dashboard(request: Any) -> Response:
         dispatchers=dispatcher_blocks(queues, regs, forms, request, now),
         periodic=periodic_rows(queues, now),
         failures=failed_rows(queues, forms, now, request),
+        bulk=bulk_form(request, forms),
         completed=completed_rows(queues, now))
 
 

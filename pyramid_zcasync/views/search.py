@@ -119,15 +119,24 @@ class BulkForm:
     cap: int = MAX_SELECTED
 
 
-def bulk_form(request: Any, forms: Forms) -> BulkForm:
-    back = urlencode([(name, value) for name, value in request.GET.items()
-                      if name in FORM_FIELDS])
+def bulk_form(request: Any, forms: Forms, back: Optional[str] = None
+              ) -> BulkForm:
+    """``back`` is the search to return to (its query string), if the
+    form is on the search's page."""
     fields: Tuple[Tuple[str, str], ...] = ()
     if forms.token is not None:
-        fields = ((forms.field, forms.token), ('back', back))
+        fields = ((forms.field, forms.token),)
+        if back is not None:
+            fields += (('back', back),)
     return BulkForm(forms.token is not None, fields,
                     request.route_path(route_name('retry_selected')),
                     request.route_path(route_name('cancel_selected')))
+
+
+def search_query(request: Any) -> str:
+    """The search's own fields of the request's query string."""
+    return urlencode([(name, value) for name, value in request.GET.items()
+                      if name in FORM_FIELDS])
 
 
 # -- the view -------------------------------------------------------------
@@ -155,7 +164,8 @@ def results_page(request: Any, result: Optional[SearchResult],
                 title='Search \u00b7 background jobs',
                 search=search_form(request), error=error, rows=rows,
                 outcome=None if result is None else outcome(result),
-                bulk=bulk_form(request, Forms(request)),
+                bulk=bulk_form(request, Forms(request),
+                               search_query(request)),
                 dashboard_url=request.route_path(route_name('dashboard')))
 
 
