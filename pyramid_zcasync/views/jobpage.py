@@ -312,7 +312,8 @@ def job_page(request: Any) -> Response:
     label = job_label(job)
     return page('job.jinja2', title='Job %s \u00b7 background jobs'
                 % label.text, job=label, pill=status_pill(job),
-                sections=sections(seen), search=search_form(request),
+                sections=sections(seen),
+                search=search_form(request, filled=False),
                 dashboard_url=dashboard)
 
 

@@ -19,8 +19,8 @@ from pyramid.response import Response
 
 from .. import clock
 from . import add_admin_view, route_name
-from .format import ParameterError
 from .bulk import FORM_FIELDS, MAX_SELECTED
+from .format import ParameterError
 from .html import (Forms, JobLabel, Pill, When, job_label, job_url, oid_of,
                    readable_call, status_word, when)
 from .pages import page
