@@ -44,6 +44,10 @@ ROUTES = (
     ('pause', '/actions/pause'),
     ('resume', '/actions/resume'),
     ('scale', '/actions/scale'),
+    ('search', '/search'),
+    ('job_page', '/jobs/{oid}'),
+    ('retry_selected', '/actions/retry-selected'),
+    ('cancel_selected', '/actions/cancel-selected'),
 )
 
 #: A view called as Pyramid calls a decorated view: (context, request).
@@ -72,7 +76,8 @@ def includeme(config: Any) -> None:
     # Job text reaches the events log too: escape it there (the engine's
     # loggers are set up here because every app includes these views).
     install_log_filter()
-    for module in ('status', 'db', 'dashboard', 'health', 'metrics'):
+    for module in ('status', 'db', 'dashboard', 'search', 'jobpage', 'bulk',
+                   'health', 'metrics'):
         config.include('pyramid_zcasync.views.' + module)
 
 

@@ -26,9 +26,10 @@ from .. import clock
 from . import add_admin_view, route_name
 from .chart import chart, stat_cards, throughput
 from .flash import flash_message
-from .html import Forms
+from .html import Forms, jobs_url
 from .pages import page
 from .recent import completed_rows, failed_rows
+from .search import bulk_form, search_form
 from .sections import (REFRESH_SECONDS, dispatcher_blocks, me,
                        periodic_rows, queue_blocks, registrations)
 
@@ -47,12 +48,14 @@ def dashboard(request: Any) -> Response:
         refresh=REFRESH_SECONDS, csrf_token=forms.token,
         generated='updated %s UTC' % now.strftime('%H:%M:%S'),
         me=me(request), flash=flash_message(request),
+        search=search_form(request, filled=False), jobs_url=jobs_url(request),
         dismiss=request.route_path(route_name('dashboard')),
         cards=stat_cards(queues, regs, counted), chart=chart(counted),
         queues=queue_blocks(queues, forms, now),
         dispatchers=dispatcher_blocks(queues, regs, forms, request, now),
         periodic=periodic_rows(queues, now),
         failures=failed_rows(queues, forms, now, request),
+        bulk=bulk_form(request, forms),
         completed=completed_rows(queues, now))
 
 

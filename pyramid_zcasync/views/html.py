@@ -95,6 +95,15 @@ def call_text(job: Any) -> str:
     return clip('%s(%s)' % (name, ', '.join(parts)), 110)
 
 
+def readable_call(job: Any) -> str:
+    """:func:`call_text`, or why the job cannot be read (its callable's
+    module is gone, say): a listing shows the other jobs anyway."""
+    try:
+        return call_text(job)
+    except Exception as exc:
+        return 'unreadable: %s' % exc
+
+
 def ago(when: Optional[datetime.datetime], now: datetime.datetime) -> str:
     if when is None:
         return 'never'
@@ -159,6 +168,17 @@ class Pill:
 def is_failed(job: Any) -> bool:
     return (job.status in (CALLBACKS, COMPLETED)
             and isinstance(job.result, Failure))
+
+
+def job_url(request: Any, oid: Optional[int]) -> str:
+    """The page of the job with this oid (:mod:`.jobpage`)."""
+    return request.route_path(route_name('job_page'), oid=oid)
+
+
+def jobs_url(request: Any) -> str:
+    """The job pages' common prefix: the listings' templates append an
+    oid to it (``macros.jinja2``'s ``job_ref``)."""
+    return request.route_path(route_name('job_page'), oid='')
 
 
 # -- forms ----------------------------------------------------------------

@@ -82,3 +82,16 @@ def page(name: str, status: int = 200, nonce: Optional[str] = None,
                         content_type='text/html', charset='utf-8')
     secure(response, nonce)
     return response
+
+
+#: The reason phrases of the admin pages' errors.
+REASONS = {400: '400 Bad Request', 403: '403 Forbidden',
+           404: '404 Not Found'}
+
+
+def error_page(status: int, message: str, back: str) -> Response:
+    """An error for a person: what went wrong (``message``, escaped like
+    every value) and a link back to ``back``."""
+    return page('error.jinja2', status=status,
+                reason=REASONS.get(status, str(status)), message=message,
+                back=back)

@@ -34,9 +34,9 @@ from .format import (TRACEBACK_LIMIT, ParameterError, Params, job_id,
                      not_found, parse_choice, parse_datetime, parse_int,
                      parse_oid)
 from .reports import (COMPLETED_STATES, STATES, STATUS_NAMES, TIME_FIELDS,
-                      Selection, Window, completed_jobs, count_jobs,
-                      describe, dispatcher_status, iter_jobs, select,
-                      short_repr, statistics)
+                      Selection, Window, callable_name, completed_jobs,
+                      count_jobs, describe, dispatcher_status, iter_jobs,
+                      select, short_repr, statistics)
 from .results import (EventInfo, JobDetail, JobInfo, JobStats, ListedJob,
                       ProgressInfo, Status, TracebackInfo)
 
@@ -51,6 +51,15 @@ MAX_COUNT = 5000
 DISPLAYS = ('ids', 'repr', 'details')
 #: ``uuid=THIS`` names the dispatcher of the asking process.
 THIS = 'THIS'
+#: A search examines at most this many jobs (no index exists on a job's
+#: callable or times: it scans), and shows at most this many matches.
+SEARCH_EXAMINED = 5000
+SEARCH_SHOWN = 100
+#: The times a search may bound, and how each is read from a job.
+SEARCH_TIMES = ('put', 'started', 'completed')
+#: ``queue=*`` (or no ``queue``) searches every queue; ``''`` is the
+#: default queue's name.
+ANY_QUEUE = '*'
 
 
 # -- the questions --------------------------------------------------------
@@ -128,6 +137,75 @@ class JobRef:
                                  % self.oid)
 
 
+@dataclasses.dataclass(frozen=True)
+class JobSearch:
+    """The dashboard's search: jobs whose callable's dotted name contains
+    ``text`` (any case), in ``states``, in ``queue`` (None: any), whose
+    ``time`` (put, started or completed) is within ``start`` and ``end``
+    (both inclusive).  ``examine`` bounds the jobs scanned, ``show`` the
+    matches kept."""
+    text: Optional[str] = None
+    states: FrozenSet[str] = frozenset(STATES)
+    queue: Optional[str] = None
+    time: str = 'put'
+    start: Optional[datetime.datetime] = None
+    end: Optional[datetime.datetime] = None
+    examine: int = SEARCH_EXAMINED
+    show: int = SEARCH_SHOWN
+
+    def __post_init__(self) -> None:
+        JobSelection(states=self.states)  # the same check of the states
+        if self.time not in SEARCH_TIMES:
+            raise ParameterError('time=%s is unknown; expected one of %s'
+                                 % (quote(self.time), ', '.join(SEARCH_TIMES)))
+        if self.start and self.end and self.start > self.end:
+            raise ParameterError('from=%s is after to=%s: the range is empty'
+                                 % (self.start.isoformat(),
+                                    self.end.isoformat()))
+        for name, value in (('examine', self.examine), ('show', self.show)):
+            if value < 1:
+                raise ParameterError('%s=%d must be at least 1'
+                                     % (name, value))
+
+    def matches(self, job: Job) -> bool:
+        if self.text and self.text.lower() not in \
+                callable_name(job.callable).lower():
+            return False
+        if self.start is None and self.end is None:
+            return True
+        moment = search_time(job, self.time)
+        return moment is not None and (
+            (self.start is None or moment >= self.start)
+            and (self.end is None or moment <= self.end))
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """The matches, and whether a cap cut the search short: ``examined``
+    jobs were scanned; ``complete`` is false when more were left unread
+    (the scan's cap) or more matched than are shown."""
+    question: JobSearch
+    jobs: List[Job]
+    examined: int
+    scan_capped: bool
+    shown_capped: bool
+
+    @property
+    def complete(self) -> bool:
+        return not (self.scan_capped or self.shown_capped)
+
+
+def search_time(job: Job, which: str) -> Optional[datetime.datetime]:
+    """When ``job`` was put (its first logged event; for records older
+    than the log, when it was due), started or completed."""
+    if which == 'started':
+        return job.active_start
+    if which == 'completed':
+        return job.active_end
+    logged = job.events
+    return logged[0].at if logged else job.begin_after
+
+
 # -- building the questions from named strings -----------------------------
 
 def read_states(params: Params, allowed: Sequence[str] = STATES,
@@ -182,6 +260,27 @@ def read_listing(params: Params, selection: JobSelection) -> JobListing:
     count = parse_int('count', params.get('count'), minimum=1,
                       maximum=MAX_COUNT)
     return JobListing(selection, count or DEFAULT_COUNT, display or 'ids')
+
+
+def read_search(params: Params) -> JobSearch:
+    """The search ``params`` ask for: ``callable``, ``state`` (repeated or
+    comma-separated), ``queue`` (``*`` for any), ``time`` and the range
+    ``from`` .. ``to``.  The job id (``job``) is read apart: it names one
+    job rather than filtering (see :func:`read_job_id`)."""
+    queue = params.get('queue')
+    return JobSearch(
+        text=_name(params, 'callable'), states=read_states(params),
+        queue=None if queue is None or queue == ANY_QUEUE else queue,
+        time=parse_choice('time', params.get('time'), SEARCH_TIMES)
+        or 'put', start=parse_datetime('from', params.get('from')),
+        end=parse_datetime('to', params.get('to')),
+        examine=SEARCH_EXAMINED, show=SEARCH_SHOWN)
+
+
+def read_job_id(params: Params) -> Optional[int]:
+    """The oid the ``job`` parameter names (decimal or 0x-hex), if any."""
+    raw = (params.get('job') or '').strip()
+    return parse_oid(raw) if raw else None
 
 
 def read_ref(oid: str, database: Optional[str]) -> JobRef:
@@ -259,6 +358,24 @@ def jobs(queues: Any, listing: JobListing) -> List[ListedJob]:
     show = shows[listing.display]
     found = iter_jobs(chosen, listing.selection.states)
     return [show(job) for job in itertools.islice(found, listing.count)]
+
+
+def search(queues: Any, question: JobSearch) -> SearchResult:
+    """The jobs ``question`` matches, in the order of :func:`jobs` (pending
+    in claim order, then held, then completed newest first), scanning at
+    most ``question.examine`` of them; an unknown queue is a 404."""
+    where = select(queues, queue=question.queue)
+    scanned = iter_jobs(where, question.states)
+    found: List[Job] = []
+    examined = 0
+    for examined, candidate in enumerate(
+            itertools.islice(scanned, question.examine), 1):
+        if question.matches(candidate):
+            if len(found) == question.show:
+                return SearchResult(question, found, examined, False, True)
+            found.append(candidate)
+    capped = examined == question.examine and next(scanned, None) is not None
+    return SearchResult(question, found, examined, capped, False)
 
 
 def count(queues: Any, selection: JobSelection) -> int:
