@@ -20,3 +20,9 @@ class JobCancelled(Exception):
 
 
 BadStatusError.__module__ = JobCancelled.__module__ = _PUBLIC_MODULE
+
+
+class DependencyFailed(Exception):
+    """A prerequisite of the job (``put(..., after=...)``) failed, was
+    cancelled or expired, so the job completed without running: its
+    failure record names the prerequisite and that one's failure."""

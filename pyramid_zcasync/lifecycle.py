@@ -16,6 +16,11 @@ The statuses (interfaces.py) and the moves between them (TRANSITIONS)::
        ├── requeue (a retry, recovery): ASSIGNED or ACTIVE -> NEW -> PENDING
        └── retry_failed: COMPLETED (failed) -> NEW -> PENDING
 
+A job put ``after`` unfinished prerequisites is PENDING but *waiting*
+(deps.py holds it out of the claimable lanes) until ``_move`` completes
+its last prerequisite (``_wake``: into its lane, still PENDING) or a
+failed one (it fails with DependencyFailed, as when cancelled).
+
 A job's path through a dispatcher, naming the functions here:
 ``put`` (Queue.put) → ``claim`` (Queue.claim, from an agent's chooser) →
 ``take_slot`` (Agent.claimJob) → ``start`` (its own transaction) →
@@ -40,9 +45,9 @@ key is freed by ``_move`` when the job becomes COMPLETED, whichever way
 last one ran), in the transaction that completes it, and by ``unqueue``
 (a pulled job is queued no more).  A job requeued for a retry or by
 recovery keeps its key: it has not completed.  ``retry_failed`` takes
-the key again, and refuses while another job holds it.  The index of
-keys is unique.py's.  Queue storage (which tree holds a
-pending job) stays in queue.py; this module says what happens to the job.
+the key again, and refuses while another job holds it; a waiting job
+holds its key.  The index of keys is unique.py's.  Queue storage (which
+tree holds a pending job) is queue.py's; this says what happens to jobs.
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ from typing import Any, Callable, Dict, FrozenSet, Optional, TypeVar, cast
 
 import zope.event
 
-from . import clock, extensions, lifelog, unique
+from . import clock, deps, lifelog, puthooks, unique
 from .checks import check_time_limit
 from .errors import BadStatusError, JobCancelled
 from .failure import Failure
@@ -97,8 +102,33 @@ def _move(job: JobShape, status: str, detail: str = '') -> None:
                                 % (job, current, status))
     job._status = status
     lifelog.record(job, current, status, detail)
+    if current == PENDING:
+        deps.forget(job)  # it waited, and fails or is cancelled
     if status == COMPLETED:
         unique.free(job)
+        _settle_dependents(job)
+
+
+def _settle_dependents(job: JobShape) -> None:
+    """Queue each job waiting for ``job`` (just completed) once all its
+    prerequisites succeeded; fail it (cascading) if one did not."""
+    for dependent in deps.released_by(job):
+        failed, waiting = deps.verdict(dependent)
+        if failed is not None:
+            _fail_out_of_queue(dependent, deps.failure_of(failed))
+        elif not waiting:
+            _wake(dependent)
+
+
+def _wake(job: JobShape) -> None:
+    """A waiting job whose prerequisites all succeeded: due now."""
+    deps.forget(job)
+    queue = job.queue
+    now = clock.utcnow()
+    queue._insert(job, clock.to_micros(max(job.begin_after or now, now)))
+    lifelog.record(job, PENDING, PENDING, 'prerequisites done')
+    zope.event.notify(JobQueued(job, queue))
+    puthooks.after_commit(queue, job)()
 
 
 # -- into and out of a queue --------------------------------------------
@@ -107,10 +137,12 @@ def put(queue: QueueShape, job: J,
         begin_after: Optional[datetime.datetime] = None,
         begin_by: Optional[Any] = None, priority: Optional[int] = None,
         time_limit: Optional[float] = None,
-        unique_key: Optional[str] = None) -> J:
+        unique_key: Optional[str] = None, after: Any = None) -> J:
     """Queue a NEW job, due at ``begin_after`` (now by default); or, if
     the queue holds a job of its unique key (``unique_key``, else the
-    job's own) that has not completed, return that one instead."""
+    job's own) that has not completed, return that one instead (whatever
+    ``after``, the jobs to wait for, that one was put with)."""
+    prerequisites = deps.check_after(queue, job, after)
     key = unique.key_to_hold(job, unique_key)
     holder = _holder_instead(queue, job, key, 'put')
     if holder is not None:
@@ -127,9 +159,32 @@ def put(queue: QueueShape, job: J,
     now = clock.utcnow()
     if job.begin_after is None:
         job.begin_after = now
-    _queue_new(queue, job, key, clock.to_micros(max(job.begin_after, now)),
-               'put')
+    if deps.unfinished(prerequisites) or deps.first_failed(prerequisites):
+        _put_after(queue, job, key, prerequisites)
+    else:
+        _queue_new(queue, job, key,
+                   clock.to_micros(max(job.begin_after, now)), 'put')
     return job
+
+
+def _put_after(queue: QueueShape, job: JobShape, key: Optional[str],
+               prerequisites: tuple[JobShape, ...]) -> None:
+    """Put a job waiting for the unfinished ``prerequisites``: PENDING,
+    out of the claimable lanes.  If one failed (or was cancelled or
+    expired) already, the job completes at once, in the put's
+    transaction, with DependencyFailed, unqueued; its callbacks run."""
+    failed = deps.first_failed(prerequisites)
+    job.queue = queue
+    queue._p_jar.add(job)  # an oid now, as a queued job has
+    if failed is not None:
+        _fail_out_of_queue(job, deps.failure_of(failed))
+        return
+    announce = puthooks.before_put(queue, job)
+    unique.hold(queue, job, key)
+    waiting = deps.unfinished(prerequisites)
+    _move(job, PENDING, 'put, waiting for %d jobs' % len(waiting))
+    deps.hold(queue, job, waiting)
+    announce()
 
 
 def put_back(queue: QueueShape, job: J) -> J:
@@ -160,32 +215,10 @@ def _queue_new(queue: QueueShape, job: JobShape, key: Optional[str],
                micros: int, detail: str) -> None:
     """Queue a NEW job due at ``micros``, holding ``key``, once the
     extensions' ``before_put`` let it."""
-    announce = _put_hooks(queue, job)
+    announce = puthooks.before_put(queue, job)
     unique.hold(queue, job, key)
     _enqueue(queue, job, micros, detail)
     announce()
-
-
-def _put_hooks(queue: QueueShape, job: JobShape) -> Callable[[], None]:
-    """Run the extensions' ``before_put`` (which may refuse the put: then
-    nothing is queued), and return what schedules their ``after_put`` for
-    when the putter's transaction commits."""
-    chain = extensions.of_object(queue)
-    chain.before_put(queue, job)
-    if not chain.having('after_put') or queue._p_jar is None:
-        return _nothing
-    txn = queue._p_jar.transaction_manager.get()
-    return lambda: txn.addAfterCommitHook(_after_put, (chain, queue, job))
-
-
-def _nothing() -> None:
-    pass
-
-
-def _after_put(committed: bool, chain: extensions.Extensions,
-               queue: QueueShape, job: JobShape) -> None:
-    if committed:
-        chain.after_put(queue, job)
 
 
 def _enqueue(queue: QueueShape, job: JobShape, micros: int,
@@ -441,7 +474,8 @@ def fail(job: JobShape, exc: Optional[BaseException] = None) -> None:
     if job._status in (CALLBACKS, COMPLETED):
         raise BadStatusError('cannot fail a job with status %s'
                              % job._status)
-    if job._status == PENDING and job.queue is not None:
+    if job._status == PENDING and job.queue is not None and \
+            not deps.is_waiting(job):  # a waiting job is in no lane
         # Out of the pending jobs, but still of this queue, so that its
         # callbacks are queued rather than run in the caller's
         # transaction (unqueue would forget the queue).

@@ -22,6 +22,8 @@ class JobShape(Protocol):
 
     _status: str
     _result: Any
+    _p_jar: Any  # its connection, once stored
+    _p_oid: Optional[bytes]
     _key: Optional[int]
     unique_key: Optional[str]
     _begin_after: Optional[datetime.datetime]

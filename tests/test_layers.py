@@ -147,8 +147,8 @@ LAYERS = (
     ('leaves', 'extensions transact clock safetext keys interfaces errors '
                'checks shapes failure local process instance watch '
                'zeoclient pool lease'),
-    ('model', 'job lifecycle lifelog unique queue layout agent quota '
-              'registry retry composite periodic'),
+    ('model', 'job lifecycle lifelog unique deps puthooks queue layout '
+              'agent quota registry retry composite periodic'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
                'history options install eager'),
     ('Pyramid glue', '__init__ config settings context tracing '
