@@ -30,9 +30,12 @@ Why nothing is ever left waiting across processes, without locks:
   the put's entry.  The put never writes the prerequisite itself: it may
   be running, and a conflict there would run it again for every job put
   after it, not only in this rare race.
-- Two prerequisites of one job completing at once both write that
-  job (the prerequisites it still waits for): one conflicts, and its
-  retry sees the other completed.
+- Two prerequisites of one job completing at once each see the other
+  unfinished.  A completion does not write the waiting job then (the
+  two would conflict, and a job's conflict runs it again): it queues a
+  small job (lifecycle.settle_waiting) that decides once it committed.
+  The last of them to commit either sees all done, or queues such a job,
+  which runs after it committed and sees all done.
 
 A queue stored before dependencies has no ``Dependents`` until
 ``install_queues`` (layout.upgrade) or the first put with prerequisites
@@ -41,7 +44,7 @@ current instead, which that first put writes.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -100,9 +103,12 @@ def is_waiting(job: JobShape) -> bool:
 
 
 def waiting_for(job: Any) -> Tuple[Any, ...]:
-    """The prerequisites ``job`` still waits for; empty once it was
-    queued or completed.  For views and the command line."""
-    return tuple(getattr(job, JOB_ATTRIBUTE, ()))
+    """The prerequisites ``job`` waits for that have not succeeded yet;
+    empty once it was queued or completed.  For views and the command
+    line."""
+    return tuple(prerequisite for prerequisite
+                 in getattr(job, JOB_ATTRIBUTE, ())
+                 if not succeeded(prerequisite))
 
 
 def waiting_count(queue: Any) -> int:
@@ -171,9 +177,9 @@ def check_after(queue: QueueShape, job: JobShape, after: Any
                         % (after, type(after).__name__)) from None
     prerequisites: List[JobShape] = []
     for value in values:
-        found = _own_copy(queue, value)
-        if found is job:
+        if value is job:
             raise ValueError('a job cannot wait for itself: %r' % (value,))
+        found = _own_copy(queue, value)
         if all(found is not seen for seen in prerequisites):
             prerequisites.append(found)
     return tuple(prerequisites)
@@ -207,9 +213,10 @@ def hold(queue: QueueShape, job: JobShape,
     of ``prerequisites`` (none completed yet)."""
     setattr(job, JOB_ATTRIBUTE, prerequisites)
     for prerequisite in prerequisites:
-        jar = prerequisite._p_jar
-        jar.readCurrent(prerequisite)  # its completion, committed first,
-        book = _book_of(prerequisite)  # makes this put conflict
+        # Its completion, committed first, makes this put conflict (it
+        # was loaded: check_after's caller read its status).
+        prerequisite._p_jar.readCurrent(prerequisite)
+        book = _book_of(prerequisite)
         oid = prerequisite._p_oid
         assert oid is not None  # check_after took stored jobs only
         book.waiting[oid] = book.waiting.get(oid, ()) + (job,)
@@ -231,43 +238,40 @@ def _generation(book: Dependents, oid: bytes) -> Any:
 
 # -- a completion -------------------------------------------------------
 
-def released_by(prerequisite: JobShape) -> Tuple[JobShape, ...]:
+def released_by(prerequisite: JobShape) -> Iterator[JobShape]:
     """The jobs still waiting for ``prerequisite``, which has just
     completed, now out of its queue's index: the caller queues or fails
-    each of them in this transaction."""
+    each of them in this transaction.  Each is checked as it comes, as
+    failing one may fail the next (a job waiting for it too)."""
     queue, oid = prerequisite.queue, prerequisite._p_oid
     jar = None if queue is None else queue._p_jar
     if jar is None or oid is None:
-        return ()  # never stored: no put could name it
+        return iter(())  # never stored: no put could name it
     book = index(queue)
     if book is None:
         jar.readCurrent(queue)  # the first put with prerequisites writes it
-        return ()
+        return iter(())
     counter = _generation(book, oid)
     if counter._p_jar is jar:
+        counter._p_activate()  # a ghost's serial is unknown
         jar.readCurrent(counter)  # a put that committed first conflicts
     dependents = book.waiting.get(oid)
     if dependents is None:
-        return ()
+        return iter(())
     del book.waiting[oid]
-    return tuple(job for job in dependents if is_waiting(job))
+    return (job for job in dependents if is_waiting(job))
 
 
 def verdict(job: JobShape) -> Tuple[Optional[JobShape], bool]:
-    """``(failed prerequisite or None, still waiting)`` of a waiting job
-    one of whose prerequisites just completed.  Still waiting, it is
-    written (the prerequisites it still waits for), so that two of them
-    completing at once conflict there."""
-    remaining = []
+    """``(failed prerequisite or None, still waiting)`` of a job, as this
+    transaction sees its prerequisites (writing nothing: two of them may
+    be completing at once, each seeing the other unfinished)."""
+    remaining = False
     for prerequisite in getattr(job, JOB_ATTRIBUTE, ()):
         if failed(prerequisite):
             return prerequisite, False
-        if not succeeded(prerequisite):
-            remaining.append(prerequisite)
-    if remaining:
-        setattr(job, JOB_ATTRIBUTE, tuple(remaining))
-        return None, True
-    return None, False
+        remaining = remaining or not succeeded(prerequisite)
+    return None, remaining
 
 
 def forget(job: JobShape) -> None:
@@ -292,4 +296,3 @@ def first_failed(prerequisites: Iterable[JobShape]) -> Optional[JobShape]:
 def unfinished(prerequisites: Iterable[JobShape]
                ) -> Tuple[JobShape, ...]:
     return tuple(job for job in prerequisites if job._status != COMPLETED)
-

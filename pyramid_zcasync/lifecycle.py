@@ -16,10 +16,8 @@ The statuses (interfaces.py) and the moves between them (TRANSITIONS)::
        ├── requeue (a retry, recovery): ASSIGNED or ACTIVE -> NEW -> PENDING
        └── retry_failed: COMPLETED (failed) -> NEW -> PENDING
 
-A job put ``after`` unfinished prerequisites is PENDING but *waiting*
-(deps.py holds it out of the claimable lanes) until ``_move`` completes
-its last prerequisite (``_wake``: into its lane, still PENDING) or a
-failed one (it fails with DependencyFailed, as when cancelled).
+A job put ``after`` unfinished prerequisites is PENDING, held out of the
+lanes (deps.py) until they succeeded, or it fails (DependencyFailed).
 
 A job's path through a dispatcher, naming the functions here:
 ``put`` (Queue.put) → ``claim`` (Queue.claim, from an agent's chooser) →
@@ -110,25 +108,28 @@ def _move(job: JobShape, status: str, detail: str = '') -> None:
 
 
 def _settle_dependents(job: JobShape) -> None:
-    """Queue each job waiting for ``job`` (just completed) once all its
-    prerequisites succeeded; fail it (cascading) if one did not."""
+    """Queue each job waiting for ``job`` (just completed) if all its
+    prerequisites succeeded, fail it (cascading) if one did not, else
+    decide after this commits, in a job of its own (deps.py says why)."""
     for dependent in deps.released_by(job):
-        failed, waiting = deps.verdict(dependent)
-        if failed is not None:
-            _fail_out_of_queue(dependent, deps.failure_of(failed))
-        elif not waiting:
-            _wake(dependent)
+        if not settle_waiting(dependent):
+            dependent.queue.put(settle_waiting, dependent)
 
 
-def _wake(job: JobShape) -> None:
-    """A waiting job whose prerequisites all succeeded: due now."""
-    deps.forget(job)
-    queue = job.queue
-    now = clock.utcnow()
-    queue._insert(job, clock.to_micros(max(job.begin_after or now, now)))
-    lifelog.record(job, PENDING, PENDING, 'prerequisites done')
-    zope.event.notify(JobQueued(job, queue))
-    puthooks.after_commit(queue, job)()
+def settle_waiting(job: JobShape) -> bool:
+    """Queue a waiting ``job`` whose prerequisites all succeeded, or fail
+    it if one failed; whether it waits no more."""
+    failed, waiting = deps.verdict(job)
+    if failed is not None:
+        _fail_out_of_queue(job, deps.failure_of(failed))
+    elif deps.is_waiting(job) and not waiting:
+        deps.forget(job)
+        queue, now = job.queue, clock.utcnow()
+        queue._insert(job, clock.to_micros(max(job.begin_after or now, now)))
+        lifelog.record(job, PENDING, PENDING, 'prerequisites done')
+        zope.event.notify(JobQueued(job, queue))
+        puthooks.after_commit(queue, job)()
+    return not deps.is_waiting(job)
 
 
 # -- into and out of a queue --------------------------------------------
@@ -169,10 +170,8 @@ def put(queue: QueueShape, job: J,
 
 def _put_after(queue: QueueShape, job: JobShape, key: Optional[str],
                prerequisites: tuple[JobShape, ...]) -> None:
-    """Put a job waiting for the unfinished ``prerequisites``: PENDING,
-    out of the claimable lanes.  If one failed (or was cancelled or
-    expired) already, the job completes at once, in the put's
-    transaction, with DependencyFailed, unqueued; its callbacks run."""
+    """Put a job waiting for unfinished ``prerequisites``; if one failed
+    already, it completes at once with DependencyFailed, unqueued."""
     failed = deps.first_failed(prerequisites)
     job.queue = queue
     queue._p_jar.add(job)  # an oid now, as a queued job has
