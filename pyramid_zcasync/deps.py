@@ -11,7 +11,9 @@ transaction that completes it.  lifecycle.py decides what happens to a
 released job (queued once every prerequisite succeeded, failed with
 DependencyFailed when one did not); this module keeps the books.
 
-Why nothing is ever left waiting across processes, without locks:
+Why nothing is ever left waiting across processes, without locks, and
+why no prerequisite runs twice for it (a conflict in the transaction of
+a job's run runs it again):
 
 - Two puts naming one prerequisite change the same key of the BTree:
   BTrees refuse to resolve that, one conflicts and its retry reads the
@@ -19,23 +21,27 @@ Why nothing is ever left waiting across processes, without locks:
   keys, which BTrees resolve.  The tree keeps a floor entry (``FLOOR``):
   BTrees do not resolve a deletion of a bucket's first key against an
   insert in that bucket, and completions delete keys.
-- A put and the completion of its prerequisite, racing in two
-  processes: the put marks the prerequisite *read current*
-  (``Connection.readCurrent``), so that if the completion commits first
-  the put conflicts and its retry sees the prerequisite completed.  The
-  put also bumps one of ``Dependents.generations`` (the one of the
-  prerequisite's oid; Lengths, so puts do not conflict with each other
-  there), and every completion marks that counter read current, so that
-  if the put commits first the completion conflicts and its retry finds
-  the put's entry.  The put never writes the prerequisite itself: it may
-  be running, and a conflict there would run it again for every job put
-  after it, not only in this rare race.
+- A put racing the completion of its prerequisite.  The put marks the
+  prerequisite *read current* (``Connection.readCurrent``): if the
+  completion commits first, the put conflicts, and its retry sees the
+  prerequisite completed.  The put never writes the prerequisite, which
+  may be running.  If the put commits first, the completion, whose view
+  is older, misses the put's entry: so ``lifecycle.release``, which a
+  dispatcher runs in a transaction of its own after the job's (and
+  recovery after a crash), settles the completed job's dependents again,
+  seeing the put.  A completion with no such later step (a cancel, an
+  expiry, a call in place; ``strict``) marks instead one of its queue's
+  ``Dependents.generations`` read current, which each put bumps (the one
+  of its prerequisite's oid; Lengths, so that puts do not conflict with
+  each other there): such a transaction conflicts and is retried whole,
+  which is harmless there.
 - Two prerequisites of one job completing at once each see the other
   unfinished.  A completion does not write the waiting job then (the
-  two would conflict, and a job's conflict runs it again): it queues a
-  small job (lifecycle.settle_waiting) that decides once it committed.
-  The last of them to commit either sees all done, or queues such a job,
-  which runs after it committed and sees all done.
+  two would conflict): it queues a small job (lifecycle.settle_waiting)
+  that decides once it committed.  The last of them to commit either
+  sees all done, or queues such a job, which runs after it committed
+  and sees all done.  Two failing at once both fail the job: one
+  conflicts, rarely.
 
 A queue stored before dependencies has no ``Dependents`` until
 ``install_queues`` (layout.upgrade) or the first put with prerequisites
@@ -44,7 +50,7 @@ current instead, which that first put writes.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -119,16 +125,16 @@ def waiting_count(queue: Any) -> int:
 
 
 def waiting_jobs(queue: Any) -> List[Any]:
-    """The jobs waiting for prerequisites of ``queue``, each once (the
-    jobs of other queues waiting for them included)."""
-    found = index(queue)
-    if found is None:
-        return []
-    seen: dict = {}
-    for dependents in found.waiting.values():
-        for job in dependents:
-            if is_waiting(job):
-                seen.setdefault(id(job), job)
+    """``queue``'s jobs waiting for prerequisites, each once, for admin
+    listings: read from the indexes of every queue of its Queues (a
+    prerequisite may be in another queue), never from the jobs."""
+    queues = queue.parent.values() if queue.parent is not None else [queue]
+    seen: Dict[int, Any] = {}
+    for book in filter(None, map(index, queues)):
+        for dependents in book.waiting.values():
+            for job in dependents:
+                if job.queue is queue and is_waiting(job):
+                    seen.setdefault(id(job), job)
     return list(seen.values())
 
 
@@ -238,21 +244,28 @@ def _generation(book: Dependents, oid: bytes) -> Any:
 
 # -- a completion -------------------------------------------------------
 
-def released_by(prerequisite: JobShape) -> Iterator[JobShape]:
+def released_by(prerequisite: JobShape, strict: bool = True
+                ) -> Iterator[JobShape]:
     """The jobs still waiting for ``prerequisite``, which has just
     completed, now out of its queue's index: the caller queues or fails
     each of them in this transaction.  Each is checked as it comes, as
-    failing one may fail the next (a job waiting for it too)."""
+    failing one may fail the next (a job waiting for it too).
+
+    ``strict``: make this transaction conflict with a put naming
+    ``prerequisite`` that commits first (see the module's docstring); a
+    completion followed by ``lifecycle.release`` in a later transaction
+    need not (a dispatcher's run: a conflict there would run it again)."""
     queue, oid = prerequisite.queue, prerequisite._p_oid
     jar = None if queue is None else queue._p_jar
     if jar is None or oid is None:
         return iter(())  # never stored: no put could name it
     book = index(queue)
     if book is None:
-        jar.readCurrent(queue)  # the first put with prerequisites writes it
+        if strict:  # the first put with prerequisites writes the queue
+            jar.readCurrent(queue)
         return iter(())
     counter = _generation(book, oid)
-    if counter._p_jar is jar:
+    if strict and counter._p_jar is jar:
         counter._p_activate()  # a ghost's serial is unknown
         jar.readCurrent(counter)  # a put that committed first conflicts
     dependents = book.waiting.get(oid)

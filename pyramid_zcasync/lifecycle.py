@@ -92,26 +92,25 @@ class IllegalTransition(BadStatusError):
     """A status change that the lifecycle does not allow."""
 
 
-def _move(job: JobShape, status: str, detail: str = '') -> None:
-    """Write ``job``'s status, if the move is allowed; log it."""
+def _move(job: JobShape, status: str, detail: str = '',
+          strict: bool = True) -> None:
+    """Write ``job``'s status, if allowed; log it (``strict``: deps.py)."""
     current = job._status
     if status not in TRANSITIONS[current]:
         raise IllegalTransition('%r cannot go from %s to %s'
                                 % (job, current, status))
     job._status = status
     lifelog.record(job, current, status, detail)
-    if current == PENDING:
-        deps.forget(job)  # it waited, and fails or is cancelled
+    deps.forget(job)  # if it waited: it fails, or is cancelled
     if status == COMPLETED:
         unique.free(job)
-        _settle_dependents(job)
+        _settle_dependents(job, strict)
 
 
-def _settle_dependents(job: JobShape) -> None:
-    """Queue each job waiting for ``job`` (just completed) if all its
-    prerequisites succeeded, fail it (cascading) if one did not, else
-    decide after this commits, in a job of its own (deps.py says why)."""
-    for dependent in deps.released_by(job):
+def _settle_dependents(job: JobShape, strict: bool) -> None:
+    """Queue or fail each job waiting for ``job``, or decide in a job of
+    its own once this commits (settle_waiting; deps.py says why)."""
+    for dependent in deps.released_by(job, strict):
         if not settle_waiting(dependent):
             dependent.queue.put(settle_waiting, dependent)
 
@@ -286,8 +285,8 @@ def start(job: JobShape, now: Optional[datetime.datetime] = None) -> None:
     job.active_start = now or clock.utcnow()
 
 
-def finish(job: JobShape, result: Any, inline_callbacks: bool = False
-           ) -> None:
+def finish(job: JobShape, result: Any, inline_callbacks: bool = False,
+           strict: bool = False) -> None:
     """Record what the call returned; frees nothing (the dispatcher frees
     the slot and quotas in a short transaction of their own, so that a
     job's transaction writes nothing shared with other jobs and a
@@ -295,7 +294,7 @@ def finish(job: JobShape, result: Any, inline_callbacks: bool = False
 
     A returned job is waited for: this one completes when it does,
     without holding a dispatcher slot meanwhile.  ``inline_callbacks``
-    runs the callbacks here, in this transaction."""
+    runs the callbacks here, in this transaction (``strict``: _move)."""
     # A job.Job (which this module cannot import), asked of its class: a
     # persistent result that is a ghost stays unloaded.
     if IJob.implementedBy(type(result)):
@@ -304,7 +303,7 @@ def finish(job: JobShape, result: Any, inline_callbacks: bool = False
     job._result = result
     job.active_end = clock.utcnow()
     _move(job, CALLBACKS if job.callbacks else COMPLETED,
-          lifelog.outcome(result))
+          lifelog.outcome(result), strict)
     if inline_callbacks:
         run_callbacks_inline(job)
 
@@ -313,7 +312,7 @@ def finish_in_place(job: JobShape, result: Any,
                     inline_callbacks: bool = False) -> None:
     """``finish``, freeing the slot and quotas at once once the job is
     done with them: for jobs that end outside a dispatcher's run."""
-    finish(job, result, inline_callbacks)
+    finish(job, result, inline_callbacks, strict=True)
     if _done_with_slot(job):
         release(job)
 
@@ -384,6 +383,8 @@ def release(job: JobShape, agent: Optional[AgentShape] = None) -> None:
     done already: a BTree's ``pop`` of a missing key writes nothing, and
     the history gets the job only from the call that freed its slot."""
     queue = job.queue
+    if job._status == COMPLETED:
+        _settle_dependents(job, strict=False)  # again: see deps.py
     if queue is not None and job.quota_names:
         queue.quotas.release(job)
     agent = agent if agent is not None else job.agent

@@ -192,6 +192,8 @@ def test_a_prerequisite_of_another_queue(db):
         c = queues[''].put(operator.add, 3, 4, after=[a])
         transaction.commit()
         assert deps.waiting_count(queues['']) == 1
+        assert deps.waiting_jobs(queues['']) == [c]
+        assert deps.waiting_jobs(queues['other']) == []
         claim_and_run(queues['other'], a)
         assert c in queues[''] and deps.waiting_count(queues['']) == 0
     finally:
@@ -336,6 +338,34 @@ def test_a_completion_racing_a_put_that_commits_first(file_db, fails):
         close(conn, worker)
 
 
+def test_a_run_racing_a_put_that_commits_first(file_db):
+    """A dispatcher's run does not conflict (that would run the job
+    again): the release after it, in a transaction of its own, finds the
+    put's job waiting."""
+    conn, mine = other_connection(file_db)
+    worker, theirs = other_connection(file_db)
+    try:
+        a = mine.put(operator.add, 1, 2)
+        conn.transaction_manager.commit()
+        worker.transaction_manager.begin()
+        theirs_a = theirs.claim()
+        lifecycle.start(theirs_a)
+        worker.transaction_manager.commit()
+        lifecycle.finish(theirs_a, theirs_a.invoke())  # as a runner does
+        conn.transaction_manager.begin()  # sees it started
+        c = mine.put(operator.add, 3, 4, after=[conn.get(a._p_oid)])
+        conn.transaction_manager.commit()
+        worker.transaction_manager.commit()  # no conflict
+        conn.transaction_manager.begin()
+        assert deps.is_waiting(c)
+        lifecycle.release(worker.get(a._p_oid))
+        worker.transaction_manager.commit()
+        conn.transaction_manager.begin()
+        assert c in mine and not deps.is_waiting(c)
+    finally:
+        close(conn, worker)
+
+
 def test_two_prerequisites_completing_at_once(file_db):
     """Each sees the other unfinished: neither writes the waiting job (a
     conflict would run one of them again); the small jobs they queue
@@ -453,3 +483,26 @@ def _wait_for_notes(log, count, seconds=6):
     while len(jobs.notes(log)) < count:
         assert time.monotonic() < deadline, jobs.notes(log)
         time.sleep(0.05)
+
+
+# -- eager mode ---------------------------------------------------------------
+
+def test_eager_mode_runs_a_job_after_its_prerequisites(fs_db):
+    from pyramid_zcasync.testing import eager
+    connection = fs_db.open()
+    try:
+        queue = IQueue(connection.root())
+        with eager(fs_db):
+            a = queue.put(operator.add, 1, 2)
+            b = queue.put(operator.add, 3, 4)
+            c = queue.put(operator.add, 5, 6, after=[a, b])
+            failed = queue.put(jobs.divide, 1, 0)
+            failed.retry_policy_factory = NeverRetry
+            d = queue.put(operator.add, 7, 8, after=[failed])
+            transaction.commit()
+        transaction.begin()  # to see the eager runs' commits
+        assert (a.result, b.result, c.result) == (3, 7, 11)
+        assert d.result.check(DependencyFailed)
+    finally:
+        transaction.abort()
+        connection.close()
