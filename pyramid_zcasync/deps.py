@@ -25,16 +25,18 @@ a job's run runs it again):
   prerequisite *read current* (``Connection.readCurrent``): if the
   completion commits first, the put conflicts, and its retry sees the
   prerequisite completed.  The put never writes the prerequisite, which
-  may be running.  If the put commits first, the completion, whose view
-  is older, misses the put's entry: so ``lifecycle.release``, which a
-  dispatcher runs in a transaction of its own after the job's (and
-  recovery after a crash), settles the completed job's dependents again,
-  seeing the put.  A completion with no such later step (a cancel, an
-  expiry, a call in place; ``strict``) marks instead one of its queue's
-  ``Dependents.generations`` read current, which each put bumps (the one
-  of its prerequisite's oid; Lengths, so that puts do not conflict with
-  each other there): such a transaction conflicts and is retried whole,
-  which is harmless there.
+  may be running.  If the put commits first, the completion must
+  conflict instead: it marks one of its queue's
+  ``Dependents.generations`` read current, which each put bumps (the
+  one of its prerequisite's oid; Lengths, so that puts do not conflict
+  with each other there).  A counter is shared by many oids, and a
+  dispatcher's run must not conflict for an unrelated put (that would
+  run it again): so a run (``lifecycle.finish``) leaves its job's
+  dependents to ``lifecycle.release``, which the dispatcher runs after
+  it in a short transaction of its own (recovery, after a crash), where
+  a conflict only retries that transaction.  A group of short jobs
+  releases them in its own transaction: a conflict there runs each
+  alone, as any conflict of a group does.
 - Two prerequisites of one job completing at once each see the other
   unfinished.  A completion does not write the waiting job then (the
   two would conflict): it queues a small job (lifecycle.settle_waiting)
@@ -244,28 +246,23 @@ def _generation(book: Dependents, oid: bytes) -> Any:
 
 # -- a completion -------------------------------------------------------
 
-def released_by(prerequisite: JobShape, strict: bool = True
-                ) -> Iterator[JobShape]:
+def released_by(prerequisite: JobShape) -> Iterator[JobShape]:
     """The jobs still waiting for ``prerequisite``, which has just
     completed, now out of its queue's index: the caller queues or fails
     each of them in this transaction.  Each is checked as it comes, as
-    failing one may fail the next (a job waiting for it too).
-
-    ``strict``: make this transaction conflict with a put naming
-    ``prerequisite`` that commits first (see the module's docstring); a
-    completion followed by ``lifecycle.release`` in a later transaction
-    need not (a dispatcher's run: a conflict there would run it again)."""
+    failing one may fail the next (a job waiting for it too).  A put
+    naming ``prerequisite`` that commits first makes this transaction
+    conflict (see the module's docstring)."""
     queue, oid = prerequisite.queue, prerequisite._p_oid
     jar = None if queue is None else queue._p_jar
     if jar is None or oid is None:
         return iter(())  # never stored: no put could name it
     book = index(queue)
     if book is None:
-        if strict:  # the first put with prerequisites writes the queue
-            jar.readCurrent(queue)
+        jar.readCurrent(queue)  # the first put with prerequisites writes it
         return iter(())
     counter = _generation(book, oid)
-    if strict and counter._p_jar is jar:
+    if counter._p_jar is jar:
         counter._p_activate()  # a ghost's serial is unknown
         jar.readCurrent(counter)  # a put that committed first conflicts
     dependents = book.waiting.get(oid)

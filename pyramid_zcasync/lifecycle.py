@@ -14,10 +14,8 @@ The statuses (interfaces.py) and the moves between them (TRANSITIONS)::
        │               └──finish_callbacks──> COMPLETED
        │
        ├── requeue (a retry, recovery): ASSIGNED or ACTIVE -> NEW -> PENDING
-       └── retry_failed: COMPLETED (failed) -> NEW -> PENDING
-
-A job put ``after`` unfinished prerequisites is PENDING, held out of the
-lanes (deps.py) until they succeeded, or it fails (DependencyFailed).
+       ├── retry_failed: COMPLETED (failed) -> NEW -> PENDING
+       └── woken (deps.py): PENDING waiting, out of the lanes -> PENDING
 
 A job's path through a dispatcher, naming the functions here:
 ``put`` (Queue.put) → ``claim`` (Queue.claim, from an agent's chooser) →
@@ -71,8 +69,9 @@ J = TypeVar('J', bound=JobShape)
 TRANSITIONS: Dict[str, FrozenSet[str]] = {
     # put; called in place; cancelled before it was queued
     NEW: frozenset({PENDING, ACTIVE, CALLBACKS, COMPLETED}),
-    # unqueued (pull, remove); claimed; cancelled or expired
-    PENDING: frozenset({NEW, ASSIGNED, CALLBACKS, COMPLETED}),
+    # unqueued (pull, remove); claimed; cancelled or expired; woken by
+    # its prerequisites (deps.py: from waiting into its lane)
+    PENDING: frozenset({NEW, ASSIGNED, CALLBACKS, COMPLETED, PENDING}),
     # started; requeued (recovery, a retry); failed before it started
     ASSIGNED: frozenset({ACTIVE, NEW, CALLBACKS, COMPLETED}),
     # finished (or failed); requeued for a later attempt
@@ -93,24 +92,25 @@ class IllegalTransition(BadStatusError):
 
 
 def _move(job: JobShape, status: str, detail: str = '',
-          strict: bool = True) -> None:
-    """Write ``job``'s status, if allowed; log it (``strict``: deps.py)."""
+          settle: bool = True) -> None:
+    """Write ``job``'s status, if allowed; log it (``settle``: finish)."""
     current = job._status
     if status not in TRANSITIONS[current]:
         raise IllegalTransition('%r cannot go from %s to %s'
                                 % (job, current, status))
     job._status = status
     lifelog.record(job, current, status, detail)
-    deps.forget(job)  # if it waited: it fails, or is cancelled
+    deps.forget(job)  # if it waited: it is woken, fails or is cancelled
     if status == COMPLETED:
         unique.free(job)
-        _settle_dependents(job, strict)
+        if settle:
+            _settle_dependents(job)
 
 
-def _settle_dependents(job: JobShape, strict: bool) -> None:
+def _settle_dependents(job: JobShape) -> None:
     """Queue or fail each job waiting for ``job``, or decide in a job of
     its own once this commits (settle_waiting; deps.py says why)."""
-    for dependent in deps.released_by(job, strict):
+    for dependent in deps.released_by(job):
         if not settle_waiting(dependent):
             dependent.queue.put(settle_waiting, dependent)
 
@@ -122,11 +122,9 @@ def settle_waiting(job: JobShape) -> bool:
     if failed is not None:
         _fail_out_of_queue(job, deps.failure_of(failed))
     elif deps.is_waiting(job) and not waiting:
-        deps.forget(job)
         queue, now = job.queue, clock.utcnow()
-        queue._insert(job, clock.to_micros(max(job.begin_after or now, now)))
-        lifelog.record(job, PENDING, PENDING, 'prerequisites done')
-        zope.event.notify(JobQueued(job, queue))
+        due = clock.to_micros(max(job.begin_after or now, now))
+        _enqueue(queue, job, due, 'prerequisites done')
         puthooks.after_commit(queue, job)()
     return not deps.is_waiting(job)
 
@@ -286,15 +284,16 @@ def start(job: JobShape, now: Optional[datetime.datetime] = None) -> None:
 
 
 def finish(job: JobShape, result: Any, inline_callbacks: bool = False,
-           strict: bool = False) -> None:
-    """Record what the call returned; frees nothing (the dispatcher frees
-    the slot and quotas in a short transaction of their own, so that a
-    job's transaction writes nothing shared with other jobs and a
-    conflict there never makes a job run again: ``release_finished``).
+           settle: bool = False) -> None:
+    """Record what the call returned; frees nothing and, unless ``settle``,
+    settles no job waiting for it (the dispatcher does both in a short
+    transaction of its own, so that a job's transaction writes nothing
+    shared with other jobs and a conflict there never makes a job run
+    again: ``release_finished``; deps.py).
 
     A returned job is waited for: this one completes when it does,
     without holding a dispatcher slot meanwhile.  ``inline_callbacks``
-    runs the callbacks here, in this transaction (``strict``: _move)."""
+    runs the callbacks here, in this transaction."""
     # A job.Job (which this module cannot import), asked of its class: a
     # persistent result that is a ghost stays unloaded.
     if IJob.implementedBy(type(result)):
@@ -303,7 +302,7 @@ def finish(job: JobShape, result: Any, inline_callbacks: bool = False,
     job._result = result
     job.active_end = clock.utcnow()
     _move(job, CALLBACKS if job.callbacks else COMPLETED,
-          lifelog.outcome(result), strict)
+          lifelog.outcome(result), settle)
     if inline_callbacks:
         run_callbacks_inline(job)
 
@@ -312,7 +311,7 @@ def finish_in_place(job: JobShape, result: Any,
                     inline_callbacks: bool = False) -> None:
     """``finish``, freeing the slot and quotas at once once the job is
     done with them: for jobs that end outside a dispatcher's run."""
-    finish(job, result, inline_callbacks, strict=True)
+    finish(job, result, inline_callbacks, settle=True)
     if _done_with_slot(job):
         release(job)
 
@@ -384,7 +383,7 @@ def release(job: JobShape, agent: Optional[AgentShape] = None) -> None:
     the history gets the job only from the call that freed its slot."""
     queue = job.queue
     if job._status == COMPLETED:
-        _settle_dependents(job, strict=False)  # again: see deps.py
+        _settle_dependents(job)  # if finish left them: see deps.py
     if queue is not None and job.quota_names:
         queue.quotas.release(job)
     agent = agent if agent is not None else job.agent
