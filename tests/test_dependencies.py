@@ -11,6 +11,8 @@ import time
 import BTrees.OOBTree
 import pytest
 import transaction
+import ZODB
+import ZODB.MappingStorage
 from ZODB.POSException import ConflictError
 
 import jobs
@@ -199,6 +201,28 @@ def test_a_prerequisite_of_another_queue(db):
     finally:
         transaction.abort()
         conn.close()
+
+
+def test_a_prerequisite_of_another_database_is_refused():
+    databases = {}
+    one = ZODB.DB(ZODB.MappingStorage.MappingStorage(), databases=databases,
+                  database_name='one')
+    two = ZODB.DB(ZODB.MappingStorage.MappingStorage(), databases=databases,
+                  database_name='two')
+    pyramid_zcasync.install_queues(one)
+    pyramid_zcasync.install_queues(two)  # queues of its own, in its root
+    conn = one.open()
+    try:
+        queue = IQueue(conn.root())
+        there = IQueue(conn.get_connection('two').root())
+        elsewhere = there.put(operator.add, 1, 2)
+        with pytest.raises(ValueError, match="database 'two'"):
+            queue.put(operator.add, after=[elsewhere])
+    finally:
+        transaction.abort()
+        conn.close()
+        for database in databases.values():
+            database.close()
 
 
 def test_a_prerequisite_loaded_by_another_connection(db, queue):
