@@ -7,7 +7,8 @@ lanes, so no claim ever reads it.  Its prerequisites wake it: each
 prerequisite's queue keeps ``prerequisite oid -> waiting jobs`` in one
 BTree (``Dependents.waiting``), which the put writes and the
 prerequisite's completion reads and clears (``released_by``), in the
-transaction that completes it.  lifecycle.py decides what happens to a
+transaction that completes it (a dispatcher's run: in the short one after
+it, ``lifecycle.release``).  lifecycle.py decides what happens to a
 released job (queued once every prerequisite succeeded, failed with
 DependencyFailed when one did not); this module keeps the books.
 
@@ -153,13 +154,8 @@ def failure_of(prerequisite: JobShape) -> DependencyFailed:
     cancelled or expired: it names the prerequisite and its failure."""
     result = prerequisite._result
     return DependencyFailed('prerequisite %s %s failed: %s: %s' % (
-        _oid_text(prerequisite), _callable_name(prerequisite),
+        prerequisite._oid_repr(), _callable_name(prerequisite),
         result.type_name, result.message.split('\n', 1)[0]))
-
-
-def _oid_text(job: Any) -> str:
-    oid = job._p_oid
-    return '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved'
 
 
 def _callable_name(job: Any) -> str:
