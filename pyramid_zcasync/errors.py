@@ -36,3 +36,9 @@ def cancel_reason(job: Any) -> Optional[str]:
     running, as ``job``'s connection sees it; None if none was."""
     reason = getattr(job, CANCEL_REQUEST, None)
     return reason if isinstance(reason, str) else None
+
+
+class DependencyFailed(Exception):
+    """A prerequisite of the job (``put(..., after=...)``) failed, was
+    cancelled or expired, so the job completed without running: its
+    failure record names the prerequisite and that one's failure."""

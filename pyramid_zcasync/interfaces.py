@@ -59,14 +59,17 @@ class IQueue(zope.interface.Interface):
     def put(item: Any, *args: Any, begin_after: Any = None,
             begin_by: Any = None, priority: Any = None,
             time_limit: Any = None, unique_key: Any = None,
-            **kwargs: Any) -> Any:
+            after: Any = None, **kwargs: Any) -> Any:
         """Queue a job (or a callable and its arguments); return the job.
 
         Claims take the highest ``priority`` first (an int from -100 to
         100, default 0), then the earliest due, then the first queued.
         With ``unique_key`` (a non-empty string), return the queue's job
         put with that key if it has not completed, queueing nothing; the
-        key is free again once that job completes.
+        key is free again once that job completes.  With ``after`` (jobs
+        put in this database), the job waits until they all succeeded,
+        and completes with DependencyFailed, without running, if one
+        failed or was cancelled.
         """
 
     def putBack(job: Any) -> Any:

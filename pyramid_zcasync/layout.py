@@ -4,12 +4,15 @@ Queues stored before lanes kept their pending jobs in one tree
 (``_pending``), those stored before stripes one tree per lane
 (``_lanes``), counted by one ``_length``, and those stored before
 striped deadlines one tree of deadlines (``_deadlines``); those stored
-before unique keys have no index of them (``_unique``).  Every claim
+before unique keys have no index of them (``_unique``), and those stored
+before job dependencies none of the jobs waiting for theirs
+(``_dependents``, deps.py).  Every claim
 used to read those trees beside the striped ones; ``install_queues``
 now moves their jobs into the striped trees instead (keeping their keys,
 hence their order), so the claim path knows one layout.  It also gives
-each queue its index of unique keys, so that the first puts with a key
-do not write the queue to make it (racing there, on one record).
+each queue its index of unique keys and of waiting jobs, so that the
+first puts with a key or with prerequisites do not write the queue to
+make them (racing there, on one record).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 
 import BTrees.OOBTree
 
-from . import keys, unique
+from . import deps, keys, unique
 from .quota import above_floor, floor_tree
 
 #: Attributes of the older layouts.
@@ -29,7 +32,7 @@ def needs_upgrade(queue: Any) -> bool:
     state = queue.__dict__
     return (any(state.get(name) is not None for name in OLD_TREES)
             or queue._stripes is None or queue._deadline_stripes is None
-            or queue._unique is None)
+            or queue._unique is None or deps.index(queue) is None)
 
 
 def upgrade(queue: Any) -> bool:
@@ -44,6 +47,7 @@ def upgrade(queue: Any) -> bool:
         queue._deadline_stripes = tuple(
             floor_tree() for _ in range(keys.STRIPES))
     unique.index(queue, create=True)
+    deps.index(queue, create=True)
     state = queue.__dict__
     old = [state.get('_pending')] + list(
         (state.get('_lanes') or {}).values())

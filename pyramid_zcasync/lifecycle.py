@@ -14,7 +14,8 @@ The statuses (interfaces.py) and the moves between them (TRANSITIONS)::
        │               └──finish_callbacks──> COMPLETED
        │
        ├── requeue (a retry, recovery): ASSIGNED or ACTIVE -> NEW -> PENDING
-       └── retry_failed: COMPLETED (failed) -> NEW -> PENDING
+       ├── retry_failed: COMPLETED (failed) -> NEW -> PENDING
+       └── woken (deps.py): PENDING waiting, out of the lanes -> PENDING
 
 A job's path through a dispatcher, naming the functions here:
 ``put`` (Queue.put) → ``claim`` (Queue.claim, from an agent's chooser) →
@@ -40,9 +41,9 @@ key is freed by ``_move`` when the job becomes COMPLETED, whichever way
 last one ran), in the transaction that completes it, and by ``unqueue``
 (a pulled job is queued no more).  A job requeued for a retry or by
 recovery keeps its key: it has not completed.  ``retry_failed`` takes
-the key again, and refuses while another job holds it.  The index of
-keys is unique.py's.  Queue storage (which tree holds a
-pending job) stays in queue.py; this module says what happens to the job.
+the key again, and refuses while another job holds it; a waiting job
+holds its key.  The index of keys is unique.py's.  Queue storage (which
+tree holds a pending job) is queue.py's; this says what happens to jobs.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from typing import Any, Callable, Dict, FrozenSet, Optional, TypeVar, cast
 
 import zope.event
 
-from . import cancels, clock, extensions, lifelog, unique
+from . import cancels, clock, deps, lifelog, puthooks, unique
 from .checks import check_time_limit
 from .errors import BadStatusError, JobCancelled
 from .failure import Failure
@@ -68,8 +69,9 @@ J = TypeVar('J', bound=JobShape)
 TRANSITIONS: Dict[str, FrozenSet[str]] = {
     # put; called in place; cancelled before it was queued
     NEW: frozenset({PENDING, ACTIVE, CALLBACKS, COMPLETED}),
-    # unqueued (pull, remove); claimed; cancelled or expired
-    PENDING: frozenset({NEW, ASSIGNED, CALLBACKS, COMPLETED}),
+    # unqueued (pull, remove); claimed; cancelled or expired; woken by
+    # its prerequisites (deps.py: from waiting into its lane)
+    PENDING: frozenset({NEW, ASSIGNED, CALLBACKS, COMPLETED, PENDING}),
     # started; requeued (recovery, a retry); failed before it started
     ASSIGNED: frozenset({ACTIVE, NEW, CALLBACKS, COMPLETED}),
     # finished (or failed); requeued for a later attempt
@@ -89,16 +91,42 @@ class IllegalTransition(BadStatusError):
     """A status change that the lifecycle does not allow."""
 
 
-def _move(job: JobShape, status: str, detail: str = '') -> None:
-    """Write ``job``'s status, if the move is allowed; log it."""
+def _move(job: JobShape, status: str, detail: str = '',
+          settle: bool = True) -> None:
+    """Write ``job``'s status, if allowed; log it (``settle``: finish)."""
     current = job._status
     if status not in TRANSITIONS[current]:
         raise IllegalTransition('%r cannot go from %s to %s'
                                 % (job, current, status))
     job._status = status
     lifelog.record(job, current, status, detail)
+    deps.forget(job)  # if it waited: it is woken, fails or is cancelled
     if status == COMPLETED:
         unique.free(job)
+        if settle:
+            _settle_dependents(job)
+
+
+def _settle_dependents(job: JobShape) -> None:
+    """Queue or fail each job waiting for ``job``, or decide in a job of
+    its own once this commits (settle_waiting; deps.py says why)."""
+    for dependent in deps.released_by(job):
+        if not settle_waiting(dependent):
+            dependent.queue.put(settle_waiting, dependent)
+
+
+def settle_waiting(job: JobShape) -> bool:
+    """Queue a waiting ``job`` whose prerequisites all succeeded, or fail
+    it if one failed; whether it waits no more."""
+    failed, waiting = deps.verdict(job)
+    if failed is not None:
+        _fail_out_of_queue(job, deps.failure_of(failed))
+    elif deps.is_waiting(job) and not waiting:
+        queue, now = job.queue, clock.utcnow()
+        due = clock.to_micros(max(job.begin_after or now, now))
+        _enqueue(queue, job, due, 'prerequisites done')
+        puthooks.after_commit(queue, job)()
+    return not deps.is_waiting(job)
 
 
 # -- into and out of a queue --------------------------------------------
@@ -107,10 +135,12 @@ def put(queue: QueueShape, job: J,
         begin_after: Optional[datetime.datetime] = None,
         begin_by: Optional[Any] = None, priority: Optional[int] = None,
         time_limit: Optional[float] = None,
-        unique_key: Optional[str] = None) -> J:
+        unique_key: Optional[str] = None, after: Any = None) -> J:
     """Queue a NEW job, due at ``begin_after`` (now by default); or, if
     the queue holds a job of its unique key (``unique_key``, else the
-    job's own) that has not completed, return that one instead."""
+    job's own) that has not completed, return that one instead (whatever
+    ``after``, the jobs to wait for, that one was put with)."""
+    prerequisites = deps.check_after(queue, job, after)
     key = unique.key_to_hold(job, unique_key)
     holder = _holder_instead(queue, job, key, 'put')
     if holder is not None:
@@ -127,9 +157,30 @@ def put(queue: QueueShape, job: J,
     now = clock.utcnow()
     if job.begin_after is None:
         job.begin_after = now
-    _queue_new(queue, job, key, clock.to_micros(max(job.begin_after, now)),
-               'put')
+    if deps.unfinished(prerequisites) or deps.first_failed(prerequisites):
+        _put_after(queue, job, key, prerequisites)
+    else:
+        _queue_new(queue, job, key,
+                   clock.to_micros(max(job.begin_after, now)), 'put')
     return job
+
+
+def _put_after(queue: QueueShape, job: JobShape, key: Optional[str],
+               prerequisites: tuple[JobShape, ...]) -> None:
+    """Put a job waiting for unfinished ``prerequisites``; if one failed
+    already, it completes at once with DependencyFailed, unqueued."""
+    failed = deps.first_failed(prerequisites)
+    job.queue = queue
+    queue._p_jar.add(job)  # an oid now, as a queued job has
+    if failed is not None:
+        _fail_out_of_queue(job, deps.failure_of(failed))
+        return
+    announce = puthooks.before_put(queue, job)
+    unique.hold(queue, job, key)
+    waiting = deps.unfinished(prerequisites)
+    _move(job, PENDING, 'put, waiting for %d jobs' % len(waiting))
+    deps.hold(queue, job, waiting)
+    announce()
 
 
 def put_back(queue: QueueShape, job: J) -> J:
@@ -160,32 +211,10 @@ def _queue_new(queue: QueueShape, job: JobShape, key: Optional[str],
                micros: int, detail: str) -> None:
     """Queue a NEW job due at ``micros``, holding ``key``, once the
     extensions' ``before_put`` let it."""
-    announce = _put_hooks(queue, job)
+    announce = puthooks.before_put(queue, job)
     unique.hold(queue, job, key)
     _enqueue(queue, job, micros, detail)
     announce()
-
-
-def _put_hooks(queue: QueueShape, job: JobShape) -> Callable[[], None]:
-    """Run the extensions' ``before_put`` (which may refuse the put: then
-    nothing is queued), and return what schedules their ``after_put`` for
-    when the putter's transaction commits."""
-    chain = extensions.of_object(queue)
-    chain.before_put(queue, job)
-    if not chain.having('after_put') or queue._p_jar is None:
-        return _nothing
-    txn = queue._p_jar.transaction_manager.get()
-    return lambda: txn.addAfterCommitHook(_after_put, (chain, queue, job))
-
-
-def _nothing() -> None:
-    pass
-
-
-def _after_put(committed: bool, chain: extensions.Extensions,
-               queue: QueueShape, job: JobShape) -> None:
-    if committed:
-        chain.after_put(queue, job)
 
 
 def _enqueue(queue: QueueShape, job: JobShape, micros: int,
@@ -254,12 +283,13 @@ def start(job: JobShape, now: Optional[datetime.datetime] = None) -> None:
     job.active_start = now or clock.utcnow()
 
 
-def finish(job: JobShape, result: Any, inline_callbacks: bool = False
-           ) -> None:
-    """Record what the call returned; frees nothing (the dispatcher frees
-    the slot and quotas in a short transaction of their own, so that a
-    job's transaction writes nothing shared with other jobs and a
-    conflict there never makes a job run again: ``release_finished``).
+def finish(job: JobShape, result: Any, inline_callbacks: bool = False,
+           settle: bool = False) -> None:
+    """Record what the call returned; frees nothing and, unless ``settle``,
+    settles no job waiting for it (the dispatcher does both in a short
+    transaction of its own, so that a job's transaction writes nothing
+    shared with other jobs and a conflict there never makes a job run
+    again: ``release_finished``; deps.py).
 
     A returned job is waited for: this one completes when it does,
     without holding a dispatcher slot meanwhile.  ``inline_callbacks``
@@ -272,7 +302,7 @@ def finish(job: JobShape, result: Any, inline_callbacks: bool = False
     job._result = result
     job.active_end = clock.utcnow()
     _move(job, CALLBACKS if job.callbacks else COMPLETED,
-          lifelog.outcome(result))
+          lifelog.outcome(result), settle)
     if inline_callbacks:
         run_callbacks_inline(job)
 
@@ -281,7 +311,7 @@ def finish_in_place(job: JobShape, result: Any,
                     inline_callbacks: bool = False) -> None:
     """``finish``, freeing the slot and quotas at once once the job is
     done with them: for jobs that end outside a dispatcher's run."""
-    finish(job, result, inline_callbacks)
+    finish(job, result, inline_callbacks, settle=True)
     if _done_with_slot(job):
         release(job)
 
@@ -352,6 +382,8 @@ def release(job: JobShape, agent: Optional[AgentShape] = None) -> None:
     done already: a BTree's ``pop`` of a missing key writes nothing, and
     the history gets the job only from the call that freed its slot."""
     queue = job.queue
+    if job._status == COMPLETED:
+        _settle_dependents(job)  # if finish left them: see deps.py
     if queue is not None and job.quota_names:
         queue.quotas.release(job)
     agent = agent if agent is not None else job.agent
@@ -427,11 +459,11 @@ def retry_failed(queue: QueueShape, job: J) -> J:
     # A new attempt: the retry counts of the last one do not limit it.
     job.annotations.pop(RETRY_COUNTS, None)
     job._result = None
+    cancels.done(job)  # a request it ended by must not stop the new try
     _move(job, NEW, 'retried by request')
     job.assignerUUID = None
     job.active_start = job.active_end = None
-    job._begin_after = None
-    job._begin_by = None
+    job._begin_after = job._begin_by = None
     job.queue = None
     return cast(J, queue.put(job))  # the job itself (Queue.put)
 
@@ -441,7 +473,8 @@ def fail(job: JobShape, exc: Optional[BaseException] = None) -> None:
     if job._status in (CALLBACKS, COMPLETED):
         raise BadStatusError('cannot fail a job with status %s'
                              % job._status)
-    if job._status == PENDING and job.queue is not None:
+    if job._status == PENDING and job.queue is not None and \
+            not deps.is_waiting(job):  # a waiting job is in no lane
         # Out of the pending jobs, but still of this queue, so that its
         # callbacks are queued rather than run in the caller's
         # transaction (unqueue would forget the queue).

@@ -31,7 +31,8 @@ import datetime
 import heapq
 import itertools
 import operator
-from typing import Any, Callable, Iterator, List, Optional, Tuple, cast
+from typing import (Any, Callable, Iterable, Iterator, List, Optional,
+                    Tuple, cast)
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -202,7 +203,8 @@ class Queue(persistent.Persistent):
             begin_by: Optional[Any] = None,
             priority: Optional[int] = None,
             time_limit: Optional[float] = None,
-            unique_key: Optional[str] = None, **kwargs: Any) -> Job:
+            unique_key: Optional[str] = None,
+            after: Optional[Iterable[Job]] = None, **kwargs: Any) -> Job:
         """Queue a Job, or a callable with its arguments; return the job.
 
         The job runs once the current transaction commits; if it aborts,
@@ -215,11 +217,15 @@ class Queue(persistent.Persistent):
         one, instead of queueing a second; once it completes (succeeded,
         failed, cancelled or expired) the key is free again.  A job put
         back for a retry keeps its key: it has not completed.
+
+        ``after`` (jobs put in this database): the job waits, out of
+        reach of claims, until they all succeeded; if one fails, the job
+        completes with DependencyFailed without running (deps.py).
         """
         return lifecycle.put(self, self._as_job(item, args, kwargs),
                              begin_after=begin_after, begin_by=begin_by,
                              priority=priority, time_limit=time_limit,
-                             unique_key=unique_key)
+                             unique_key=unique_key, after=after)
 
     @staticmethod
     def _as_job(item: Any, args: tuple, kwargs: dict) -> Job:

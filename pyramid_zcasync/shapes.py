@@ -22,6 +22,8 @@ class JobShape(Protocol):
 
     _status: str
     _result: Any
+    _p_jar: Any  # its connection, once stored
+    _p_oid: Optional[bytes]
     _key: Optional[int]
     unique_key: Optional[str]
     _begin_after: Optional[datetime.datetime]
@@ -75,6 +77,8 @@ class JobShape(Protocol):
 
     def _resolver(self) -> JobShape: ...
 
+    def _oid_repr(self) -> str: ...
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
@@ -96,7 +100,7 @@ class QueueShape(Protocol):
     _p_jar: Any
     _unique: Any  # unique.py's BTree of unique keys, or None
 
-    def put(self, item: Any) -> Any: ...
+    def put(self, item: Any, *args: Any) -> Any: ...
 
     def _front_micros(self, priority: int) -> int: ...
 

@@ -147,8 +147,8 @@ LAYERS = (
     ('leaves', 'extensions transact clock safetext keys interfaces errors '
                'checks shapes failure local process instance watch '
                'zeoclient pool lease aio'),
-    ('model', 'job lifecycle lifelog unique queue layout agent quota '
-              'registry retry composite periodic cancels'),
+    ('model', 'job lifecycle lifelog unique deps puthooks queue layout '
+              'agent quota registry retry composite periodic cancels'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
                'history options install eager cancelwatch'),
     ('Pyramid glue', '__init__ config settings context tracing '
