@@ -33,7 +33,7 @@ import logging
 import threading
 from typing import Any, Deque, Optional
 
-from . import clock, extensions, lifecycle
+from . import clock, deps, extensions, lifecycle
 from .install import queue_database
 from .interfaces import COMPLETED, PENDING
 from .runner import Runner
@@ -98,8 +98,8 @@ def _claim(job: Any) -> Optional[str]:
     """Claim ``job`` itself from its queue (quotas acquired), now even
     if it is due later; its queue's name, or None when it cannot start."""
     queue = job.queue
-    if job.status != PENDING or queue is None:
-        return None
+    if job.status != PENDING or queue is None or deps.is_waiting(job):
+        return None  # (a waiting job runs when its prerequisites woke it)
     now = clock.utcnow()
     due: Optional[datetime.datetime] = job.begin_after
     claimed = queue.claim(lambda candidate: candidate is job,

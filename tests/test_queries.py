@@ -97,3 +97,21 @@ def test_every_value_a_template_prints_is_escaped_as_before():
     printed = environment().from_string('{{ value }}').render(value=hostile)
     assert printed == e(hostile)
     assert '<b' not in printed and '\u202e' not in printed
+
+
+def test_a_waiting_job_is_counted_listed_and_says_what_it_waits_for(
+        conn, queue):
+    first = queue.put(jobs.multiply, 2, 3)
+    waiting = queue.put(jobs.multiply, 4, 5, after=[first])
+    transaction.commit()
+    queues = conn.root()[KEY]
+    everything = queries.JobSelection()
+    pending = queries.JobSelection(states=frozenset({'pending'}))
+    assert queries.count(queues, pending) == 2  # len(queue) says 1
+    listing = queries.jobs(queues, queries.JobListing(pending))
+    ids = [int.from_bytes(job._p_oid, 'big') for job in (first, waiting)]
+    assert [job_id[0] for job_id in listing] == ids  # claimable first
+    assert queries.job(queues, queries.JobRef(ids[1]))['after'] == [
+        [ids[0], conn.db().database_name]]
+    assert 'after' not in queries.job(queues, queries.JobRef(ids[0]))
+    assert queries.count(queues, everything) == 2

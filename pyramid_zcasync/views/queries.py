@@ -25,7 +25,7 @@ from typing import (Any, Callable, Dict, FrozenSet, List, Optional, Sequence,
 from ZODB.POSException import POSKeyError
 from ZODB.utils import p64
 
-from .. import clock, local
+from .. import clock, deps, local
 from ..failure import Failure
 from ..job import Job
 from ..lifelog import dropped
@@ -397,6 +397,9 @@ def job(queues: Any, ref: JobRef) -> JobDetail:
     said = local.get_progress(found)
     if said is not None:
         detail['progress'] = progress(said)
+    waiting = deps.waiting_for(found)
+    if waiting:
+        detail['after'] = [job_id(each) for each in waiting]
     return detail
 
 

@@ -21,7 +21,7 @@ import types
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
                     Tuple)
 
-from .. import clock
+from .. import clock, deps
 from ..safetext import quote
 from ..failure import Failure
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING
@@ -154,8 +154,15 @@ def pending_jobs(selection: Selection) -> Iterator[Job]:
             if not agents:
                 continue
         sources.append(_pending_in(queue, selection, agents))
-    # Each queue lists its jobs in claim order: priority, then due time.
-    return heapq.merge(*sources, key=lambda job: (-job.priority, job._key))
+    # Each queue lists its jobs in claim order: priority, then due time;
+    # the jobs waiting for prerequisites come after: none can be claimed.
+    claimable = heapq.merge(*sources, key=lambda job: (-job.priority,
+                                                       job._key))
+    if selection.restricted:
+        return claimable
+    return itertools.chain(claimable, (
+        job for queue in selection.queues
+        for job in deps.waiting_jobs(queue) if selection.keeps(job)))
 
 
 def _pending_in(queue: Any, selection: Selection,
@@ -239,7 +246,8 @@ def count_jobs(selection: Selection, states: Iterable[str]) -> int:
     total = 0
     if 'pending' in states and not (selection.restricted or selection.window
                                     or selection.callable):
-        total = sum(len(queue) for queue in selection.queues)
+        total = sum(len(queue) + deps.waiting_count(queue)
+                    for queue in selection.queues)
         states.discard('pending')
     return total + sum(1 for _ in iter_jobs(selection, states))
 

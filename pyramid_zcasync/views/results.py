@@ -78,11 +78,18 @@ class _Progress(TypedDict, total=False):
     progress: ProgressInfo
 
 
-class JobDetail(JobInfo, _LifeLog, _Progress):
+#: The prerequisites (``put(..., after=...)``) a job still waits for;
+#: absent when it waits for none.  (``waiting for`` is zc.async's: the
+#: job a job returned, whose result it waits for.)
+_Waiting = TypedDict('_Waiting', {'after': List[JobId]}, total=False)
+
+
+class JobDetail(JobInfo, _LifeLog, _Progress, _Waiting):
     """One job in full (``/db/jobs/{oid}``, ``pzcasync job``): the
     listing's fields, its life log (the first event and the latest;
     ``events dropped`` says how many were left out between; listings
-    leave the log out, it is one job's story) and its progress."""
+    leave the log out, it is one job's story), its progress and what it
+    waits for."""
 
 
 TracebackInfo = TypedDict('TracebackInfo', {
