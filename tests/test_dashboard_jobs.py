@@ -424,3 +424,13 @@ def test_a_section_that_cannot_be_read_says_so_and_the_rest_is_shown():
     assert (shown[0].name, shown[0].value) == (
         'unreadable', "ModuleNotFoundError: No module named 'gone'")
     assert [section.name for section in shown[1:3]] == ['status', 'events']
+
+
+def test_the_page_of_a_waiting_job_links_its_prerequisite(running):
+    app, client, model = running
+    first = model.put(jobs.multiply, 2, 3, begin_after=later())
+    waiting = model.put(jobs.multiply, 4, 5, after=[first])
+    text = client.get(page_of(waiting), headers=ADMIN).text
+    assert re.search(r'<dt>Runs after</dt><dd class="after"><a class="oid" '
+                     r'href="[^"]*/_async/jobs/%d"' % oid(first), text)
+    assert 'Runs after' not in client.get(page_of(first), headers=ADMIN).text

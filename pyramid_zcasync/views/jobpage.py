@@ -23,7 +23,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from pyramid.response import Response
 from ZODB.POSException import ConflictError
 
-from .. import clock
+from .. import clock, deps
 from ..failure import Failure
 from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED
 from ..job import Job, _resolve_outer
@@ -201,14 +201,17 @@ class Related:
     parent: Optional[JobLink]  # the job whose result this one receives
     waiting_for: Optional[JobLink]  # the job this one returned
     outer: Optional[JobLink]  # the job that returned this one
+    after: List[Any]  # prerequisites not succeeded yet (links; "... N more")
 
 
 def related_section(seen: Seen) -> Optional[Section]:
-    """Left out for a job with no parent, outer job nor inner one."""
+    """Left out for a job with no parent, outer job, inner one nor
+    prerequisite it waits for."""
     job = seen.job
     related = Related(seen.link(job.parent), seen.link(job.waiting_for),
-                      seen.link(outer_job(job)))
-    if related == Related(None, None, None):
+                      seen.link(outer_job(job)),
+                      first_of(deps.waiting_for(job), seen.link))
+    if related == Related(None, None, None, []):
         return None
     return Section('related', 'Related jobs', related)
 
