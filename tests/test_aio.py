@@ -12,7 +12,7 @@ from pyramid_zcasync import aio, local, testing
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync.failure import Failure
 from pyramid_zcasync.errors import JobCancelled
-from pyramid_zcasync.interfaces import ACTIVE, COMPLETED, IQueue
+from pyramid_zcasync.interfaces import ACTIVE, COMPLETED
 from pyramid_zcasync.job import Job
 from pyramid_zcasync.testing import tear_down_dispatcher, wait_for_result
 from pyramid_zcasync.timelimit import TimeLimitExceeded, call_with_limit
@@ -92,11 +92,9 @@ def two_slots(fs_db, tmp_path):
 
 
 @pytest.fixture
-def queue(fs_db):
-    connection = fs_db.open()
-    yield IQueue(connection.root())
-    transaction.abort()
-    connection.close()
+def db(fs_db):
+    """conftest's ``conn`` and ``queue`` on the dispatcher's database."""
+    return fs_db
 
 
 @pytest.fixture

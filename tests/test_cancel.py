@@ -94,6 +94,15 @@ def registered(queue, uuid='u1', size=3):
     return registration
 
 
+def run_as_claimed(db, registration, job):
+    """Claim ``job`` for ``registration``'s agent and run it as its
+    dispatcher would; then see what that run committed."""
+    registration['main'].claimJob()
+    transaction.commit()
+    Runner(db, registration.UUID).run(job._p_oid)
+    transaction.begin()
+
+
 def open_tree(connection, name='tree'):
     root = connection.root()
     tree = root[name] = BTrees.OOBTree.OOBTree()
@@ -164,10 +173,7 @@ def test_no_retry_policy_retries_a_cancel(db):
     job = queue.put(raise_cancelled)
     job.retry_policy_factory = RetryCommonForever
     transaction.commit()
-    registration['main'].claimJob()
-    transaction.commit()
-    Runner(db, 'u1').run(job._p_oid)
-    transaction.begin()
+    run_as_claimed(db, registration, job)
     assert job.status == COMPLETED and job.result.check(JobCancelled)
     assert 'by its own code' in job.result.message
     connection.close()
@@ -206,10 +212,7 @@ def test_a_request_committed_during_the_call_wins_over_its_result(db):
     registration = registered(queue)
     job = queue.put(cancel_from_inside, tree, 'asked')
     transaction.commit()
-    registration['main'].claimJob()
-    transaction.commit()
-    Runner(db, 'u1').run(job._p_oid)
-    transaction.begin()
+    run_as_claimed(db, registration, job)
     assert job.status == COMPLETED and job.result.check(JobCancelled)
     assert job.result.message == 'from another process'
     assert 'asked' not in tree  # the attempt's writes were aborted
