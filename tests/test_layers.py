@@ -148,9 +148,9 @@ LAYERS = (
                'checks shapes failure local process instance watch '
                'zeoclient pool lease'),
     ('model', 'job lifecycle lifelog unique queue layout agent quota '
-              'registry retry composite periodic'),
+              'registry retry composite periodic changes'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
-               'history options install eager'),
+               'history options install eager replay'),
     ('Pyramid glue', '__init__ config settings context tracing '
                      'periodic_config programs testing'),
     ('admin', 'views scripts demo'),
