@@ -174,6 +174,18 @@ def describe(database: str, obj: Any) -> Change:
                   path_of(obj), obj._p_serial == z64)
 
 
+def own_keys(job: Any) -> Set[Tuple[str, bytes]]:
+    """The job's own records (itself, its annotations): written by the
+    runner and by live annotations, not by what the job does."""
+    name = job._p_jar.db().database_name
+    own = {(name, job._p_oid)}
+    annotations_oid = getattr(getattr(job, '_annotations', None),
+                              '_p_oid', None)
+    if annotations_oid is not None:
+        own.add((name, annotations_oid))
+    return own
+
+
 def changes_between(before: Dict[Tuple[str, bytes], Any],
                     after: Dict[Tuple[str, bytes], Any],
                     skip: Set[Tuple[str, bytes]]) -> Tuple[List[Change], int]:
@@ -272,14 +284,8 @@ class ChangeRecorder(extensions.Extension):
     def _record(self, job: Any, jar: Any,
                 before: Dict[Tuple[str, bytes], Any],
                 point: ReadPoint) -> None:
-        name = jar.db().database_name
-        own = {(name, job._p_oid)}
-        annotations_oid = getattr(getattr(job, '_annotations', None),
-                                  '_p_oid', None)
-        if annotations_oid is not None:
-            own.add((name, annotations_oid))
         after = registered(connections_of(jar))
-        listed, more = changes_between(before, after, own)
+        listed, more = changes_between(before, after, own_keys(job))
         setattr(job, ATTRIBUTE, (tuple(tuple(c) for c in listed), more,
                                  point))
         if listed:

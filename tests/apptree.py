@@ -3,9 +3,6 @@ what a job changed, replays and dry runs (importable by subprocesses
 too: tests/ is on their path)."""
 import persistent
 import persistent.mapping
-import transaction
-
-from pyramid_zcasync import local
 
 
 class Folder(persistent.mapping.PersistentMapping):
@@ -70,9 +67,3 @@ def fail_unless_value(item, expected):
     item.value = expected + 1
     return item.value
 
-
-def commit_inside(item, value):
-    """What a job must not do; a replay must still commit nothing."""
-    item.value = value
-    transaction.get()  # the job's own transaction, left to its runner
-    return local.get_job() is not None

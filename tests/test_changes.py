@@ -7,7 +7,7 @@ from ZODB.utils import u64
 import apptree
 from pyramid_zcasync import changes, extensions
 from pyramid_zcasync.interfaces import IQueue
-from pyramid_zcasync.testing import wait_for_result
+from pyramid_zcasync.testing import wait_for_annotation, wait_for_result
 
 #: The name ZODB gives a database of its own.
 DB = 'unnamed'
@@ -76,6 +76,7 @@ def test_a_failed_attempt_records_nothing_but_what_it_read(
     item = connection.get(site['a'])
     job = put(connection, apptree.set_then_fail, item, 9)
     wait_for_result(job)
+    wait_for_annotation(job, changes.SEEN_KEY)
     assert changes.of(job) == changes.NOT_RECORDED
     assert item.value == 1
     seen = dict(changes.seen_by_failure(job))
