@@ -1,5 +1,7 @@
 """What a job changed (changes.py), recorded by a real dispatcher on
 FileStorage, and which jobs touched an object."""
+import datetime
+
 import pytest
 import transaction
 from ZODB.utils import u64
@@ -124,3 +126,83 @@ def test_jobs_committed_together_each_record_their_own(
         wait_for_result(job)
     assert [[c.path for c in changes.of(job).changes] for job in puts] == [
         ['/docs/a'], ['/docs/b'], ['/docs/a']]
+
+
+# -- the views --------------------------------------------------------------
+
+@pytest.fixture
+def web(made):
+    """The dashboard tests' app, with the recorder, its site made."""
+    import webtest
+    from test_dashboard import Model
+    app = made(**{'zcasync.extensions':
+                  'pyramid_zcasync.changes.ChangeRecorder'})
+    model = Model(app)
+    apptree.make_site(model.connection.db())
+    yield webtest.TestApp(app), model
+    model.close()
+
+
+from test_dashboard import ADMIN, made, token_of  # noqa: E402,F401
+
+
+def test_the_changes_and_touched_views(web):
+    client, model = web
+    model.sync()
+    item = model.connection.root()['site']['docs']['a']
+    job = model.put(apptree.set_value, item, 8)
+    wait_for_result(job)
+    job_oid = u64(job._p_oid)
+    found = client.get('/_async/db/jobs/%d/changes' % job_oid,
+                       headers=ADMIN).json
+    assert found['recorded'] and found['more'] == 0
+    assert [(c['class'], c['path'], c['created'])
+            for c in found['changes']] == [('apptree.Item', '/docs/a', False)]
+    by_path = client.get('/_async/db/touched', {'path': '/docs/a'},
+                         headers=ADMIN).json
+    assert by_path['jobs'] == [{'oid': job_oid, 'status': 'succeeded',
+                                'callable': 'apptree.set_value'}]
+    by_oid = client.get('/_async/db/touched',
+                        {'oid': '0x%x' % u64(item._p_oid)}, headers=ADMIN)
+    assert by_oid.json['jobs'] == by_path['jobs']
+    both = client.get('/_async/db/touched', {'oid': '1', 'path': '/'},
+                      headers=ADMIN, status=400)
+    assert 'give one of oid' in both.json['error']
+    client.get('/_async/db/touched', {'path': '/docs/a'}, status=403)
+
+
+def test_a_dry_run_asks_for_confirmation_and_commits_nothing(web):
+    client, model = web
+    model.sync()
+    docs = model.connection.root()['site']['docs']
+    job = model.put(apptree.add_item, docs, '<b>new</b>', 1,
+                    begin_after=datetime.datetime.now(
+                        datetime.timezone.utc) + datetime.timedelta(days=1))
+    storage = model.connection.db().storage
+    tid = storage.lastTransaction()
+    fields = {'oid': str(u64(job._p_oid))}
+    client.post('/_async/actions/dryrun', fields, headers=ADMIN, status=400)
+    token = token_of(client)
+    fields['csrf_token'] = token
+    asked = client.post('/_async/actions/dryrun', fields, headers=ADMIN,
+                        status=400)
+    assert 'RE-RUNS' in asked.json['error']
+    page = client.post('/_async/actions/dryrun', fields,
+                       headers=dict(ADMIN, Accept='text/html'))
+    assert 'RE-RUNS' in page.text and 'name="confirm" value="yes"' in \
+        page.text
+    fields['confirm'] = 'yes'
+    done = client.post('/_async/actions/dryrun', fields, headers=ADMIN).json
+    assert done['succeeded'] and done['result'] == "'<b>new</b>'"
+    assert {c['path'] for c in done['changes']} == {'/docs',
+                                                    '/docs/<b>new</b>'}
+    shown = client.post('/_async/actions/dryrun', fields,
+                        headers=dict(ADMIN, Accept='text/html'))
+    assert '/docs/&lt;b&gt;new&lt;/b&gt;' in shown.text
+    assert '<b>new' not in shown.text
+    refused = client.post('/_async/actions/replay', fields, headers=ADMIN,
+                          status=409)
+    assert 'completed job' in refused.json['error']
+    assert storage.lastTransaction() == tid
+    model.sync()
+    assert '<b>new</b>' not in docs

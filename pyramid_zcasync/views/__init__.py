@@ -72,7 +72,8 @@ def includeme(config: Any) -> None:
     # Job text reaches the events log too: escape it there (the engine's
     # loggers are set up here because every app includes these views).
     install_log_filter()
-    for module in ('status', 'db', 'dashboard', 'health', 'metrics'):
+    for module in ('status', 'db', 'dashboard', 'health', 'metrics',
+                   'changes'):
         config.include('pyramid_zcasync.views.' + module)
 
 
