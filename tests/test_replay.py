@@ -145,3 +145,87 @@ def test_frozen_storage_does_not_move(real_db, connection):
     assert frozen.isReadOnly()
     with pytest.raises(replay.ReadOnlyError):
         frozen.new_oid()
+
+
+# -- pzcasync changes / touched / dryrun / replay ----------------------------
+
+def pzcasync(ini, *args):
+    """``pzcasync INI ARGS...`` with tests/ importable (the jobs' module)."""
+    import os
+    import subprocess
+    from test_scripts import CLI, clean_env
+    env = clean_env()
+    env['PYTHONPATH'] = os.pathsep.join(
+        [os.path.dirname(apptree.__file__), env.get('PYTHONPATH', '')])
+    done = subprocess.run(CLI + [ini] + list(args), capture_output=True,
+                          text=True, env=env, timeout=120)
+    return done.returncode, done.stdout, done.stderr
+
+
+def last_file_tid(path):
+    import ZODB.FileStorage
+    storage = ZODB.FileStorage.FileStorage(path, read_only=True)
+    try:
+        return storage.lastTransaction()
+    finally:
+        storage.close()
+
+
+def test_the_commands(tmp_path):
+    import json
+    import ZODB
+    import pyramid_zcasync
+    from test_scripts import make_site
+    ini = make_site(tmp_path, extra='\nzcasync.extensions = '
+                    'pyramid_zcasync.changes.ChangeRecorder')
+    db = ZODB.DB(str(tmp_path / 'var' / 'Data.fs'))
+    pyramid_zcasync.install_queues(db)
+    extensions.add(db, changes.ChangeRecorder())
+    started = dispatcher_module.start(
+        db, uuid_file=str(tmp_path / 'uuid2.txt'), poll_interval=0.2,
+        install_signal_handlers=False)
+    try:
+        connection = db.open()
+        item = item_a(connection)
+        done = put(connection, apptree.set_value, item, 5)
+        failed = put(connection, apptree.set_then_fail, item, 9)
+        pending = put(connection, apptree.set_value, item, 6,
+                      begin_after=datetime.datetime.now(
+                          datetime.timezone.utc) + LATER)
+        wait_for_result(done)
+        wait_for_result(failed)
+        wait_for_annotation(failed, changes.SEEN_KEY)
+        oids = [str(u64(job._p_oid)) for job in (done, failed, pending)]
+        transaction.abort()
+        connection.close()
+    finally:
+        tear_down_dispatcher(started)
+        db.close()
+    path = str(tmp_path / 'var' / 'Data.fs')
+    code, out, err = pzcasync(ini, 'changes', oids[0])
+    # (the app's first start commits its setup: from now on, nothing)
+    tid = last_file_tid(path)
+    assert code == 0 and 'apptree.Item' in out and '/docs/a' in out, err
+    code, out, err = pzcasync(ini, 'touched', '--path', '/docs/a', '--json')
+    assert code == 0, err
+    assert [job['oid'] for job in json.loads(out)['jobs']] == [int(oids[0])]
+    code, out, err = pzcasync(ini, 'dryrun', oids[2])
+    assert code == 2 and 'RE-RUNS' in err and out == ''
+    code, out, err = pzcasync(ini, 'dryrun', oids[2], '--yes')
+    assert code == 0 and 'succeeded' in out and '/docs/a' in out, err
+    code, out, err = pzcasync(ini, 'replay', oids[1], '--yes', '--json')
+    assert code == 0, err
+    replayed = json.loads(out)
+    assert not replayed['succeeded'] and 'failed after setting 9' in \
+        replayed['traceback']
+    assert [c['path'] for c in replayed['changes']] == ['/docs/a']
+    code, out, err = pzcasync(ini, 'replay', oids[2], '--yes')
+    assert code == 1 and 'completed job' in err
+    # nothing was committed by the dry run and the replay
+    assert last_file_tid(path) == tid
+    db = ZODB.DB(path)
+    try:
+        with db.transaction() as connection:
+            assert connection.root()['site']['docs']['a'].value == 5
+    finally:
+        db.close()

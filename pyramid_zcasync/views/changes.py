@@ -48,13 +48,10 @@ WARNING = ('This RE-RUNS the job\'s code in a throw-away copy of the '
            'again.')
 
 
-class ChangeInfo(TypedDict):
-    database: str
-    oid: int
-    # 'class' is a keyword: the JSON key is set by _change_info.
-    class_name: str
-    path: Optional[str]
-    created: bool
+#: One changed object ('class' is a keyword, hence this spelling).
+ChangeInfo = TypedDict('ChangeInfo', {
+    'database': str, 'oid': int, 'class': str, 'path': Optional[str],
+    'created': bool})
 
 
 class ChangesInfo(TypedDict):
@@ -92,7 +89,7 @@ class TrialInfo(TypedDict):
 
 def change_info(change: changes.Change) -> ChangeInfo:
     return {'database': change.database, 'oid': change.oid,
-            'class_name': change.class_name, 'path': change.path or None,
+            'class': change.class_name, 'path': change.path or None,
             'created': change.created}
 
 
@@ -190,7 +187,7 @@ def trial_view(kind: str) -> Any:
             return error(request, exc)
         if wants_html(request):
             return html(TRIAL_PAGE, request, info=info)
-        return Response(json_body=to_json_keys(info))
+        return Response(json_body=info)
     return view
 
 
@@ -223,22 +220,12 @@ def html(template: str, request: Any, status: int = 200, **values: Any
     return response
 
 
-def to_json_keys(info: Any) -> Any:
-    """``class_name`` is ``class`` in JSON."""
-    if isinstance(info, dict):
-        return {('class' if key == 'class_name' else key): to_json_keys(value)
-                for key, value in info.items()}
-    if isinstance(info, list):
-        return [to_json_keys(item) for item in info]
-    return info
-
-
 def includeme(config: Any) -> None:
     prefix = config.registry.zcasync_settings.route_prefix
     for name, pattern in ROUTES:
         config.add_route(route_name(name), prefix + pattern)
-    add_admin_view(config, lambda request: to_json_keys(
-        job_changes_view(request)), 'db_changes', request_method='GET')
+    add_admin_view(config, job_changes_view, 'db_changes',
+                   request_method='GET')
     add_admin_view(config, touched_view, 'db_touched', request_method='GET')
     for kind in ('dryrun', 'replay'):
         add_admin_view(config, trial_view(kind), kind, request_method='POST',
@@ -279,6 +266,6 @@ TRIAL_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
 {% endif %}<h2>What it changed</h2><table><tr><th>database</th><th>oid</th>
 <th>class</th><th>path</th><th>created</th></tr>
 {% for c in info.changes %}<tr><td>{{ c.database }}</td><td>{{ c.oid }}</td>
-<td>{{ c.class_name }}</td><td>{{ c.path or "" }}</td>
+<td>{{ c['class'] }}</td><td>{{ c.path or "" }}</td>
 <td>{{ "yes" if c.created else "" }}</td></tr>{% endfor %}</table>
 {% if info.more %}<p>and {{ info.more }} more</p>{% endif %}''')
