@@ -148,7 +148,7 @@ LAYERS = (
                'checks shapes failure local process instance watch '
                'zeoclient pool lease'),
     ('model', 'job lifecycle lifelog unique queue layout agent quota '
-              'registry retry composite periodic changes'),
+              'registry retry composite periodic changes undo'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
                'history options install eager replay'),
     ('Pyramid glue', '__init__ config settings context tracing '

@@ -178,7 +178,8 @@ def test_the_commands(tmp_path):
     from test_scripts import make_site
     ini = make_site(tmp_path, extra='\nzcasync.extensions = '
                     'pyramid_zcasync.changes.ChangeRecorder')
-    db = ZODB.DB(str(tmp_path / 'var' / 'Data.fs'))
+    # named as the app names it: the records name the databases
+    db = ZODB.DB(str(tmp_path / 'var' / 'Data.fs'), database_name='')
     pyramid_zcasync.install_queues(db)
     extensions.add(db, changes.ChangeRecorder())
     started = dispatcher_module.start(
@@ -227,5 +228,16 @@ def test_the_commands(tmp_path):
     try:
         with db.transaction() as connection:
             assert connection.root()['site']['docs']['a'].value == 5
+    finally:
+        db.close()
+    # pzcasync undo commits: the run's change is reverted
+    code, out, err = pzcasync(ini, 'undo', oids[0])
+    assert code == 0 and 'undone: job %s' % oids[0] in out, err
+    code, out, err = pzcasync(ini, 'undo', oids[0])
+    assert code == 1 and 'undone already' in err
+    db = ZODB.DB(path)
+    try:
+        with db.transaction() as connection:
+            assert connection.root()['site']['docs']['a'].value == 1
     finally:
         db.close()

@@ -165,6 +165,8 @@ COMMANDS: Dict[str, Command] = {
         q, o.args.oid, o.args.path, o.args.database)), tables.touched),
     'dryrun': Command(lambda q, o: trial(q, o, 'dryrun'), tables.trial),
     'replay': Command(lambda q, o: trial(q, o, 'replay'), tables.trial),
+    'undo': Command(lambda q, o: changes.undo_run(q, o.ref(), PROGRAM),
+                    tables.undone, writes=True),
     'pause': Command(pause, tables.controlled, writes=True),
     'resume': Command(resume, tables.controlled, writes=True),
     'scale': Command(scale, tables.controlled, writes=True),
@@ -196,6 +198,9 @@ HELP = {
     'replay': 'run a completed job in a throw-away copy of the data its '
               'attempt read: its outcome and what it changed (re-runs its '
               'code: needs --yes)',
+    'undo': 'revert the objects the job\'s last run changed to their '
+            'state before it (history-keeping storages; refused when '
+            'changed since)',
     'pause': 'stop every dispatcher claiming from QUEUE (at its next '
              'poll); running jobs finish, new ones wait',
     'resume': 'let every dispatcher claim from QUEUE again',
@@ -232,7 +237,7 @@ def make_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=HELP[name],
                                   description=HELP[name])
         if name in ('job', 'traceback', 'retry', 'cancel', 'changes',
-                    'dryrun', 'replay', 'touched'):
+                    'dryrun', 'replay', 'touched', 'undo'):
             sub.add_argument('oid', metavar='OID', nargs='?' if name ==
                              'touched' else None)
             sub.add_argument('--database', metavar='NAME',

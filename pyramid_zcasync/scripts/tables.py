@@ -19,7 +19,8 @@ from .. import clock, local
 from ..failure import Failure
 from ..safetext import KEEP_LINES, clip, escape
 from ..views.format import MESSAGE_LIMIT
-from ..views.changes import ChangeInfo, ChangesInfo, TouchedInfo, TrialInfo
+from ..views.changes import (ChangeInfo, ChangesInfo, TouchedInfo,
+                             TrialInfo, UndoneInfo)
 from ..views.results import (Changed, Controlled, EventInfo, JobInfo,
                              JobStats, ProgressInfo, Status, TracebackInfo)
 
@@ -302,3 +303,11 @@ def trial(data: TrialInfo, args: Args = None) -> str:
     trace = '\n' + escape(data['traceback'], KEEP_LINES) \
         if data['traceback'] else ''
     return head + trace + '\n' + change_rows(data['changes'], data['more'])
+
+
+def undone(data: UndoneInfo, args: Args = None) -> str:
+    left = data['left_created']
+    return ('undone: job %d; reverted to their state before its run:\n'
+            % data['job'] + change_rows(data['reverted'], 0)
+            + ('\n%d objects it created are left, unreferenced' % left
+               if left else ''))

@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional, TypedDict
 
 from pyramid.response import Response
 
-from .. import changes, replay
-from ..safetext import quote
+from .. import changes, replay, undo
+from ..safetext import clip, quote
 from . import add_admin_view, route_name
 from .actions import check_csrf
 from .format import ParameterError, parse_oid
@@ -40,6 +40,7 @@ ROUTES = (
     ('db_touched', '/db/touched'),
     ('dryrun', '/actions/dryrun'),
     ('replay', '/actions/replay'),
+    ('undo', '/actions/undo'),
 )
 #: What re-running a job means, said wherever one is asked for.
 WARNING = ('This RE-RUNS the job\'s code in a throw-away copy of the '
@@ -154,6 +155,24 @@ def trial(queues: Any, ref: JobRef, kind: str) -> TrialInfo:
             'more': done.more}
 
 
+class UndoneInfo(TypedDict):
+    job: int
+    reverted: List[ChangeInfo]
+    left_created: int
+
+
+def undo_run(queues: Any, ref: JobRef, who: str) -> UndoneInfo:
+    """Revert what the job's last run changed, in the caller's
+    transaction (it commits); refused (409) with the reason."""
+    try:
+        done = undo.undo(find_job(queues, ref), who)
+    except undo.Refused as exc:
+        raise ParameterError('cannot undo: %s' % exc, 409) from None
+    return {'job': ref.oid,
+            'reverted': [change_info(c) for c in done.reverted],
+            'left_created': done.left_created}
+
+
 # -- views ------------------------------------------------------------------
 
 def job_changes_view(request: Any) -> ChangesInfo:
@@ -189,6 +208,22 @@ def trial_view(kind: str) -> Any:
             return html(TRIAL_PAGE, request, info=info)
         return Response(json_body=info)
     return view
+
+
+def undo_view(request: Any) -> Response:
+    """Undo, admin only (as every view here) and CSRF-checked; the
+    request's transaction commits it (a refusal changes nothing)."""
+    check_csrf(request)
+    ref = read_ref(request.params.get('oid', ''),
+                   request.params.get('database'))
+    who = clip(str(request.authenticated_userid or 'an admin'), 40)
+    try:
+        info = undo_run(request.async_queues, ref, 'admin %s' % who)
+    except ParameterError as exc:
+        return error(request, exc)
+    if wants_html(request):
+        return html(UNDONE_PAGE, request, info=info)
+    return Response(json_body=info)
 
 
 def unconfirmed(request: Any, kind: str, ref: JobRef) -> Response:
@@ -230,6 +265,8 @@ def includeme(config: Any) -> None:
     for kind in ('dryrun', 'replay'):
         add_admin_view(config, trial_view(kind), kind, request_method='POST',
                        require_csrf=False, renderer=None)
+    add_admin_view(config, undo_view, 'undo', request_method='POST',
+                   require_csrf=False, renderer=None)
 
 
 # -- pages (every value escaped by the environment's finalize) ------------
@@ -256,6 +293,18 @@ ERROR_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
                            'Refused').replace(
     '{% block body %}{% endblock %}',
     '<h1>Refused</h1><p class="message">{{ message }}</p>')
+_CHANGE_TABLE = '''<table><tr><th>database</th><th>oid</th>
+<th>class</th><th>path</th><th>created</th></tr>
+{% for c in found %}<tr><td>{{ c.database }}</td><td>{{ c.oid }}</td>
+<td>{{ c['class'] }}</td><td>{{ c.path or "" }}</td>
+<td>{{ "yes" if c.created else "" }}</td></tr>{% endfor %}</table>'''
+UNDONE_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
+                            'Undone: job {{ info.job }}').replace(
+    '{% block body %}{% endblock %}', '''<h1>Undone: job {{ info.job }}</h1>
+<p>Reverted to their state before the run:</p>
+{% with found = info.reverted %}''' + _CHANGE_TABLE + '''{% endwith %}
+{% if info.left_created %}<p>{{ info.left_created }} objects it created
+are left, unreferenced.</p>{% endif %}''')
 TRIAL_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
                            '{{ info.kind }} of job {{ info.job }}').replace(
     '{% block body %}{% endblock %}', '''<h1>{{ info.kind }} of job
@@ -263,9 +312,6 @@ TRIAL_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
 <p>Run on {{ info.source }}; nothing was committed.</p>
 <p>Result: <code class="result">{{ info.result }}</code></p>
 {% if info.traceback %}<pre class="traceback">{{ info.traceback }}</pre>
-{% endif %}<h2>What it changed</h2><table><tr><th>database</th><th>oid</th>
-<th>class</th><th>path</th><th>created</th></tr>
-{% for c in info.changes %}<tr><td>{{ c.database }}</td><td>{{ c.oid }}</td>
-<td>{{ c['class'] }}</td><td>{{ c.path or "" }}</td>
-<td>{{ "yes" if c.created else "" }}</td></tr>{% endfor %}</table>
+{% endif %}<h2>What it changed</h2>
+{% with found = info.changes %}''' + _CHANGE_TABLE + '''{% endwith %}
 {% if info.more %}<p>and {{ info.more }} more</p>{% endif %}''')
