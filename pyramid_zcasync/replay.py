@@ -34,6 +34,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import transaction
 import ZODB
 import ZODB.DemoStorage
+from ZODB.interfaces import IMVCCStorage
 from ZODB.POSException import POSKeyError, ReadOnlyError
 from ZODB.utils import maxtid, p64, u64
 
@@ -126,22 +127,39 @@ class FrozenStorage:
 
 # -- the throw-away copy -------------------------------------------------
 
-def current_point(db: Any) -> int:
-    """The tid just after ``db``'s last transaction: reads before it see
-    everything committed so far."""
-    return u64(db.storage.lastTransaction()) + 1
+@contextlib.contextmanager
+def readable(storage: Any) -> Iterator[Any]:
+    """What loads can be asked of: the storage itself, or for a storage
+    whose connections each need an instance of their own (RelStorage),
+    such an instance, released on leaving."""
+    if not IMVCCStorage.providedBy(storage):
+        yield storage
+        return
+    instance = storage.new_instance()
+    try:
+        instance.poll_invalidations()
+        yield instance
+    finally:
+        instance.release()
 
 
 @contextlib.contextmanager
-def sandbox(db: Any, read_before: Dict[str, int]) -> Iterator[Any]:
+def sandbox(db: Any, read_before: Dict[str, int]
+            ) -> Iterator[Tuple[Any, changes.ReadPoint]]:
     """A connection to a throw-away copy of ``db``'s multi-database, each
-    database as of before its tid in ``read_before`` (default: now); its
+    database as of before its tid in ``read_before`` (default: its last
+    transaction, as a new connection sees it), and the tids used; its
     transaction is aborted and every copy closed on leaving."""
     copies: Dict[str, Any] = {}
-    try:
+    used: Dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        stack.callback(close_all, copies)
         for name, real in db.databases.items():
-            point = read_before.get(name) or current_point(real)
-            frozen = FrozenStorage(real.storage, p64(point))
+            base = stack.enter_context(readable(real.storage))
+            point = read_before.get(name) or \
+                u64(base.lastTransaction()) + 1
+            used[name] = point
+            frozen = FrozenStorage(base, p64(point))
             ZODB.DB(ZODB.DemoStorage.DemoStorage(
                         base=frozen, close_base_on_close=False),
                     database_name=name, databases=copies)
@@ -149,13 +167,15 @@ def sandbox(db: Any, read_before: Dict[str, int]) -> Iterator[Any]:
         connection = copies[db.database_name].open(
             transaction_manager=manager)
         try:
-            yield connection
+            yield connection, tuple(sorted(used.items()))
         finally:
             manager.abort()
             connection.close()
-    finally:
-        for copy in copies.values():
-            copy.close()
+
+
+def close_all(copies: Dict[str, Any]) -> None:
+    for copy in copies.values():
+        copy.close()
 
 
 # -- trials ---------------------------------------------------------------
@@ -182,10 +202,7 @@ def dry_run(job: Any) -> Trial:
     if job.status != PENDING:
         raise Refused('a dry run is for a pending job; this one is %s '
                       '(replay a completed one)' % job.status)
-    db = job._p_jar.db()
-    point = tuple((name, current_point(real))
-                  for name, real in sorted(db.databases.items()))
-    return _trial('dryrun', job, point, 'the current data')
+    return _trial('dryrun', job, (), 'the current data')
 
 
 def replay(job: Any) -> Trial:
@@ -194,6 +211,12 @@ def replay(job: Any) -> Trial:
         raise Refused('a replay is for a completed job (failed, usually); '
                       'this one is %s (dry run a pending one)' % job.status)
     point, source = replay_point(job)
+    for name, db in sorted(job._p_jar.db().databases.items()):
+        if getattr(db.storage, 'keep_history', True) is False:
+            raise Refused(
+                'database %r keeps no history (a history-free RelStorage): '
+                'there is no past data to replay on; configure keep-history '
+                'true to replay, or dry run pending jobs instead' % name)
     return _trial('replay', job, point, source)
 
 
@@ -215,13 +238,13 @@ def replay_point(job: Any) -> Tuple[changes.ReadPoint, str]:
 def _trial(kind: str, job: Any, point: changes.ReadPoint, source: str
            ) -> Trial:
     db = job._p_jar.db()
-    with sandbox(db, dict(point)) as connection:
+    with sandbox(db, dict(point)) as (connection, used):
         copy = connection.get(job._p_oid)
         outcome = _call(copy, connection.db())
         listed, more = changes.changes_between(
             {}, changes.registered(changes.connections_of(connection)),
             changes.own_keys(copy))
-    return Trial(kind, u64(job._p_oid), point, source, *outcome,
+    return Trial(kind, u64(job._p_oid), used, source, *outcome,
                  tuple(listed), more)
 
 

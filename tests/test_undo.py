@@ -94,3 +94,41 @@ def test_changes_of_an_unrecorded_job_say_so():
 
 
 from test_dashboard import made  # noqa: E402,F401
+
+
+def test_history_free_relstorage_refuses_replay_and_undo(pg_uri, tmp_path):
+    import datetime
+    import pyramid_zcasync
+    from dbtools import open_uri
+    from pyramid_zcasync import dispatcher as dispatcher_module
+    from pyramid_zcasync import extensions, replay
+    from pyramid_zcasync.testing import tear_down_dispatcher
+    db = open_uri(pg_uri)
+    pyramid_zcasync.install_queues(db)
+    extensions.add(db, changes.ChangeRecorder())
+    started = dispatcher_module.start(
+        db, uuid_file=str(tmp_path / 'uuid.txt'), poll_interval=0.2,
+        install_signal_handlers=False)
+    connection = db.open()
+    try:
+        item = item_a(connection)
+        job = finished(connection, apptree.set_value, item, 5)
+        assert changes.of(job).changes
+        with pytest.raises(undo.Refused, match='keeps no history.*'
+                           'keep-history true'):
+            undo.undo(job)
+        with pytest.raises(replay.Refused, match='keeps no history'):
+            replay.replay(job)
+        pending = put(connection, apptree.set_value, item, 6,
+                      begin_after=datetime.datetime.now(
+                          datetime.timezone.utc) + datetime.timedelta(1))
+        tid = db.storage.lastTransaction()
+        trial = replay.dry_run(pending)
+        assert trial.succeeded and [c.path for c in trial.changes] == [
+            '/docs/a']
+        assert db.storage.lastTransaction() == tid
+    finally:
+        transaction.abort()
+        connection.close()
+        tear_down_dispatcher(started)
+        db.close()
