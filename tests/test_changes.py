@@ -10,6 +10,8 @@ import apptree
 from pyramid_zcasync import changes, extensions
 from pyramid_zcasync.interfaces import IQueue
 from pyramid_zcasync.testing import wait_for_annotation, wait_for_result
+# The dashboard tests' app fixture and helpers (a fixture must be imported).
+from test_dashboard import ADMIN, made, token_of  # noqa: F401
 
 #: The name ZODB gives a database of its own.
 DB = 'unnamed'
@@ -142,8 +144,6 @@ def web(made):
     yield webtest.TestApp(app), model
     model.close()
 
-
-from test_dashboard import ADMIN, made, token_of  # noqa: E402,F401
 
 
 def test_the_changes_and_touched_views(web):

@@ -8,6 +8,8 @@ from ZODB.utils import u64
 import apptree
 from pyramid_zcasync import changes, undo
 from pyramid_zcasync.testing import wait_for_result
+# Fixtures shared with the replay and dashboard tests.
+from test_dashboard import made  # noqa: F401
 from test_replay import connection, item_a, put, real_db  # noqa: F401
 
 
@@ -92,8 +94,6 @@ def test_the_undo_action(made, tmp_path):
 def test_changes_of_an_unrecorded_job_say_so():
     assert changes.of(object()) == changes.NOT_RECORDED
 
-
-from test_dashboard import made  # noqa: E402,F401
 
 
 def test_history_free_relstorage_refuses_replay_and_undo(pg_uri, tmp_path):

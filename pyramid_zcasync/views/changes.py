@@ -31,7 +31,7 @@ from .actions import check_csrf
 from .format import ParameterError, parse_oid
 from .html import Forms
 from .pages import environment, secure
-from .queries import JobRef, find_job, read_ref, stored_job, status_name
+from .queries import JobRef, find_job, read_ref, stored_job
 from .reports import callable_name, outcome
 
 #: The routes of this module: name suffix -> pattern under the prefix.
