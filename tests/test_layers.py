@@ -148,9 +148,10 @@ LAYERS = (
                'checks shapes failure local process instance watch '
                'zeoclient pool lease aio'),
     ('model', 'job lifecycle lifelog unique deps puthooks queue layout '
-              'agent quota registry retry composite periodic cancels'),
+              'agent quota registry retry composite periodic cancels '
+              'changes undo'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
-               'history options install eager cancelwatch'),
+               'history options install eager cancelwatch replay'),
     ('Pyramid glue', '__init__ config settings context tracing '
                      'periodic_config programs testing'),
     ('admin', 'views scripts demo'),

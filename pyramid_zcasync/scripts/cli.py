@@ -36,7 +36,7 @@ from ..config import queue_database
 from ..interfaces import KEY
 from ..job import Job
 from ..safetext import KEEP_LINES, escape
-from ..views import actions, queries
+from ..views import actions, changes, queries
 from ..views.format import ParameterError, to_json
 from ..views.queries import JobListing, JobRef, JobSelection
 from ..views.reports import COMPLETED_STATES, STATES, describe
@@ -130,6 +130,14 @@ def scale(queues: Any, options: Options) -> Controlled:
             'agent': args.agent_name, 'size': size}
 
 
+def trial(queues: Any, options: Options, kind: str) -> changes.TrialInfo:
+    """A dry run or replay: it re-runs the job's code, so only with
+    ``--yes``; it commits nothing either way."""
+    if not options.args.yes:
+        raise ParameterError(changes.WARNING + ' Add --yes to go ahead.')
+    return changes.trial(queues, options.ref(), kind)
+
+
 COMMANDS: Dict[str, Command] = {
     'status': Command(lambda q, o: queries.status(q, o.selection(None)),
                       tables.status),
@@ -151,6 +159,14 @@ COMMANDS: Dict[str, Command] = {
                      writes=True),
     'cancel': Command(change(actions.cancel_job, 'cancelled'), tables.changed,
                       writes=True),
+    'changes': Command(lambda q, o: changes.job_changes(q, o.ref()),
+                       tables.changes),
+    'touched': Command(lambda q, o: changes.touched(q, changes.touched_key(
+        q, o.args.oid, o.args.path, o.args.database)), tables.touched),
+    'dryrun': Command(lambda q, o: trial(q, o, 'dryrun'), tables.trial),
+    'replay': Command(lambda q, o: trial(q, o, 'replay'), tables.trial),
+    'undo': Command(lambda q, o: changes.undo_run(q, o.ref(), PROGRAM),
+                    tables.undone, writes=True),
     'pause': Command(pause, tables.controlled, writes=True),
     'resume': Command(resume, tables.controlled, writes=True),
     'scale': Command(scale, tables.controlled, writes=True),
@@ -172,6 +188,19 @@ HELP = {
     'retry': 'run a failed job again, at the back of its queue',
     'cancel': 'cancel a pending job: it never runs, and completes with a '
               'JobCancelled failure',
+    'changes': 'what the job\'s last successful run changed '
+               '(/db/jobs/OID/changes)',
+    'touched': 'the latest jobs whose runs changed the object OID, or '
+               'the one at --path (/db/touched)',
+    'dryrun': 'run a pending job in a throw-away copy of the current '
+              'data: its outcome and what it would change (re-runs its '
+              'code: needs --yes)',
+    'replay': 'run a completed job in a throw-away copy of the data its '
+              'attempt read: its outcome and what it changed (re-runs its '
+              'code: needs --yes)',
+    'undo': 'revert the objects the job\'s last run changed to their '
+            'state before it (history-keeping storages; refused when '
+            'changed since)',
     'pause': 'stop every dispatcher claiming from QUEUE (at its next '
              'poll); running jobs finish, new ones wait',
     'resume': 'let every dispatcher claim from QUEUE again',
@@ -207,11 +236,22 @@ def make_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         sub = commands.add_parser(name, parents=[common], help=HELP[name],
                                   description=HELP[name])
-        if name in ('job', 'traceback', 'retry', 'cancel'):
-            sub.add_argument('oid', metavar='OID')
+        if name in ('job', 'traceback', 'retry', 'cancel', 'changes',
+                    'dryrun', 'replay', 'touched', 'undo'):
+            sub.add_argument('oid', metavar='OID', nargs='?' if name ==
+                             'touched' else None)
             sub.add_argument('--database', metavar='NAME',
-                             help='the database holding the job (default: '
-                             'the queues\' database)')
+                             help='the database holding the job (for '
+                             'touched: the object; default: the queues\' '
+                             'database)')
+        if name == 'touched':
+            sub.add_argument('--path', metavar='/A/B',
+                             help='the object at this path instead of OID')
+        if name in ('dryrun', 'replay'):
+            sub.add_argument('--yes', action='store_true',
+                             help='yes, run the job\'s code again (mail, '
+                             'files, calls outside the database happen '
+                             'again; the database is left as it is)')
         if name in ('pause', 'resume', 'scale'):
             sub.add_argument('queue_name', metavar='QUEUE',
                              help="a queue's exact name ('' is the default "

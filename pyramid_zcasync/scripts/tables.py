@@ -19,6 +19,8 @@ from .. import clock, local
 from ..failure import Failure
 from ..safetext import KEEP_LINES, clip, escape
 from ..views.format import MESSAGE_LIMIT
+from ..views.changes import (ChangeInfo, ChangesInfo, TouchedInfo,
+                             TrialInfo, UndoneInfo)
 from ..views.results import (Changed, Controlled, EventInfo, JobInfo,
                              JobStats, ProgressInfo, Status, TracebackInfo)
 
@@ -266,3 +268,46 @@ def changed(data: Changed, args: Args = None) -> str:
                 'status is now %s)' % (oid(info['id']), info['status']))
     return 'job %s retried: pending again in queue %s' % (
         oid(info['id']), queue_name(info['queue'] or ''))
+
+
+def change_rows(found: Sequence[ChangeInfo], more: int) -> str:
+    table = columns(['DATABASE', 'OID', 'CLASS', 'PATH', 'CREATED'], [
+        [c['database'], c['oid'], c['class'], c['path'],
+         c['created'] or None] for c in found]) if found else \
+        'nothing changed in the database'
+    return table + ('\nand %d more' % more if more else '')
+
+
+def changes(data: ChangesInfo, args: Args = None) -> str:
+    if not data['recorded']:
+        return ('no record: the job did not succeed yet, or ran without '
+                'the change recorder (zcasync.extensions = '
+                'pyramid_zcasync.changes.ChangeRecorder)')
+    return change_rows(data['changes'], data['more'])
+
+
+def touched(data: TouchedInfo, args: Args = None) -> str:
+    if not data['jobs']:
+        return 'no recorded job changed it'
+    return columns(['JOB', 'STATUS', 'CALLABLE'], [
+        [job['oid'], job['status'], job['callable']]
+        for job in data['jobs']])
+
+
+def trial(data: TrialInfo, args: Args = None) -> str:
+    head = fields([
+        (data['kind'], 'succeeded' if data['succeeded'] else 'failed'),
+        ('job', data['job']), ('read', data['source']),
+        ('result', data['result']),
+        ('committed', 'nothing: the copy was thrown away')])
+    trace = '\n' + escape(data['traceback'], KEEP_LINES) \
+        if data['traceback'] else ''
+    return head + trace + '\n' + change_rows(data['changes'], data['more'])
+
+
+def undone(data: UndoneInfo, args: Args = None) -> str:
+    left = data['left_created']
+    return ('undone: job %d; reverted to their state before its run:\n'
+            % data['job'] + change_rows(data['reverted'], 0)
+            + ('\n%d objects it created are left, unreferenced' % left
+               if left else ''))

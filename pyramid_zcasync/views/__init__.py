@@ -77,7 +77,7 @@ def includeme(config: Any) -> None:
     # loggers are set up here because every app includes these views).
     install_log_filter()
     for module in ('status', 'db', 'dashboard', 'search', 'jobpage', 'bulk',
-                   'health', 'metrics'):
+                   'health', 'metrics', 'changes'):
         config.include('pyramid_zcasync.views.' + module)
 
 

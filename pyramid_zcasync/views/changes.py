@@ -1,0 +1,317 @@
+"""What a job changed, which jobs touched an object, dry runs and
+replays: the questions (typed, shared with ``pzcasync``) and their views.
+
+- ``GET /db/jobs/{oid}/changes``: the objects the job's last successful
+  run changed (:func:`pyramid_zcasync.changes.of`);
+- ``GET /db/touched?oid=OID[&database=NAME]`` or ``?path=/a/b``: the
+  latest jobs whose runs changed that object, newest first;
+- ``POST /actions/dryrun`` (a pending job, on the current data) and
+  ``POST /actions/replay`` (a completed one, on the data its attempt
+  read), with ``oid`` and ``confirm=yes``: both RE-RUN THE JOB'S CODE in
+  a throw-away copy of the database (replay.py), so without ``confirm``
+  a browser gets a page asking to confirm, and JSON a 400 saying why.
+  Nothing is committed to the real database either way.
+
+Both need the change recorder (``pyramid_zcasync.changes.ChangeRecorder``
+in ``zcasync.extensions``) for what runs changed; dry runs and replays
+work without it (a replay then reads the data just before the job's last
+transaction).  Every text from a job or an object (class names, paths,
+results, tracebacks) is escaped where shown.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, TypedDict
+
+from pyramid.response import Response
+
+from .. import changes, replay, undo
+from ..safetext import clip, quote
+from . import add_admin_view, route_name
+from .actions import check_csrf
+from .format import ParameterError, parse_oid
+from .html import Forms
+from .pages import environment, secure
+from .queries import JobRef, find_job, read_ref, stored_job
+from .reports import callable_name, outcome
+
+#: The routes of this module: name suffix -> pattern under the prefix.
+ROUTES = (
+    ('db_changes', '/db/jobs/{oid}/changes'),
+    ('db_touched', '/db/touched'),
+    ('dryrun', '/actions/dryrun'),
+    ('replay', '/actions/replay'),
+    ('undo', '/actions/undo'),
+)
+#: What re-running a job means, said wherever one is asked for.
+WARNING = ('This RE-RUNS the job\'s code in a throw-away copy of the '
+           'database: nothing it changes in the database is kept, but '
+           'whatever it does outside it (mail, files, HTTP calls) happens '
+           'again.')
+
+
+#: One changed object ('class' is a keyword, hence this spelling).
+ChangeInfo = TypedDict('ChangeInfo', {
+    'database': str, 'oid': int, 'class': str, 'path': Optional[str],
+    'created': bool})
+
+
+class ChangesInfo(TypedDict):
+    job: int
+    recorded: bool
+    changes: List[ChangeInfo]
+    more: int
+    read_before: Dict[str, str]
+
+
+class TouchingJob(TypedDict):
+    oid: int
+    callable: Optional[str]
+    status: str
+
+
+class TouchedInfo(TypedDict):
+    key: str
+    jobs: List[TouchingJob]
+
+
+class TrialInfo(TypedDict):
+    kind: str
+    job: int
+    read_before: Dict[str, str]
+    source: str
+    succeeded: bool
+    result: str
+    traceback: str
+    changes: List[ChangeInfo]
+    more: int
+
+
+# -- the questions ------------------------------------------------------
+
+def change_info(change: changes.Change) -> ChangeInfo:
+    return {'database': change.database, 'oid': change.oid,
+            'class': change.class_name, 'path': change.path or None,
+            'created': change.created}
+
+
+def point_info(point: changes.ReadPoint) -> Dict[str, str]:
+    """Database -> the tid (hex) its data was read before."""
+    return {name: '0x%016x' % tid for name, tid in point}
+
+
+def job_changes(queues: Any, ref: JobRef) -> ChangesInfo:
+    found = changes.of(find_job(queues, ref))
+    return {'job': ref.oid, 'recorded': found.recorded,
+            'changes': [change_info(c) for c in found.changes],
+            'more': found.more, 'read_before': point_info(found.read_before)}
+
+
+def touched_key(queues: Any, oid: Optional[str], path: Optional[str],
+                database: Optional[str]) -> str:
+    """The index key for ``oid`` (in ``database``, by default the
+    queues') or ``path``: exactly one of them."""
+    if (oid is None) == (path is None):
+        raise ParameterError('give one of oid (an object\'s oid, decimal '
+                             'or 0x hex) and path (/a/b)')
+    if path is not None:
+        if not path.startswith('/'):
+            raise ParameterError('path %s must start with /' % quote(path))
+        return changes.path_key(path.rstrip('/') or '/')
+    name = database or queues._p_jar.db().database_name
+    return changes.oid_key(name, parse_oid(oid or ''))
+
+
+def touching_job(queues: Any, oid: int) -> TouchingJob:
+    try:
+        job = stored_job(queues._p_jar, oid)
+    except ParameterError:  # removed since: say so, do not fail the list
+        return {'oid': oid, 'callable': None, 'status': 'gone'}
+    return {'oid': oid, 'callable': callable_name(job.callable),
+            'status': outcome(job)}
+
+
+def touched(queues: Any, key: str) -> TouchedInfo:
+    """The latest jobs (at most changes.TOUCHED_LIMIT) recorded as
+    changing the object of ``key``, newest first."""
+    return {'key': key, 'jobs': [
+        touching_job(queues, oid)
+        for oid in changes.touched(queues._p_jar, key)]}
+
+
+def trial(queues: Any, ref: JobRef, kind: str) -> TrialInfo:
+    """A dry run (``dryrun``) or replay (``replay``) of the job; a job
+    that cannot be tried is a 400 saying why."""
+    job = find_job(queues, ref)
+    try:
+        done = replay.dry_run(job) if kind == 'dryrun' else \
+            replay.replay(job)
+    except replay.Refused as exc:
+        raise ParameterError(str(exc), 409) from None
+    return {'kind': done.kind, 'job': done.job,
+            'read_before': point_info(done.read_before),
+            'source': done.source, 'succeeded': done.succeeded,
+            'result': done.result, 'traceback': done.traceback,
+            'changes': [change_info(c) for c in done.changes],
+            'more': done.more}
+
+
+class UndoneInfo(TypedDict):
+    job: int
+    reverted: List[ChangeInfo]
+    left_created: int
+
+
+def undo_run(queues: Any, ref: JobRef, who: str) -> UndoneInfo:
+    """Revert what the job's last run changed, in the caller's
+    transaction (it commits); refused (409) with the reason."""
+    try:
+        done = undo.undo(find_job(queues, ref), who)
+    except undo.Refused as exc:
+        raise ParameterError('cannot undo: %s' % exc, 409) from None
+    return {'job': ref.oid,
+            'reverted': [change_info(c) for c in done.reverted],
+            'left_created': done.left_created}
+
+
+# -- views ------------------------------------------------------------------
+
+def job_changes_view(request: Any) -> ChangesInfo:
+    return job_changes(request.async_queues, read_ref(
+        request.matchdict['oid'], request.params.get('database')))
+
+
+def touched_view(request: Any) -> TouchedInfo:
+    params = request.params
+    return touched(request.async_queues, touched_key(
+        request.async_queues, params.get('oid'), params.get('path'),
+        params.get('database')))
+
+
+def wants_html(request: Any) -> bool:
+    offers = request.accept.acceptable_offers(['application/json',
+                                               'text/html'])
+    return bool(offers) and offers[0][0] == 'text/html'
+
+
+def trial_view(kind: str) -> Any:
+    def view(request: Any) -> Response:
+        check_csrf(request)
+        ref = read_ref(request.params.get('oid', ''),
+                       request.params.get('database'))
+        if request.params.get('confirm') != 'yes':
+            return unconfirmed(request, kind, ref)
+        try:
+            info = trial(request.async_queues, ref, kind)
+        except ParameterError as exc:
+            return error(request, exc)
+        if wants_html(request):
+            return html(TRIAL_PAGE, request, info=info)
+        return Response(json_body=info)
+    return view
+
+
+def undo_view(request: Any) -> Response:
+    """Undo, admin only (as every view here) and CSRF-checked; the
+    request's transaction commits it (a refusal changes nothing)."""
+    check_csrf(request)
+    ref = read_ref(request.params.get('oid', ''),
+                   request.params.get('database'))
+    who = clip(str(request.authenticated_userid or 'an admin'), 40)
+    try:
+        info = undo_run(request.async_queues, ref, 'admin %s' % who)
+    except ParameterError as exc:
+        return error(request, exc)
+    if wants_html(request):
+        return html(UNDONE_PAGE, request, info=info)
+    return Response(json_body=info)
+
+
+def unconfirmed(request: Any, kind: str, ref: JobRef) -> Response:
+    if wants_html(request):
+        button = Forms(request).button(
+            kind, {'oid': ref.oid, 'database': ref.database or '',
+                   'confirm': 'yes'}, 'Yes, run it in a copy')
+        return html(CONFIRM_PAGE, request, kind=kind, oid=ref.oid,
+                    warning=WARNING, button=button)
+    return error(request, ParameterError(
+        WARNING + ' Send confirm=yes to go ahead.'))
+
+
+def error(request: Any, exc: ParameterError) -> Response:
+    if wants_html(request):
+        return html(ERROR_PAGE, request, exc.status, message=exc.message)
+    return Response(json_body={'error': exc.message}, status=exc.status)
+
+
+def html(template: str, request: Any, status: int = 200, **values: Any
+         ) -> Response:
+    """A small page from a template string of this module, escaped as
+    every admin page is (pages.environment)."""
+    text = environment().from_string(template).render(
+        back=request.route_path(route_name('dashboard')), **values)
+    response = Response(text, status=status,
+                        content_type='text/html', charset='utf-8')
+    secure(response)
+    return response
+
+
+def includeme(config: Any) -> None:
+    prefix = config.registry.zcasync_settings.route_prefix
+    for name, pattern in ROUTES:
+        config.add_route(route_name(name), prefix + pattern)
+    add_admin_view(config, job_changes_view, 'db_changes',
+                   request_method='GET')
+    add_admin_view(config, touched_view, 'db_touched', request_method='GET')
+    for kind in ('dryrun', 'replay'):
+        add_admin_view(config, trial_view(kind), kind, request_method='POST',
+                       require_csrf=False, renderer=None)
+    add_admin_view(config, undo_view, 'undo', request_method='POST',
+                   require_csrf=False, renderer=None)
+
+
+# -- pages (every value escaped by the environment's finalize) ------------
+
+_HEAD = '''<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<title>{% block title %}{% endblock %} · background jobs</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60em;margin:2em
+auto}pre{white-space:pre-wrap;background:#f4f5f7;padding:1em}
+table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left}
+</style></head><body>{% block body %}{% endblock %}
+<p><a href="{{ back }}">&larr; Back to the dashboard</a></p></body></html>
+'''
+CONFIRM_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
+                             '{{ kind }} of job {{ oid }}?').replace(
+    '{% block body %}{% endblock %}', '''<h1>{{ kind }} of job {{ oid }}?</h1>
+<p class="warning">{{ warning }}</p>
+<form method="post" action="{{ button.url }}">
+{% for name, value in button.fields %}
+<input type="hidden" name="{{ name }}" value="{{ value }}">
+{% endfor %}
+<button type="submit"{% if not button.enabled %} disabled{% endif %}>
+{{ button.label }}</button></form>''')
+ERROR_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
+                           'Refused').replace(
+    '{% block body %}{% endblock %}',
+    '<h1>Refused</h1><p class="message">{{ message }}</p>')
+_CHANGE_TABLE = '''<table><tr><th>database</th><th>oid</th>
+<th>class</th><th>path</th><th>created</th></tr>
+{% for c in found %}<tr><td>{{ c.database }}</td><td>{{ c.oid }}</td>
+<td>{{ c['class'] }}</td><td>{{ c.path or "" }}</td>
+<td>{{ "yes" if c.created else "" }}</td></tr>{% endfor %}</table>'''
+UNDONE_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
+                            'Undone: job {{ info.job }}').replace(
+    '{% block body %}{% endblock %}', '''<h1>Undone: job {{ info.job }}</h1>
+<p>Reverted to their state before the run:</p>
+{% with found = info.reverted %}''' + _CHANGE_TABLE + '''{% endwith %}
+{% if info.left_created %}<p>{{ info.left_created }} objects it created
+are left, unreferenced.</p>{% endif %}''')
+TRIAL_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
+                           '{{ info.kind }} of job {{ info.job }}').replace(
+    '{% block body %}{% endblock %}', '''<h1>{{ info.kind }} of job
+ {{ info.job }}: {{ "succeeded" if info.succeeded else "failed" }}</h1>
+<p>Run on {{ info.source }}; nothing was committed.</p>
+<p>Result: <code class="result">{{ info.result }}</code></p>
+{% if info.traceback %}<pre class="traceback">{{ info.traceback }}</pre>
+{% endif %}<h2>What it changed</h2>
+{% with found = info.changes %}''' + _CHANGE_TABLE + '''{% endwith %}
+{% if info.more %}<p>and {{ info.more }} more</p>{% endif %}''')
