@@ -440,3 +440,16 @@ def cancel_with_the_cli(tmp_path, port, job_oid):
                           timeout=60, cwd=str(site))
     assert done.returncode == 0 and 'Traceback' not in done.stderr, done
     return done.stdout
+
+
+@pytest.mark.parametrize('status, words', [
+    ('pending', 'cancelled: out of its queue, it will not run'),
+    ('completed', 'cancelled: out of its queue, it will not run'),
+    ('active', 'asked to stop: its dispatcher interrupts it within a second'),
+    ('assigned', 'asked to stop'),
+])
+def test_the_command_line_says_what_a_cancel_did(status, words):
+    from pyramid_zcasync.scripts import tables
+    said = tables.changed({'done': 'cancelled',
+                           'job': {'id': [42, ''], 'status': status}})
+    assert said.startswith('job 42 ') and words in said

@@ -186,8 +186,8 @@ HELP = {
     'nextpending': 'the pending job to be claimed next (/db/nextpending)',
     'lastcompleted': 'the job completed last (/db/lastcompleted)',
     'retry': 'run a failed job again, at the back of its queue',
-    'cancel': 'cancel a pending job: it never runs, and completes with a '
-              'JobCancelled failure',
+    'cancel': 'cancel a pending or running job: it ends with a '
+              'JobCancelled failure (a running one within a second)',
     'changes': 'what the job\'s last successful run changed '
                '(/db/jobs/OID/changes)',
     'touched': 'the latest jobs whose runs changed the object OID, or '

@@ -263,6 +263,10 @@ def jobstats(data: JobStats, args: Args = None) -> str:
 
 def changed(data: Changed, args: Args = None) -> str:
     info = data['job']
+    if data['done'] == 'cancelled' and info['status'] in ('assigned',
+                                                          'active'):
+        return ('job %s asked to stop: its dispatcher interrupts it within '
+                'a second (status %s)' % (oid(info['id']), info['status']))
     if data['done'] == 'cancelled':
         return ('job %s cancelled: out of its queue, it will not run (its '
                 'status is now %s)' % (oid(info['id']), info['status']))
