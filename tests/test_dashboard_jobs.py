@@ -178,6 +178,8 @@ def test_the_page_of_a_pending_job(some):
                      r'type="submit" data-action="cancel"' % oid(waiting),
                      text)
     assert 'data-action="retry"' not in text
+    assert 'data-action="dryrun"' in text  # what would it change?
+    assert 'data-action="replay"' not in text  # (a failed job's)
     assert "frame-ancestors 'none'" in page.headers['Content-Security-Policy']
 
 
@@ -191,6 +193,8 @@ def test_the_page_of_a_failed_job(some):
     assert 'active \u2192 completed' in text
     assert 'data-action="retry"' in text
     assert 'data-action="cancel"' not in text
+    assert 'data-action="replay"' in text
+    assert 'data-action="undo"' not in text  # no recorder, no record
 
 
 def test_the_page_of_a_succeeded_job_and_its_callback(running):

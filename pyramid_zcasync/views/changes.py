@@ -30,7 +30,7 @@ from . import add_admin_view, route_name
 from .actions import check_csrf
 from .format import ParameterError, parse_oid
 from .html import Forms
-from .pages import environment, secure
+from .pages import error_page, page
 from .queries import JobRef, find_job, read_ref, stored_job
 from .reports import callable_name, outcome
 
@@ -100,8 +100,14 @@ def point_info(point: changes.ReadPoint) -> Dict[str, str]:
 
 
 def job_changes(queues: Any, ref: JobRef) -> ChangesInfo:
-    found = changes.of(find_job(queues, ref))
-    return {'job': ref.oid, 'recorded': found.recorded,
+    return changes_info(find_job(queues, ref))
+
+
+def changes_info(job: Any) -> ChangesInfo:
+    """What ``job``'s last successful run changed (also the job page's)."""
+    found = changes.of(job)
+    return {'job': int.from_bytes(job._p_oid, 'big'),
+            'recorded': found.recorded,
             'changes': [change_info(c) for c in found.changes],
             'more': found.more, 'read_before': point_info(found.read_before)}
 
@@ -205,7 +211,8 @@ def trial_view(kind: str) -> Any:
         except ParameterError as exc:
             return error(request, exc)
         if wants_html(request):
-            return html(TRIAL_PAGE, request, info=info)
+            return html('trial.jinja2', request, info=info,
+                        title='%s of job %s' % (info['kind'], info['job']))
         return Response(json_body=info)
     return view
 
@@ -222,7 +229,8 @@ def undo_view(request: Any) -> Response:
     except ParameterError as exc:
         return error(request, exc)
     if wants_html(request):
-        return html(UNDONE_PAGE, request, info=info)
+        return html('undone.jinja2', request, info=info,
+                    title='Undone: job %s' % info['job'])
     return Response(json_body=info)
 
 
@@ -231,28 +239,30 @@ def unconfirmed(request: Any, kind: str, ref: JobRef) -> Response:
         button = Forms(request).button(
             kind, {'oid': ref.oid, 'database': ref.database or '',
                    'confirm': 'yes'}, 'Yes, run it in a copy')
-        return html(CONFIRM_PAGE, request, kind=kind, oid=ref.oid,
-                    warning=WARNING, button=button)
+        return html('confirm.jinja2', request, kind=kind, oid=ref.oid,
+                    warning=WARNING, button=button,
+                    title='%s of job %s?' % (kind, ref.oid))
     return error(request, ParameterError(
         WARNING + ' Send confirm=yes to go ahead.'))
 
 
 def error(request: Any, exc: ParameterError) -> Response:
     if wants_html(request):
-        return html(ERROR_PAGE, request, exc.status, message=exc.message)
+        return error_page(exc.status, exc.message, dashboard_url(request))
     return Response(json_body={'error': exc.message}, status=exc.status)
 
 
 def html(template: str, request: Any, status: int = 200, **values: Any
          ) -> Response:
-    """A small page from a template string of this module, escaped as
-    every admin page is (pages.environment)."""
-    text = environment().from_string(template).render(
-        back=request.route_path(route_name('dashboard')), **values)
-    response = Response(text, status=status,
-                        content_type='text/html', charset='utf-8')
-    secure(response)
-    return response
+    """A page of the admin's frame (templates/page.jinja2), escaped as
+    every admin page is."""
+    return page(template, status=status, title='%s \u00b7 background jobs'
+                % values.pop('title'), search=None,
+                dashboard_url=dashboard_url(request), **values)
+
+
+def dashboard_url(request: Any) -> str:
+    return str(request.route_path(route_name('dashboard')))
 
 
 def includeme(config: Any) -> None:
@@ -267,51 +277,3 @@ def includeme(config: Any) -> None:
                        require_csrf=False, renderer=None)
     add_admin_view(config, undo_view, 'undo', request_method='POST',
                    require_csrf=False, renderer=None)
-
-
-# -- pages (every value escaped by the environment's finalize) ------------
-
-_HEAD = '''<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
-<title>{% block title %}{% endblock %} · background jobs</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60em;margin:2em
-auto}pre{white-space:pre-wrap;background:#f4f5f7;padding:1em}
-table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left}
-</style></head><body>{% block body %}{% endblock %}
-<p><a href="{{ back }}">&larr; Back to the dashboard</a></p></body></html>
-'''
-CONFIRM_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
-                             '{{ kind }} of job {{ oid }}?').replace(
-    '{% block body %}{% endblock %}', '''<h1>{{ kind }} of job {{ oid }}?</h1>
-<p class="warning">{{ warning }}</p>
-<form method="post" action="{{ button.url }}">
-{% for name, value in button.fields %}
-<input type="hidden" name="{{ name }}" value="{{ value }}">
-{% endfor %}
-<button type="submit"{% if not button.enabled %} disabled{% endif %}>
-{{ button.label }}</button></form>''')
-ERROR_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
-                           'Refused').replace(
-    '{% block body %}{% endblock %}',
-    '<h1>Refused</h1><p class="message">{{ message }}</p>')
-_CHANGE_TABLE = '''<table><tr><th>database</th><th>oid</th>
-<th>class</th><th>path</th><th>created</th></tr>
-{% for c in found %}<tr><td>{{ c.database }}</td><td>{{ c.oid }}</td>
-<td>{{ c['class'] }}</td><td>{{ c.path or "" }}</td>
-<td>{{ "yes" if c.created else "" }}</td></tr>{% endfor %}</table>'''
-UNDONE_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
-                            'Undone: job {{ info.job }}').replace(
-    '{% block body %}{% endblock %}', '''<h1>Undone: job {{ info.job }}</h1>
-<p>Reverted to their state before the run:</p>
-{% with found = info.reverted %}''' + _CHANGE_TABLE + '''{% endwith %}
-{% if info.left_created %}<p>{{ info.left_created }} objects it created
-are left, unreferenced.</p>{% endif %}''')
-TRIAL_PAGE = _HEAD.replace('{% block title %}{% endblock %}',
-                           '{{ info.kind }} of job {{ info.job }}').replace(
-    '{% block body %}{% endblock %}', '''<h1>{{ info.kind }} of job
- {{ info.job }}: {{ "succeeded" if info.succeeded else "failed" }}</h1>
-<p>Run on {{ info.source }}; nothing was committed.</p>
-<p>Result: <code class="result">{{ info.result }}</code></p>
-{% if info.traceback %}<pre class="traceback">{{ info.traceback }}</pre>
-{% endif %}<h2>What it changed</h2>
-{% with found = info.changes %}''' + _CHANGE_TABLE + '''{% endwith %}
-{% if info.more %}<p>and {{ info.more }} more</p>{% endif %}''')

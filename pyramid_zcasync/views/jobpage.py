@@ -23,9 +23,10 @@ from typing import Any, Callable, List, Optional, Tuple
 from pyramid.response import Response
 from ZODB.POSException import ConflictError
 
-from .. import clock, deps
+from .. import changes, clock, deps
 from ..failure import Failure
-from ..interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED
+from ..interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW,
+                          PENDING)
 from ..job import Job, _resolve_outer
 from ..lifelog import dropped
 from . import add_admin_view, route_name
@@ -39,6 +40,7 @@ from .reports import (REPR_LIMIT, callable_name, first_of,
                       retry_policy_name, short_repr)
 from .search import search_form, status_pill
 from .sections import ProgressBar, progress_bar
+from .changes import changes_info
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,12 +228,45 @@ def outer_job(job: Job) -> Optional[Job]:
     return None
 
 
+def changes_section(seen: Seen) -> Optional[Section]:
+    """What its last successful run changed (changes.py records it);
+    left out until the job completed."""
+    if seen.job.status != COMPLETED:
+        return None
+    return Section('changes', 'What its run changed',
+                   changes_info(seen.job))
+
+
 def actions_section(seen: Seen) -> Optional[Section]:
     """The actions the job's status allows; left out when none does."""
     buttons = [button for button in (
-        cancel_button(seen), retry_button(seen), requeue_button(seen))
-        if button is not None]
+        cancel_button(seen), retry_button(seen), requeue_button(seen),
+        trial_button(seen), undo_button(seen)) if button is not None]
     return Section('actions', 'Actions', buttons) if buttons else None
+
+
+def trial_button(seen: Seen) -> Optional[Button]:
+    """A dry run of a job not started, a replay of a failed one against
+    the data its attempt read: both in a throw-away copy of the data,
+    after a confirmation page (they run the job's code again)."""
+    status, oid = seen.job.status, job_label(seen.job).oid
+    if status in (NEW, PENDING):
+        return seen.forms.button('dryrun', {'oid': oid}, 'Dry run', '')
+    if status == COMPLETED and isinstance(seen.job.result, Failure):
+        return seen.forms.button('replay', {'oid': oid}, 'Replay (dry run)',
+                                 '')
+    return None
+
+
+def undo_button(seen: Seen) -> Optional[Button]:
+    """Offered when a run's changes were recorded; undo.py refuses, saying
+    why, when later transactions changed the same objects."""
+    if seen.job.status != COMPLETED or not changes.of(seen.job).recorded:
+        return None
+    return seen.forms.button(
+        'undo', {'oid': job_label(seen.job).oid}, 'Undo its changes',
+        'danger', confirm='Put back what this run changed?',
+        busy='Undoing\u2026')
 
 
 def cancel_button(seen: Seen) -> Optional[Button]:
@@ -269,7 +304,8 @@ def requeue_button(seen: Seen) -> Optional[Button]:
 #: The page's sections, in order.
 SECTIONS: List[SectionFunction] = [
     call_section, status_section, outcome_section, progress_section,
-    events_section, callbacks_section, related_section, actions_section]
+    events_section, callbacks_section, related_section, changes_section,
+    actions_section]
 
 
 def add_section(function: SectionFunction,

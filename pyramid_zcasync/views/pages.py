@@ -86,7 +86,7 @@ def page(name: str, status: int = 200, nonce: Optional[str] = None,
 
 #: The reason phrases of the admin pages' errors.
 REASONS = {400: '400 Bad Request', 403: '403 Forbidden',
-           404: '404 Not Found'}
+           404: '404 Not Found', 409: '409 Conflict'}
 
 
 def error_page(status: int, message: str, back: str) -> Response:
