@@ -176,8 +176,8 @@ def test_the_commands(tmp_path):
     import ZODB
     import pyramid_zcasync
     from test_scripts import make_site
-    ini = make_site(tmp_path, extra='\nzcasync.extensions = '
-                    'pyramid_zcasync.changes.ChangeRecorder')
+    ini = make_site(tmp_path)  # development.ini: the recorder is on
+    assert 'pyramid_zcasync.changes.ChangeRecorder' in open(ini).read()
     # named as the app names it: the records name the databases
     db = ZODB.DB(str(tmp_path / 'var' / 'Data.fs'), database_name='')
     pyramid_zcasync.install_queues(db)
