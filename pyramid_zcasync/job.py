@@ -286,6 +286,12 @@ class Job(persistent.Persistent):
         if callback.status != NEW or callback.parent is not None:
             raise BadStatusError('%r is already in use as a job' % callback)
         callback.parent = self
+        # A callback starts in the transaction of its call, so its
+        # annotations must be stored before: a live annotation or progress
+        # written from it (its own transaction) would otherwise create
+        # them, writing the callback, and conflict with that call.
+        if callback._annotations is None:
+            callback._annotations = BTrees.OOBTree.OOBTree()
         if self._callbacks is None:
             self._callbacks = persistent.list.PersistentList()
         self._callbacks.append(callback)

@@ -226,3 +226,28 @@ def test_a_hostile_message_is_inert_everywhere(running, tmp_path):
         hold.unlink()
     assert wait_for_result(job, 10) == 'done'
 
+
+
+def progress_in_callback(path, result):
+    """A callback saying how far it got; it notes each run in a file (a
+    re-run after a conflict leaves no trace in the database)."""
+    with open(path, 'a') as notes:
+        notes.write('ran\n')
+    local.set_progress(0.5, 'half way')
+    return result
+
+
+def test_a_callback_sets_progress_and_runs_once(dispatcher, fs_db, tmp_path):
+    notes = tmp_path / 'notes.txt'
+    connection = fs_db.open()
+    try:
+        job = IQueue(connection.root()).put(jobs.multiply, 6, 7)
+        callback = job.addCallback(Job(progress_in_callback, str(notes)))
+        transaction.commit()
+        assert wait_for_result(callback) == 42
+        said = local.get_progress(callback)
+        assert (said.fraction, said.message) == (0.5, 'half way')
+        assert notes.read_text() == 'ran\n'  # not twice: no conflict
+    finally:
+        transaction.abort()
+        connection.close()
