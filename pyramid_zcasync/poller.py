@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
 
 import transaction
 from ZODB.POSException import ConflictError
 
-from . import periodic, retry
+from . import lifecycle, periodic, retry
 from .agent import Agent
 from .clock import Clock
 from .executor import Executor
@@ -254,10 +254,7 @@ class Poller:
                 info['paused'] = True
                 return info
             self.prefetch_claims(agent, limit)
-            while True:
-                job = agent.claimJob(limit=limit)
-                if job is None:
-                    break
+            for job in claim_ahead(agent, limit):
                 if job._p_oid is None:  # put earlier in this very poll
                     agent._p_jar.add(job)
                 info['new jobs'].append(_job_id(job))
@@ -279,6 +276,26 @@ class Poller:
             agent._p_jar.prefetch(
                 [oid for oid in agent.queue.front_oids(
                     count, self.clock.utcnow()) if oid not in added])
+
+
+def claim_ahead(agent: Any, limit: int) -> Iterator[Any]:
+    """The jobs ``agent`` claims in this poll, up to ``limit`` held.
+
+    ``Agent.claimJob`` asks, at every claim, whether the registration
+    may claim at all; its "dead" verdict reads the storage's last
+    transaction, which takes the storage's lock, the one a producer's
+    commit holds through its fsync: with jobs trickling in, each claim
+    of a poll waited for a put.  Within one poll transaction the answer
+    cannot change (the poll pinged, or the registration is as dead as
+    at its first claim), so it is asked once, by the first claim."""
+    job = agent.claimJob(limit=limit)
+    while job is not None:
+        yield job
+        if len(agent) >= limit:
+            return
+        job = agent._choose(None)
+        if job is not None:
+            lifecycle.take_slot(agent, job)
 
 
 def follow_sizes(queue: Any, registration: Any) -> None:
