@@ -33,6 +33,42 @@ trace = logging.getLogger('pyramid_zcasync.trace')
 
 #: A claimed job: its queue's name, its agent and its oid.
 Claim = Tuple[str, Any, bytes]
+#: The fewest new jobs an agent claims in a poll after conflicts.
+FEWEST_CLAIMS = 4
+#: Claims per poll from which no cap is kept (back to the agent's limit).
+UNCAPPED = 1024
+
+
+class ClaimBudget:
+    """How many new jobs a poll claims per agent: all it may hold, until
+    a poll conflicts; then half as many as that poll claimed, doubling
+    again with each poll that commits.
+
+    A poll that claims many jobs is a long transaction: web-style
+    producers commit puts meanwhile, into the same pending trees (their
+    last buckets, which are the first ones too while few jobs wait), and
+    a bucket split or emptied on both sides is a conflict.  All claims of
+    a conflicted poll are thrown away, and the next poll, behind by more,
+    claimed more: on a busy process most claims were wasted.  Halving
+    bounds the waste; doubling returns to big claims when puts stop."""
+
+    def __init__(self) -> None:
+        self.cap: Optional[int] = None
+
+    def limit(self, agent: Any, limit: int) -> int:
+        """The most jobs ``agent`` may hold once this poll has claimed."""
+        if self.cap is None:
+            return limit
+        return min(limit, len(agent) + self.cap)
+
+    def conflicted(self, claimed: int) -> None:
+        self.cap = max(FEWEST_CLAIMS, min(self.cap or UNCAPPED, claimed) // 2)
+
+    def committed(self) -> None:
+        if self.cap is not None:
+            self.cap *= 2
+            if self.cap >= UNCAPPED:
+                self.cap = None
 
 
 class Outcome(NamedTuple):
@@ -78,6 +114,7 @@ class Poller:
         self._unsure_claims: List[Claim] = []
         self._manager = transaction.TransactionManager()
         self._connection: Any = None
+        self.budget = ClaimBudget()
 
     # -- the registration ---------------------------------------------
 
@@ -169,6 +206,7 @@ class Poller:
             # A conflict is raised at vote, before anything is stored: no
             # claim of this poll can have been committed.
             retry.abort(self._manager)
+            self.budget.conflicted(len(claimed))
             trace.info('dispatcher %s: poll conflicted, retrying', self.UUID)
             _mark_error(poll, exc)
             self.monitor.polls.add(poll)
@@ -177,6 +215,7 @@ class Poller:
             self._unsure_claims = claimed
             raise
         self._unsure_claims = []
+        self.budget.committed()
         self.monitor.report_storage(None)
         return True
 
@@ -246,7 +285,7 @@ class Poller:
                                               started=False)
         info = {'active jobs': active,
                 'error': None, 'len': 0, 'new jobs': [], 'size': agent.size}
-        limit = self.executor.claim_limit(agent)
+        limit = self.budget.limit(agent, self.executor.claim_limit(agent))
         try:
             self.executor.follow_size(agent)
             self.executor.release_finished(agent)
