@@ -1,7 +1,8 @@
 """Live, web-style producers: jobs put one per transaction while the
 workers run.
 
-    python -m benchmarks.live [--quick] [--only fs,zeo,pg,huey] [--json PATH]
+    python -m benchmarks.live [--quick] [--only fs,zeo,pg,huey] [--threads 2,4]
+                              [--jobs N] [--rounds N] [--json PATH]
 
 A web application does not put 3,000 jobs in one transaction: each request
 puts one and commits, while the dispatcher (or the peer's consumer) is
@@ -427,15 +428,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help='comma-separated subset of ' + ','.join(SYSTEMS))
     ap.add_argument('--threads', default=None,
                     help='producer thread counts, e.g. 2,4')
-    ap.add_argument('--jobs', type=int, default=None)
+    ap.add_argument('--jobs', type=int, default=None,
+                    help='jobs per round, over all producer threads')
+    ap.add_argument('--rounds', type=int, default=None)
     ap.add_argument('--json', default=None,
                     help='output path (default benchmarks/results/live.json)')
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else DEFAULTS)
     if args.threads:
         params['threads'] = tuple(int(t) for t in args.threads.split(','))
-    if args.jobs:
-        params['jobs'] = args.jobs
+    for name in ('jobs', 'rounds'):
+        if getattr(args, name):
+            params[name] = getattr(args, name)
     only = tuple(s.strip() for s in args.only.split(',') if s.strip())
     result = run(params, only, log=common.log_to_stderr)
     result['machine'] = common.machine_description()
