@@ -222,6 +222,7 @@ def rows_for(system: Any, name: str, persistence: str, params: Params,
     rows = []
     for threads in params['threads']:
         per_round, pickups = [], []
+        conflicts_before = getattr(system, 'conflicts', 0)
         for _ in range(params['rounds']):
             result, handles = live_round(
                 system.open_put, system.done, threads, params['jobs'],
@@ -231,7 +232,8 @@ def rows_for(system: Any, name: str, persistence: str, params: Params,
         row = median_of(per_round, pickups)
         row.update(name='%s, %d producer threads' % (name, threads),
                    threads=threads, persistence=persistence,
-                   conflicts=getattr(system, 'conflicts', None))
+                   conflicts=(system.conflicts - conflicts_before
+                              if hasattr(system, 'conflicts') else None))
         rows.append(row)
     return rows
 
