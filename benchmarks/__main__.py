@@ -18,6 +18,10 @@ pg      the same on RelStorage (history-free) over a throw-away PostgreSQL
         RelStorage's raw commit rate with one client; skipped, with the
         reason in the table, without RelStorage, psycopg2 or the
         PostgreSQL server binaries
+live    web-style producers: THREADS threads each committing one put per
+        transaction while the workers run (benchmarks/live.py): ours on
+        FileStorage (one process), over ZEO and RelStorage (producers and
+        dispatcher in two processes), Huey; live jobs/s, CPU per put
 scale   poll cost and throughput with 0 vs 100,000 completed jobs kept
 memory  a dispatcher process's memory over 100,000 no-op jobs; last, with
         what is left of the time budget (``budget_s``, 320 s): on a busy
@@ -43,14 +47,15 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from benchmarks import (common, peers, pickup, raw_storage, relstorage,
-                        report, scale, throughput, zeo)
+from benchmarks import (common, live, peers, pickup, raw_storage,
+                        relstorage, report, scale, throughput, zeo)
 
 Params = Dict[str, Any]
 Result = Dict[str, Any]
 Log = Callable[[str], None]
 
-PHASES = ('raw', 'huey', 'rq', 'fs', 'zeo', 'pg', 'scale', 'memory')
+PHASES = ('raw', 'huey', 'rq', 'fs', 'zeo', 'pg', 'live', 'scale',
+          'memory')
 
 FULL: Params = {
     'budget_s': 320.0,
@@ -60,11 +65,13 @@ FULL: Params = {
            'raw_alongside_commits': 1500},
     'zeo': dict(zeo.DEFAULTS),
     'pg': dict(relstorage.DEFAULTS),
+    'live': dict(live.DEFAULTS),
     'scale': dict(scale.DEFAULTS),
 }
 QUICK: Params = dict(
     FULL, budget_s=120.0, peers=dict(peers.QUICK), zeo=dict(zeo.QUICK),
-    pg=dict(relstorage.QUICK), scale=dict(scale.QUICK),
+    pg=dict(relstorage.QUICK), live=dict(live.QUICK),
+    scale=dict(scale.QUICK),
     fs=dict(FULL['fs'], jobs=500, rounds=1, bulk_rounds=1, latency_jobs=20,
             raw_alongside_commits=300))
 
@@ -115,6 +122,7 @@ def phase_runners(params: Params, started: float, out: Result,
         'fs': lambda: fs_phase(params['fs']),
         'zeo': lambda: zeo.run(params['zeo'], log),
         'pg': lambda: relstorage.run(params['pg'], log),
+        'live': lambda: live.run(params['live'], log=log),
         'scale': lambda: scale.poll_cost(params['scale'], log),
         'memory': lambda: memory_phase(params, started, out),
     }

@@ -7,7 +7,7 @@ number, ours where it speaks in words (README, "Reading the table").
 """
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks import common, dispatchers, relstorage, scale
+from benchmarks import common, dispatchers, live, relstorage, scale
 
 Row = Dict[str, Any]
 Result = Dict[str, Any]
@@ -25,6 +25,10 @@ TARGET_FLAT_POLL = 1.25    # idle poll CPU, 100k kept / 0 kept
 TARGET_FLAT_JOB = 1.25     # CPU per job end to end, 100k kept / 0 kept
 TARGET_MEMORY_TAIL = 0.05  # RSS growth once every history is full
 TARGET_POOLED_GROWTH = 1.5  # peak of the 2nd half / 1st half of the jobs
+# Issue 18, live web-style producers: x Huey's live rate, same threads.
+TARGET_LIVE_FS = 1.5
+TARGET_LIVE_SERVER = 0.75
+TARGET_PUT_CPU_MS = 0.25
 
 HEADERS = ['benchmark', 'n', 'jobs/s', 'x raw FS', 'x Huey', 'x RQx1',
            'p50 ms', 'p95 ms', 'other', 'SPEC target', 'met']
@@ -176,6 +180,33 @@ class Table:
             pg, 'RelStorage', lambda r: ', %.2f x raw RelStorage' % (
                 ratio(r['throughput']['jobs_per_s'], pg_raw) or 0))
 
+    def live(self) -> None:
+        """live.run's rows: each against Huey's live row of its thread
+        count (not the drain's Huey rate)."""
+        self.skipped_row('live', 'live web-style producers')
+        result = self.results.get('live')
+        for r in (result or {}).get('rows', []):
+            huey = live.huey_rate(result, r['threads'])
+            x_huey = ratio(r['jobs_per_s'], huey)
+            checks: List[Check] = []
+            target = None
+            if r['name'].startswith('ours'):
+                want = (TARGET_LIVE_FS if 'FileStorage' in r['name']
+                        else TARGET_LIVE_SERVER)
+                target = '>= %g x Huey live, put CPU <= %g ms' % (
+                    want, TARGET_PUT_CPU_MS)
+                checks = [(None if x_huey is None else x_huey >= want,
+                           '%.2f x Huey live' % (x_huey or 0)),
+                          (r['cpu_ms_per_put'] <= TARGET_PUT_CPU_MS,
+                           'put CPU %.2f ms' % r['cpu_ms_per_put'])]
+            row = self.row('live: ' + r['name'], r['jobs'], r['jobs_per_s'],
+                           r['pickup']['p50_ms'], r['pickup']['p95_ms'],
+                           other='%s x Huey live; put CPU %.2f ms, workers '
+                                 '%.2f ms/job' % (x_huey, r['cpu_ms_per_put'],
+                                                  r['worker_cpu_ms_per_job']),
+                           target=target, met=verdict(checks))
+            row['x_huey'] = x_huey
+
     def scale(self) -> None:
         s = self.results.get('scale')
         if not s:
@@ -254,6 +285,7 @@ def table(out: Result) -> List[Row]:
     t.filestorage()
     t.zeo()
     t.relstorage()
+    t.live()
     t.scale()
     t.memory()
     return t.rows

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
 
 import transaction
 from ZODB.POSException import ConflictError
 
-from . import periodic, retry
+from . import lifecycle, periodic, retry
 from .agent import Agent
 from .clock import Clock
 from .executor import Executor
@@ -33,6 +33,42 @@ trace = logging.getLogger('pyramid_zcasync.trace')
 
 #: A claimed job: its queue's name, its agent and its oid.
 Claim = Tuple[str, Any, bytes]
+#: The fewest new jobs an agent claims in a poll after conflicts.
+FEWEST_CLAIMS = 4
+#: Claims per poll from which no cap is kept (back to the agent's limit).
+UNCAPPED = 1024
+
+
+class ClaimBudget:
+    """How many new jobs a poll claims per agent: all it may hold, until
+    a poll conflicts; then half as many as that poll claimed, doubling
+    again with each poll that commits.
+
+    A poll that claims many jobs is a long transaction: web-style
+    producers commit puts meanwhile, into the same pending trees (their
+    last buckets, which are the first ones too while few jobs wait), and
+    a bucket split or emptied on both sides is a conflict.  All claims of
+    a conflicted poll are thrown away, and the next poll, behind by more,
+    claimed more: on a busy process most claims were wasted.  Halving
+    bounds the waste; doubling returns to big claims when puts stop."""
+
+    def __init__(self) -> None:
+        self.cap: Optional[int] = None
+
+    def limit(self, agent: Any, limit: int) -> int:
+        """The most jobs ``agent`` may hold once this poll has claimed."""
+        if self.cap is None:
+            return limit
+        return min(limit, len(agent) + self.cap)
+
+    def conflicted(self, claimed: int) -> None:
+        self.cap = max(FEWEST_CLAIMS, min(self.cap or UNCAPPED, claimed) // 2)
+
+    def committed(self) -> None:
+        if self.cap is not None:
+            self.cap *= 2
+            if self.cap >= UNCAPPED:
+                self.cap = None
 
 
 class Outcome(NamedTuple):
@@ -78,6 +114,7 @@ class Poller:
         self._unsure_claims: List[Claim] = []
         self._manager = transaction.TransactionManager()
         self._connection: Any = None
+        self.budget = ClaimBudget()
 
     # -- the registration ---------------------------------------------
 
@@ -169,6 +206,7 @@ class Poller:
             # A conflict is raised at vote, before anything is stored: no
             # claim of this poll can have been committed.
             retry.abort(self._manager)
+            self.budget.conflicted(len(claimed))
             trace.info('dispatcher %s: poll conflicted, retrying', self.UUID)
             _mark_error(poll, exc)
             self.monitor.polls.add(poll)
@@ -177,6 +215,7 @@ class Poller:
             self._unsure_claims = claimed
             raise
         self._unsure_claims = []
+        self.budget.committed()
         self.monitor.report_storage(None)
         return True
 
@@ -246,7 +285,7 @@ class Poller:
                                               started=False)
         info = {'active jobs': active,
                 'error': None, 'len': 0, 'new jobs': [], 'size': agent.size}
-        limit = self.executor.claim_limit(agent)
+        limit = self.budget.limit(agent, self.executor.claim_limit(agent))
         try:
             self.executor.follow_size(agent)
             self.executor.release_finished(agent)
@@ -254,10 +293,7 @@ class Poller:
                 info['paused'] = True
                 return info
             self.prefetch_claims(agent, limit)
-            while True:
-                job = agent.claimJob(limit=limit)
-                if job is None:
-                    break
+            for job in claim_ahead(agent, limit):
                 if job._p_oid is None:  # put earlier in this very poll
                     agent._p_jar.add(job)
                 info['new jobs'].append(_job_id(job))
@@ -279,6 +315,26 @@ class Poller:
             agent._p_jar.prefetch(
                 [oid for oid in agent.queue.front_oids(
                     count, self.clock.utcnow()) if oid not in added])
+
+
+def claim_ahead(agent: Any, limit: int) -> Iterator[Any]:
+    """The jobs ``agent`` claims in this poll, up to ``limit`` held.
+
+    ``Agent.claimJob`` asks, at every claim, whether the registration
+    may claim at all; its "dead" verdict reads the storage's last
+    transaction, which takes the storage's lock, the one a producer's
+    commit holds through its fsync: with jobs trickling in, each claim
+    of a poll waited for a put.  Within one poll transaction the answer
+    cannot change (the poll pinged, or the registration is as dead as
+    at its first claim), so it is asked once, by the first claim."""
+    job = agent.claimJob(limit=limit)
+    while job is not None:
+        yield job
+        if len(agent) >= limit:
+            return
+        job = agent._choose(None)
+        if job is not None:
+            lifecycle.take_slot(agent, job)
 
 
 def follow_sizes(queue: Any, registration: Any) -> None:
