@@ -146,11 +146,11 @@ def test_no_import_cycle():
 LAYERS = (
     ('leaves', 'extensions transact clock safetext keys interfaces errors '
                'checks shapes failure local process instance watch '
-               'zeoclient pool lease aio'),
+               'zeoclient pgnotify pool lease aio'),
     ('model', 'job lifecycle lifelog unique deps puthooks queue layout '
               'agent quota registry retry composite periodic cancels'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
-               'history options install eager cancelwatch'),
+               'history options install eager cancelwatch wakeup'),
     ('Pyramid glue', '__init__ config settings context tracing '
                      'periodic_config programs testing'),
     ('admin', 'views scripts demo'),
