@@ -176,6 +176,7 @@ class Dispatcher:
         #: Where other processes' commits are pushed from (wakeup.py).
         self.pushed: Optional[wakeup.Subscription] = None
         self._push_quiet_until = 0.0
+        self._push_deferred = False
 
     def __repr__(self) -> str:
         return '<Dispatcher %s %s>' % (self.UUID, self.status)
@@ -278,20 +279,31 @@ class Dispatcher:
         """Another process committed (``tid``, when the push says which):
         poll now, in the storage's thread that tells (do little here).
 
-        Unless a pushed commit woke a poll less than PUSH_SPACING ago:
-        while other processes commit hundreds of times a second (their
-        dispatchers' own work), polling for each would cost more than it
-        finds.  The watch's next look then notices the commits skipped,
-        as it did before any push; the one that woke us it need not
-        notice again.
+        At most once per PUSH_SPACING, though: while other processes
+        commit hundreds of times a second (their dispatchers' own work),
+        a poll for each would cost more than it finds.  A commit pushed
+        meanwhile gets one poll at the end of the spacing.  A commit
+        pushed with its ``tid`` is marked seen, so that the watch of the
+        last transaction does not poll for it again.
         """
-        now = time.monotonic()
-        if now < self._push_quiet_until:
-            return
-        self._push_quiet_until = now + PUSH_SPACING
         if tid is not None:
             self._seen_tid = tid
-        self.wake()
+        if self._stopping or self.reactor is None:
+            return
+        now = time.monotonic()
+        if now >= self._push_quiet_until:
+            self._push_quiet_until = now + PUSH_SPACING
+            self.wake()
+        elif not self._push_deferred:
+            self._push_deferred = True
+            self.reactor.callFromThread(
+                self._later, self._push_quiet_until - now,
+                self._deferred_push)
+
+    def _deferred_push(self) -> None:
+        self._push_deferred = False
+        self._push_quiet_until = time.monotonic() + PUSH_SPACING
+        self._poll()
 
     def _later(self, seconds: float, call: Callable[..., Any],
                *args: Any) -> Any:

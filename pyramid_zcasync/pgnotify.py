@@ -106,12 +106,12 @@ class Listener:
             os.close(self._stop_write)
 
     def _run(self) -> None:
+        outage = _Outage('listening to PostgreSQL notifications')
         while not self._stopping:
             try:
-                self._listen()
+                self._listen(outage)
             except Exception as exc:
-                log.info('no PostgreSQL notifications for now (%s); '
-                         'trying again in %s s', exc, RETRY_AFTER)
+                outage.failed(exc)
             self.connected = False
             self._wait(RETRY_AFTER)
 
@@ -121,12 +121,13 @@ class Listener:
         ready = select.select((self._stop_read,) + also, (), (), seconds)[0]
         return [] if self._stop_read in ready else ready
 
-    def _listen(self) -> None:
+    def _listen(self, outage: '_Outage') -> None:
         connection = connect(self.dsn)
         try:
             connection.cursor().execute('LISTEN ' + CHANNEL)
             self.connected = True
             self.connections += 1
+            outage.over()
             self._tell()
             while self._wait(None, connection):
                 connection.poll()  # raises when the server went away
@@ -177,9 +178,10 @@ class Sender:
         # The connection is this thread's alone: once it decided to end,
         # a request may start the next thread while it still closes it.
         connection = None
+        outage = _Outage('announcing puts to PostgreSQL')
         while self._still_wanted():
             self._wanted.clear()
-            connection = self._send(connection)
+            connection = self._send(connection, outage)
         if connection is not None:
             _close_quietly(connection)
 
@@ -194,7 +196,7 @@ class Sender:
             self._thread = None
             return False
 
-    def _send(self, connection: Any) -> Any:
+    def _send(self, connection: Any, outage: '_Outage') -> Any:
         """One NOTIFY; once again on a new connection if the old one was
         cut (the server restarted), else lost (the polls remain).  The
         connection to use next time, or None."""
@@ -204,15 +206,37 @@ class Sender:
                     connection = connect(self.dsn)
                 connection.cursor().execute('NOTIFY ' + CHANNEL)
                 self.sent += 1
+                outage.over()
                 return connection
             except Exception as exc:
                 if connection is not None:
                     _close_quietly(connection)
                     connection = None
                 if attempt == 2:
-                    log.info('could not announce a put to PostgreSQL (%s)',
-                             exc)
+                    outage.failed(exc)
         return None
+
+
+class _Outage:
+    """Logs the first failure of an outage and its end, not every retry
+    (a server away for minutes would fill the log)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: Optional[BaseException] = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.since is None:
+            log.warning('%s failed (%s); the polls remain; retrying',
+                        self.what, exc)
+        else:
+            log.debug('%s: still failing (%s)', self.what, exc)
+        self.since = exc
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.info('%s works again', self.what)
+            self.since = None
 
 
 class NotifyOnPut(extensions.Extension):

@@ -184,17 +184,35 @@ def test_storages_that_push_nothing_are_left_to_the_watch(tmp_path):
         db.close()
 
 
-def test_pushed_commits_wake_at_most_once_per_spacing(fs_db, tmp_path):
+def test_pushed_commits_wake_at_most_once_per_spacing(fs_db):
     dispatcher = dispatcher_module.Dispatcher(fs_db, 'u')
-    woken = []
+    woken, later = [], []
+    dispatcher.reactor = FakeReactor(later)
     dispatcher.wake = lambda: woken.append(time.monotonic())
     dispatcher._committed_elsewhere(b'\0' * 8)
-    dispatcher._committed_elsewhere(b'\1' * 8)  # the watch will see it
+    dispatcher._committed_elsewhere(b'\1' * 8)  # deferred
+    dispatcher._committed_elsewhere(b'\2' * 8)  # that deferred poll's
     assert len(woken) == 1
-    assert dispatcher._seen_tid == b'\0' * 8
+    assert [call for _, call in later] == [dispatcher._deferred_push]
+    assert 0 < later[0][0] <= dispatcher_module.PUSH_SPACING
+    # Seen: the watch of the last transaction need not poll for them.
+    assert dispatcher._seen_tid == b'\2' * 8
     time.sleep(dispatcher_module.PUSH_SPACING * 2)
     dispatcher._committed_elsewhere(None)
     assert len(woken) == 2
+
+
+class FakeReactor:
+    """Records what is called later instead of calling it."""
+
+    def __init__(self, later):
+        self.later = later
+
+    def callFromThread(self, function, *args):
+        function(*args)
+
+    def callLater(self, seconds, function, *args):
+        self.later.append((seconds, function))
 
 
 def test_the_dispatcher_listens_while_it_runs(dispatcher):
