@@ -2,7 +2,7 @@
 
     python -m benchmarks.pickup [--jobs 200] [--json PATH]
     python -m benchmarks.pickup --across zeo|pg [--jobs 60] [--rounds 3]
-                                [--before TREE] [--json PATH]
+                                [--before TREE] [--fsync off] [--json PATH]
 
 Each job is put and committed alone, with a pause between jobs so that
 every pick-up is measured from an idle dispatcher (the worst case for a
@@ -11,7 +11,8 @@ put's own fsync is included) and stops at the first line of the job.
 Target (SPEC): p50 <= 5 ms, by waking on commit rather than polling.
 
 ``--across``: the dispatcher runs in another process, over a ZEO server
-(``zeo``) or RelStorage on a throw-away PostgreSQL with fsync on (``pg``),
+(``zeo``) or RelStorage on a throw-away PostgreSQL (``pg``; fsync on
+unless ``--fsync off``, which shows the wake-up without the disk),
 polling every 5 s; this process puts (issue 18: p50 <= 5 ms over ZEO,
 <= 10 ms over RelStorage).  Idle gaps of 20-100 ms (fixed seed), as
 benchmarks/zeo.py's rows.  With ``--before TREE`` (a checkout, e.g. a
@@ -101,6 +102,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--across', choices=('zeo', 'pg'), default=None)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--before', metavar='TREE', default=None)
+    parser.add_argument('--fsync', choices=('on', 'off'), default='on',
+                        help='PostgreSQL\'s, with --across pg')
     parser.add_argument('--json', default=None,
                         help='output path (default '
                              'benchmarks/results/pickup.json)')

@@ -37,37 +37,47 @@ def in_tree(cls: type, tree: str) -> type:
     return InTree
 
 
+Samples = List[Tuple[float, float]]
+
+
 def samples(client: Client, n: int, rnd: random.Random,
-            dispatcher: DispatcherProcess) -> List[float]:
-    """``n`` pick-up latencies in seconds."""
+            dispatcher: DispatcherProcess) -> Samples:
+    """``n`` pick-up latencies in seconds: from the ``commit()`` call,
+    and from its return (without the put's own commit)."""
     from pyramid_zcasync.interfaces import COMPLETED
     found = []
     for _ in range(n):
         (job,), before = client.put(1)
+        after = time.time()
 
         def done() -> bool:
             dispatcher.child.check_alive()
             client.tm.begin()
             return bool(job.status == COMPLETED)
         common.wait_until(done, TIMEOUT_S, 0.001, 'job %r' % (job,))
-        found.append(job.result - before)
+        found.append((job.result - before, job.result - after))
         client.tm.abort()
         time.sleep(rnd.uniform(*GAP_S))
     return found
 
 
-def summary(seconds: List[float]) -> Dict[str, Any]:
-    ms = [s * 1000 for s in seconds]
-    out = common.latency_summary(seconds)
-    out['p90_ms'] = round(common.percentile(ms, 90), 3)
+def summary(found: Samples) -> Dict[str, Any]:
+    def of(seconds: List[float]) -> Dict[str, Any]:
+        out = common.latency_summary(seconds)
+        out['p90_ms'] = round(common.percentile(
+            [s * 1000 for s in seconds], 90), 3)
+        return out
+    out = of([call for call, _ in found])
+    out['from_commit_return'] = of([ret for _, ret in found])
     return out
 
 
 class Server:
     """The storage server of one run and what opens it."""
 
-    def __init__(self, kind: str, directory: str) -> None:
+    def __init__(self, kind: str, directory: str, fsync: bool) -> None:
         self.kind = kind
+        self.fsync = fsync
         self.directory = directory
         self.server: Any = None
         self.where: Any = None
@@ -83,11 +93,13 @@ class Server:
             self.description = {'storage': 'ZEO (FileStorage, fsync)'}
             return self.server.db()
         from benchmarks import relstorage
-        self.server = relstorage._pgserver().PostgreSQL(durable=True).start()
+        self.server = relstorage._pgserver().PostgreSQL(
+            durable=self.fsync).start()
         self.where = self.server.uri('jobs')
         self.process_class = relstorage.RelStorageDispatcherProcess
         self.description = {
-            'storage': 'RelStorage history-free, fsync on',
+            'storage': 'RelStorage history-free, fsync %s' % (
+                'on' if self.fsync else 'off'),
             'postgresql': relstorage.postgres_version(self.server.bin)}
         db = relstorage.open_db(self.where)
         relstorage.announce_puts(db)
@@ -101,12 +113,13 @@ class Server:
 
 
 def run(kind: str, jobs: int, rounds: int, trees: Dict[str, str],
-        log: Callable[[str], None] = print) -> Dict[str, Any]:
+        log: Callable[[str], None] = print,
+        fsync: bool = True) -> Dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix='bench-pickup-')
-    server = Server(kind, tmp)
+    server = Server(kind, tmp, fsync)
     db = client = None
     running: List[DispatcherProcess] = []
-    per_side: Dict[str, List[float]] = {side: [] for side in trees}
+    per_side: Dict[str, Samples] = {side: [] for side in trees}
     rounds_out: List[Dict[str, Any]] = []
     rnd = random.Random(1)
     started = time.perf_counter()
@@ -142,7 +155,7 @@ def run(kind: str, jobs: int, rounds: int, trees: Dict[str, str],
 
 def _one_side(server: Server, client: Client, side: str, tree: str,
               number: int, jobs: int, rnd: random.Random,
-              running: List[DispatcherProcess]) -> List[float]:
+              running: List[DispatcherProcess]) -> Samples:
     dispatcher = server.dispatcher('%s-%d' % (side, number), tree)
     running.append(dispatcher)
     try:
@@ -155,13 +168,15 @@ def _one_side(server: Server, client: Client, side: str, tree: str,
 
 def print_report(result: Dict[str, Any], file: Any = None) -> None:
     headers = ['side', 'n', 'p50 ms', 'p90 ms', 'p95 ms', 'max ms',
-               'p50 per round']
+               'p50 per round', 'from return p50/p90']
     rows: List[List[Any]] = []
     for side, s in result['sides'].items():
         per_round = [r['p50_ms'] for r in result['rounds']
                      if r['side'] == side]
+        ret = s['from_commit_return']
         rows.append([side, s['n'], s['p50_ms'], s['p90_ms'], s['p95_ms'],
-                     s['max_ms'], ' '.join('%.1f' % x for x in per_round)])
+                     s['max_ms'], ' '.join('%.1f' % x for x in per_round),
+                     '%.1f / %.1f' % (ret['p50_ms'], ret['p90_ms'])])
     print('pick-up across processes over %s (%s), poll %s s' % (
         result['across'], result['server'].get('storage'),
         result['params']['poll_interval_s']), file=file)
@@ -175,7 +190,7 @@ def main(args: argparse.Namespace) -> None:
         trees = {'before': os.path.abspath(args.before), 'after': here}
     try:
         result = run(args.across, args.jobs or 60, args.rounds, trees,
-                     log=common.log_to_stderr)
+                     log=common.log_to_stderr, fsync=args.fsync == 'on')
     except Exception as exc:
         if type(exc).__name__ == 'Skipped':
             sys.exit('benchmarks.pickup --across pg: %s' % exc)
