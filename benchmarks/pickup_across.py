@@ -13,7 +13,7 @@ import random
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from benchmarks import common
 from benchmarks.dispatchers import (Client, DispatcherProcess, shut_down,

@@ -14,6 +14,7 @@ import BTrees.OOBTree
 import pytest
 import transaction
 import ZODB
+import ZODB.FileStorage
 import ZODB.MappingStorage
 
 import jobs
