@@ -32,9 +32,11 @@ throughput, pick-up latency (across processes), idle CPU
     job returns ``time.time()`` taken as it starts in a dispatcher process;
     latency = that minus ``time.time()`` just before ``commit()``. Idle
     gaps of 20-100 ms between samples. The dispatchers poll every 5 s (the
-    default): pick-up relies on their watching the newest transaction id
-    (pyramid_zcasync/watch.py), a query every 20 ms, whose cost the idle
-    CPU of one dispatcher process shows.
+    default): pick-up relies on PostgreSQL's LISTEN/NOTIFY (this process's
+    puts send NOTIFY, ``wakeup.announce_puts``; each dispatcher listens,
+    pyramid_zcasync/pgnotify.py), and behind it on their watching the
+    newest transaction id (pyramid_zcasync/watch.py), a query every 20 ms,
+    whose cost the idle CPU of one dispatcher process shows.
 
 The cluster and the children are stopped by PID, the temporary directories
 removed, and every wait is bounded (``phase_timeout_s``).
@@ -130,6 +132,17 @@ class RelStorageDispatcherProcess(DispatcherProcess):
         return [sys.executable, '-m', 'benchmarks.relstorage', 'worker', uri]
 
 
+def announce_puts(db: Any) -> None:
+    """This process's puts wake the dispatcher processes at once, as a
+    web process's would (a checkout without it leaves them to their
+    watch of the last transaction)."""
+    try:
+        from pyramid_zcasync import wakeup
+    except ImportError:
+        return
+    wakeup.announce_puts(db)
+
+
 # -- measurements -------------------------------------------------------------
 
 def raw_commits(db: Any, n: int) -> float:
@@ -178,6 +191,7 @@ def run(params: Optional[Dict[str, Any]] = None,
         db = open_db(uri)
         import pyramid_zcasync
         pyramid_zcasync.install_queues(db)
+        announce_puts(db)
         client = Client(db)
         out['idle_cpu'], out['rows'] = one_then_two(
             client, lambda name: RelStorageDispatcherProcess(

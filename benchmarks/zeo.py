@@ -22,11 +22,12 @@ pick-up latency (across processes)
     (fixed seed) between samples, as for the peers.
 
 The dispatchers run with the package's default poll interval (5 s): a
-dispatcher notices another process's commit by watching the storage's last
-transaction id (every 20 ms, since commit 540eabd), not by polling.  The
-idle CPU cost of that watching is measured too (CPU time of an idle
-dispatcher process), and the CPU used by every process during each
-throughput round.
+dispatcher hears of another process's commit from the ZEO server's
+invalidations, as they arrive (pyramid_zcasync/wakeup.py), and behind that
+by watching the storage's last transaction id (every 20 ms, since commit
+540eabd), not by polling.  The idle CPU cost of that watching is measured
+too (CPU time of an idle dispatcher process), and the CPU used by every
+process during each throughput round.
 
 Children are stopped by PID, the temporary directory is removed, and
 every wait is bounded (``phase_timeout_s``).

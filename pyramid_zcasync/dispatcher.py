@@ -4,8 +4,10 @@ A Twisted reactor of its own (the global one cannot be restarted, and an
 app may use it) runs in a daemon thread and polls the queues: it pings,
 declares silent siblings dead, and lets each agent claim jobs, which a
 pool of worker threads per agent runs with :class:`~.runner.Runner`.  It
-polls every ``poll_interval`` and also the moment this process commits a
-transaction that put a job, so local jobs start in milliseconds.
+polls every ``poll_interval``, and also the moment this process commits a
+transaction that put a job, or the storage pushes another process's
+commit (ZEO) or put (PostgreSQL, see wakeup.py): jobs start in
+milliseconds.
 
 The Dispatcher is the process-facing part: the instance lock, the
 reactor thread, start, stop and wake.  A poll's transaction is the
@@ -19,12 +21,13 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 from twisted.internet import selectreactor, task
 
 from . import clock as clock_module
-from . import extensions, process, retry
+from . import extensions, process, retry, wakeup
 from .cancelwatch import CancelWatch, RunningCalls
 from .clock import Clock
 from .executor import Executor, Item
@@ -47,8 +50,11 @@ T = TypeVar('T')
 #: Seconds running jobs get to finish when the dispatcher stops.
 STOP_GRACE = 5.0
 #: Seconds between looks at the storage's last transaction (see
-#: Dispatcher._watch_database): the cross-process pick-up latency.
+#: Dispatcher._watch_database): the cross-process pick-up latency where
+#: the storage pushes nothing, and behind the push where it does.
 WATCH_INTERVAL = 0.02
+#: The least seconds between two polls woken by pushed commits.
+PUSH_SPACING = 0.02
 #: Seconds a pooled ZODB connection may stay unused before it is closed:
 #: what it collects meanwhile (the oid of every object committed) is
 #: about this many seconds of the database's traffic.
@@ -167,6 +173,10 @@ class Dispatcher:
         self._last_transaction = LastTransaction(db.storage)
         self._due_call: Any = None
         self._wake_on_put = WakeOnPut(self)
+        #: Where other processes' commits are pushed from (wakeup.py).
+        self.pushed: Optional[wakeup.Subscription] = None
+        self._push_quiet_until = 0.0
+        self._push_deferred = False
 
     def __repr__(self) -> str:
         return '<Dispatcher %s %s>' % (self.UUID, self.status)
@@ -191,8 +201,10 @@ class Dispatcher:
         # Told before the first poll can run, so extensions see a
         # dispatcher's life in order: activated, polls, deactivated.
         extensions.add(self.db, self._wake_on_put)
+        wakeup.announce_puts(self.db)
         extensions.of(self.db).dispatcher_activated(self)
         self.thread.start()
+        self.pushed = wakeup.listen(self.db, self._committed_elsewhere)
         log.info('dispatcher %s started (poll every %s s)', self.UUID,
                  self.poll_interval)
 
@@ -209,6 +221,8 @@ class Dispatcher:
             return
         self._stopping = True
         extensions.remove(self.db, self._wake_on_put)
+        if self.pushed is not None:
+            self.pushed.close()
         self.reactor.callFromThread(self._stop_loop)
         self.executor.stop(min(STOP_GRACE, timeout))
         try:
@@ -242,12 +256,15 @@ class Dispatcher:
     def _watch_database(self) -> None:
         """Poll when another process committed, not a poll interval later.
 
-        The newest transaction is a local read for FileStorage and ZEO
-        (whose server pushes invalidations) and one short query for
-        RelStorage (see watch.py); a change since the last look, ours or
-        another process's, means a put may be waiting.  Transactions of
-        this process that put a job wake the dispatcher at once anyway.
-        A change may be a cancel of a job running here, too.
+        Where the storage pushes commits (ZEO) or puts (PostgreSQL), the
+        push wakes the dispatcher first (``_committed_elsewhere``); this
+        look is the fallback behind it, and the only way elsewhere.  The
+        newest transaction is a local read for FileStorage and ZEO and
+        one short query for RelStorage (see watch.py); a change since the
+        last look, ours or another process's, means a put may be
+        waiting.  Transactions of this process that put a job wake the
+        dispatcher at once anyway.  A change may be a cancel of a job
+        running here, too.
         """
         try:
             latest = self._last_transaction.latest()
@@ -257,6 +274,36 @@ class Dispatcher:
             self._seen_tid = latest
             self.wake()
         self._cancel_watch.look(latest)
+
+    def _committed_elsewhere(self, tid: Optional[bytes]) -> None:
+        """Another process committed (``tid``, when the push says which):
+        poll now, in the storage's thread that tells (do little here).
+
+        At most once per PUSH_SPACING, though: while other processes
+        commit hundreds of times a second (their dispatchers' own work),
+        a poll for each would cost more than it finds.  A commit pushed
+        meanwhile gets one poll at the end of the spacing.  A commit
+        pushed with its ``tid`` is marked seen, so that the watch of the
+        last transaction does not poll for it again.
+        """
+        if tid is not None:
+            self._seen_tid = tid
+        if self._stopping or self.reactor is None:
+            return
+        now = time.monotonic()
+        if now >= self._push_quiet_until:
+            self._push_quiet_until = now + PUSH_SPACING
+            self.wake()
+        elif not self._push_deferred:
+            self._push_deferred = True
+            self.reactor.callFromThread(
+                self._later, self._push_quiet_until - now,
+                self._deferred_push)
+
+    def _deferred_push(self) -> None:
+        self._push_deferred = False
+        self._push_quiet_until = time.monotonic() + PUSH_SPACING
+        self._poll()
 
     def _later(self, seconds: float, call: Callable[..., Any],
                *args: Any) -> Any:

@@ -146,12 +146,12 @@ def test_no_import_cycle():
 LAYERS = (
     ('leaves', 'extensions transact clock safetext keys interfaces errors '
                'checks shapes failure local process instance watch '
-               'zeoclient pool lease aio'),
+               'zeoclient pgnotify pool lease aio'),
     ('model', 'job lifecycle lifelog unique deps puthooks queue layout '
               'agent quota registry retry composite periodic cancels '
               'changes undo'),
     ('engine', 'runner group timelimit executor poller dispatcher monitor '
-               'history options install eager cancelwatch replay'),
+               'history options install eager cancelwatch wakeup replay'),
     ('Pyramid glue', '__init__ config settings context tracing '
                      'periodic_config programs testing'),
     ('admin', 'views scripts demo'),
