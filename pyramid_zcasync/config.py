@@ -17,7 +17,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid_zodbconn import get_connection
 
 from . import dispatcher as dispatcher_module
-from . import eager, extensions
+from . import eager, extensions, wakeup
 from .context import PyramidContext
 from .install import install_queues
 from .instance import ENV_VAR, DispatcherAlreadyRunning, UUIDFileError
@@ -78,6 +78,9 @@ def _add_extensions(config: Any, settings: ZcasyncSettings,
     extensions.add(db, PyramidContext(config.registry, settings.app_url))
     for extension in found:
         extensions.add(db, extension)
+    # Web processes without a dispatcher too: their puts must wake the
+    # dispatchers of other processes (PostgreSQL NOTIFY; nothing elsewhere).
+    wakeup.announce_puts(db)
     if settings.eager:
         extensions.add(db, eager.EagerRun(db))
 
