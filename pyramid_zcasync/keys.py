@@ -118,3 +118,26 @@ def insert_unique(tree: Any, key: int, value: Any) -> int:
         key += STRIPES
     tree[key] = value
     return key
+
+
+def remove(tree: Any, key: int) -> Any:
+    """``del tree[key]`` (returning its value) without rewriting the
+    tree's nodes at each claim.
+
+    A BTree node keeps the first key of each of its buckets but the
+    first; deleting that key rewrites the node (thousands of bytes in a
+    big queue, and a conflict no resolution can merge with a producer's
+    split).  FLOOR shields the first bucket's front; once the claims have
+    emptied that bucket down to FLOOR, the next jobs are at the front of
+    the second bucket, whose first key is in the node.  So FLOOR moves
+    there first: the empty bucket goes (one node rewrite per bucket of
+    claims, not one per claim) and the job is again behind FLOOR."""
+    first = tree._firstbucket
+    if (key != FLOOR and first is not None and len(first) == 1
+            and first.minKey() == FLOOR and first._next is not None):
+        floor_value = tree[FLOOR]
+        del tree[FLOOR]
+        tree[FLOOR] = floor_value
+    value = tree[key]
+    del tree[key]
+    return value
