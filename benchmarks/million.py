@@ -1,7 +1,8 @@
 """1,000,000 pending jobs: put, claim, the admin views, dispatchers.
 
-    python -m benchmarks.million [--jobs 1000000] [--dir /dev/shm]
-                                 [--skip-zeo] [--json PATH]
+    python -m benchmarks.million [--jobs 1000000] [--quick] [--dir /dev/shm]
+                                 [--parts views,ops,zeo] [--reuse FILE]
+                                 [--window SECONDS] [--json PATH]
 
 Issue 18's targets for a big queue, each measured against the same
 figure on an empty queue where it has one:
@@ -267,10 +268,16 @@ def _pending(client: Any) -> int:
         client.probe_tm.abort()
 
 
-def drain_window(client: Any, dispatchers: Sequence[Any],
+def drain_window(client: Any, dispatchers: Sequence[Any], server: Any,
                  seconds: float) -> Result:
-    """Jobs/s taken off the queue during ``seconds``, RSS every second."""
+    """Jobs/s taken off the queue during ``seconds``; each dispatcher's
+    RSS every second; CPU of the dispatchers and the ZEO server (on a
+    machine short of cores, a second process adds CPU, not jobs/s)."""
     from benchmarks._zc_worker import rss_kib
+    from benchmarks.dispatchers import cpu_seconds
+    pids = {'pid %d' % d.pid: d.pid for d in dispatchers}
+    pids['ZEO server'] = server.child.pid
+    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     first = _pending(client)
     started = time.perf_counter()
     rss: Dict[str, List[Optional[int]]] = {
@@ -282,9 +289,15 @@ def drain_window(client: Any, dispatchers: Sequence[Any],
             rss['pid %d' % d.pid].append(rss_kib(str(d.pid))[0])
     taken = first - _pending(client)
     elapsed = time.perf_counter() - started
+    used = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
     return {'pending_at_start': first, 'taken': taken,
             'seconds': round(elapsed, 1),
-            'jobs_per_s': round(taken / elapsed, 1), 'rss_kib': rss}
+            'jobs_per_s': round(taken / elapsed, 1), 'rss_kib': rss,
+            'cpu_percent': {name: round(100 * u / elapsed, 1)
+                            for name, u in used.items()},
+            'cpu_ms_per_job': round(1000 * sum(used.values())
+                                    / max(taken, 1), 2),
+            'load_average': os.getloadavg()}
 
 
 def dispatchers_over_zeo(directory: str, path: str, params: Result,
@@ -310,7 +323,7 @@ def dispatchers_over_zeo(directory: str, path: str, params: Result,
                 params['agent_size'], timeout=120.0))
             time.sleep(2.0)  # past the first polls and the cold caches
             log('    %d dispatcher(s), %.0f s' % (count, params['window_s']))
-            out['%d' % count] = drain_window(client, running,
+            out['%d' % count] = drain_window(client, running, server,
                                              params['window_s'])
         out['two_over_one'] = round(
             out['2']['jobs_per_s'] / max(out['1']['jobs_per_s'], 1e-9), 2)
@@ -325,40 +338,63 @@ def dispatchers_over_zeo(directory: str, path: str, params: Result,
 
 # -- the whole run ------------------------------------------------------------
 
-def run(params: Result, directory: str, skip_zeo: bool, log: Log) -> Result:
+def build_or_copy(big: str, jobs: int, saved: Optional[str],
+                  log: Log) -> Result:
+    """Build the big database, or copy the one ``--reuse`` saved (the
+    same queue for a before and an after run)."""
+    if saved and os.path.exists(saved):
+        log('  copying %s' % saved)
+        shutil.copyfile(saved, big)
+        return {'jobs': jobs, 'copied_from_a_saved_build': True}
+    log('  building %d pending jobs' % jobs)
+    built = build(big, jobs, log)
+    if saved:
+        shutil.copyfile(big, saved)
+    return built
+
+
+PARTS = ('views', 'ops', 'zeo')
+
+
+def run(params: Result, directory: str, parts: Sequence[str], log: Log,
+        saved: Optional[str] = None) -> Result:
     big = os.path.join(directory, 'big.fs')
     empty = os.path.join(directory, 'empty.fs')
     out: Result = {'params': params, 'disk': filesystem_of(directory)}
-    log('  building %d pending jobs' % params['jobs'])
-    out['build'] = build(big, params['jobs'], log)
+    out['build'] = build_or_copy(big, params['jobs'], saved, log)
     build(empty, 0, log)
-    log('  views')
-    time_views(empty, 1)  # compiles the templates: not the queue's cost
-    out['views'] = time_views(big, params['requests'])
-    out['views_empty'] = time_views(empty, params['requests'])
-    log('  put and claim')
-    dbs = {'empty': open_db(empty), 'big': open_db(big)}
-    try:
-        out['operations'] = operation_costs(dbs, params['ops'],
-                                            params['rounds'], log)
-    finally:
-        for db in dbs.values():
-            db.close()
-    if not skip_zeo:
+    if 'views' in parts:
+        log('  views')
+        time_views(empty, 1)  # compiles the templates: not the queue's
+        out['views'] = time_views(big, params['requests'])
+        out['views_empty'] = time_views(empty, params['requests'])
+    if 'ops' in parts:
+        log('  put and claim')
+        out['operations'] = _operations(empty, big, params, log)
+    if 'zeo' in parts:
         log('  dispatchers over ZEO')
         out['zeo'] = dispatchers_over_zeo(directory, big, params, log)
     return out
 
 
+def _operations(empty: str, big: str, params: Result, log: Log) -> Result:
+    dbs = {'empty': open_db(empty), 'big': open_db(big)}
+    try:
+        return operation_costs(dbs, params['ops'], params['rounds'], log)
+    finally:
+        for db in dbs.values():
+            db.close()
+
+
 def print_report(result: Result) -> None:
-    ops = result['operations']
-    rows = []
-    for op in ('put', 'claim'):
+    rows: List[List[Any]] = []
+    ops: Result = result.get('operations') or {}
+    for op in ('put', 'claim') if ops else ():
         for field in ('cpu_us', 'commit_us'):
             rows.append(['%s %s' % (op, field), ops['empty'][op][field],
                          ops['big'][op][field],
                          ops['big_over_empty'][op][field], '<= 1.5'])
-    for name in ('db_count', 'dashboard'):
+    for name in ('db_count', 'dashboard') if 'views' in result else ():
         rows.append(['%s p50 ms' % name, result['views_empty'][name]['p50_ms'],
                      result['views'][name]['p50_ms'], None, '< 100 ms'])
     zeo = result.get('zeo')
@@ -366,6 +402,8 @@ def print_report(result: Result) -> None:
         rows.append(['ZEO drain jobs/s (1 -> 2 dispatchers)',
                      zeo['1']['jobs_per_s'], zeo['2']['jobs_per_s'],
                      zeo['two_over_one'], '>= 1.5'])
+        rows.append(['  CPU ms per job (1 -> 2)', zeo['1']['cpu_ms_per_job'],
+                     zeo['2']['cpu_ms_per_job'], None, None])
     common.print_table(['figure', 'empty', '%d pending' % result['build'][
         'jobs'], 'ratio', 'target'], rows)
 
@@ -376,16 +414,25 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--dir', default='/dev/shm'
                         if os.path.isdir('/dev/shm') else None)
-    parser.add_argument('--skip-zeo', action='store_true')
+    parser.add_argument('--parts', default=','.join(PARTS),
+                        help='which of %s, comma-separated' % ','.join(PARTS))
+    parser.add_argument('--reuse', metavar='FILE', help='copy the big '
+                        'database from FILE, or save it there once built')
+    parser.add_argument('--window', type=float,
+                        help='seconds each dispatcher count drains')
     parser.add_argument('--json')
     args = parser.parse_args(argv)
     params = dict(QUICK if args.quick else DEFAULTS)
     if args.jobs:
         params['jobs'] = args.jobs
+    if args.window:
+        params['window_s'] = args.window
     directory = tempfile.mkdtemp(prefix='million-', dir=args.dir)
     started = time.perf_counter()
     try:
-        result = run(params, directory, args.skip_zeo, common.log_to_stderr)
+        result = run(params, directory, args.parts.split(','),
+                     common.log_to_stderr,
+                     args.reuse)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     result['duration_s'] = round(time.perf_counter() - started, 1)
