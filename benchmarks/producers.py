@@ -49,6 +49,7 @@ def put_concurrently(db: Any, threads: int, puts: int, attempts: int = 5,
         attempts)
     return {'committed': committed, 'failed': failed,
             'conflicts': collections.Counter(map(_kind, conflicts)),
+            'conflicts_per_put': round(len(conflicts) / (threads * puts), 3),
             'seconds': round(seconds, 2)}
 
 
@@ -112,9 +113,12 @@ ENGINES = (('ZEO', zeo_db), ('RelStorage', relstorage_db))
 
 def run(thread_counts: Sequence[int] = (8, 16), puts: int = 60,
         begin_by: Optional[float] = None,
-        log: Callable[[str], None] = print) -> Dict[str, Any]:
+        log: Callable[[str], None] = print,
+        storages: Sequence[str] = ('ZEO', 'RelStorage')) -> Dict[str, Any]:
     rows: List[Dict[str, Any]] = []
     for name, fresh_db in ENGINES:
+        if name.lower() not in {s.lower() for s in storages}:
+            continue
         for threads in thread_counts:
             log('  %s, %d threads ...' % (name, threads))
             try:
@@ -136,15 +140,17 @@ def print_report(result: Dict[str, Any],
     for row in result['rows']:
         if 'skipped' in row:
             table.append([row['storage'], None, None, None, None, None,
-                          'skipped: ' + row['skipped']])
+                          None, 'skipped: ' + row['skipped']])
             continue
         conflicts = row['conflicts']
         table.append([row['storage'], row['threads'], row['puts'],
-                      row['committed'], row['failed'], row['seconds'],
+                      row['committed'], row['failed'],
+                      row['conflicts_per_put'], row['seconds'],
                       ', '.join('%s %d' % item for item in
                                 sorted(conflicts.items())) or 'none'])
     common.print_table(['storage', 'threads', 'puts', 'committed',
-                        'failed', 'seconds', 'conflicts'], table, out=file)
+                        'failed', 'conflicts/put', 'seconds', 'conflicts'],
+                       table, out=file)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -156,11 +162,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--begin-by', type=float,
                         help='give each job a deadline this many seconds '
                         'ahead')
+    parser.add_argument('--storages', default='ZEO,RelStorage',
+                        help='which of ZEO, RelStorage, comma-separated')
     parser.add_argument('--json', help='default: '
                         'benchmarks/results/producers.json')
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.threads.split(',')]
-    result = run(counts, args.puts, args.begin_by)
+    result = run(counts, args.puts, args.begin_by,
+                 storages=args.storages.split(','))
     print_report(result)
     path = common.write_result('producers', result, args.json)
     print('written to %s' % os.path.relpath(path))

@@ -304,7 +304,8 @@ class Queue(persistent.Persistent):
             if tree is None:
                 raise KeyError('%r is not pending in queue %r'
                                % (job, self.name))
-        del tree[job._key]
+        assert job._key is not None  # (it was found in a tree)
+        keys.remove(tree, job._key)  # (a node rewrite per bucket, not claim)
         if job._deadline_key is not None:
             self._forget_deadline(job)
         self._counter_of(tree, job).change(-1)
@@ -315,7 +316,7 @@ class Queue(persistent.Persistent):
             return
         tree = self._deadline_stripes[keys.stripe_of(key)]
         if tree.get(key) is job:
-            del tree[key]
+            keys.remove(tree, key)
 
     # -- claiming -----------------------------------------------------
 
