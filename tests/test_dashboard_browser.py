@@ -3,6 +3,7 @@ an admin sees a failed job's traceback, retries it and sees it complete.
 It also saves a screenshot of the dashboard: to the test's temporary
 directory, or, with ZCASYNC_SCREENSHOT=docs/dashboard.png, over the one
 shown in the README (so that a test run leaves the checkout as it was)."""
+import contextlib
 import datetime
 import os
 import re
@@ -56,7 +57,14 @@ def wait_for_claim(model, job, seconds=6):
 @pytest.fixture
 def served(tmp_path):
     """The app on a free local port, served by waitress in a thread."""
-    app = make_app(tmp_path)
+    with serving(make_app(tmp_path)) as (app, base, model):
+        yield app, base, model
+
+
+@contextlib.contextmanager
+def serving(app):
+    """``app`` (its dispatcher polled once) served by waitress in a thread
+    on a free local port: (app, its base URL, a Model); all closed after."""
     get_poll(app.registry.zcasync_dispatcher, 0)
     server = waitress.create_server(app, host='127.0.0.1', port=0,
                                     threads=4)

@@ -4,18 +4,16 @@ changed an object of the app and sees its path; opens a failed job,
 presses "Replay (dry run)", confirms, and reads the replay's traceback;
 the database's last transaction is the same afterwards."""
 import re
-import threading
 
 import pytest
-import waitress
 from ZODB.utils import p64, u64
 
 import apptree
-from pyramid_zcasync.testing import get_poll, wait_for_result
-from test_dashboard import Model, close_databases, make_app, oid
+from pyramid_zcasync.testing import wait_for_result
+from test_dashboard import make_app, oid
 # (pytestmark: skipped where playwright or chromium is absent)
 from test_dashboard_browser import browser, pytestmark  # noqa: F401
-from test_dashboard_browser import stop_server
+from test_dashboard_browser import serving
 
 RECORDER = {'zcasync.extensions': 'pyramid_zcasync.changes.ChangeRecorder'}
 
@@ -24,22 +22,10 @@ RECORDER = {'zcasync.extensions': 'pyramid_zcasync.changes.ChangeRecorder'}
 def served(tmp_path):
     """The dashboard tests' app with the change recorder and a site of
     locatable objects, served by waitress on a free local port."""
-    app = make_app(tmp_path, **RECORDER)
-    get_poll(app.registry.zcasync_dispatcher, 0)
-    server = waitress.create_server(app, host='127.0.0.1', port=0,
-                                    threads=4)
-    thread = threading.Thread(target=server.run, daemon=True,
-                              name='waitress')
-    thread.start()
-    model = Model(app)
-    apptree.make_site(model.connection.db())
-    model.sync()
-    try:
-        yield 'http://127.0.0.1:%s' % server.effective_port, model
-    finally:
-        model.close()
-        stop_server(server, thread)
-        close_databases(app.registry)
+    with serving(make_app(tmp_path, **RECORDER)) as (app, base, model):
+        apptree.make_site(model.connection.db())
+        model.sync()
+        yield base, model
 
 
 @pytest.fixture
