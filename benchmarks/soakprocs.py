@@ -34,12 +34,14 @@ def worker_main(argv: Sequence[str]) -> None:
     import ZEO
 
     from benchmarks._zc_worker import serve_dispatcher
+    from benchmarks.soakmem import start_from_environment
     storage, uuid_file, poll, ping, death, size, history, log = argv
     logging.basicConfig(
         filename=log, level=logging.WARNING,
         format='%(asctime)s %(process)d %(threadName)s %(name)s '
                '%(levelname)s %(message)s')
     db = ZEO.DB(('127.0.0.1', int(storage.split(':')[1])), wait_timeout=30)
+    start_from_environment(db, os.path.basename(log)[:-len('.log')])
     serve_dispatcher(db, dict(
         uuid_file=uuid_file, poll_interval=float(poll),
         ping_interval=float(ping), ping_death_interval=float(death),

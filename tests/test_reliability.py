@@ -15,6 +15,7 @@ import collections
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -156,14 +157,24 @@ def worker_log(tmp_path, name):
     return path.read_text() if path.exists() else ''
 
 
-def log_excerpts(tmp_path, lines=40):
+def log_excerpts(tmp_path, lines=40, processes=()):
     """The warnings and errors of both workers' logs, for a failure
-    message: pytest keeps only the last few runs' files."""
+    message: pytest keeps only the last few runs' files.  ``processes``
+    (conftest Workers, still running) are asked for their threads'
+    stacks first (tests/worker.py: SIGUSR1), which show where one hangs."""
+    for process in processes:
+        if process.process.poll() is None:
+            os.kill(process.process.pid, signal.SIGUSR1)
+    if processes:
+        time.sleep(0.5)
     told = []
     for name in ('a', 'b'):
         kept = [line for line in worker_log(tmp_path, name).splitlines()
                 if 'WARNING' in line or 'ERROR' in line]
         told.append('--- %s.log ---\n%s' % (name, '\n'.join(kept[-lines:])))
+        stacks = tmp_path / ('%s.log.stacks' % name)
+        if processes and stacks.exists():
+            told.append('--- %s: stacks ---\n%s' % (name, stacks.read_text()))
     return '\n'.join(told)
 
 
@@ -603,7 +614,7 @@ def test_server_restart_dispatchers_reconnect_and_finish(
             'dispatcher %s is deactivated (process %s); its log and its '
             "sibling's say why:\n%s" % (
                 name, 'running' if process.process.poll() is None
-                else 'gone', log_excerpts(tmp_path)))
+                else 'gone', log_excerpts(tmp_path, processes=(a, b))))
         assert info['last_ping'].timestamp() > back_at
         assert process.process.poll() is None  # still running
         log = worker_log(tmp_path, name)
