@@ -353,7 +353,8 @@ def report(result: Dict[str, Any], out: IO[str] = sys.stdout) -> None:
     s = result['summary']
     print('jobs put %d, completed %d, failed %d' % (
         s['jobs_put'], s['jobs_completed'], s['jobs_failed']), file=out)
-    print('jobs lost: %d' % s['jobs_lost'], file=out)
+    print('jobs lost: %d (unfinished when the drain ended: %d)' % (
+        s['jobs_lost'], s.get('jobs_unfinished', 0)), file=out)
     print('duplicates: %d' % s['jobs_duplicated'], file=out)
     print('max recovery time: %s s (median %s s, over %d kills holding '
           'jobs; %d kills in all)' % (
@@ -431,8 +432,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if result['directory']:
         print('kept %s' % result['directory'])
     s = result['summary']
-    bad = (s['jobs_lost'] or s['jobs_duplicated'] or s['jobs_failed']
-           or s['unrecovered_kills'])
+    bad = (s['jobs_lost'] or s['jobs_unfinished'] or s['jobs_duplicated']
+           or s['jobs_failed'] or s['unrecovered_kills'])
     return 1 if bad else 0
 
 
