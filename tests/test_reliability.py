@@ -1,15 +1,15 @@
 """Multi-process reliability on the storages processes share: a real ZEO
 server (runzeo) and RelStorage on a real PostgreSQL (the ``engine``
 fixture runs each such test on both).  Dispatcher processes sharing a
-queue, kill -9, the storage server restarting mid-run, jobs failing in
-every documented way, and an HTTP producer in a process of its own.
+queue, kill -9, and the storage server restarting mid-run; jobs failing
+in every documented way and an HTTP producer are in
+test_reliability_failures.py, a commit whose answer was lost in
+test_reliability_lost_answers.py.
 
-The promise under test: no job lost, none committed twice, enqueue atomic
-with the app's data, even when processes die.  Each test prints its
-figures (``pytest -s`` shows them).  The first tests run a Runner in this
-process on a storage that loses the server's answer to a commit, the
-ambiguous outcome a ZEO restart produces; the last ones are about ZEO's
-own client (oids it prefetched before a restart).
+The promise under test: no job lost, none committed twice, even when
+processes die.  Each test prints its figures (``pytest -s`` shows them).
+The last ones are about ZEO's own client (oids it prefetched before a
+restart).
 """
 import collections
 import os
