@@ -3,7 +3,7 @@
     python -m benchmarks.soak --jobs 2000 --seconds 60 [--workers 3]
                               [--death 2] [--seed 1] [--json PATH] [--keep]
                               [--steady 1] [--pack-every 60]
-                              [--history-size 1000]
+                              [--history-size 1000] [--web]
 
 The long form (issue: chaos suite), 4 workers for 30 minutes:
 
@@ -21,6 +21,10 @@ database says it held, and restarts it with the same UUID after a random
 some by a sibling that finds it dead after ``ping_death_interval``
 (``--death``) of silence. Then every dead worker is restarted and the queue
 drained (bounded).
+
+The producer puts in batches every 0.1 s, in transactions of its own or,
+with ``--web``, through HTTP requests to a Pyramid app under waitress
+(``benchmarks/soakweb.py``, no dispatcher), as a site's requests would.
 
 Each job appends a line to a shared file (so re-runs of interrupted jobs
 are counted) and adds 1 to ``done[key]`` in ZODB: a key at 0 is a lost
@@ -53,10 +57,12 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from typing import (IO, Any, Callable, Dict, List, Optional, Sequence,
+                    Tuple)
 
 from benchmarks import common, dispatchers, soakcheck
-from benchmarks.soakprocs import Worker
+from benchmarks.soakprocs import WebProducer, Worker
+from benchmarks.soakweb import post_jobs
 from benchmarks.soakwatch import ResourceWatch
 from benchmarks.zeo import ZEOServer
 from pyramid_zcasync.interfaces import ACTIVE, COMPLETED
@@ -77,6 +83,7 @@ DEFAULTS = {
     'history_size': 1000,      # completed jobs each agent keeps
     'steady': 1,               # workers never killed: their memory is watched
     'pack_every': 60.0,        # seconds between packs of the database
+    'web': False,              # put through HTTP requests (soakweb.py)
 }
 
 
@@ -118,47 +125,64 @@ class Reader:
 
 # -- the run -----------------------------------------------------------------
 
-def producer(db: Any, plan: Sequence[Tuple[str, float]], runs_log: str,
+Batch = Sequence[Tuple[str, float]]   # [(key, sleep seconds)]
+
+
+class DirectPuts:
+    """Puts in this process, one transaction per batch: ``puts(batch)``
+    gives the jobs' oids or raises (a conflict: the caller tries again)."""
+
+    def __init__(self, db: Any, runs_log: str) -> None:
+        import transaction
+        self.manager = transaction.TransactionManager()
+        self.connection = db.open(transaction_manager=self.manager)
+        self.runs_log = runs_log
+
+    def __call__(self, batch: Batch) -> List[bytes]:
+        from pyramid_zcasync.interfaces import IQueue
+        job_function = importlib.import_module(
+            'benchmarks.soakprocs').soak_job
+        try:
+            self.manager.begin()
+            root = self.connection.root()
+            queue = IQueue(root)
+            jobs = [queue.put(job_function, root['soak_done'], key, sleep,
+                              self.runs_log) for key, sleep in batch]
+            self.manager.commit()
+        except Exception:
+            self.manager.abort()
+            raise
+        return [job._p_oid for job in jobs]
+
+    def close(self) -> None:
+        self.manager.abort()
+        self.connection.close()
+
+
+def producer(puts: Callable[[Batch], List[bytes]], plan: Batch,
              seconds: float, stop: threading.Event,
              put_oids: List[Tuple[str, bytes]], errors: List[str]) -> None:
-    """Put ``plan`` ([(key, sleep seconds)]) evenly over ``seconds``."""
-    import transaction
-
-    from pyramid_zcasync.interfaces import IQueue
-    job_function = importlib.import_module('benchmarks.soakprocs').soak_job
-    manager = transaction.TransactionManager()
-    connection = db.open(transaction_manager=manager)
+    """Put ``plan`` evenly over ``seconds`` through ``puts``."""
     started = time.monotonic()
     step = 0.1
     batches = max(int(seconds / step), 1)
     per_batch = -(-len(plan) // batches)
-    try:
-        for index in range(0, len(plan), per_batch):
-            if stop.is_set():
-                break
-            wait = started + (index // per_batch) * step - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            batch = plan[index:index + per_batch]
-            for attempt in range(20):
-                try:
-                    manager.begin()
-                    root = connection.root()
-                    queue = IQueue(root)
-                    jobs = [queue.put(job_function, root['soak_done'], key,
-                                      sleep, runs_log)
-                            for key, sleep in batch]
-                    manager.commit()
-                    put_oids.extend((key, job._p_oid)
-                                    for (key, _), job in zip(batch, jobs))
-                    break
-                except Exception as exc:  # a conflict: put the batch again
-                    manager.abort()
-                    errors.append(repr(exc))
-                    time.sleep(0.05)
-    finally:
-        manager.abort()
-        connection.close()
+    for index in range(0, len(plan), per_batch):
+        if stop.is_set():
+            break
+        wait = started + (index // per_batch) * step - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        batch = plan[index:index + per_batch]
+        for attempt in range(20):
+            try:
+                oids = puts(batch)
+            except Exception as exc:  # a conflict: put the batch again
+                errors.append(repr(exc))
+                time.sleep(0.05)
+                continue
+            put_oids.extend(zip((key for key, _ in batch), oids))
+            break
 
 
 class Soak:
@@ -180,6 +204,7 @@ class Soak:
         self.restarts: List[Tuple[float, Worker]] = []   # (when, worker)
         self.put_oids: List[soakcheck.PutJob] = []
         self.put_errors: List[str] = []
+        self.web: Optional[WebProducer] = None
 
     def start(self) -> ResourceWatch:
         """The server, the counting tree, every worker ready."""
@@ -205,6 +230,8 @@ class Soak:
                 raise RuntimeError('worker %s did not start; see %s'
                                    % (worker.name, worker.log))
         self.reader = Reader(self.db)
+        if p['web']:
+            self.web = WebProducer(self.directory, self.server.port)
         return ResourceWatch(self.db, self.server.path,
                              self.workers[:p['steady']],
                              pack_every=p['pack_every'])
@@ -310,8 +337,17 @@ class Soak:
                 break
             time.sleep(0.1)
 
+    def puts(self) -> Callable[[Batch], List[bytes]]:
+        """How the producer puts a batch: an HTTP request to the web
+        producer (``--web``), or a transaction of this process."""
+        if self.web is not None:
+            port = self.web.port
+            return lambda batch: post_jobs(port, batch, self.runs_log)
+        return DirectPuts(self.db, self.runs_log)
+
     def close(self, keep: bool) -> None:
-        dispatchers.shut_down(self.workers, self.reader, self.db,
+        children = self.workers + ([self.web] if self.web else [])
+        dispatchers.shut_down(children, self.reader, self.db,
                               self.server, None if keep else self.directory)
 
 
@@ -322,9 +358,10 @@ def run(params: Dict[str, Any], keep: bool = False,
         resources = soak.start()
         plan = soak.plan()
         stop = threading.Event()
+        puts = soak.puts()
         feeding = threading.Thread(target=producer, args=(
-            soak.db, plan, soak.runs_log, params['seconds'], stop,
-            soak.put_oids, soak.put_errors))
+            puts, plan, params['seconds'], stop, soak.put_oids,
+            soak.put_errors))
         started = time.monotonic()
         feeding.start()
         print('soak: %d jobs over %.0f s, %d workers, kill -9 every %s s, '
@@ -335,6 +372,8 @@ def run(params: Dict[str, Any], keep: bool = False,
         soak.kill_for_a_while(started, resources)
         feeding.join(params['seconds'] + 30)
         stop.set()
+        if isinstance(puts, DirectPuts):
+            puts.close()
         soak.drain()
         summary, lost, duplicated = soakcheck.summarise(
             soak.look, soak.put_oids, soak.runs_log, soak.kills,
@@ -353,7 +392,8 @@ def report(result: Dict[str, Any], out: IO[str] = sys.stdout) -> None:
     s = result['summary']
     print('jobs put %d, completed %d, failed %d' % (
         s['jobs_put'], s['jobs_completed'], s['jobs_failed']), file=out)
-    print('jobs lost: %d' % s['jobs_lost'], file=out)
+    print('jobs lost: %d (unfinished when the drain ended: %d)' % (
+        s['jobs_lost'], s.get('jobs_unfinished', 0)), file=out)
     print('duplicates: %d' % s['jobs_duplicated'], file=out)
     print('max recovery time: %s s (median %s s, over %d kills holding '
           'jobs; %d kills in all)' % (
@@ -412,6 +452,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='completed jobs each agent keeps')
     parser.add_argument('--json', help='where to write the JSON (default '
                         'benchmarks/results/soak.json)')
+    parser.add_argument('--web', action='store_true',
+                        help='put the jobs through HTTP requests to a '
+                        'Pyramid app under waitress (benchmarks/soakweb.py)')
     parser.add_argument('--keep', action='store_true',
                         help='keep the temporary directory (logs, zeo.fs)')
     args = parser.parse_args(argv)
@@ -423,7 +466,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     params = dict(DEFAULTS, jobs=args.jobs, seconds=args.seconds,
                   workers=args.workers, death=args.death, seed=args.seed,
                   steady=args.steady, pack_every=args.pack_every,
-                  history_size=args.history_size)
+                  history_size=args.history_size, web=args.web)
     result = run(params, keep=args.keep)
     report(result)
     path = common.write_result('soak', result, args.json)
@@ -431,8 +474,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if result['directory']:
         print('kept %s' % result['directory'])
     s = result['summary']
-    bad = (s['jobs_lost'] or s['jobs_duplicated'] or s['jobs_failed']
-           or s['unrecovered_kills'])
+    bad = (s['jobs_lost'] or s['jobs_unfinished'] or s['jobs_duplicated']
+           or s['jobs_failed'] or s['unrecovered_kills'])
     return 1 if bad else 0
 
 

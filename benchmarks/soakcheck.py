@@ -1,8 +1,10 @@
 """What the end of a soak (benchmarks/soak.py) says: each job's fate and
 each kill's recovery, summed up.
 
-A job is lost when its key was never counted in the database, run twice
-when it was counted more than once: ZODB's own record of what committed,
+A job is lost when it finished (or was packed away) and its key was never
+counted in the database, run twice when it was counted more than once;
+one still in the queue when the drain's time ran out is unfinished, not
+lost (a machine too busy for the soak's pace): ZODB's own record of what committed,
 not the workers' word.  The runs log counts every start, committed or
 not, so its surplus over the jobs is the work redone (conflict retries,
 and jobs a kill interrupted).
@@ -18,15 +20,17 @@ PutJob = Tuple[str, bytes]      # (key, oid)
 
 
 def job_outcomes(reader: Any, put_oids: Sequence[PutJob]
-                 ) -> Tuple[Counter[str], Counter[str]]:
+                 ) -> Tuple[Counter[str], Counter[str], List[str]]:
     """Each put job's status ('packed' when the database no longer has
-    it), and the failures by type and message."""
+    it), the failures by type and message, and the keys of the jobs
+    not finished."""
     from ZODB.POSException import POSKeyError
     from pyramid_zcasync.failure import Failure
     from pyramid_zcasync.interfaces import COMPLETED
     statuses: Counter[str] = collections.Counter()
     failures: Counter[str] = collections.Counter()
-    for _, oid in put_oids:
+    unfinished: List[str] = []
+    for key, oid in put_oids:
         try:
             job = reader.connection.get(oid)
         except POSKeyError:
@@ -35,10 +39,12 @@ def job_outcomes(reader: Any, put_oids: Sequence[PutJob]
             statuses['packed'] += 1
             continue
         statuses[job.status] += 1
-        if job.status == COMPLETED and isinstance(job.result, Failure):
+        if job.status != COMPLETED:
+            unfinished.append(key)
+        elif isinstance(job.result, Failure):
             failures['%s: %s' % (job.result.type_name,
                                  job.result.message[:80])] += 1
-    return statuses, failures
+    return statuses, failures, unfinished
 
 
 def runs_per_key(runs_log: str) -> Counter[str]:
@@ -80,10 +86,12 @@ def summarise(reader: Any, put_oids: Sequence[PutJob], runs_log: str,
     """The summary, and the keys lost and the keys run twice."""
     from pyramid_zcasync.interfaces import COMPLETED
     done = dict(reader.root()['soak_done'])
-    statuses, failures = job_outcomes(reader, put_oids)
+    statuses, failures, unfinished = job_outcomes(reader, put_oids)
     runs = runs_per_key(runs_log)
     keys = [key for key, _ in put_oids]
-    lost = [key for key in keys if done.get(key, 0) == 0]
+    waiting = set(unfinished)
+    lost = [key for key in keys
+            if done.get(key, 0) == 0 and key not in waiting]
     duplicated = [key for key in keys if done.get(key, 0) > 1]
     recoveries, detections = settle_kills(kills)
     summary = {
@@ -93,6 +101,7 @@ def summarise(reader: Any, put_oids: Sequence[PutJob], runs_log: str,
         'jobs_packed_away': statuses.get('packed', 0),
         'jobs_failed': sum(failures.values()),
         'jobs_lost': len(lost),
+        'jobs_unfinished': len(unfinished),
         'jobs_duplicated': len(duplicated),
         'unfinished_statuses': {s: n for s, n in statuses.items()
                                 if s not in (COMPLETED, 'packed')},

@@ -34,12 +34,14 @@ def worker_main(argv: Sequence[str]) -> None:
     import ZEO
 
     from benchmarks._zc_worker import serve_dispatcher
+    from benchmarks.soakmem import start_from_environment
     storage, uuid_file, poll, ping, death, size, history, log = argv
     logging.basicConfig(
         filename=log, level=logging.WARNING,
         format='%(asctime)s %(process)d %(threadName)s %(name)s '
                '%(levelname)s %(message)s')
     db = ZEO.DB(('127.0.0.1', int(storage.split(':')[1])), wait_timeout=30)
+    start_from_environment(db, os.path.basename(log)[:-len('.log')])
     serve_dispatcher(db, dict(
         uuid_file=uuid_file, poll_interval=float(poll),
         ping_interval=float(ping), ping_death_interval=float(death),
@@ -101,6 +103,37 @@ class Worker:
     def uuid(self) -> str:
         from pyramid_zcasync.instance import read_uuid
         return read_uuid(self.uuid_file)
+
+
+class WebProducer:
+    """benchmarks/soakweb.py under waitress, in a process of its own:
+    the soak's producers put through its HTTP requests (``--web``)."""
+
+    def __init__(self, directory: str, zeo_port: int,
+                 timeout: float = 30.0) -> None:
+        self.port = common.free_port()
+        self.log = os.path.join(directory, 'web.log')
+        with open(self.log, 'ab') as log:  # a pipe nobody reads blocks
+            self.process = subprocess.Popen(
+                [sys.executable, '-m', 'benchmarks.soakweb', str(zeo_port),
+                 str(self.port)], stdout=subprocess.PIPE, stderr=log,
+                text=True, cwd=common.project_root(), env=common.python_env())
+        assert self.process.stdout is not None   # stdout=PIPE
+        if self.process.stdout.readline().strip() != 'serving':
+            raise RuntimeError('the web producer did not start; see %s'
+                               % self.log)
+        common.wait_until(self._listening, timeout, 0.05,
+                          'the web producer to listen')
+
+    def _listening(self) -> bool:
+        import socket
+        with socket.socket() as sock:
+            return sock.connect_ex(('127.0.0.1', self.port)) == 0
+
+    def stop(self) -> None:
+        common.stop_process(self.process, timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 if __name__ == '__main__':

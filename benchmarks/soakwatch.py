@@ -26,6 +26,16 @@ def rss_mb(pid: int) -> Optional[float]:
     return None
 
 
+def per_minute(samples: List[Tuple[float, float]]
+               ) -> List[Tuple[float, float]]:
+    """The first sample of each minute: whether memory levels off once
+    the bounded records are full is in the curve, not in its ends."""
+    kept: Dict[int, Tuple[float, float]] = {}
+    for at, value in samples:
+        kept.setdefault(int(at // 60), (at, value))
+    return [kept[minute] for minute in sorted(kept)]
+
+
 class ResourceWatch:
     """Samples memory every ``sample_every`` seconds and packs (then
     measures the file) every ``pack_every`` seconds."""
@@ -80,7 +90,8 @@ class ResourceWatch:
                             'max_mb': max(values),
                             'growth_after_settling_mb':
                                 round(values[-1] - settled, 1),
-                            'samples': len(values)}
+                            'samples': len(values),
+                            'series': per_minute(samples)}
         after = [p['mb_after'] for p in self.packs]
         return {'memory': memory, 'packs': self.packs,
                 'db_mb_after_packs': {

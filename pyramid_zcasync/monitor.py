@@ -37,19 +37,36 @@ class Monitor:
         self.dispatcher = dispatcher
         self.polls = Polls()
         self.jobs = JobHistory()
-        #: Why the storage could not commit, by thread (report_storage).
-        self.storage_trouble: Dict[str, str] = {}
+        #: Thread -> why its last commit failed (report_storage).
+        self._trouble: Dict[threading.Thread, str] = {}
+        self._trouble_lock = threading.Lock()
 
     def report_storage(self, exc: Optional[BaseException]) -> None:
         """What a worker (or the poll) found committing: ``exc`` when the
         storage could not (server away, disk full), None when it did;
         /health says down while any worker's or the poll's last commit
-        could not."""
-        who = threading.current_thread().name
-        if exc is None:
-            self.storage_trouble.pop(who, None)
-        else:
-            self.storage_trouble[who] = str(exc)
+        could not.  A thread that ended in trouble (a pool shrunk during
+        an outage) no longer counts: it would say down for ever, and its
+        entry would stay for the process's life."""
+        who = threading.current_thread()
+        with self._trouble_lock:
+            if exc is None:
+                self._trouble.pop(who, None)
+            else:
+                self._trouble[who] = str(exc)
+            self._forget_ended_threads()
+
+    def _forget_ended_threads(self) -> None:
+        for thread in [t for t in self._trouble if not t.is_alive()]:
+            del self._trouble[thread]
+
+    @property
+    def storage_trouble(self) -> Dict[str, str]:
+        """Thread name -> why the storage could not commit, for the
+        threads still running whose last commit failed."""
+        with self._trouble_lock:
+            self._forget_ended_threads()
+            return {thread.name: why for thread, why in self._trouble.items()}
 
     @property
     def status(self) -> str:

@@ -318,12 +318,18 @@ class DispatcherAgents(persistent.Persistent):
         server every process reconnects in its own time (over ZEO,
         seconds apart): a sibling gets its whole death interval after the
         judge came back, or live dispatchers are declared dead."""
+        now = now or self.database_now()
         found = []
         for registration in self.find_dead(now, watched_since):
             if registration.UUID == exclude:
                 continue
-            log.warning('dispatcher %s is dead (last ping %s); deactivating',
-                        registration.UUID, registration.last_ping)
+            # Every figure of the judgement: a false death (a stale view
+            # of the ping, a judge that was away) is read from this line.
+            log.warning('dispatcher %s is dead (last ping %s, database time '
+                        'now %s, watched since %s, death interval %s); '
+                        'deactivating', registration.UUID,
+                        registration.last_ping, now, watched_since,
+                        registration.ping_death_interval)
             registration.deactivate(reason='died')
             found.append(registration.UUID)
         return found

@@ -10,12 +10,15 @@ stop it cleanly.  ``--agent-size`` sets the size of the agent ``main``
 (default 3); ``--history-size`` the completed jobs each agent keeps
 (default: the dispatcher's); ``--log`` writes pyramid_zcasync's and ZEO's
 log records (INFO and up) to PATH, to see afterwards what a worker went
-through; ``--clock-offset`` sets this process's clock S seconds off, as
-another machine's may be.
+through, and SIGUSR1 then writes every thread's stack to PATH.stacks
+(where a worker is blocked); ``--clock-offset`` sets this process's clock
+S seconds off, as another machine's may be.
 """
 import argparse
 import datetime
+import faulthandler
 import logging
+import signal
 import sys
 
 import ZODB
@@ -69,14 +72,21 @@ def parse(argv):
     return args
 
 
+def log_to(path):
+    """Log records to ``path``; stacks to ``path``.stacks on SIGUSR1."""
+    logging.basicConfig(
+        filename=path, level=logging.INFO,
+        format='%(asctime)s %(process)d %(threadName)s %(name)s '
+               '%(levelname)s %(message)s')
+    stacks = open(path + '.stacks', 'a')  # open for the process's life
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+
+
 def main(argv):
     args = parse(argv)
     poll, ping, death = args.timing or (0.2, 0.5, 2)
     if args.log:
-        logging.basicConfig(
-            filename=args.log, level=logging.INFO,
-            format='%(asctime)s %(process)d %(threadName)s %(name)s '
-                   '%(levelname)s %(message)s')
+        log_to(args.log)
     if args.clock_offset:
         skew_clock(args.clock_offset)
     db = open_db(args.storage)
