@@ -44,6 +44,7 @@ import BTrees.OOBTree
 from ZODB.utils import p64, u64, z64
 
 from . import extensions, transact
+from .annotated import annotation
 
 #: Most changed objects recorded per run; more are only counted.
 LIMIT = 200
@@ -104,8 +105,7 @@ def of(job: Any) -> Changes:
 
 def seen_by_failure(job: Any) -> ReadPoint:
     """Where the last failed attempt read each database; () if unknown."""
-    annotations = getattr(job, '_annotations', None)
-    value = None if annotations is None else annotations.get(SEEN_KEY)
+    value = annotation(job, SEEN_KEY)
     return tuple(value) if isinstance(value, tuple) else ()
 
 

@@ -21,6 +21,7 @@ import datetime
 from typing import Any, List, NamedTuple, Optional, Tuple
 
 from . import clock
+from .annotated import annotation
 from .errors import JobCancelled
 from .failure import Failure
 from .interfaces import (ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW,
@@ -90,12 +91,9 @@ def attempt_of(job: Any) -> int:
     Cheap on a job never retried: it has no annotations.  Retries a
     worker makes in place after a conflict are not recorded in the job
     until it commits, so they repeat the number."""
-    annotations = getattr(job, '_annotations', None)
-    if not annotations:
-        return 1
-    counts = annotations.get(RETRY_COUNTS) or {}
+    counts = annotation(job, RETRY_COUNTS) or {}
     failed = sum(n for n in counts.values() if isinstance(n, int))
-    interrupted = annotations.get(RETRY_COUNTS + '.interruptions', 0)
+    interrupted = annotation(job, RETRY_COUNTS + '.interruptions', 0)
     return 1 + failed + (interrupted if isinstance(interrupted, int) else 0)
 
 

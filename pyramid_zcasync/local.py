@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable, Iterator, Optional, Protocol, Tuple
 
 from . import clock, extensions, transact
+from .annotated import annotation
 from .errors import cancel_reason
 from .safetext import clip
 
@@ -224,11 +225,7 @@ def get_progress(job: Any) -> Optional[Progress]:
     (from another process, ``get_live_annotation(job, PROGRESS_KEY)``
     reads it as last committed); None if it never set one, as on every
     job stored before progress existed."""
-    # Not job.annotations: that property creates the BTree, a write.
-    annotations = getattr(job, '_annotations', None)
-    if annotations is None:
-        return None
-    return _stored_progress(annotations.get(PROGRESS_KEY))
+    return _stored_progress(annotation(job, PROGRESS_KEY))
 
 
 def _stored_progress(value: Any) -> Optional[Progress]:

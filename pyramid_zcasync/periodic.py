@@ -31,6 +31,7 @@ from croniter import CroniterError, croniter
 from transaction.interfaces import TransientError
 
 from . import clock, local, process, transact
+from .annotated import annotation
 from .interfaces import KEY
 from .job import Job, _check_storable
 
@@ -173,9 +174,7 @@ def occurrence(job: Optional[Job] = None) -> Optional[datetime.datetime]:
     """The occurrence (aware UTC) a periodic job was put for; by default
     the running job's.  None for a job no schedule put."""
     job = job if job is not None else local.get_job()
-    if job is None or job._annotations is None:
-        return None
-    found = job.annotations.get(ANNOTATION)
+    found = annotation(job, ANNOTATION)
     return found['occurrence'] if found else None
 
 

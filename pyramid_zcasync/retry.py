@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 
 from ZODB.POSException import ConflictError
 
+from .annotated import annotation
 from .errors import JobCancelled
 from .failure import Failure
 
@@ -203,8 +204,7 @@ def retry_due(decision: Decision, now: datetime.datetime
 def seed_counts(data_cache: dict, job: Any) -> None:
     """Start ``data_cache`` from the counts a job stored when it was
     last put back for a retry: limits count attempts in all."""
-    annotations = job._annotations
-    stored = annotations.get(RetryPolicy.key) if annotations else None
+    stored = annotation(job, RetryPolicy.key)
     if stored:
         counts = data_cache.setdefault(RetryPolicy.key, {})
         for kind, count in stored.items():

@@ -28,6 +28,7 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Mapping,
                     Optional)
 
 from . import local
+from .annotated import annotation
 from .extensions import Extension
 from .lifelog import attempt_of
 
@@ -134,8 +135,7 @@ def stored_context(job: Any) -> Optional[Dict[str, str]]:
     headers).  Reads without creating the job's annotations: a run must
     not write to the job for its tracing."""
     while job is not None:
-        annotations = getattr(job, '_annotations', None)
-        carrier = annotations.get(CONTEXT_KEY) if annotations else None
+        carrier = annotation(job, CONTEXT_KEY)
         if carrier is not None:
             return _as_headers(carrier)
         job = getattr(job, 'parent', None)

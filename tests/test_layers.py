@@ -146,7 +146,7 @@ def test_no_import_cycle():
 LAYERS = (
     ('leaves', 'extensions transact clock safetext keys interfaces errors '
                'checks shapes failure local process instance watch '
-               'zeoclient pgnotify pool lease aio'),
+               'zeoclient pgnotify pool lease aio annotated'),
     ('model', 'job lifecycle lifelog unique deps puthooks queue layout '
               'agent quota registry retry composite periodic cancels '
               'changes undo'),
