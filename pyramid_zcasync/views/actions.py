@@ -32,7 +32,7 @@ from ..interfaces import ACTIVE, ASSIGNED, COMPLETED, PENDING
 from ..job import Job
 from . import add_admin_view, route_name
 from .html import state_phrase, took
-from .pages import page
+from .pages import error_page
 from .queries import stored_job
 from .format import ParameterError, parse_oid
 
@@ -254,18 +254,23 @@ def scale(request: Any) -> HTTPSeeOther:
 
 # -- errors ---------------------------------------------------------------
 
-REASONS = {400: '400 Bad Request', 404: '404 Not Found'}
-
-
 def action_error(exc: ActionError, request: Any) -> Response:
+    return refusal(request, exc.status, exc.message)
+
+
+def refusal(request: Any, status: int, message: str) -> Response:
+    """An action refused: a page for a browser, JSON for a script."""
+    if wants_html(request):
+        return error_page(status, message,
+                          request.route_path(route_name('dashboard')))
+    return Response(json_body={'error': message}, status=status)
+
+
+def wants_html(request: Any) -> bool:
+    """Whether the client prefers a page to JSON (a browser's form)."""
     offers = request.accept.acceptable_offers(['application/json',
                                                'text/html'])
-    if offers and offers[0][0] == 'text/html':
-        return page('error.jinja2', status=exc.status,
-                    reason=REASONS.get(exc.status, str(exc.status)),
-                    message=exc.message,
-                    back=request.route_path(route_name('dashboard')))
-    return Response(json_body={'error': exc.message}, status=exc.status)
+    return bool(offers) and offers[0][0] == 'text/html'
 
 
 def includeme(config: Any) -> None:

@@ -27,10 +27,10 @@ from pyramid.response import Response
 from .. import changes, replay, undo
 from ..safetext import clip, quote
 from . import add_admin_view, route_name
-from .actions import check_csrf
+from .actions import check_csrf, refusal, wants_html
 from .format import ParameterError, parse_oid
 from .html import Forms
-from .pages import error_page, page
+from .pages import page
 from .queries import JobRef, find_job, read_ref, stored_job
 from .reports import callable_name, outcome
 
@@ -193,12 +193,6 @@ def touched_view(request: Any) -> TouchedInfo:
         params.get('database')))
 
 
-def wants_html(request: Any) -> bool:
-    offers = request.accept.acceptable_offers(['application/json',
-                                               'text/html'])
-    return bool(offers) and offers[0][0] == 'text/html'
-
-
 def trial_view(kind: str) -> Any:
     def view(request: Any) -> Response:
         check_csrf(request)
@@ -247,9 +241,7 @@ def unconfirmed(request: Any, kind: str, ref: JobRef) -> Response:
 
 
 def error(request: Any, exc: ParameterError) -> Response:
-    if wants_html(request):
-        return error_page(exc.status, exc.message, dashboard_url(request))
-    return Response(json_body={'error': exc.message}, status=exc.status)
+    return refusal(request, exc.status, exc.message)
 
 
 def html(template: str, request: Any, status: int = 200, **values: Any
