@@ -81,17 +81,23 @@ def serve(db: Any, args: argparse.Namespace) -> None:
 
 
 def serve_dispatcher(db: Any, start_options: Dict[str, Any],
-                     stop_dispatchers: bool = True) -> None:
+                     stop_dispatchers: bool = True,
+                     job_history: Optional[int] = None) -> None:
     """Run a dispatcher on ``db`` until SIGTERM/SIGINT, then close it;
     prints ``ready`` and ``stopped`` for the parent.  The soak's workers
     leave their dispatcher to the package's signal handlers
-    (``stop_dispatchers=False``), as a deployment would."""
+    (``stop_dispatchers=False``), as a deployment would.  ``job_history``
+    bounds the dispatcher's in-memory job records below the package's
+    10,000, so that a soak of half an hour fills them and can show the
+    memory that follows."""
     import pyramid_zcasync
     from pyramid_zcasync import dispatcher, process
 
     try:
         pyramid_zcasync.install_queues(db)
-        dispatcher.start(db, **start_options)
+        started = dispatcher.start(db, **start_options)
+        if job_history is not None:
+            started.monitor.jobs.size = job_history
         print('ready', flush=True)
         process.wait_for_signal()
     except (KeyboardInterrupt, SystemExit):

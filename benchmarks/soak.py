@@ -84,6 +84,7 @@ DEFAULTS = {
     'steady': 1,               # workers never killed: their memory is watched
     'pack_every': 60.0,        # seconds between packs of the database
     'web': False,              # put through HTTP requests (soakweb.py)
+    'job_history': None,       # in-memory job records (None: the package's)
 }
 
 
@@ -450,6 +451,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--history-size', type=int,
                         default=DEFAULTS['history_size'],
                         help='completed jobs each agent keeps')
+    parser.add_argument('--job-history', type=int, default=None,
+                        help='in-memory job records each dispatcher keeps '
+                        '(default: the package\'s 10,000; smaller fills '
+                        'within a shorter soak, to show the memory after)')
     parser.add_argument('--json', help='where to write the JSON (default '
                         'benchmarks/results/soak.json)')
     parser.add_argument('--web', action='store_true',
@@ -466,7 +471,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     params = dict(DEFAULTS, jobs=args.jobs, seconds=args.seconds,
                   workers=args.workers, death=args.death, seed=args.seed,
                   steady=args.steady, pack_every=args.pack_every,
-                  history_size=args.history_size, web=args.web)
+                  history_size=args.history_size, web=args.web,
+                  job_history=args.job_history)
     result = run(params, keep=args.keep)
     report(result)
     path = common.write_result('soak', result, args.json)

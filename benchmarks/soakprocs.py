@@ -3,7 +3,10 @@ dispatcher-only worker process, started and stopped by PID (the ZEO
 server is zeo.py's).
 
     python -m benchmarks.soakprocs --worker zeo:PORT UUID_FILE POLL PING
-                                   DEATH AGENT_SIZE HISTORY_SIZE LOG
+                                   DEATH AGENT_SIZE HISTORY_SIZE
+                                   JOB_HISTORY LOG
+
+JOB_HISTORY 0 keeps the package's bound of in-memory job records.
 """
 import os
 import signal
@@ -28,14 +31,14 @@ def soak_job(done: Any, key: int, seconds: float, runs_log: str) -> int:
 
 def worker_main(argv: Sequence[str]) -> None:
     """``--worker zeo:PORT UUID_FILE POLL PING DEATH AGENT_SIZE HISTORY_SIZE
-    LOG``"""
+    JOB_HISTORY LOG``"""
     import logging
 
     import ZEO
 
     from benchmarks._zc_worker import serve_dispatcher
     from benchmarks.soakmem import start_from_environment
-    storage, uuid_file, poll, ping, death, size, history, log = argv
+    storage, uuid_file, poll, ping, death, size, history, records, log = argv
     logging.basicConfig(
         filename=log, level=logging.WARNING,
         format='%(asctime)s %(process)d %(threadName)s %(name)s '
@@ -46,7 +49,7 @@ def worker_main(argv: Sequence[str]) -> None:
         uuid_file=uuid_file, poll_interval=float(poll),
         ping_interval=float(ping), ping_death_interval=float(death),
         agent_size=int(size), history_size=int(history)),
-        stop_dispatchers=False)
+        stop_dispatchers=False, job_history=int(records) or None)
 
 
 class Worker:
@@ -70,7 +73,8 @@ class Worker:
             [sys.executable, '-m', 'benchmarks.soakprocs', '--worker',
              'zeo:%d' % self.port, self.uuid_file, str(p['poll_interval']),
              str(p['ping_interval']), str(p['death']), str(p['agent_size']),
-             str(p['history_size']), self.log],
+             str(p['history_size']), str(p.get('job_history') or 0),
+             self.log],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             cwd=common.project_root(), env=common.python_env())
         self.pids.append(process.pid)
