@@ -12,7 +12,10 @@ request each), on their own connection, retrying a ConflictError up to
 ZEO server and over RelStorage-PostgreSQL (history-free, fsync on), both
 started here on 127.0.0.1 and stopped by PID.  Printed per storage and
 thread count: puts committed, puts that failed all attempts, conflicts
-by the class (or message) ConflictError named, wall time.  Without
+by the class (or message) ConflictError named and by the object of the
+queue it was about (``conflicts_on``: a stripe's tree, one of its
+buckets, its counter, a deadline tree, the unique index...), wall time.
+Without
 PostgreSQL (or RelStorage) the RelStorage rows are skipped with the
 reason.  ``--begin-by`` gives every job a deadline that many seconds
 ahead (jobs with a deadline are also indexed by it).  Figures and the
@@ -49,6 +52,7 @@ def put_concurrently(db: Any, threads: int, puts: int, attempts: int = 5,
         attempts)
     return {'committed': committed, 'failed': failed,
             'conflicts': collections.Counter(map(_kind, conflicts)),
+            'conflicts_on': _objects_of(db, conflicts),
             'conflicts_per_put': round(len(conflicts) / (threads * puts), 3),
             'seconds': round(seconds, 2)}
 
@@ -71,6 +75,56 @@ def _kind(exc: BaseException) -> str:
         if word in text:
             return word
     return text.split('\n')[0][:60]
+
+
+def _objects_of(db: Any, conflicts: Sequence[BaseException]
+                ) -> Dict[str, int]:
+    """How many ``conflicts`` were about each object of the queue, named
+    by ``_name_objects``; RelStorage's lock errors name no object."""
+    from pyramid_zcasync.interfaces import IQueue
+    connection = db.open()
+    try:
+        names = _name_objects(IQueue(connection.root()))
+    finally:
+        connection.close()
+    return dict(collections.Counter(
+        names.get(getattr(exc, 'oid', None) or b'', 'no object named')
+        for exc in conflicts))
+
+
+def _name_objects(queue: Any) -> Dict[bytes, str]:
+    """oid -> what it is in ``queue`` (as the conflicts' oids are known
+    after the run, the buckets named are those of the trees then: a
+    bucket split since is named as the bucket that kept its oid)."""
+    named = {queue._p_oid: 'queue', queue._stripes._p_oid: 'lanes'}
+    for (negative, names, stripe), (tree, counter) in (
+            queue._stripes.items()):
+        where = ' (priority %d%s, stripe %d)' % (
+            -negative, ''.join(', ' + name for name in names), stripe)
+        named.update(_tree_objects(tree, 'lane', where))
+        named[counter._p_oid] = 'lane counter' + where
+    for stripe, tree in enumerate(queue._deadline_stripes):
+        named.update(_tree_objects(tree, 'deadlines',
+                                   ' (stripe %d)' % stripe))
+    named.update(_tree_objects(queue._unique, 'unique index', ''))
+    return named
+
+
+def _tree_objects(tree: Any, name: str, where: str) -> Dict[bytes, str]:
+    """The oids of ``tree`` and of its buckets (a tree of one bucket
+    holds it in its own record)."""
+    named = {tree._p_oid: name + ' tree' + where}
+    buckets = []
+    bucket = tree._firstbucket
+    while bucket is not None:
+        if bucket._p_oid is not None:
+            buckets.append(bucket._p_oid)
+        bucket = bucket._next
+    for index, oid in enumerate(buckets):
+        place = ('last' if index == len(buckets) - 1
+                 else 'first' if index == 0 else 'middle')
+        named[oid] = '%s %s bucket%s' % (name, place, where)
+    return named
 
 
 @contextlib.contextmanager
@@ -140,17 +194,29 @@ def print_report(result: Dict[str, Any],
     for row in result['rows']:
         if 'skipped' in row:
             table.append([row['storage'], None, None, None, None, None,
-                          None, 'skipped: ' + row['skipped']])
+                          None, 'skipped: ' + row['skipped'], None])
             continue
         conflicts = row['conflicts']
         table.append([row['storage'], row['threads'], row['puts'],
                       row['committed'], row['failed'],
                       row['conflicts_per_put'], row['seconds'],
-                      ', '.join('%s %d' % item for item in
-                                sorted(conflicts.items())) or 'none'])
+                      _listed(conflicts), _listed(_kinds(row['conflicts_on']))])
     common.print_table(['storage', 'threads', 'puts', 'committed',
-                        'failed', 'conflicts/put', 'seconds', 'conflicts'],
-                       table, out=file)
+                        'failed', 'conflicts/put', 'seconds', 'conflicts',
+                        'about'], table, out=file)
+
+
+def _kinds(about: Dict[str, int]) -> Dict[str, int]:
+    """``about`` without the lanes and stripes (the JSON keeps them)."""
+    kinds: Dict[str, int] = collections.Counter()
+    for name, count in about.items():
+        kinds[name.split(' (')[0]] += count
+    return kinds
+
+
+def _listed(counts: Dict[str, int]) -> str:
+    return ', '.join('%s %d' % item for item in sorted(counts.items())
+                     ) or 'none'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
