@@ -85,6 +85,9 @@ def test_jobs_of_the_8_stripe_layout_are_claimed_in_order_and_counted(
     try:
         assert not layout.needs_upgrade(queue)
         assert all(len(key) == 3 for key in queue._stripes.keys())
+        # RelStorage locks in oid order: each counter above its tree
+        assert all(tree._p_oid < counter._p_oid
+                   for tree, counter in queue._stripes.values())
         assert len(queue._deadline_stripes) == keys.STRIPES
         assert len(queue) == len(expected) == 72
         assert [j.args[0] for j in queue] == [j.args[0] for j in expected]
