@@ -22,9 +22,11 @@ FLOOR = -1
 
 _TIE_BITS = 32
 _TIE_MASK = (1 << _TIE_BITS) - 1
-STRIPE_BITS = 3
-#: Trees per lane (queue.py): more than the producers that usually put at
-#: once, few enough that a claim's look at each tree's front stays cheap.
+STRIPE_BITS = 4
+#: Trees per lane (queue.py), made on first use: as many as the threads
+#: of a busy web process (16), so that each of its putting transactions
+#: has a tree of its own (two in one tree conflict whenever one splits
+#: the bucket both append to); a claim looks only at the trees made.
 STRIPES = 1 << STRIPE_BITS
 _STRIPE_MASK = STRIPES - 1
 

@@ -7,17 +7,19 @@ scheduled for later are never visited.  There is one such BTree, a
 from the highest, and in each takes the earliest due job of its lanes, so
 it never loads a job of a lower priority than the one it returns, and a
 lane whose quotas are full or out of rate is passed over whole, without
-loading its jobs.  Each lane is *striped*: keys.STRIPES BTrees, the key's
-low bits naming the tree (keys.stripe_of), each producer thread putting
-in its own (keys.local_stripe), because producers appending to one tree
-all conflict on its last bucket and its nodes.  A claim takes the
-earliest job of all trees of its priority, so striping changes no order.
-Lanes are created on first use and kept (a producer may be adding to one
-while a claim empties it).  Deadlines (``begin_by``) have trees of their
+loading its jobs.  Each lane is *striped*: up to keys.STRIPES BTrees, the
+key's low bits naming the tree (keys.stripe_of), each producer thread
+putting in its own (keys.local_stripe), because producers appending to
+one tree all conflict on its last bucket and its nodes.  A claim takes
+the earliest job of all trees of its priority, so striping changes no
+order.  A lane's stripes are made on first use, each a key of its own in
+``_stripes`` (producers making two stripes at once insert two keys, which
+BTrees merge), and kept (a producer may be adding to one while a claim
+empties it): a claim with a cold cache loads the stripes used, not all.  Deadlines (``begin_by``) have trees of their
 own, striped the same way, so expired jobs are failed at claim time even
 when every agent's filter would skip them.  Queues stored in older
 layouts are upgraded once, by ``install_queues`` (layout.py), so claims
-read one layout only.  Each lane
+read one layout only.  Each stripe
 counts its jobs in a ``BTrees.Length`` of its own (the queue's length is
 their sum), and inserts land in BTree buckets: conflict resolution lets a
 producer and a consumer in two processes commit at once.
@@ -46,8 +48,8 @@ from .job import Job
 from .quota import Quotas, above_floor, floor_tree
 from .registry import DispatcherAgents
 
-#: A lane: its keys.STRIPES trees, then the Length counting their jobs.
-Lane = Tuple[Any, ...]
+#: A stripe of a lane: its tree, then the Length counting its jobs.
+Stripe = Tuple[Any, Any]
 #: ``(key, job, tree)`` of a job a claim may take.
 _Found = Tuple[int, Job, Any]
 
@@ -69,8 +71,8 @@ class Queues(persistent.mapping.PersistentMapping):
 @zope.interface.implementer(IQueue)
 class Queue(persistent.Persistent):
 
-    #: ``(-priority, quota names) -> tuple``: the keys.STRIPES trees of
-    #: that lane, then the ``BTrees.Length`` of the jobs in them.
+    #: ``(-priority, quota names, stripe) -> (tree, Length)``: the tree of
+    #: that stripe of that lane and the count of the jobs in it.
     _stripes: Any = None
     #: The jobs with a ``begin_by``, keyed by deadline: keys.STRIPES trees,
     #: each job in the stripe of its own key, so that producers putting
@@ -86,7 +88,7 @@ class Queue(persistent.Persistent):
         # All keep a floor entry: see quota.FLOOR.
         self._deadline_stripes = _floor_trees()
         self._stripes = BTrees.OOBTree.OOBTree()
-        self._lane(0, (), create=True)  # the first puts do not race
+        self._entry(0, (), keys.local_stripe(), create=True)
         unique.index(self, create=True)
         self.quotas = Quotas()
         self.dispatchers = DispatcherAgents(self)
@@ -97,7 +99,7 @@ class Queue(persistent.Persistent):
     # -- reading ------------------------------------------------------
 
     def __len__(self) -> int:
-        return sum(lane[keys.STRIPES]() for lane in self._stripes.values())
+        return sum(counter() for _, counter in self._stripes.values())
 
     def __iter__(self) -> Iterator[Job]:
         """Pending jobs in claim order: highest priority first, then
@@ -135,43 +137,47 @@ class Queue(persistent.Persistent):
     def _names_of(job: Job) -> Tuple[str, ...]:
         return tuple(sorted(set(job.quota_names)))
 
-    def _lane(self, priority: int, names: Tuple[str, ...],
-              create: bool = False) -> Optional[Lane]:
-        """The trees and counter of that lane, or None."""
-        lane: Optional[Lane] = self._stripes.get((-priority, names))
-        if lane is None and create:
-            # All at once: producers in other stripes find them made.
-            # The counter last, so that its oid is above the trees': on
-            # RelStorage-PostgreSQL, which locks in oid order (read-current
-            # rows first), a counter below a tree lets two producers of
-            # one stripe deadlock, one holding the counter and waiting for
-            # the tree the other holds.
-            lane = self._stripes[(-priority, names)] = _floor_trees() + (
-                BTrees.Length.Length(),)
-        return lane
+    def _entry(self, priority: int, names: Tuple[str, ...], stripe: int,
+               create: bool = False) -> Optional[Stripe]:
+        """The tree and counter of that stripe of that lane, or None."""
+        entry: Optional[Stripe] = self._stripes.get((-priority, names,
+                                                     stripe))
+        if entry is None and create:
+            # The counter after the tree, so that its oid is above the
+            # tree's: on RelStorage-PostgreSQL, which locks in oid order
+            # (read-current rows first), a counter below a tree lets two
+            # producers of one stripe deadlock, one holding the counter
+            # and waiting for the tree the other holds.
+            entry = self._stripes[(-priority, names, stripe)] = (
+                floor_tree(), BTrees.Length.Length())
+        return entry
 
     def _stripe(self, priority: int, names: Tuple[str, ...], stripe: int,
                 create: bool = False) -> Any:
         """The tree of that lane and stripe, or None."""
-        lane = self._lane(priority, names, create)
-        return None if lane is None else lane[stripe]
+        entry = self._entry(priority, names, stripe, create)
+        return None if entry is None else entry[0]
 
     def _counter_of(self, tree: Any, job: Job) -> Any:
         """The Length counting the jobs of ``tree``, which holds ``job``:
-        its own lane's, or, only if its quota names were changed while it
-        was pending, another's (read lazily: puts and claims come here)."""
-        own = self._lane(job.priority, self._names_of(job))
-        lanes = itertools.chain([own] if own is not None else [],
-                                self._stripes.values())
-        for lane in lanes:
-            if any(stripe is tree for stripe in lane[:keys.STRIPES]):
-                return lane[keys.STRIPES]
+        its own stripe's, or, only if its quota names were changed while
+        it was pending (or it was put before a change of keys.STRIPES),
+        another's (read lazily: puts and claims come here)."""
+        assert job._key is not None
+        own = self._entry(job.priority, self._names_of(job),
+                          keys.stripe_of(job._key))
+        entries = itertools.chain([own] if own is not None else [],
+                                  self._stripes.values())
+        for stripe_tree, counter in entries:
+            if stripe_tree is tree:
+                return counter
         raise KeyError('no lane of queue %r holds %r' % (self.name, job))
 
     def _all_lanes(self) -> List[Tuple[int, Tuple[str, ...], List[Any]]]:
         """``(priority, names, trees)`` of every lane, in claim order."""
-        return [(-negative, names, list(lane[:keys.STRIPES]))
-                for (negative, names), lane in self._stripes.items()]
+        return [(-negative, names, [tree for _, (tree, _) in stripes])
+                for (negative, names), stripes in itertools.groupby(
+                    self._stripes.items(), key=_lane_of)]
 
     def _levels(self) -> Iterator[Tuple[int, List[Tuple[Tuple[str, ...],
                                                         List[Any]]]]]:
@@ -257,15 +263,16 @@ class Queue(persistent.Persistent):
         if self._p_jar is not None:
             keys.move_on_failed_commit(self._p_jar.transaction_manager.get())
         tiebreak = keys.new_tiebreak(stripe)
-        lane = self._lane(job.priority, self._names_of(job), create=True)
-        assert lane is not None
-        job._key = keys.insert_unique(lane[stripe],
-                                      keys.make(micros, tiebreak), job)
+        entry = self._entry(job.priority, self._names_of(job), stripe,
+                            create=True)
+        assert entry is not None
+        tree, counter = entry
+        job._key = keys.insert_unique(tree, keys.make(micros, tiebreak), job)
         if job.begin_by is not None:
             job._deadline_key = keys.insert_unique(
                 self._deadline_stripes[stripe],
                 keys.make(clock.to_micros(job.begin_by), tiebreak), job)
-        lane[keys.STRIPES].change(1)
+        counter.change(1)
         if job._p_jar is None and self._p_jar is not None:
             # Stored in the queues' database now, as zc.async does: the
             # app may then keep the job on its own objects (of another
@@ -454,6 +461,12 @@ class Queue(persistent.Persistent):
 
 def _floor_trees() -> Tuple[Any, ...]:
     return tuple(floor_tree() for _ in range(keys.STRIPES))
+
+
+def _lane_of(item: Tuple[Tuple[int, Tuple[str, ...], int], Stripe]
+             ) -> Tuple[int, Tuple[str, ...]]:
+    """``(-priority, names)`` of an item of ``Queue._stripes``."""
+    return item[0][0], item[0][1]
 
 
 def _front_key(tree: Any) -> Optional[int]:
