@@ -2,7 +2,8 @@
 
     python -m benchmarks.pickup [--jobs 200] [--json PATH]
     python -m benchmarks.pickup --across zeo|pg [--jobs 60] [--rounds 3]
-                                [--before TREE] [--fsync off] [--json PATH]
+                                [--before TREE] [--fsync off] [--parts]
+                                [--json PATH]
 
 Each job is put and committed alone, with a pause between jobs so that
 every pick-up is measured from an idle dispatcher (the worst case for a
@@ -104,6 +105,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--before', metavar='TREE', default=None)
     parser.add_argument('--fsync', choices=('on', 'off'), default='on',
                         help='PostgreSQL\'s, with --across pg')
+    parser.add_argument('--parts', action='store_true',
+                        help='with --across: where the time goes, stamped '
+                             'in the dispatcher (pickup_parts.py)')
     parser.add_argument('--json', default=None,
                         help='output path (default '
                              'benchmarks/results/pickup.json)')
