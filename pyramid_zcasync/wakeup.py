@@ -9,7 +9,9 @@ process send what the other processes listen for (on PostgreSQL; ZEO
 needs nothing).  A storage offering neither (FileStorage: one process)
 is left to the dispatcher's watch of the last transaction and its polls,
 which also remain behind the push, for what it might miss (a server
-away, a notification lost).
+away, a notification lost).  Over ZEO the push also names the objects
+the commit changed: the next poll asks for them all at once before it
+reads them (:meth:`Subscription.prefetch`).
 """
 from __future__ import annotations
 

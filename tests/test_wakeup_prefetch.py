@@ -1,8 +1,6 @@
 """A poll woken by another process's put asks the ZEO server for what the
 put changed all at once (zeoclient.PushedObjects), instead of loading
 each object in a round trip of its own."""
-import time
-
 import ZODB.FileStorage
 from persistent.mapping import PersistentMapping
 from ZODB.utils import p64, u64
@@ -10,14 +8,7 @@ from ZODB.utils import p64, u64
 from dbtools import read, write
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync import wakeup, zeoclient
-
-
-def wait_until(predicate, seconds=10.0, what='the condition'):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, 'waited %s s for %s' % (
-            seconds, what)
-        time.sleep(0.01)
+from test_wakeup import wait_until
 
 
 def cached_now(storage, oid):
