@@ -33,6 +33,10 @@ _current: Dict[str, Any] = {}
 _last_push: List[Optional[float]] = [None]
 #: How many objects the poll running now prefetched (before it began).
 _last_prefetch: List[int] = [0]
+#: When the dispatcher last handed a claimed job to its executor.
+_last_submit: List[Optional[float]] = [None]
+#: A worker thread's stamps: its group begun, its lease taken.
+_worker = threading.local()
 #: Where the stamps go (the first argument).
 _parts_file: List[str] = []
 _write_lock = threading.Lock()
@@ -69,6 +73,30 @@ def _on_poll(original: Callable[..., Any], self: Any, args: tuple) -> Any:
     return outcome
 
 
+def _on_submit(original: Callable[..., Any], self: Any, args: tuple
+               ) -> Any:
+    _last_submit[0] = time.time()
+    return original(self, *args)
+
+
+def _thread_stamp(key: str) -> Callable[..., Any]:
+    def around(original: Callable[..., Any], self: Any, args: tuple) -> Any:
+        setattr(_worker, key, time.time())
+        return original(self, *args)
+    return around
+
+
+def _on_call(original: Callable[..., Any], self: Any, args: tuple) -> Any:
+    """Just before a grouped job is called: what led its worker there."""
+    stamps = {'kind': 'run', 'job_call': time.time(),
+              'submitted': _last_submit[0],
+              'group': getattr(_worker, 'group', None),
+              'leased': getattr(_worker, 'leased', None)}
+    with _write_lock, open(_parts_file[0], 'a') as out:
+        out.write(json.dumps(stamps) + '\n')
+    return original(self, *args)
+
+
 def _first_stamp(key: str) -> Callable[..., Any]:
     def around(original: Callable[..., Any], self: Any, args: tuple) -> Any:
         _current.setdefault(key, time.time())
@@ -102,6 +130,22 @@ def _on_load(original: Callable[..., Any], self: Any, args: tuple) -> Any:
         _current['load_s'] += time.perf_counter() - began
 
 
+def _wrap_runs() -> None:
+    """Stamp the way from a committed claim to a grouped job's call."""
+    from pyramid_zcasync.executor import Executor
+    try:
+        from pyramid_zcasync.group import GroupRunner
+    except ImportError:
+        return
+    if not all(hasattr(GroupRunner, name)
+               for name in ('run_group', '_group', '_call')):
+        return
+    _wrap(Executor, 'submit', _on_submit)
+    _wrap(GroupRunner, 'run_group', _thread_stamp('group'))
+    _wrap(GroupRunner, '_group', _thread_stamp('leased'))
+    _wrap(GroupRunner, '_call', _on_call)
+
+
 def install() -> None:
     from pyramid_zcasync.dispatcher import Dispatcher
     from pyramid_zcasync.poller import Poller
@@ -109,6 +153,7 @@ def install() -> None:
     _wrap(Poller, 'poll_once', _on_poll)
     _wrap(Poller, '_claim', _first_stamp('claims'))
     _wrap(Poller, '_commit', _on_commit)
+    _wrap_runs()
     from pyramid_zcasync import wakeup
     if hasattr(wakeup.Subscription, 'prefetch'):
         _wrap(wakeup.Subscription, 'prefetch', _on_prefetch)
@@ -131,6 +176,15 @@ PARTS = (('put commit', 'call', 'return'),
          ('claims', 'claims', 'vote'),
          ('poll commit', 'vote', 'committed'),
          ('to first line', 'committed', 'started'))
+#: The last part split, for jobs run in a group (group.py): the claimed
+#: job handed to the executor, its worker's group begun, the group's
+#: lease taken (the bookkeeping lock the poll holds until it is done),
+#: the job loaded and about to be called, its first line.
+RUN_PARTS = (('to submit', 'committed', 'submitted'),
+             ('to worker', 'submitted', 'group'),
+             ('lease', 'group', 'leased'),
+             ('to call', 'leased', 'job_call'),
+             ('call to first line', 'job_call', 'started'))
 
 
 def command(child: List[str], parts: str) -> List[str]:
@@ -141,7 +195,8 @@ def command(child: List[str], parts: str) -> List[str]:
 
 
 def read(parts: str) -> List[Dict[str, Any]]:
-    """The polls stamped into ``parts`` (none if it was never written)."""
+    """The polls and runs stamped into ``parts`` (none if it was never
+    written)."""
     if not os.path.exists(parts):
         return []
     with open(parts) as lines:
@@ -158,25 +213,47 @@ def breakdown(samples: Sequence[Stamps], polls: List[Dict[str, Any]]
     """Median milliseconds of each part over the samples whose claiming
     poll was found (the last one to commit before the job started, begun
     after its put was committed and woken by a push after that), and the
-    medians of what those polls counted."""
+    medians of what those polls counted; the last part split where the
+    job ran in a group stamped (``runs``)."""
     found: Dict[str, List[float]] = {
-        name: [] for name, _, _ in PARTS + COUNTS}
+        name: [] for name, _, _ in PARTS + COUNTS + RUN_PARTS}
     for call, returned, started in samples:
         poll = _claiming_poll(polls, call, started)
         if poll is None or (poll.get('push') or 0) < call:
             continue
         stamps = dict(poll, call=call, started=started)
         stamps['return'] = returned
-        for name, begin, end in PARTS:
-            found[name].append((stamps[end] - stamps[begin]) * 1000)
+        _add_parts(found, PARTS, stamps)
         for name, key, scale in COUNTS:
             found[name].append(poll.get(key, 0) * scale)
+        run = _run_of(polls, poll['committed'], started)
+        if run is not None:
+            _add_parts(found, RUN_PARTS, dict(run, **stamps))
     matched = len(found['poll loads'])
-    out: Dict[str, Any] = {'matched': matched, 'of': len(samples)}
-    if matched:
-        out.update({name + ' p50': round(statistics.median(values), 2)
-                    for name, values in found.items()})
+    out: Dict[str, Any] = {'matched': matched, 'of': len(samples),
+                           'runs': len(found['lease'])}
+    out.update({name + ' p50': round(statistics.median(values), 2)
+                for name, values in found.items() if values})
     return out
+
+
+def _add_parts(found: Dict[str, List[float]],
+               parts: Sequence[Tuple[str, str, str]],
+               stamps: Dict[str, Any]) -> None:
+    for name, begin, end in parts:
+        found[name].append((stamps[end] - stamps[begin]) * 1000)
+
+
+def _run_of(records: List[Dict[str, Any]], committed: float,
+            started: float) -> Optional[Dict[str, Any]]:
+    """The grouped call of the job claimed by the poll committed at
+    ``committed``: the last one stamped before the job started, with
+    every stamp after that commit."""
+    runs = [run for run in records if run.get('kind') == 'run'
+            and run['job_call'] <= started
+            and all((run.get(key) or 0) >= committed
+                    for key in ('submitted', 'group', 'leased'))]
+    return max(runs, key=lambda run: run['job_call'], default=None)
 
 
 def _claiming_poll(polls: List[Dict[str, Any]], call: float,
