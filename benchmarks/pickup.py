@@ -20,7 +20,10 @@ benchmarks/zeo.py's rows.  With ``--before TREE`` (a checkout, e.g. a
 ``git worktree add`` of the base commit) each round runs a dispatcher
 process importing the package from TREE and one from this checkout, in
 alternating order, against the same server: before and after side by
-side.  The putting process is always this checkout's.
+side.  The putting process is always this checkout's.  ``--parts``
+also stamps, inside the dispatcher process, where each pick-up's time
+went (pickup_parts.py: push, poll, claims and their loads, the poll's
+commit, the way to the job's first line).
 """
 import argparse
 import os
