@@ -2,7 +2,8 @@
 
     python -m benchmarks.pickup [--jobs 200] [--json PATH]
     python -m benchmarks.pickup --across zeo|pg [--jobs 60] [--rounds 3]
-                                [--before TREE] [--fsync off] [--json PATH]
+                                [--before TREE] [--fsync off] [--parts]
+                                [--json PATH]
 
 Each job is put and committed alone, with a pause between jobs so that
 every pick-up is measured from an idle dispatcher (the worst case for a
@@ -19,7 +20,10 @@ benchmarks/zeo.py's rows.  With ``--before TREE`` (a checkout, e.g. a
 ``git worktree add`` of the base commit) each round runs a dispatcher
 process importing the package from TREE and one from this checkout, in
 alternating order, against the same server: before and after side by
-side.  The putting process is always this checkout's.
+side.  The putting process is always this checkout's.  ``--parts``
+also stamps, inside the dispatcher process, where each pick-up's time
+went (pickup_parts.py: push, poll, claims and their loads, the poll's
+commit, the way to the job's first line).
 """
 import argparse
 import os
@@ -104,6 +108,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--before', metavar='TREE', default=None)
     parser.add_argument('--fsync', choices=('on', 'off'), default='on',
                         help='PostgreSQL\'s, with --across pg')
+    parser.add_argument('--parts', action='store_true',
+                        help='with --across: where the time goes, stamped '
+                             'in the dispatcher (pickup_parts.py)')
     parser.add_argument('--json', default=None,
                         help='output path (default '
                              'benchmarks/results/pickup.json)')

@@ -13,9 +13,9 @@ import random
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from benchmarks import common
+from benchmarks import common, pickup_parts
 from benchmarks.dispatchers import (Client, DispatcherProcess, shut_down,
                                     warm_up)
 
@@ -26,24 +26,30 @@ GAP_S = (0.020, 0.100)
 TIMEOUT_S = 60.0
 
 
-def in_tree(cls: type, tree: str) -> type:
+def in_tree(cls: type, tree: str, parts: Optional[str] = None) -> type:
     """``cls`` (a DispatcherProcess) whose child imports the package from
     the checkout ``tree``: run there (``-m`` puts the working directory
-    first on sys.path), with ``tree`` on PYTHONPATH too."""
+    first on sys.path), with ``tree`` on PYTHONPATH too.  With ``parts``
+    (a file) the child runs behind pickup_parts.py, which stamps there
+    where each poll's time goes."""
     class InTree(cls):
         def command(self, where: Any) -> List[str]:
-            return (['env', '-C', tree, 'PYTHONPATH=' + tree]
-                    + super().command(where))
+            command = super().command(where)
+            if parts is not None:
+                command = pickup_parts.command(command, parts)
+            return ['env', '-C', tree, 'PYTHONPATH=' + tree] + command
     return InTree
 
 
-Samples = List[Tuple[float, float]]
+#: Per sample: ``commit()`` called, returned, the job's first line ran.
+Samples = List[pickup_parts.Stamps]
 
 
 def samples(client: Client, n: int, rnd: random.Random,
             dispatcher: DispatcherProcess) -> Samples:
-    """``n`` pick-up latencies in seconds: from the ``commit()`` call,
-    and from its return (without the put's own commit)."""
+    """``n`` pick-ups: when the ``commit()`` of the put was called, when
+    it returned and when the job's first line ran (seconds since the
+    epoch: the dispatcher process shares the clock)."""
     from pyramid_zcasync.interfaces import COMPLETED
     found = []
     for _ in range(n):
@@ -55,7 +61,7 @@ def samples(client: Client, n: int, rnd: random.Random,
             client.tm.begin()
             return bool(job.status == COMPLETED)
         common.wait_until(done, TIMEOUT_S, 0.001, 'job %r' % (job,))
-        found.append((job.result - before, job.result - after))
+        found.append((before, after, job.result))
         client.tm.abort()
         time.sleep(rnd.uniform(*GAP_S))
     return found
@@ -67,17 +73,21 @@ def summary(found: Samples) -> Dict[str, Any]:
         out['p90_ms'] = round(common.percentile(
             [s * 1000 for s in seconds], 90), 3)
         return out
-    out = of([call for call, _ in found])
-    out['from_commit_return'] = of([ret for _, ret in found])
+    out = of([started - call for call, _, started in found])
+    out['from_commit_return'] = of([started - ret
+                                    for _, ret, started in found])
     return out
 
 
 class Server:
     """The storage server of one run and what opens it."""
 
-    def __init__(self, kind: str, directory: str, fsync: bool) -> None:
+    def __init__(self, kind: str, directory: str, fsync: bool,
+                 parts: bool = False) -> None:
         self.kind = kind
         self.fsync = fsync
+        #: Whether dispatchers stamp where their polls' time goes.
+        self.parts = parts
         self.directory = directory
         self.server: Any = None
         self.where: Any = None
@@ -105,8 +115,14 @@ class Server:
         relstorage.announce_puts(db)
         return db
 
+    def parts_file(self, name: str) -> Optional[str]:
+        """Where the dispatcher ``name`` stamps its polls, if it does."""
+        if not self.parts:
+            return None
+        return os.path.join(self.directory, name + '.parts')
+
     def dispatcher(self, name: str, tree: str) -> DispatcherProcess:
-        cls = in_tree(self.process_class, tree)
+        cls = in_tree(self.process_class, tree, self.parts_file(name))
         made: DispatcherProcess = cls(self.directory, name, self.where,
                                       POLL_INTERVAL, AGENT_SIZE)
         return made
@@ -114,12 +130,13 @@ class Server:
 
 def run(kind: str, jobs: int, rounds: int, trees: Dict[str, str],
         log: Callable[[str], None] = print,
-        fsync: bool = True) -> Dict[str, Any]:
+        fsync: bool = True, parts: bool = False) -> Dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix='bench-pickup-')
-    server = Server(kind, tmp, fsync)
+    server = Server(kind, tmp, fsync, parts)
     db = client = None
     running: List[DispatcherProcess] = []
     per_side: Dict[str, Samples] = {side: [] for side in trees}
+    polls: Dict[str, List[Dict[str, Any]]] = {side: [] for side in trees}
     rounds_out: List[Dict[str, Any]] = []
     rnd = random.Random(1)
     started = time.perf_counter()
@@ -132,16 +149,18 @@ def run(kind: str, jobs: int, rounds: int, trees: Dict[str, str],
         for number in range(1, rounds + 1):
             for side in order:
                 log('  %s, round %d: %s' % (kind, number, side))
-                found = _one_side(server, client, side, trees[side], number,
-                                  jobs, rnd, running)
+                found, stamped = _one_side(server, client, side,
+                                           trees[side], number, jobs, rnd,
+                                           running)
                 per_side[side] += found
+                polls[side] += stamped
                 rounds_out.append(dict(summary(found), side=side,
                                        round=number,
                                        load_average=os.getloadavg()))
             order.reverse()
     finally:
         shut_down(running, client, db, server.server, tmp)
-    return {'across': kind, 'server': server.description,
+    out = {'across': kind, 'server': server.description,
             'params': {'jobs_per_side_and_round': jobs, 'rounds': rounds,
                        'poll_interval_s': POLL_INTERVAL,
                        'gap_s': list(GAP_S), 'warmup_jobs': WARMUP_JOBS},
@@ -151,19 +170,28 @@ def run(kind: str, jobs: int, rounds: int, trees: Dict[str, str],
             'sides': {side: summary(found)
                       for side, found in per_side.items()},
             'rounds': rounds_out}
+    if parts:
+        out['parts'] = {side: pickup_parts.breakdown(found, polls[side])
+                        for side, found in per_side.items()}
+    return out
 
 
 def _one_side(server: Server, client: Client, side: str, tree: str,
               number: int, jobs: int, rnd: random.Random,
-              running: List[DispatcherProcess]) -> Samples:
-    dispatcher = server.dispatcher('%s-%d' % (side, number), tree)
+              running: List[DispatcherProcess]
+              ) -> Tuple[Samples, List[Dict[str, Any]]]:
+    """One side's samples, and its polls' stamps (with ``--parts``)."""
+    name = '%s-%d' % (side, number)
+    dispatcher = server.dispatcher(name, tree)
     running.append(dispatcher)
     try:
         warm_up(client, WARMUP_JOBS, [dispatcher], TIMEOUT_S)
-        return samples(client, jobs, rnd, dispatcher)
+        found = samples(client, jobs, rnd, dispatcher)
     finally:
         dispatcher.stop()
         running.remove(dispatcher)
+    parts = server.parts_file(name)
+    return found, pickup_parts.read(parts) if parts else []
 
 
 def print_report(result: Dict[str, Any], file: Any = None) -> None:
@@ -181,6 +209,10 @@ def print_report(result: Dict[str, Any], file: Any = None) -> None:
         result['across'], result['server'].get('storage'),
         result['params']['poll_interval_s']), file=file)
     common.print_table(headers, rows, out=file)
+    for side, parts in result.get('parts', {}).items():
+        print('%s: %s' % (side, ', '.join(
+            '%s %s' % (name, value) for name, value in parts.items())),
+            file=file)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -190,7 +222,8 @@ def main(args: argparse.Namespace) -> None:
         trees = {'before': os.path.abspath(args.before), 'after': here}
     try:
         result = run(args.across, args.jobs or 60, args.rounds, trees,
-                     log=common.log_to_stderr, fsync=args.fsync == 'on')
+                     log=common.log_to_stderr, fsync=args.fsync == 'on',
+                     parts=args.parts)
     except Exception as exc:
         if type(exc).__name__ == 'Skipped':
             sys.exit('benchmarks.pickup --across pg: %s' % exc)

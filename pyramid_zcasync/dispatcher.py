@@ -335,6 +335,8 @@ class Dispatcher:
                 # it, and claim jobs that nobody runs.
                 if self._stopping:
                     return
+                if self.pushed is not None:
+                    self.pushed.prefetch()
                 self._poll_once()
         except Exception as exc:
             log.exception('dispatcher %s: poll failed', self.UUID)
