@@ -2,6 +2,7 @@
 test_chaos.py, test_guarantees.py): jobs that record which process ran
 them, reading what the workers committed, and their logs."""
 import collections
+import contextlib
 import os
 import signal
 import time
@@ -148,3 +149,21 @@ def log_excerpts(tmp_path, lines=40, processes=()):
 def conflict_count(states):
     return sum(s[3].get(RETRY_COUNTS, {}).get('conflict', 0)
                for s in states.values())
+
+
+@contextlib.contextmanager
+def explained(tmp_path, processes, storage_side=None):
+    """A failed wait inside says what the workers were doing: their
+    threads' stacks and their logs' warnings, taken while they still run
+    (the fixture stops them right after), and ``storage_side()``'s text
+    (what the server's side of their connections does), if given."""
+    try:
+        yield
+    except AssertionError as exc:
+        told = [str(exc), log_excerpts(tmp_path, processes=processes)]
+        if storage_side is not None:
+            try:
+                told.append('--- storage side ---\n' + storage_side())
+            except Exception as failure:  # the explanation must not hide
+                told.append('--- storage side: %r ---' % failure)
+        raise AssertionError('\n'.join(told)) from exc
