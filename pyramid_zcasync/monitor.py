@@ -11,6 +11,9 @@ import datetime
 import threading
 from typing import Any, Dict, Iterator, Optional, Protocol
 
+from ZODB.POSException import POSError
+
+from . import retry
 from .clock import Clock
 from .history import JobHistory, Poll, Polls, statistics
 
@@ -129,3 +132,18 @@ class Monitor:
                    if (queue is None or e.get('queue') == queue)
                    and (agent is None or e.get('agent') == agent)]
         return statistics(entries, since, until)
+
+
+def spoils_poll(exc: BaseException) -> bool:
+    """Whether an error raised inside an agent's claims must fail the
+    whole poll (the dispatcher then aborts it) instead of being logged
+    and skipped.  A storage error (the server away, an object that could
+    not be loaded) can come in the middle of one claim: after the job
+    left its pending tree, before it was ASSIGNED.  A poll committed
+    then stores a PENDING job that no tree holds, which no dispatcher
+    ever claims: after network faults over RelStorage, "Couldn't load
+    state for BTrees.Length.Length" while a claim took a job, then the
+    queue's last job waited for good.  An error of a job's own (a filter
+    that raises) comes before anything is taken: skipping it keeps the
+    dispatcher pinging."""
+    return isinstance(exc, POSError) or retry.is_disconnected(exc)

@@ -75,6 +75,21 @@ def free_port():
         return sock.getsockname()[1]
 
 
+#: One row per backend of a database: its state, what it waits for, for
+#: how long its transaction and its state have lasted, who blocks it.
+ACTIVITY = """
+SELECT pid, application_name, client_port, state, wait_event_type,
+       wait_event, round(extract(epoch FROM now() - xact_start)::numeric, 1),
+       round(extract(epoch FROM now() - state_change)::numeric, 1),
+       pg_blocking_pids(pid), left(regexp_replace(query, '\\s+', ' ', 'g'), 80)
+FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+ORDER BY xact_start NULLS LAST
+"""
+ACTIVITY_COLUMNS = ('pid', 'application', 'client port', 'state',
+                    'wait type', 'wait event', 'transaction s', 'state s',
+                    'blocked by', 'query')
+
+
 class PostgreSQL:
     """One cluster; ``durable=False`` turns fsync off (tests: the data
     need not survive a machine crash, and commits get much faster)."""
@@ -239,6 +254,23 @@ class PostgreSQL:
     def db(self, name, **options):
         import ZODB
         return ZODB.DB(self.storage(name, **options))
+
+    def activity(self, name):
+        """What every backend on database ``name`` is doing, and who waits
+        for whose lock, as text for a failure message: a backend whose
+        client is gone but which still holds row locks makes every commit
+        touching those rows fail at RelStorage's lock timeout."""
+        import psycopg2
+        connection = psycopg2.connect(self.dsn(name), connect_timeout=5)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(ACTIVITY, (name,))
+                rows = cursor.fetchall()
+        finally:
+            connection.close()
+        return '\n'.join(' | '.join(str(value) for value in row)
+                         for row in [ACTIVITY_COLUMNS] + rows)
 
     # -- helpers ------------------------------------------------------
 

@@ -2,6 +2,7 @@
 test_chaos.py, test_guarantees.py): jobs that record which process ran
 them, reading what the workers committed, and their logs."""
 import collections
+import contextlib
 import os
 import signal
 import time
@@ -100,6 +101,39 @@ def wait_for_done(db, keys, oids, seconds, what='all jobs'):
                                  dict(statuses), dict(failures)))
 
 
+def unfinished(db, keys, oids, limit=5):
+    """For a failure message: the first jobs whose keys are not done, each
+    with its status, whether a pending tree of its queue holds it (one
+    that is PENDING but in no tree is never claimed: seen once, after
+    network faults over RelStorage) and the last events of its life log;
+    and the queue's pending count beside the jobs its trees hold."""
+    from pyramid_zcasync import lifelog
+
+    def where(root):
+        done = root['done']
+        lines = []
+        queue = None
+        for key, oid in zip(keys, oids):
+            if done.get(key):
+                continue
+            job = root._p_jar.get(oid)
+            queue = job.queue or queue
+            held = job.queue is not None and \
+                job.queue._tree_of(job) is not None
+            lines.append('%s %r %s, in a pending tree: %s; %s' % (
+                key, job, job.status, held, '; '.join(
+                    '%s %s->%s %s' % (e.at.time(), e.before, e.after,
+                                      e.detail)
+                    for e in lifelog.events(job)[-4:])))
+            if len(lines) >= limit:
+                break
+        if queue is not None:
+            lines.append('queue %r: pending count %d, jobs in its trees %d'
+                         % (queue.name, len(queue), sum(1 for _ in queue)))
+        return '\n'.join(lines)
+    return read(db, where)
+
+
 def check_exactly_once(db, keys, oids):
     """Every key committed once, every job COMPLETED with its key."""
     done = read(db, lambda root: dict(root['done']))
@@ -148,3 +182,24 @@ def log_excerpts(tmp_path, lines=40, processes=()):
 def conflict_count(states):
     return sum(s[3].get(RETRY_COUNTS, {}).get('conflict', 0)
                for s in states.values())
+
+
+@contextlib.contextmanager
+def explained(tmp_path, processes, *views):
+    """A failed wait inside says what the workers were doing: their
+    threads' stacks and their logs' warnings, taken while they still run
+    (the fixture stops them right after), and the text of each of
+    ``views`` (callables; None is skipped): what the storage server or
+    the database hold."""
+    try:
+        yield
+    except AssertionError as exc:
+        told = [str(exc), log_excerpts(tmp_path, processes=processes)]
+        for view in views:
+            if view is None:
+                continue
+            try:
+                told.append('---\n' + view())
+            except Exception as failure:  # the explanation must not hide
+                told.append('--- a view failed: %r ---' % failure)
+        raise AssertionError('\n'.join(told)) from exc
