@@ -6,6 +6,10 @@ measures ours and Huey.
                                    [--threads 2,4] [--jobs N] [--rounds N]
                                    [--json PATH]
 
+Without ``--only`` every live row runs, in one run: live.py's (ours on
+FileStorage, ZEO, RelStorage; Huey) first, then the peers'; ``--only``
+takes any subset of both (e.g. ``fs,huey,rq``).
+
 Each row starts the peer's server and one worker process
 (benchmarks/morepeers.py: 2 threads, or concurrency 2, where the peer
 has them; RQ one job at a time), warms it up, then runs live.py's rounds:
@@ -17,7 +21,6 @@ p50 = the job's start - its put call's return), every job checked done
 with a float.  ``python -m benchmarks --only live`` runs these beside
 ours and Huey and shows each row's ratio to Huey's and ours.
 """
-import argparse
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -61,7 +64,8 @@ def live_rows(kind: str, params: Params) -> List[Result]:
             LivePeer(peer), peer.name, peer.persistence, params,
             lambda: peer.worker_cpu() + common.process_cpu_seconds())
     for row in rows:
-        row.update(system=kind, concurrency=peer.concurrency, failures=0)
+        row.update(system=kind, concurrency=peer.concurrency,
+                   server=peer.server, failures=0)
     return rows
 
 
@@ -102,29 +106,23 @@ def run_with_ours(params: Params, ours: Sequence[str] = live.SYSTEMS,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--quick', action='store_true')
-    ap.add_argument('--only', default=','.join(SYSTEMS),
-                    help='comma-separated subset of ' + ','.join(SYSTEMS)
-                    + ' (and of live.py\'s ' + ','.join(live.SYSTEMS)
-                    + ': those run first, in the same run)')
+    ap = morepeers.options(__doc__.splitlines()[0],
+                           SYSTEMS + live.SYSTEMS, 'livepeers')
     ap.add_argument('--threads', default=None,
                     help='producer thread counts, e.g. 2,4')
     ap.add_argument('--jobs', type=int, default=None,
                     help='jobs per round, over all producer threads')
-    ap.add_argument('--rounds', type=int, default=None)
-    ap.add_argument('--json', default=None,
-                    help='default benchmarks/results/livepeers.json')
+    ap.add_argument('--rounds', type=int, default=None,
+                    help='rounds per thread count (the median is shown)')
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else DEFAULTS)
     if args.threads:
         params['threads'] = tuple(int(t) for t in args.threads.split(','))
-    for name in ('jobs', 'rounds'):
-        if getattr(args, name):
-            params[name] = getattr(args, name)
-    only = tuple(s.strip() for s in args.only.split(',') if s.strip())
-    result = run_with_ours(params, [s for s in live.SYSTEMS if s in only],
-                           only, log=common.log_to_stderr)
+    params.update({k: getattr(args, k) for k in ('jobs', 'rounds')
+                   if getattr(args, k)})
+    result = run_with_ours(params, [s for s in live.SYSTEMS
+                                    if s in args.only], args.only,
+                           log=common.log_to_stderr)
     result['code'] = common.code_version()
     common.report_and_write('livepeers', result, args.json,
                             live.print_report)

@@ -40,8 +40,8 @@ Result = Dict[str, Any]
 SYSTEMS = ('dramatiq', 'celery', 'procrastinate')
 DEFAULTS: Params = dict(peers.DEFAULTS, peer_jobs=500, peer_threads=2)
 QUICK: Params = dict(peers.QUICK, peer_jobs=150, peer_threads=2)
-REDIS_PERSISTENCE = ('redis-server defaults: RDB snapshots, no AOF (an '
-                     'acknowledged job can be lost in a crash)')
+REDIS_PERSISTENCE = ('Redis defaults: RDB snapshots, no AOF (a crash loses '
+                     'acknowledged jobs)')
 PG_PERSISTENCE = 'PostgreSQL fsync on, synchronous_commit on'
 PIP_HINT = "pip install -e '.[bench]'"
 
@@ -61,6 +61,7 @@ class Peer:
     name = ''
     persistence = ''
     concurrency = ''
+    server = ''     # the server's name and version
 
     def __init__(self, workers: Sequence[peers.Child]) -> None:
         self.workers = list(workers)
@@ -303,7 +304,7 @@ def _redis_peer(kind: str, params: Params, tmp: str,
                 workers.append(_worker(kind, tmp, server.url,
                                        params['peer_threads']))
             peer = make(server.url, workers)
-            peer.persistence += ' (redis %s)' % server.version
+            peer.server = 'redis-server %s' % server.version
             yield peer
         finally:
             if peer is not None:
@@ -328,7 +329,7 @@ def _procrastinate(params: Params, tmp: str) -> Iterator[Peer]:
         worker = _worker('procrastinate', tmp, conninfo,
                          params['peer_threads'])
         peer = Procrastinate(conninfo, [worker], params['peer_threads'])
-        peer.persistence += ' (%s)' % relstorage.postgres_version(server.bin)
+        peer.server = relstorage.postgres_version(server.bin)
         yield peer
     finally:
         if peer is not None:
@@ -382,7 +383,8 @@ def drain(kind: str, params: Params = DEFAULTS) -> Result:
         return dict(pickup, name=peer.name, system=kind,
                     workers=len(peer.workers),
                     concurrency=peer.concurrency,
-                    persistence=peer.persistence, failures=0,
+                    persistence=peer.persistence, server=peer.server,
+                    failures=0,
                     throughput=tput)
 
 
@@ -408,22 +410,28 @@ def print_report(result: Result, file: Optional[IO[str]] = None) -> None:
             for r in result['peers']]
     common.print_table(['drain', 'n', 'jobs/s', 'pickup p50 ms',
                         'pickup p95 ms', 'persistence'], rows, out=file)
-    for key, why in sorted(result.get('skipped', {}).items()):
-        print('skipped %s: %s' % (key, why), file=file)
-    for key, why in sorted(result.get('errors', {}).items()):
-        print('ERROR %s: %s' % (key, why), file=file)
+    peers.print_skips(result, file)
+
+
+def options(description: str, systems: Sequence[str],
+            name: str) -> argparse.ArgumentParser:
+    """The options every peers' command takes: --quick, --only, --json."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument('--quick', action='store_true',
+                    help='small counts, for a smoke test (figures noisy)')
+    ap.add_argument('--only', default=','.join(systems),
+                    type=lambda text: tuple(
+                        s.strip() for s in text.split(',') if s.strip()),
+                    help='comma-separated subset of ' + ','.join(systems))
+    ap.add_argument('--json', default=None,
+                    help='default benchmarks/results/%s.json' % name)
+    return ap
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--quick', action='store_true')
-    ap.add_argument('--only', default=','.join(SYSTEMS),
-                    help='comma-separated subset of ' + ','.join(SYSTEMS))
-    ap.add_argument('--json', default=None,
-                    help='default benchmarks/results/morepeers.json')
-    args = ap.parse_args(argv)
-    only = tuple(s.strip() for s in args.only.split(',') if s.strip())
-    result = run(QUICK if args.quick else DEFAULTS, only,
+    args = options(__doc__.splitlines()[0], SYSTEMS,
+                   'morepeers').parse_args(argv)
+    result = run(QUICK if args.quick else DEFAULTS, args.only,
                  log=common.log_to_stderr)
     common.report_and_write('morepeers', result, args.json, print_report)
     return 1 if result['errors'] else 0

@@ -348,7 +348,6 @@ def run_rq(params: Params = DEFAULTS) -> List[Result]:
             for n in params['rq_workers']:
                 r = _rq_one(server.url, n, params, tmp)
                 r['redis_server'] = server.version
-                r['persistence'] += ' (redis %s)' % server.version
                 out.append(r)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -395,6 +394,14 @@ def run(params: Optional[Params] = None,
     return out
 
 
+def print_skips(result: Result, file: Optional[IO[str]] = None) -> None:
+    """Below a table: what was skipped and why, what failed."""
+    for key, why in sorted(result.get('skipped', {}).items()):
+        print('skipped %s: %s' % (key, why), file=file)
+    for key, why in sorted(result.get('errors', {}).items()):
+        print('ERROR %s: %s' % (key, why), file=file)
+
+
 def print_report(result: Result, file: Optional[IO[str]] = None) -> None:
     raw = result.get('raw_storage', {}).get('modify')
     raw_rate = raw['commits_per_s'] if raw else None
@@ -412,10 +419,7 @@ def print_report(result: Result, file: Optional[IO[str]] = None) -> None:
                      if raw_rate else None,
                      pk.get('p50_ms'), pk.get('p95_ms')])
     common.print_table(headers, rows, out=file)
-    for key, why in sorted(result.get('skipped', {}).items()):
-        print('skipped %s: %s' % (key, why), file=file)
-    for key, why in sorted(result.get('errors', {}).items()):
-        print('ERROR %s: %s' % (key, why), file=file)
+    print_skips(result, file)
     print('machine: ' + common.describe_machine(result['machine']),
           file=file)
     print('total %.1f s' % result['duration_s'], file=file)
