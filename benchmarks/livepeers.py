@@ -58,14 +58,23 @@ class LivePeer:
 
 
 def live_rows(kind: str, params: Params) -> List[Result]:
-    """The peer ``kind``'s rows, one per producer thread count."""
+    """The peer ``kind``'s rows, one per producer thread count, each with
+    the server's CPU per job over its rounds (pick-up checks included)."""
+    rows = []
     with morepeers.running(kind, params) as peer:
-        rows = live.rows_for(
-            LivePeer(peer), peer.name, peer.persistence, params,
-            lambda: peer.worker_cpu() + common.process_cpu_seconds())
-    for row in rows:
-        row.update(system=kind, concurrency=peer.concurrency,
-                   server=peer.server, failures=0)
+        system = LivePeer(peer)
+        for threads in params['threads']:
+            server0 = peer.server_cpu()
+            row, = live.rows_for(
+                system, peer.name, peer.persistence,
+                dict(params, threads=(threads,)),
+                lambda: peer.worker_cpu() + common.process_cpu_seconds())
+            row.update(system=kind, concurrency=peer.concurrency,
+                       server=peer.server, failures=0,
+                       server_cpu_ms_per_job=round(
+                           1000 * (peer.server_cpu() - server0)
+                           / (row['jobs'] * params['rounds']), 3))
+            rows.append(row)
     return rows
 
 

@@ -62,6 +62,7 @@ class Peer:
     persistence = ''
     concurrency = ''
     server = ''     # the server's name and version
+    server_pid: Optional[int] = None
 
     def __init__(self, workers: Sequence[peers.Child]) -> None:
         self.workers = list(workers)
@@ -110,12 +111,35 @@ class Peer:
         from benchmarks.dispatchers import cpu_seconds
         return sum(cpu_seconds(c.pid) for c in self.workers)
 
+    def server_cpu(self) -> float:
+        """CPU seconds of the server (Redis, PostgreSQL) so far, with its
+        child processes (PostgreSQL's backends, Redis's snapshots): the
+        work of a job that neither the client nor the worker shows."""
+        return tree_cpu_seconds(self.server_pid) if self.server_pid else 0.0
+
     def warm_up(self, n: int, timeout: float) -> None:
         jobs = [self.put_tracked() for _ in range(n)]
         common.wait_until(self.all_done, timeout, 0.01,
                           '%s warm-up' % self.system)
         for job in jobs:
             self.started_at(job)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its live children (from /proc)."""
+    from benchmarks.dispatchers import cpu_seconds
+    total = 0.0
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            if int(entry) == pid or ppid == pid:
+                total += cpu_seconds(entry)
+        except (OSError, ValueError, IndexError):
+            pass      # ended meanwhile
+    return total
 
 
 def _float(value: Any, job: Job) -> float:
@@ -305,6 +329,7 @@ def _redis_peer(kind: str, params: Params, tmp: str,
                                        params['peer_threads']))
             peer = make(server.url, workers)
             peer.server = 'redis-server %s' % server.version
+            peer.server_pid = server.child.pid if server.child else None
             yield peer
         finally:
             if peer is not None:
@@ -330,6 +355,7 @@ def _procrastinate(params: Params, tmp: str) -> Iterator[Peer]:
                          params['peer_threads'])
         peer = Procrastinate(conninfo, [worker], params['peer_threads'])
         peer.server = relstorage.postgres_version(server.bin)
+        peer.server_pid = server.pid
         yield peer
     finally:
         if peer is not None:

@@ -211,9 +211,12 @@ class Table:
             'live: ' + r['name'], r['jobs'], r['jobs_per_s'],
             r['pickup']['p50_ms'], r['pickup']['p95_ms'],
             other='ours FileStorage %s x this; put CPU %.2f ms, workers '
-                  '%.2f ms/job; %s' % (x_ours, r['cpu_ms_per_put'],
-                                       r['worker_cpu_ms_per_job'],
-                                       r['persistence']))
+                  '%.2f ms/job%s; %s' % (
+                      x_ours, r['cpu_ms_per_put'],
+                      r['worker_cpu_ms_per_job'],
+                      ', server %.2f ms/job' % r['server_cpu_ms_per_job']
+                      if 'server_cpu_ms_per_job' in r else '',
+                      r['persistence']))
         row['x_huey'] = ratio(r['jobs_per_s'],
                               live.huey_rate(result, r['threads']))
 
