@@ -4,6 +4,9 @@
 
 prints a table and writes benchmarks/results/peers.json.  See
 benchmarks/README.md for what each figure means and how it is measured.
+Dramatiq, Celery and procrastinate are measured the same way, with this
+module's helpers (``throughput``, ``pickup``, ``RedisServer``), by
+benchmarks/morepeers.py; their live rows are benchmarks/livepeers.py's.
 
 Every system is measured the same way:
 
