@@ -328,7 +328,8 @@ def _redis_peer(kind: str, params: Params, tmp: str,
                 workers.append(_worker(kind, tmp, server.url,
                                        params['peer_threads']))
             peer = make(server.url, workers)
-            peer.server = 'redis-server %s' % server.version
+            peer.server = 'redis-server %s, save "%s"' % (server.version,
+                                                          server.save)
             peer.server_pid = server.child.pid if server.child else None
             yield peer
         finally:

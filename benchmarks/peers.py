@@ -280,6 +280,7 @@ class RedisServer:
             _wait(ping, self.timeout, 'redis-server to answer', [self.child],
                   interval=0.02)
             self.version = conn.info().get('redis_version')
+            self.save = conn.config_get('save').get('save')
             conn.close()
         except BaseException:
             self.__exit__(None, None, None)
