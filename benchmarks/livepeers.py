@@ -95,13 +95,14 @@ def run(params: Optional[Params] = None, only: Sequence[str] = SYSTEMS,
 
 
 def merged(ours: Result, peers: Result) -> Result:
-    """live.run's result with the peers' rows, skips and errors added:
-    the suite's live phase, one table (each row against Huey's)."""
+    """live.run's result with the peers' rows, skips, errors, seconds and
+    load averages added: the suite's live phase, one table (each row
+    against Huey's)."""
     out = dict(ours, rows=list(ours['rows']) + list(peers['rows']),
-               skipped=dict(ours['skipped'], **peers['skipped']),
-               errors=dict(ours['errors'], **peers['errors']),
                duration_s=round(ours['duration_s'] + peers['duration_s'], 1))
-    out['params'] = dict(ours['params'], **peers['params'])
+    for key in ('skipped', 'errors', 'params', 'phase_seconds',
+                'load_average'):
+        out[key] = dict(ours.get(key) or {}, **(peers.get(key) or {}))
     return out
 
 
