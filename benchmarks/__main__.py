@@ -8,6 +8,12 @@ subset, comma-separated):
 raw     raw FileStorage commit rate (the denominator of every ``x raw FS``)
 huey    Huey, SqliteHuey, 1 consumer x 2 threads
 rq      RQ, redis-server started here, 1 and 2 SimpleWorker processes
+dramatiq, celery
+        Dramatiq and Celery, each on a redis-server started here, 1 worker
+        process x 2 threads (benchmarks/morepeers.py)
+procrastinate
+        procrastinate on a throw-away PostgreSQL cluster started here
+        (fsync on), 1 worker process, concurrency 2
 fs      pyramid_zcasync on FileStorage in one process: throughput, bulk put
         of 10,000 jobs, same-process pick-up latency
 zeo     pyramid_zcasync over a ZEO server started here: 1 and 2 dispatcher
@@ -21,7 +27,9 @@ pg      the same on RelStorage (history-free) over a throw-away PostgreSQL
 live    web-style producers: THREADS threads each committing one put per
         transaction while the workers run (benchmarks/live.py): ours on
         FileStorage (one process), over ZEO and RelStorage (producers and
-        dispatcher in two processes), Huey; live jobs/s, CPU per put
+        dispatcher in two processes), Huey; then RQ, Dramatiq, Celery,
+        procrastinate the same way (benchmarks/livepeers.py); live jobs/s,
+        CPU per put, each row against Huey's and ours
 scale   poll cost and throughput with 0 vs 100,000 completed jobs kept
 memory  a dispatcher process's memory over 100,000 no-op jobs; last, with
         what is left of the time budget (``budget_s``, 320 s): on a busy
@@ -47,30 +55,33 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from benchmarks import (common, live, peers, pickup, raw_storage,
-                        relstorage, report, scale, throughput, zeo)
+from benchmarks import (common, livepeers, morepeers, peers, pickup,
+                        raw_storage, relstorage, report, scale, throughput,
+                        zeo)
 
 Params = Dict[str, Any]
 Result = Dict[str, Any]
 Log = Callable[[str], None]
 
-PHASES = ('raw', 'huey', 'rq', 'fs', 'zeo', 'pg', 'live', 'scale',
-          'memory')
+PHASES = ('raw', 'huey', 'rq', 'dramatiq', 'celery', 'procrastinate', 'fs',
+          'zeo', 'pg', 'live', 'scale', 'memory')
+#: The drain phases benchmarks/morepeers.py measures.
+MORE_PEERS = morepeers.SYSTEMS
 
 FULL: Params = {
     'budget_s': 320.0,
-    'peers': dict(peers.DEFAULTS),
+    'peers': dict(morepeers.DEFAULTS),
     'fs': {'jobs': 3000, 'rounds': 3, 'bulk_jobs': 10000, 'bulk_rounds': 3,
            'latency_jobs': 100, 'gap_min_s': 0.020, 'gap_max_s': 0.100,
            'raw_alongside_commits': 1500},
     'zeo': dict(zeo.DEFAULTS),
     'pg': dict(relstorage.DEFAULTS),
-    'live': dict(live.DEFAULTS),
+    'live': dict(livepeers.DEFAULTS),
     'scale': dict(scale.DEFAULTS),
 }
 QUICK: Params = dict(
-    FULL, budget_s=120.0, peers=dict(peers.QUICK), zeo=dict(zeo.QUICK),
-    pg=dict(relstorage.QUICK), live=dict(live.QUICK),
+    FULL, budget_s=120.0, peers=dict(morepeers.QUICK), zeo=dict(zeo.QUICK),
+    pg=dict(relstorage.QUICK), live=dict(livepeers.QUICK),
     scale=dict(scale.QUICK),
     fs=dict(FULL['fs'], jobs=500, rounds=1, bulk_rounds=1, latency_jobs=20,
             raw_alongside_commits=300))
@@ -111,10 +122,16 @@ def memory_phase(params: Params, started: float, out: Result) -> Result:
     return scale.Memory(sp).result()
 
 
+def drain_phase(kind: str, pp: Params) -> Callable[[], Result]:
+    """A morepeers peer's drain and pick-up rows, as a phase."""
+    return lambda: morepeers.drain(kind, pp)
+
+
 def phase_runners(params: Params, started: float, out: Result,
                   log: Log) -> Dict[str, Callable[[], Any]]:
     pp = params['peers']
-    return {
+    more = {kind: drain_phase(kind, pp) for kind in MORE_PEERS}
+    return dict(more, **{
         'raw': lambda: raw_storage.run_all(
             pp['raw_commits'], pp['phase_timeout_s'], pp['rounds']),
         'huey': lambda: peers.run_huey(pp),
@@ -122,10 +139,10 @@ def phase_runners(params: Params, started: float, out: Result,
         'fs': lambda: fs_phase(params['fs']),
         'zeo': lambda: zeo.run(params['zeo'], log),
         'pg': lambda: relstorage.run(params['pg'], log),
-        'live': lambda: live.run(params['live'], log=log),
+        'live': lambda: livepeers.run_with_ours(params['live'], log=log),
         'scale': lambda: scale.poll_cost(params['scale'], log),
         'memory': lambda: memory_phase(params, started, out),
-    }
+    })
 
 
 def run(params: Params, only: Sequence[str] = PHASES,
@@ -135,7 +152,8 @@ def run(params: Params, only: Sequence[str] = PHASES,
         'machine': common.machine_description(
             ('ZODB', 'ZEO', 'persistent', 'transaction', 'BTrees',
              'Twisted', 'RelStorage', 'psycopg2', 'pyramid_zcasync', 'huey',
-             'rq', 'redis')),
+             'rq', 'redis', 'dramatiq', 'celery', 'procrastinate',
+             'psycopg')),
         'started': time.strftime('%Y-%m-%dT%H:%M:%S%z',
                                  time.localtime(started)),
         'code': common.code_version(),

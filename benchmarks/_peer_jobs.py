@@ -5,13 +5,22 @@ worker processes agree on the job's dotted name (RQ) or task name (Huey).
 
     python -m benchmarks._peer_jobs huey <sqlite-file> <threads>
     python -m benchmarks._peer_jobs rq <redis-url> <queue-name>
+    python -m benchmarks._peer_jobs dramatiq <redis-url> <threads>
+    python -m benchmarks._peer_jobs celery <redis-url> <threads>
+    python -m benchmarks._peer_jobs procrastinate <conninfo> <concurrency>
 
-Both run until SIGTERM.
+Each runs one worker process until SIGTERM.  Every peer runs with its
+own defaults but for the worker's concurrency and a quieter log level.
 """
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Sequence, Tuple
+
+#: The task name every peer registers ``started_at`` under.
+TASK_NAME = 'started_at'
 
 
 def started_at() -> float:
@@ -50,12 +59,91 @@ def rq_worker(url: str, queue_name: str) -> None:
                 with_scheduler=False)
 
 
+def make_dramatiq(url: str) -> Tuple[Any, Any, Any]:
+    """A RedisBroker with the Results middleware (a RedisBackend on the
+    same server: dramatiq keeps no results otherwise) and the
+    ``started_at`` actor; returns (broker, backend, actor)."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.results import Results
+    from dramatiq.results.backends import RedisBackend
+    broker = RedisBroker(url=url)
+    backend = RedisBackend(url=url)
+    broker.add_middleware(Results(backend=backend))
+    actor = dramatiq.actor(actor_name=TASK_NAME, store_results=True,
+                           broker=broker)(started_at)
+    return broker, backend, actor
+
+
+def dramatiq_worker(url: str, threads: int) -> None:
+    """What ``dramatiq`` runs in each of its worker processes, in this one
+    process (so that its CPU is this PID's)."""
+    from dramatiq import Worker
+    broker, _, _ = make_dramatiq(url)
+    worker = Worker(broker, worker_threads=threads)
+    worker.start()
+    _wait_for_sigterm()
+    worker.stop()
+
+
+def make_celery(url: str) -> Tuple[Any, Any]:
+    """A Celery app with Redis as broker and result backend, celery's
+    defaults otherwise (``task_acks_late`` off: a task is acknowledged
+    as it starts); returns (app, task)."""
+    from celery import Celery
+    app = Celery('bench', broker=url, backend=url)
+    task = app.task(name=TASK_NAME)(started_at)
+    return app, task
+
+
+def celery_worker(url: str, threads: int) -> None:
+    app, _ = make_celery(url)
+    app.worker_main(['worker', '--pool=threads',
+                     '--concurrency=%d' % threads,
+                     '--loglevel=' + os.environ.get('BENCH_LOG', 'WARNING')])
+
+
+def make_procrastinate(conninfo: str, sync: bool) -> Tuple[Any, Any]:
+    """A procrastinate App on PostgreSQL (psycopg 3; ``sync``: the
+    connector a web process defers with) and its ``started_at`` task;
+    returns (app, task)."""
+    import procrastinate
+    connector = (procrastinate.SyncPsycopgConnector if sync
+                 else procrastinate.PsycopgConnector)(conninfo=conninfo)
+    app = procrastinate.App(connector=connector)
+    task = app.task(name=TASK_NAME)(started_at)
+    return app, task
+
+
+def procrastinate_worker(conninfo: str, concurrency: int) -> None:
+    """procrastinate's worker (asyncio; LISTEN/NOTIFY on by default; a
+    sync task runs in a thread), stopped gracefully by SIGTERM."""
+    import logging
+    logging.basicConfig(level=os.environ.get('BENCH_LOG', 'WARNING'))
+    app, _ = make_procrastinate(conninfo, sync=False)
+    app.run_worker(concurrency=concurrency, wait=True)
+
+
+def _wait_for_sigterm() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
 def main(argv: Sequence[str]) -> None:
     kind = argv[0]
     if kind == 'huey':
         huey_consumer(argv[1], int(argv[2]))
     elif kind == 'rq':
         rq_worker(argv[1], argv[2])
+    elif kind == 'dramatiq':
+        dramatiq_worker(argv[1], int(argv[2]))
+    elif kind == 'celery':
+        celery_worker(argv[1], int(argv[2]))
+    elif kind == 'procrastinate':
+        procrastinate_worker(argv[1], int(argv[2]))
     else:
         raise SystemExit('unknown worker kind %r' % kind)
 

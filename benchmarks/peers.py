@@ -4,6 +4,9 @@
 
 prints a table and writes benchmarks/results/peers.json.  See
 benchmarks/README.md for what each figure means and how it is measured.
+Dramatiq, Celery and procrastinate are measured the same way, with this
+module's helpers (``throughput``, ``pickup``, ``RedisServer``), by
+benchmarks/morepeers.py; their live rows are benchmarks/livepeers.py's.
 
 Every system is measured the same way:
 
@@ -98,12 +101,16 @@ class Child:
             self.log.close()
 
 
-def _python_child(args: List[str], logpath: str) -> Child:
+def python_child(args: List[str], logpath: str) -> Child:
     return Child([sys.executable, '-m', 'benchmarks._peer_jobs'] + args,
                  logpath)
 
 
-def _gaps(n: int, lo: float, hi: float, seed: int = 1) -> List[float]:
+#: The old name, which benchmarks/live.py still uses.
+_python_child = python_child
+
+
+def gaps(n: int, lo: float, hi: float, seed: int = 1) -> List[float]:
     rnd = random.Random(seed)
     return [rnd.uniform(lo, hi) for _ in range(n)]
 
@@ -117,7 +124,7 @@ def _wait(pred: Callable[[], Any], timeout: float, what: str,
     return common.wait_until(check, timeout, interval, what)
 
 
-def _throughput(put: Callable[[], Any], done_count: Callable[[], int],
+def throughput(put: Callable[[], Any], done_count: Callable[[], int],
                 jobs: int, rounds: int, children: Sequence[Child],
                 timeout: float, what: str,
                 after_round: Optional[Callable[[List[Any]], Any]] = None
@@ -150,7 +157,7 @@ def _throughput(put: Callable[[], Any], done_count: Callable[[], int],
     }
 
 
-def _pickup(put: Callable[[], Any], is_done: Callable[[Any], bool],
+def pickup(put: Callable[[], Any], is_done: Callable[[Any], bool],
             started_at_of: Callable[[Any], float], gaps: Sequence[float],
             children: Sequence[Child], timeout: float, what: str) -> Result:
     """Pick-up latency as every peer row defines it: put one job, wait
@@ -194,7 +201,7 @@ def run_huey(params: Params = DEFAULTS) -> Result:
         dbfile = os.path.join(tmp, 'huey.db')
         hy, task = make_huey(dbfile)
         storage = hy.storage
-        consumer = _python_child(['huey', dbfile, str(threads)],
+        consumer = python_child(['huey', dbfile, str(threads)],
                                  os.path.join(tmp, 'consumer.log'))
 
         def results_in(rs: List[Any]) -> List[Any]:
@@ -215,19 +222,19 @@ def run_huey(params: Params = DEFAULTS) -> Result:
 
         # throughput (results_in pops the results: the store is empty
         # again at the start of each round)
-        tput = _throughput(task, storage.result_store_size,
+        tput = throughput(task, storage.result_store_size,
                            params['huey_jobs'], params['rounds'],
                            [consumer], phase_timeout_s, 'huey',
                            after_round=results_in)
 
-        pickup = _pickup(
+        latency = pickup(
             task, lambda r: storage.has_data_for_key(r.id),
-            lambda r: r.get(), _gaps(params['latency_jobs'],
+            lambda r: r.get(), gaps(params['latency_jobs'],
                                      params['gap_min_s'],
                                      params['gap_max_s']),
             [consumer], phase_timeout_s, 'huey')
         return dict(
-            pickup, name='Huey SqliteHuey, 1 consumer x %d threads' % threads,
+            latency, name='Huey SqliteHuey, 1 consumer x %d threads' % threads,
             system='huey', workers=threads, throughput=tput)
     finally:
         if consumer is not None:
@@ -238,8 +245,9 @@ def run_huey(params: Params = DEFAULTS) -> Result:
 # -- RQ ---------------------------------------------------------------------
 
 class RedisServer:
-    """redis-server on 127.0.0.1 and a free port, no persistence, in a temp
-    dir; stopped by PID."""
+    """redis-server on 127.0.0.1 and a free port, in a temp dir, with its
+    default persistence (RDB snapshots there, no AOF: what a queue on an
+    out-of-the-box Redis has); stopped by PID."""
 
     def __init__(self, timeout: float = 10.0) -> None:
         binary = shutil.which('redis-server')
@@ -258,7 +266,7 @@ class RedisServer:
         try:
             self.child = Child(
                 [self.binary, '--bind', '127.0.0.1', '--port', str(self.port),
-                 '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+                 '--appendonly', 'no', '--daemonize', 'no',
                  '--dir', self.tmp],
                 os.path.join(self.tmp, 'redis.log'))
             self.url = 'redis://127.0.0.1:%d/0' % self.port
@@ -272,6 +280,7 @@ class RedisServer:
             _wait(ping, self.timeout, 'redis-server to answer', [self.child],
                   interval=0.02)
             self.version = conn.info().get('redis_version')
+            self.save = conn.config_get('save').get('save')
             conn.close()
         except BaseException:
             self.__exit__(None, None, None)
@@ -288,66 +297,44 @@ class RedisServer:
 
 
 def _rq_one(url: str, n_workers: int, params: Params, tmp: str) -> Result:
-    """RQ with ``n_workers`` SimpleWorker processes on one queue."""
-    warmup_jobs = params['warmup_jobs']
-    phase_timeout_s = params['phase_timeout_s']
-    from redis import Redis
+    """RQ with ``n_workers`` SimpleWorker processes on one queue (its
+    client side is morepeers.RQ, which the live rows use too)."""
     from rq import Queue, Worker
-    from rq.registry import FailedJobRegistry, FinishedJobRegistry
-    from benchmarks._peer_jobs import started_at
-
-    conn = Redis.from_url(url)
+    from benchmarks.morepeers import RQ
+    phase_timeout_s = params['phase_timeout_s']
     qname = 'bench-%dw' % n_workers
-    queue = Queue(qname, connection=conn)
-    finished_key = FinishedJobRegistry(queue=queue).key
-    failed_key = FailedJobRegistry(queue=queue).key
     workers: List[Child] = []
+    peer = None
     try:
         for i in range(n_workers):
-            workers.append(_python_child(
+            workers.append(python_child(
                 ['rq', url, qname],
                 os.path.join(tmp, 'worker-%d-%d.log' % (n_workers, i))))
+        peer = RQ(url, workers, qname)
+        queue = Queue(qname, connection=peer.conn)
         _wait(lambda: Worker.count(queue=queue) >= n_workers,
               phase_timeout_s, 'rq workers to register', workers,
               interval=0.02)
-
-        def finished() -> int:
-            if conn.zcard(failed_key):
-                raise RuntimeError('rq jobs failed')
-            return conn.zcard(finished_key)
-
-        def results_of(js: List[Any]) -> List[Any]:
-            vals = [j.return_value() for j in js]
-            if any(v is None for v in vals):
-                raise RuntimeError('rq result missing')
-            return vals
-
-        base = finished()
-        warm = [queue.enqueue(started_at) for _ in range(warmup_jobs)]
-        _wait(lambda: finished() >= base + warmup_jobs, phase_timeout_s,
-              'rq warm-up', workers)
-        results_of(warm)
-
-        tput = _throughput(lambda: queue.enqueue(started_at), finished,
-                           params['rq_jobs'], params['rounds'], workers,
-                           phase_timeout_s, 'rq',
-                           after_round=results_of)
-
-        pickup = _pickup(
-            lambda: queue.enqueue(started_at),
-            lambda job: conn.zscore(finished_key, job.id) is not None,
-            lambda job: job.return_value(),
-            _gaps(params['latency_jobs'], params['gap_min_s'],
-                  params['gap_max_s']), workers,
-            phase_timeout_s, 'rq')
+        peer.warm_up(params['warmup_jobs'], phase_timeout_s)
+        tput = throughput(peer.put_tracked, peer.done_count,
+                          params['rq_jobs'], params['rounds'], workers,
+                          phase_timeout_s, 'rq',
+                          after_round=lambda js: [peer.started_at(j)
+                                                  for j in js])
+        latency = pickup(
+            peer.put_tracked, peer.is_done, peer.started_at,
+            gaps(params['latency_jobs'], params['gap_min_s'],
+                 params['gap_max_s']), workers, phase_timeout_s, 'rq')
         return dict(
-            pickup, name='RQ Redis, %d SimpleWorker process%s'
+            latency, name='RQ Redis, %d SimpleWorker process%s'
             % (n_workers, '' if n_workers == 1 else 'es'),
-            system='rq', workers=n_workers, throughput=tput)
+            system='rq', workers=n_workers, persistence=peer.persistence,
+            throughput=tput)
     finally:
+        if peer is not None:
+            peer.close()
         for w in workers:
             w.stop()
-        conn.close()
 
 
 def run_rq(params: Params = DEFAULTS) -> List[Result]:
@@ -411,6 +398,14 @@ def run(params: Optional[Params] = None,
     return out
 
 
+def print_skips(result: Result, file: Optional[IO[str]] = None) -> None:
+    """Below a table: what was skipped and why, what failed."""
+    for key, why in sorted(result.get('skipped', {}).items()):
+        print('skipped %s: %s' % (key, why), file=file)
+    for key, why in sorted(result.get('errors', {}).items()):
+        print('ERROR %s: %s' % (key, why), file=file)
+
+
 def print_report(result: Result, file: Optional[IO[str]] = None) -> None:
     raw = result.get('raw_storage', {}).get('modify')
     raw_rate = raw['commits_per_s'] if raw else None
@@ -428,10 +423,7 @@ def print_report(result: Result, file: Optional[IO[str]] = None) -> None:
                      if raw_rate else None,
                      pk.get('p50_ms'), pk.get('p95_ms')])
     common.print_table(headers, rows, out=file)
-    for key, why in sorted(result.get('skipped', {}).items()):
-        print('skipped %s: %s' % (key, why), file=file)
-    for key, why in sorted(result.get('errors', {}).items()):
-        print('ERROR %s: %s' % (key, why), file=file)
+    print_skips(result, file)
     print('machine: ' + common.describe_machine(result['machine']),
           file=file)
     print('total %.1f s' % result['duration_s'], file=file)

@@ -7,7 +7,7 @@ number, ours where it speaks in words (README, "Reading the table").
 """
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks import common, dispatchers, live, relstorage, scale
+from benchmarks import common, dispatchers, live, morepeers, relstorage, scale
 
 Row = Dict[str, Any]
 Result = Dict[str, Any]
@@ -99,12 +99,19 @@ class Table:
     def peers(self) -> None:
         self.skipped_row('huey', 'Huey SqliteHuey')
         self.skipped_row('rq', 'RQ Redis')
+        for kind in morepeers.SYSTEMS:
+            self.skipped_row(kind, kind)
         huey = self.results.get('huey')
-        for r in ([huey] if huey else []) + list(self.results.get('rq')
-                                                 or []):
+        more = [self.results[k] for k in morepeers.SYSTEMS
+                if self.results.get(k)]
+        for r in (([huey] if huey else []) + list(self.results.get('rq')
+                                                  or []) + more):
             t, pk = r['throughput'], r['pickup']
+            other = 'pick-up from put return'
+            if r.get('persistence'):
+                other += '; ' + r['persistence']
             self.row(r['name'], t['jobs'], t['jobs_per_s'], pk['p50_ms'],
-                     pk['p95_ms'], other='pick-up from put return')
+                     pk['p95_ms'], other=other)
 
     def filestorage(self) -> None:
         fs = self.results.get('fs')
@@ -181,31 +188,57 @@ class Table:
                 ratio(r['throughput']['jobs_per_s'], pg_raw) or 0))
 
     def live(self) -> None:
-        """live.run's rows: each against Huey's live row of its thread
-        count (not the drain's Huey rate)."""
+        """live.run's rows and the peers' (livepeers.py): each against
+        Huey's live row of its thread count (not the drain's Huey rate);
+        the peers' also against ours on FileStorage."""
         self.skipped_row('live', 'live web-style producers')
-        result = self.results.get('live')
-        for r in (result or {}).get('rows', []):
-            huey = live.huey_rate(result, r['threads'])
-            x_huey = ratio(r['jobs_per_s'], huey)
-            checks: List[Check] = []
-            target = None
+        result = self.results.get('live') or {}
+        for key, why in sorted((result.get('skipped') or {}).items()):
+            self.row('live: ' + key, other='skipped: %s' % why)
+        for key, why in sorted((result.get('errors') or {}).items()):
+            self.row('live: ' + key, other='ERROR: %s' % why)
+        for r in result.get('rows', []):
             if r['name'].startswith('ours'):
-                want = (TARGET_LIVE_FS if 'FileStorage' in r['name']
-                        else TARGET_LIVE_SERVER)
-                target = '>= %g x Huey live, put CPU <= %g ms' % (
-                    want, TARGET_PUT_CPU_MS)
-                checks = [(None if x_huey is None else x_huey >= want,
-                           '%.2f x Huey live' % (x_huey or 0)),
-                          (r['cpu_ms_per_put'] <= TARGET_PUT_CPU_MS,
-                           'put CPU %.2f ms' % r['cpu_ms_per_put'])]
-            row = self.row('live: ' + r['name'], r['jobs'], r['jobs_per_s'],
-                           r['pickup']['p50_ms'], r['pickup']['p95_ms'],
-                           other='%s x Huey live; put CPU %.2f ms, workers '
-                                 '%.2f ms/job' % (x_huey, r['cpu_ms_per_put'],
-                                                  r['worker_cpu_ms_per_job']),
-                           target=target, met=verdict(checks))
-            row['x_huey'] = x_huey
+                self.live_ours(result, r)
+            else:
+                self.live_peer(result, r)
+
+    def live_peer(self, result: Result, r: Row) -> None:
+        """A peer's live row: ours on FileStorage (same producer threads)
+        as a multiple of it."""
+        x_ours = ratio(ours_live_rate(result, r['threads']), r['jobs_per_s'])
+        row = self.row(
+            'live: ' + r['name'], r['jobs'], r['jobs_per_s'],
+            r['pickup']['p50_ms'], r['pickup']['p95_ms'],
+            other='ours FileStorage %s x this; put CPU %.2f ms, workers '
+                  '%.2f ms/job%s; %s' % (
+                      x_ours, r['cpu_ms_per_put'],
+                      r['worker_cpu_ms_per_job'],
+                      ', server %.2f ms/job' % r['server_cpu_ms_per_job']
+                      if 'server_cpu_ms_per_job' in r else '',
+                      r['persistence']))
+        row['x_huey'] = ratio(r['jobs_per_s'],
+                              live.huey_rate(result, r['threads']))
+
+    def live_ours(self, result: Result, r: Row) -> None:
+        """One of our live rows, against issue 18's targets."""
+        x_huey = ratio(r['jobs_per_s'], live.huey_rate(result, r['threads']))
+        want = (TARGET_LIVE_FS if 'FileStorage' in r['name']
+                else TARGET_LIVE_SERVER)
+        checks: List[Check] = [
+            (None if x_huey is None else x_huey >= want,
+             '%.2f x Huey live' % (x_huey or 0)),
+            (r['cpu_ms_per_put'] <= TARGET_PUT_CPU_MS,
+             'put CPU %.2f ms' % r['cpu_ms_per_put'])]
+        row = self.row('live: ' + r['name'], r['jobs'], r['jobs_per_s'],
+                       r['pickup']['p50_ms'], r['pickup']['p95_ms'],
+                       other='%s x Huey live; put CPU %.2f ms, workers '
+                             '%.2f ms/job' % (x_huey, r['cpu_ms_per_put'],
+                                              r['worker_cpu_ms_per_job']),
+                       target='>= %g x Huey live, put CPU <= %g ms' % (
+                           want, TARGET_PUT_CPU_MS),
+                       met=verdict(checks))
+        row['x_huey'] = x_huey
 
     def scale(self) -> None:
         s = self.results.get('scale')
@@ -252,6 +285,13 @@ class Table:
                   other='%.0f MiB; %s' % (m['rss_mib_end'], rss),
                   target='histories capped, nothing grows',
                   met=verdict(memory_checks(m)))
+
+
+def ours_live_rate(result: Result, threads: int) -> Optional[float]:
+    """Our FileStorage live rate with ``threads`` producers, if measured."""
+    return next((r['jobs_per_s'] for r in result.get('rows', [])
+                 if r['name'].startswith('ours, FileStorage')
+                 and r['threads'] == threads), None)
 
 
 def memory_checks(m: Result) -> List[Check]:
