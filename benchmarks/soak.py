@@ -355,10 +355,10 @@ class Soak:
 def run(params: Dict[str, Any], keep: bool = False,
         out: IO[str] = sys.stdout) -> Dict[str, Any]:
     soak = Soak(params)
+    stop = threading.Event()
     try:
         resources = soak.start()
         plan = soak.plan()
-        stop = threading.Event()
         puts = soak.puts()
         feeding = threading.Thread(target=producer, args=(
             puts, plan, params['seconds'], stop, soak.put_oids,
@@ -386,6 +386,7 @@ def run(params: Dict[str, Any], keep: bool = False,
                     ('ZODB', 'ZEO', 'persistent', 'transaction')),
                 'directory': soak.directory if keep else None}
     finally:
+        stop.set()  # Ctrl-C: the producer thread must not outlive the soak
         soak.close(keep)
 
 
