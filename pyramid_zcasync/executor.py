@@ -205,10 +205,11 @@ class Executor:
         oids = itertools.chain(
             [first], (oid for oid, _ in self._starting(batch)))
         runner = self._runner()
-        result = GroupRunner(
+        group = GroupRunner(
             runner, free_slots=lambda done: self._to_release(key, done),
-            lease=lambda: Lease(runner.lock, batch.running_for,
-                                group_module.GROUP_WINDOW)).run_group(oids)
+            lease=lambda: Lease(runner.lock, group.running_for,
+                                group_module.GROUP_WINDOW))
+        result = group.run_group(oids)
         for oid, outcome in result.finished:
             self._finished(key, oid, outcome)
         for oid in result.alone:
