@@ -31,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence
@@ -124,20 +125,28 @@ def measure_live(checkout: str, systems: Sequence[str],
 
 @contextlib.contextmanager
 def package_first_in_children(checkout: str) -> Iterator[None]:
-    """Child processes started meanwhile (``common.python_env``) find
-    ``checkout``'s package before this tree's."""
-    original = common.python_env
+    """Child processes started meanwhile (``common.python_env``) import
+    ``checkout``'s package, and this tree's benchmarks.
 
-    def env() -> Dict[str, str]:
-        out = original()
-        out['PYTHONPATH'] = os.pathsep.join(
-            [os.path.abspath(checkout), out['PYTHONPATH']])
-        return out
-    common.python_env = env
-    try:
-        yield
-    finally:
-        common.python_env = original
+    They run from this tree's root, which Python puts first on their
+    path, ahead of PYTHONPATH: so that root is left off
+    (PYTHONSAFEPATH), and the package is reached through a directory
+    holding only a link to it, ahead of the root."""
+    original = common.python_env
+    with tempfile.TemporaryDirectory(prefix='compare-package-') as linked:
+        os.symlink(os.path.join(os.path.abspath(checkout), 'pyramid_zcasync'),
+                   os.path.join(linked, 'pyramid_zcasync'))
+
+        def env() -> Dict[str, str]:
+            out = original()
+            out['PYTHONPATH'] = os.pathsep.join([linked, out['PYTHONPATH']])
+            out['PYTHONSAFEPATH'] = '1'
+            return out
+        common.python_env = env
+        try:
+            yield
+        finally:
+            common.python_env = original
 
 
 def child_main(checkout: str, params: Dict[str, Any]) -> int:
