@@ -292,6 +292,9 @@ class Poller:
             if agent.queue.paused:
                 info['paused'] = True
                 return info
+            if self.executor.defers_claims(agent):
+                info['deferred'] = True  # until a batch ends: see there
+                return info
             self.prefetch_claims(agent, limit)
             for job in claim_ahead(agent, limit):
                 if job._p_oid is None:  # put earlier in this very poll
