@@ -88,7 +88,8 @@ class Executor:
 
     def defers_claims(self, agent: Any) -> bool:
         """Whether a poll leaves this agent's claims to a later one: its
-        jobs are short, and some it claimed wait still to start.
+        jobs are short, and jobs it claimed wait still to start, as many
+        as its idle workers or more (so they take up every idle worker).
 
         Jobs put one per commit wake the dispatcher at every put, and a
         poll claiming what came since (a few jobs) costs a commit of its
@@ -106,7 +107,10 @@ class Executor:
             return False
         claimed = self._jobs.active_ids(key[0], key[1], started=False)
         started = self._jobs.active_ids(key[0], key[1], started=True)
-        return len(claimed) > len(started)
+        waiting = len(claimed) - len(started)
+        pool = self._pools.get(key)
+        idle = 0 if pool is None else max(pool.size - pool.busy, 0)
+        return waiting > 0 and waiting >= idle
 
     def follow_size(self, agent: Any) -> None:
         """Give the agent's pool as many workers as the agent has slots

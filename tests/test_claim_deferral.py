@@ -80,3 +80,11 @@ def test_deferral_ends_after_claim_deferral(executor, monkeypatch):
     later = time.monotonic() + executor_module.CLAIM_DEFERRAL
     monkeypatch.setattr(executor_module.time, 'monotonic', lambda: later)
     assert not executor.defers_claims(Agent())
+
+
+def test_no_deferral_while_idle_workers_outnumber_the_waiting_jobs(executor):
+    """Jobs claimed now would start at once on a worker left idle."""
+    executor._note_runtime(KEY, 0.001)
+    claim(executor, 1)
+    executor.follow_size(type('Agent', (Agent,), {'size': 3})())
+    assert not executor.defers_claims(Agent())
