@@ -2,7 +2,8 @@
 
     python -m benchmarks compare --before DIR --after DIR [--rounds N]
                                  [--quick] [--json PATH]
-                                 [--live zeo,fs,pg [--live-jobs N]]
+                                 [--live zeo,fs,pg [--live-jobs N]
+                                  [--live-rate R]]
 
 A change to the package's architecture should not cost throughput or
 pick-up latency, and on a shared machine a figure from an hour ago says
@@ -15,7 +16,8 @@ and the same-process pick-up latency (``pickup.measure``).
 
 With ``--live SYSTEMS`` each child runs the live web-style rows instead
 (``live.py``: 2 producer threads, one put per commit, LIVE_JOBS jobs, one
-round per system): the dispatcher's CPU per job (judged: it is what a
+round per system; ``--live-rate R`` paces them, R puts/s in all, so both
+sides get the same arrivals): the dispatcher's CPU per job (judged: it is what a
 change to the dispatcher moves, and much less noisy than jobs/s), live
 jobs/s and CPU per put.  Over ZEO and RelStorage the dispatcher is a
 process of its own: it imports the package from the same checkout as its
@@ -109,13 +111,13 @@ def measure_checkout(drain_jobs: int, pickup_jobs: int) -> Measurement:
             'load_average': os.getloadavg()}
 
 
-def measure_live(checkout: str, systems: Sequence[str],
-                 jobs: int) -> Measurement:
+def measure_live(checkout: str, systems: Sequence[str], jobs: int,
+                 rate: Optional[float] = None) -> Measurement:
     """One live round per system, the dispatcher processes importing the
     package from ``checkout`` too."""
     from benchmarks import live
     params = dict(live.DEFAULTS, threads=(LIVE_THREADS,), jobs=jobs,
-                  rounds=1)
+                  rounds=1, rate=rate)
     with package_first_in_children(checkout):
         out: Measurement = {'live-' + system: live.RUNNERS[system](params)[0]
                             for system in systems}
@@ -152,7 +154,8 @@ def package_first_in_children(checkout: str) -> Iterator[None]:
 def child_main(checkout: str, params: Dict[str, Any]) -> int:
     import_package_from(checkout)
     if params.get('live'):
-        measured = measure_live(checkout, params['live'], params['live_jobs'])
+        measured = measure_live(checkout, params['live'], params['live_jobs'],
+                                params.get('live_rate'))
     else:
         measured = measure_checkout(params['drain_jobs'],
                                     params['pickup_jobs'])
@@ -171,6 +174,8 @@ def run_child(checkout: str, params: Dict[str, Any]) -> Measurement:
     if params.get('live'):
         command += ['--live', ','.join(params['live']),
                     '--live-jobs', str(params['live_jobs'])]
+        if params.get('live_rate'):
+            command += ['--live-rate', str(params['live_rate'])]
     done = subprocess.run(command, cwd=common.project_root(),
                           capture_output=True, text=True,
                           timeout=CHILD_TIMEOUT_S)
@@ -303,6 +308,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                          '(zeo,fs,pg), dispatcher CPU per job judged')
     ap.add_argument('--live-jobs', type=int, default=LIVE_JOBS,
                     help='jobs per live round (default %(default)s)')
+    ap.add_argument('--live-rate', type=float, default=None,
+                    help='pace the live producers: puts per second in all '
+                         '(the same arrivals on both sides)')
     ap.add_argument('--child', metavar='CHECKOUT', help=argparse.SUPPRESS)
     ap.add_argument('--drain-jobs', type=int, help=argparse.SUPPRESS)
     ap.add_argument('--pickup-jobs', type=int, help=argparse.SUPPRESS)
@@ -316,7 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     params: Dict[str, Any] = dict(QUICK if args.quick else FULL)
     params.update(live=args.live.split(',') if args.live else None,
-                  live_jobs=args.live_jobs)
+                  live_jobs=args.live_jobs, live_rate=args.live_rate)
     if args.drain_jobs:
         params['drain_jobs'] = args.drain_jobs
     if args.pickup_jobs:
