@@ -93,9 +93,9 @@ class Executor:
 
         Jobs put one per commit wake the dispatcher at every put, and a
         poll claiming what came since (a few jobs) costs a commit of its
-        own, with its records and round trips: over ZEO most of the
-        dispatcher's CPU per job.  Jobs claimed now would wait behind
-        those anyway.  Each batch that ends wakes the dispatcher, and the
+        own, with its records and round trips (over ZEO each stored record
+        is a message of the client's IO thread).  Jobs claimed now would
+        wait behind those anyway.  Each batch that ends wakes the dispatcher, and the
         last of the waiting jobs starts in a batch, so the poll after it
         claims everything that came meanwhile, in one transaction; idle
         workers (nothing waiting) are fed at once.  Bounded by
