@@ -2,6 +2,8 @@
 
     python -m benchmarks compare --before DIR --after DIR [--rounds N]
                                  [--quick] [--json PATH]
+                                 [--live zeo,fs,pg [--live-jobs N]
+                                  [--live-rate R]]
 
 A change to the package's architecture should not cost throughput or
 pick-up latency, and on a shared machine a figure from an hour ago says
@@ -12,18 +14,29 @@ that checkout while the benchmark code is always this one.  Each child
 runs the no-op drain on FileStorage (``throughput.run_warm``, one round)
 and the same-process pick-up latency (``pickup.measure``).
 
+With ``--live SYSTEMS`` each child runs the live web-style rows instead
+(``live.py``: 2 producer threads, one put per commit, LIVE_JOBS jobs, one
+round per system; ``--live-rate R`` paces them, R puts/s in all, so both
+sides get the same arrivals): the dispatcher's CPU per job (judged: it is what a
+change to the dispatcher moves, and much less noisy than jobs/s), live
+jobs/s and CPU per put.  Over ZEO and RelStorage the dispatcher is a
+process of its own: it imports the package from the same checkout as its
+parent child (the checkout goes first on its PYTHONPATH).
+
 Prints medians per side and the after/before ratio, and writes every
 round to ``benchmarks/results/compare-YYYY-MM-DD.json``.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from benchmarks import common
 
@@ -31,6 +44,9 @@ Measurement = Dict[str, Any]
 
 QUICK = {'rounds': 5, 'drain_jobs': 1000, 'pickup_jobs': 40}
 FULL = {'rounds': 7, 'drain_jobs': 3000, 'pickup_jobs': 100}
+#: Jobs per live round (``--live``), spread over LIVE_THREADS producers.
+LIVE_JOBS = 1000
+LIVE_THREADS = 2
 CHILD_TIMEOUT_S = 300.0
 TOLERANCE = 0.05    # issue 17: "within 5 % of before"
 
@@ -53,6 +69,21 @@ METRICS = (
     Metric('pickup', 'p95_ms', 'pick-up p95 ms, same process', False,
            judged=False),
 )
+
+
+def live_metrics(systems: Sequence[str]) -> List[Metric]:
+    """The figures of ``--live``, per system (the child's key ``live-S``)."""
+    metrics = []
+    for system in systems:
+        key = 'live-' + system
+        metrics += [
+            Metric(key, 'worker_cpu_ms_per_job',
+                   '%s live, dispatcher CPU ms/job' % system, False),
+            Metric(key, 'jobs_per_s', '%s live, jobs/s' % system, True,
+                   judged=False),
+            Metric(key, 'cpu_ms_per_put', '%s live, CPU ms/put' % system,
+                   False, judged=False)]
+    return metrics
 
 
 # -- the child: one measurement of one checkout ------------------------------
@@ -80,21 +111,71 @@ def measure_checkout(drain_jobs: int, pickup_jobs: int) -> Measurement:
             'load_average': os.getloadavg()}
 
 
-def child_main(checkout: str, drain_jobs: int, pickup_jobs: int) -> int:
+def measure_live(checkout: str, systems: Sequence[str], jobs: int,
+                 rate: Optional[float] = None) -> Measurement:
+    """One live round per system, the dispatcher processes importing the
+    package from ``checkout`` too."""
+    from benchmarks import live
+    params = dict(live.DEFAULTS, threads=(LIVE_THREADS,), jobs=jobs,
+                  rounds=1, rate=rate)
+    with package_first_in_children(checkout):
+        out: Measurement = {'live-' + system: live.RUNNERS[system](params)[0]
+                            for system in systems}
+    out['load_average'] = os.getloadavg()
+    return out
+
+
+@contextlib.contextmanager
+def package_first_in_children(checkout: str) -> Iterator[None]:
+    """Child processes started meanwhile (``common.python_env``) import
+    ``checkout``'s package, and this tree's benchmarks.
+
+    They run from this tree's root, which Python puts first on their
+    path, ahead of PYTHONPATH: so that root is left off
+    (PYTHONSAFEPATH), and the package is reached through a directory
+    holding only a link to it, ahead of the root."""
+    original = common.python_env
+    with tempfile.TemporaryDirectory(prefix='compare-package-') as linked:
+        os.symlink(os.path.join(os.path.abspath(checkout), 'pyramid_zcasync'),
+                   os.path.join(linked, 'pyramid_zcasync'))
+
+        def env() -> Dict[str, str]:
+            out = original()
+            out['PYTHONPATH'] = os.pathsep.join([linked, out['PYTHONPATH']])
+            out['PYTHONSAFEPATH'] = '1'
+            return out
+        common.python_env = env
+        try:
+            yield
+        finally:
+            common.python_env = original
+
+
+def child_main(checkout: str, params: Dict[str, Any]) -> int:
     import_package_from(checkout)
-    print(json.dumps(measure_checkout(drain_jobs, pickup_jobs)))
+    if params.get('live'):
+        measured = measure_live(checkout, params['live'], params['live_jobs'],
+                                params.get('live_rate'))
+    else:
+        measured = measure_checkout(params['drain_jobs'],
+                                    params['pickup_jobs'])
+    print(json.dumps(measured))
     return 0
 
 
 # -- the parent: alternate the checkouts, summarise ------------------------
 
-def run_child(checkout: str, drain_jobs: int,
-              pickup_jobs: int) -> Measurement:
+def run_child(checkout: str, params: Dict[str, Any]) -> Measurement:
     """One measurement of ``checkout`` in a fresh process, run from this
     tree so that ``benchmarks`` is this tree's."""
     command = [sys.executable, '-m', 'benchmarks.compare', '--child',
-               checkout, '--drain-jobs', str(drain_jobs),
-               '--pickup-jobs', str(pickup_jobs)]
+               checkout, '--drain-jobs', str(params['drain_jobs']),
+               '--pickup-jobs', str(params['pickup_jobs'])]
+    if params.get('live'):
+        command += ['--live', ','.join(params['live']),
+                    '--live-jobs', str(params['live_jobs'])]
+        if params.get('live_rate'):
+            command += ['--live-rate', str(params['live_rate'])]
     done = subprocess.run(command, cwd=common.project_root(),
                           capture_output=True, text=True,
                           timeout=CHILD_TIMEOUT_S)
@@ -105,7 +186,7 @@ def run_child(checkout: str, drain_jobs: int,
     return result
 
 
-def alternate(checkouts: Dict[str, str], params: Dict[str, int],
+def alternate(checkouts: Dict[str, str], params: Dict[str, Any],
               log: Any = print) -> List[Measurement]:
     """``rounds`` measurements of each side, the order swapped every
     round so that neither side always runs on a warmer (or busier)
@@ -116,8 +197,7 @@ def alternate(checkouts: Dict[str, str], params: Dict[str, int],
         order = sides if index % 2 == 0 else sides[::-1]
         for side in order:
             log('round %d/%d: %s ...' % (index + 1, params['rounds'], side))
-            result = run_child(checkouts[side], params['drain_jobs'],
-                               params['pickup_jobs'])
+            result = run_child(checkouts[side], params)
             measured.append(dict(result, side=side, round=index + 1))
     return measured
 
@@ -149,11 +229,12 @@ def verdict(metric: Metric, ratio: Optional[float], noise: float) -> str:
     return 'noise' if worse_by <= noise else 'NO'
 
 
-def summarise(measured: Sequence[Measurement]) -> List[Dict[str, Any]]:
+def summarise(measured: Sequence[Measurement],
+              metrics: Sequence[Metric] = METRICS) -> List[Dict[str, Any]]:
     """Per metric: each side's rounds and median, after / before, the
     rounds' noise, and the verdict."""
     rows = []
-    for metric in METRICS:
+    for metric in metrics:
         before = values_of(measured, 'before', metric)
         after = values_of(measured, 'after', metric)
         before_median = statistics.median(before)
@@ -183,7 +264,7 @@ def print_summary(rows: Sequence[Dict[str, Any]]) -> None:
         ' '.join(common.fmt(v) for v in r['after_rounds'])] for r in rows])
 
 
-def compare(before: str, after: str, params: Dict[str, int],
+def compare(before: str, after: str, params: Dict[str, Any],
             log: Any = print) -> Dict[str, Any]:
     started = time.time()
     checkouts = {'before': before, 'after': after}
@@ -198,7 +279,8 @@ def compare(before: str, after: str, params: Dict[str, int],
         'code': {side: common.code_version(path)
                  for side, path in checkouts.items()},
         'measurements': measured,
-        'summary': summarise(measured),
+        'summary': summarise(measured, live_metrics(params['live'])
+                             if params.get('live') else METRICS),
     }
 
 
@@ -221,6 +303,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument('--json', default=None,
                     help='output path (default '
                          'benchmarks/results/compare-YYYY-MM-DD.json)')
+    ap.add_argument('--live', default=None,
+                    help='instead: the live rows of these systems '
+                         '(zeo,fs,pg), dispatcher CPU per job judged')
+    ap.add_argument('--live-jobs', type=int, default=LIVE_JOBS,
+                    help='jobs per live round (default %(default)s)')
+    ap.add_argument('--live-rate', type=float, default=None,
+                    help='pace the live producers: puts per second in all '
+                         '(the same arrivals on both sides)')
     ap.add_argument('--child', metavar='CHECKOUT', help=argparse.SUPPRESS)
     ap.add_argument('--drain-jobs', type=int, help=argparse.SUPPRESS)
     ap.add_argument('--pickup-jobs', type=int, help=argparse.SUPPRESS)
@@ -232,10 +322,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    params = dict(QUICK if args.quick else FULL)
+    params: Dict[str, Any] = dict(QUICK if args.quick else FULL)
+    params.update(live=args.live.split(',') if args.live else None,
+                  live_jobs=args.live_jobs, live_rate=args.live_rate)
+    if args.drain_jobs:
+        params['drain_jobs'] = args.drain_jobs
+    if args.pickup_jobs:
+        params['pickup_jobs'] = args.pickup_jobs
     if args.child:
-        return child_main(args.child, args.drain_jobs or params['drain_jobs'],
-                          args.pickup_jobs or params['pickup_jobs'])
+        return child_main(args.child, params)
     if args.rounds:
         params['rounds'] = args.rounds
     out = compare(os.path.abspath(args.before), os.path.abspath(args.after),

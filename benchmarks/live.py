@@ -2,7 +2,7 @@
 workers run.
 
     python -m benchmarks.live [--quick] [--only fs,zeo,pg,huey] [--threads 2,4]
-                              [--jobs N] [--rounds N] [--json PATH]
+                              [--jobs N] [--rounds N] [--rate R] [--json PATH]
 
 A web application does not put 3,000 jobs in one transaction: each request
 puts one and commits, while the dispatcher (or the peer's consumer) is
@@ -25,6 +25,13 @@ pick-up p50
     peer's put call) returned, over every job of the round: with the
     workers busy this includes the wait in the queue.
 
+With ``--rate R`` the producers are paced: R puts a second in all, each
+thread putting at its share of the rate (a put late behind the pace goes
+at once).  The jobs then arrive the same way whatever the machine's load
+and the code measured, so the dispatcher's CPU per job of two checkouts is
+compared for the same work; unpaced, a faster dispatcher also changes how
+the jobs arrive (and so how many each poll claims).
+
 Rows: ours on FileStorage in one process (producers in the dispatcher's
 process: the default deployment); over ZEO and over RelStorage (the
 producers are this process, the dispatcher a child process); Huey
@@ -39,7 +46,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import (IO, Any, Callable, Dict, Iterator, List, Optional,
+                    Sequence, Tuple)
 
 from benchmarks import common
 
@@ -60,6 +68,7 @@ DEFAULTS: Params = {
     'huey_threads': 2,
     'conflict_attempts': 5,
     'phase_timeout_s': 120.0,
+    'rate': None,             # puts/s in all (None: as fast as they can)
 }
 QUICK: Params = dict(DEFAULTS, jobs=300, rounds=1, warmup_jobs=20)
 
@@ -72,9 +81,12 @@ class Producers:
     together."""
 
     def __init__(self, open_put: Callable[[], Tuple[PutOne, Callable[[], None]]],
-                 threads: int, puts: int) -> None:
+                 threads: int, puts: int, rate: Optional[float] = None
+                 ) -> None:
         self.open_put = open_put
         self.puts = puts
+        #: Seconds between two puts of one thread (None: no pause).
+        self.spacing = threads / rate if rate else None
         self.ready = threading.Barrier(threads + 1)
         self.handles: List[List[Handle]] = [[] for _ in range(threads)]
         self.cpu = [0.0] * threads
@@ -88,12 +100,25 @@ class Producers:
         try:
             self.ready.wait()
             cpu0 = time.thread_time()
-            self.handles[index] = [put() for _ in range(self.puts)]
+            self.handles[index] = [put() for _ in self._paced()]
             self.cpu[index] = time.thread_time() - cpu0
         except BaseException as e:   # reported by join()
             self.errors.append(e)
         finally:
             close()
+
+    def _paced(self) -> Iterator[int]:
+        """``puts`` turns, each at its time when the producers are paced
+        (a turn behind its time comes at once: the pace is not made up
+        for by bursts of more than one put)."""
+        due = time.perf_counter()
+        for turn in range(self.puts):
+            if self.spacing is not None:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                due = max(due, time.perf_counter()) + self.spacing
+            yield turn
 
     def start(self) -> float:
         """Start the threads; once all are ready, release them and return
@@ -113,11 +138,12 @@ class Producers:
 
 def live_round(open_put: Callable[[], Tuple[PutOne, Callable[[], None]]],
                done: Callable[[int], bool], threads: int, jobs: int,
-               timeout: float,
-               other_cpu: Callable[[], float]) -> Tuple[Result, List[Handle]]:
-    """One round: ``threads`` producers put ``jobs`` jobs in all; wait
-    until ``done(jobs)``.  ``other_cpu()`` is the workers' CPU so far."""
-    producers = Producers(open_put, threads, jobs // threads)
+               timeout: float, other_cpu: Callable[[], float],
+               rate: Optional[float] = None) -> Tuple[Result, List[Handle]]:
+    """One round: ``threads`` producers put ``jobs`` jobs in all (at
+    ``rate`` puts/s if given); wait until ``done(jobs)``.  ``other_cpu()``
+    is the workers' CPU so far."""
+    producers = Producers(open_put, threads, jobs // threads, rate)
     total = threads * (jobs // threads)
     other0 = other_cpu()
     t0 = producers.start()
@@ -226,12 +252,13 @@ def rows_for(system: Any, name: str, persistence: str, params: Params,
         for _ in range(params['rounds']):
             result, handles = live_round(
                 system.open_put, system.done, threads, params['jobs'],
-                params['phase_timeout_s'], other_cpu)
+                params['phase_timeout_s'], other_cpu, params.get('rate'))
             per_round.append(result)
             pickups.extend(system.pickups(handles))
         row = median_of(per_round, pickups)
         row.update(name='%s, %d producer threads' % (name, threads),
                    threads=threads, persistence=persistence,
+                   rate=params.get('rate'),
                    conflicts=(system.conflicts - conflicts_before
                               if hasattr(system, 'conflicts') else None))
         rows.append(row)
@@ -433,13 +460,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--jobs', type=int, default=None,
                     help='jobs per round, over all producer threads')
     ap.add_argument('--rounds', type=int, default=None)
+    ap.add_argument('--rate', type=float, default=None,
+                    help='pace the producers: puts per second in all')
     ap.add_argument('--json', default=None,
                     help='output path (default benchmarks/results/live.json)')
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else DEFAULTS)
     if args.threads:
         params['threads'] = tuple(int(t) for t in args.threads.split(','))
-    for name in ('jobs', 'rounds'):
+    for name in ('jobs', 'rounds', 'rate'):
         if getattr(args, name):
             params[name] = getattr(args, name)
     only = tuple(s.strip() for s in args.only.split(',') if s.strip())

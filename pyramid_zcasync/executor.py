@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Optional, \
     Protocol, Tuple
 
@@ -33,6 +34,9 @@ from .runner import Runner
 GROUP_SIZE = 50
 #: Jobs shorter than this (seconds, on average) are claimed ahead.
 FAST_JOB = 0.01
+#: Seconds after its last claims during which an agent's polls claim
+#: nothing more while jobs it claimed wait to start (Executor.defers_claims).
+CLAIM_DEFERRAL = 0.5
 
 
 #: A pool's item: a job's oid, and whether it must run alone.
@@ -71,6 +75,8 @@ class Executor:
         self._unreleased: Dict[tuple, Dict[bytes, None]] = {}
         self._unreleased_lock = threading.Lock()
         self._local = threading.local()
+        #: When each agent's last claimed job was handed to its pool.
+        self._submitted: Dict[tuple, float] = {}
 
     def claim_limit(self, agent: Any) -> int:
         """Claim ahead only while this agent's jobs are short: then they
@@ -79,6 +85,32 @@ class Executor:
         if self._fast((agent.queue.name, agent.name)):
             return agent.size * GROUP_SIZE
         return agent.size
+
+    def defers_claims(self, agent: Any) -> bool:
+        """Whether a poll leaves this agent's claims to a later one: its
+        jobs are short, and jobs it claimed wait still to start, as many
+        as its idle workers or more (so they take up every idle worker).
+
+        Jobs put one per commit wake the dispatcher at every put, and a
+        poll claiming what came since (a few jobs) costs a commit of its
+        own, with its records and round trips (over ZEO each stored record
+        is a message of the client's IO thread).  Jobs claimed now would
+        wait behind those anyway.  Each batch that ends wakes the dispatcher, and the
+        last of the waiting jobs starts in a batch, so the poll after it
+        claims everything that came meanwhile, in one transaction; idle
+        workers (nothing waiting) are fed at once.  Bounded by
+        CLAIM_DEFERRAL after the last claims: jobs held up longer (behind
+        a slow one, or dropped by a stop) no longer hold back claims."""
+        key = (agent.queue.name, agent.name)
+        if not self._fast(key) or time.monotonic() - self._submitted.get(
+                key, -CLAIM_DEFERRAL) >= CLAIM_DEFERRAL:
+            return False
+        claimed = self._jobs.active_ids(key[0], key[1], started=False)
+        started = self._jobs.active_ids(key[0], key[1], started=True)
+        waiting = len(claimed) - len(started)
+        pool = self._pools.get(key)
+        idle = 0 if pool is None else max(pool.size - pool.busy, 0)
+        return waiting > 0 and waiting >= idle
 
     def follow_size(self, agent: Any) -> None:
         """Give the agent's pool as many workers as the agent has slots
@@ -98,6 +130,7 @@ class Executor:
         pool = self._pool(key, agent.size)
         pool.batch = GROUP_SIZE if self._fast(key) else 1
         pool.submit((oid, False))
+        self._submitted[key] = time.monotonic()
 
     def release_finished(self, agent: Any) -> None:
         """Free, in the poll's transaction (which holds the bookkeeping
@@ -135,6 +168,7 @@ class Executor:
         for pool in list(self._pools.values()):
             pool.stop(timeout)
         self._spent_conflicts.clear()
+        self._submitted.clear()
         with self._unreleased_lock:
             # Deactivation frees them: the dispatcher stops after this.
             self._unreleased.clear()
@@ -205,10 +239,11 @@ class Executor:
         oids = itertools.chain(
             [first], (oid for oid, _ in self._starting(batch)))
         runner = self._runner()
-        result = GroupRunner(
+        group = GroupRunner(
             runner, free_slots=lambda done: self._to_release(key, done),
-            lease=lambda: Lease(runner.lock, batch.running_for,
-                                group_module.GROUP_WINDOW)).run_group(oids)
+            lease=lambda: Lease(runner.lock, group.running_for,
+                                group_module.GROUP_WINDOW))
+        result = group.run_group(oids)
         for oid, outcome in result.finished:
             self._finished(key, oid, outcome)
         for oid in result.alone:

@@ -88,6 +88,18 @@ class GroupRunner:
         #: ``lease()``: the bookkeeping lock for one group (lease.py);
         #: by default the runner's lock, held to the end.
         self.lease = lease or self._whole_lease
+        #: When the job the group runs now started (monotonic seconds).
+        self._job_since: Optional[float] = None
+
+    def running_for(self) -> float:
+        """Seconds the group's current job has run; 0 until the group
+        starts one.  A lease judges the job by this, not by the time
+        since the worker took it: the wait for the bookkeeping lock (a
+        poll holds it for its round trips) is no sign of a slow job, and
+        a lease let go for it leaves the group's slots to the next poll,
+        which loads and writes every job of the group once more."""
+        since = self._job_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def run(self, oids: List[bytes]) -> List[Tuple[bytes, Optional[dict]]]:
         """Run every job of ``oids``; ``[(oid, outcome or None)]``."""
@@ -145,6 +157,7 @@ class GroupRunner:
             manager.begin()
             for oid in pending:
                 reached.append(oid)
+                self._job_since = time.monotonic()
                 job = connection.get(oid)
                 if eligible(job, runner.uuid) and \
                         self._run_one(job, manager.get()):
@@ -177,6 +190,7 @@ class GroupRunner:
             retry.abort(manager)
             raise
         finally:
+            self._job_since = None
             connection.close()
         return GroupResult(finished, alone, list(pending)), released
 

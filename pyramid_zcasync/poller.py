@@ -180,7 +180,10 @@ class Poller:
             follow_sizes(queue, registration)
             poll[name] = {agent.name: self._claim(agent, claimed)
                           for agent in registration.values()}
-            if not queue.paused:  # its due jobs must not wake us
+            if not queue.paused and not _all_deferred(poll[name]):
+                # (paused: its due jobs must not wake us; deferred: the
+                # poll after a batch ends asks, without reading the trees
+                # each put changed meanwhile, one round trip each)
                 due = _earliest(due, queue.next_due(now))
             due = _earliest(due, periodic.next_due(queue))
         self._adopt_unsure_claims(claimed)
@@ -292,6 +295,9 @@ class Poller:
             if agent.queue.paused:
                 info['paused'] = True
                 return info
+            if self.executor.defers_claims(agent):
+                info['deferred'] = True  # until a batch ends: see there
+                return info
             self.prefetch_claims(agent, limit)
             for job in claim_ahead(agent, limit):
                 if job._p_oid is None:  # put earlier in this very poll
@@ -357,6 +363,12 @@ def _earliest(first: Optional[datetime.datetime],
     if first is None or second is None:
         return first or second
     return min(first, second)
+
+
+def _all_deferred(infos: dict) -> bool:
+    """Whether every agent of a queue left its claims to a later poll."""
+    return bool(infos) and all(info.get('deferred') for info in
+                               infos.values())
 
 
 def _job_id(job: Any) -> tuple:

@@ -67,6 +67,11 @@ class Interruptible:
                 ctypes.c_ulong(self.thread_id), ctypes.py_object(exc_type))
             return True
 
+    def held_back(self) -> Any:
+        """``with call.held_back():`` an interruption asked for meanwhile
+        waits, and is raised once the block ends."""
+        return self._lock
+
     def finish(self) -> None:
         """The call returned or raised: nothing may interrupt it now.
         An interruption raised just before lands at the latest here, in
@@ -92,7 +97,11 @@ def call_with_limit(func: Callable[[], Any], seconds: Optional[float],
     try:
         try:
             if timer is not None:
-                timer.start()
+                # A limit expiring while the timer starts (a fraction of a
+                # millisecond, under load) raised inside threading's own
+                # bookkeeping of the new thread, and escaped as a KeyError.
+                with call.held_back():
+                    timer.start()
             return func()
         finally:
             # The interruption may land in here too (it was raised while
