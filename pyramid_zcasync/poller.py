@@ -25,7 +25,7 @@ from .clock import Clock
 from .executor import Executor
 from .history import Poll
 from .interfaces import ASSIGNED, KEY
-from .monitor import Monitor
+from .monitor import Monitor, spoils_poll
 from .options import DispatcherOptions
 
 log = logging.getLogger('pyramid_zcasync.events')
@@ -156,19 +156,40 @@ class Poller:
     # -- a poll -------------------------------------------------------
 
     def poll_once(self) -> Optional[Outcome]:
-        """Poll and commit; None when the commit conflicted (nothing of
-        it was stored: poll again soon)."""
+        """Poll and commit; None when it conflicted (nothing of it was
+        stored: poll again soon)."""
         if self._connection is None:
             self._connection = self.db.open(transaction_manager=self._manager)
         self._manager.begin()
         now = self.clock.utcnow()
         poll = Poll(self.monitor.polls.total, now)
         claimed: List[Claim] = []
-        due = None
         ping_due = (self.last_ping is None
                     or now - self.last_ping >= self.ping_interval)
+        try:
+            due, registration = self._poll_queues(poll, claimed, now,
+                                                   ping_due)
+        except ConflictError as exc:  # read in the middle of a claim
+            self._conflicted(poll, claimed, exc)
+            return None
+        self._adopt_unsure_claims(claimed)
+        before = self._local_now()
+        if not self._commit(poll, claimed):
+            return None
+        shift = None
+        if ping_due:
+            shift = self._pinged(registration, now, before)
+            now += shift or datetime.timedelta(0)
+        self.monitor.polls.add(poll)
+        return Outcome(claimed, poll.key, due, now, shift)
+
+    def _poll_queues(self, poll: Poll, claimed: List[Claim],
+                     now: datetime.datetime, ping_due: bool
+                     ) -> Tuple[Optional[datetime.datetime], Any]:
+        """Ping, judge, put periodic jobs and claim in every queue; when
+        the next job is due, and our last registration."""
         judge = ping_due and self.connected_throughout(now)
-        registration = None
+        due = registration = None
         for name, queue in sorted(queues(self._connection).items()):
             registration = self.registration(queue)
             periodic.enqueue_due(queue, now)
@@ -186,16 +207,7 @@ class Poller:
                 # each put changed meanwhile, one round trip each)
                 due = _earliest(due, queue.next_due(now))
             due = _earliest(due, periodic.next_due(queue))
-        self._adopt_unsure_claims(claimed)
-        before = self._local_now()
-        if not self._commit(poll, claimed):
-            return None
-        shift = None
-        if ping_due:
-            shift = self._pinged(registration, now, before)
-            now += shift or datetime.timedelta(0)
-        self.monitor.polls.add(poll)
-        return Outcome(claimed, poll.key, due, now, shift)
+        return due, registration
 
     def _local_now(self) -> Optional[datetime.datetime]:
         """The local time, when the clock follows the database's."""
@@ -208,11 +220,7 @@ class Poller:
         except ConflictError as exc:
             # A conflict is raised at vote, before anything is stored: no
             # claim of this poll can have been committed.
-            retry.abort(self._manager)
-            self.budget.conflicted(len(claimed))
-            trace.info('dispatcher %s: poll conflicted, retrying', self.UUID)
-            _mark_error(poll, exc)
-            self.monitor.polls.add(poll)
+            self._conflicted(poll, claimed, exc)
             return False
         except Exception:
             self._unsure_claims = claimed
@@ -221,6 +229,14 @@ class Poller:
         self.budget.committed()
         self.monitor.report_storage(None)
         return True
+
+    def _conflicted(self, poll: Poll, claimed: List[Claim],
+                    exc: ConflictError) -> None:
+        retry.abort(self._manager)
+        self.budget.conflicted(len(claimed))
+        trace.info('dispatcher %s: poll conflicted, retrying', self.UUID)
+        _mark_error(poll, exc)
+        self.monitor.polls.add(poll)
 
     def _pinged(self, registration: Any, now: datetime.datetime,
                 before: Optional[datetime.datetime]
@@ -305,6 +321,12 @@ class Poller:
                 info['new jobs'].append(_job_id(job))
                 claimed.append((agent.queue.name, agent, job._p_oid))
         except Exception as exc:
+            if spoils_poll(exc):
+                # A storage error can come in the middle of one claim,
+                # after its job left the pending tree and before it was
+                # ASSIGNED: committing that leaves a PENDING job no claim
+                # ever sees.  The whole poll is thrown away instead.
+                raise
             log.exception('agent %r failed to claim', agent.name)
             info['error'] = '%s: %s' % (type(exc).__name__, exc)
         info['len'] = len(agent)
