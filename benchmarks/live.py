@@ -379,7 +379,7 @@ def run_huey(params: Params) -> List[Result]:
     try:
         dbfile = os.path.join(tmp, 'huey.db')
         system = Huey(dbfile)
-        consumer = peers._python_child(
+        consumer = peers.python_child(
             ['huey', dbfile, str(params['huey_threads'])],
             os.path.join(tmp, 'consumer.log'))
         put, _ = system.open_put()
@@ -405,17 +405,20 @@ RUNNERS: Dict[str, Callable[[Params], List[Result]]] = {
 
 
 def run(params: Optional[Params] = None, only: Sequence[str] = SYSTEMS,
-        log: Callable[[str], None] = print) -> Result:
-    """Every selected system's rows; a JSON-able dict."""
-    p = dict(DEFAULTS, **(params or {}))
+        log: Callable[[str], None] = print,
+        runners: Optional[Dict[str, Callable[[Params], List[Result]]]] = None,
+        defaults: Params = DEFAULTS) -> Result:
+    """Every selected system's rows; a JSON-able dict.  ``runners`` (by
+    default ours and Huey's, RUNNERS) is how livepeers.py runs the peers
+    through the same loop."""
+    p = dict(defaults, **(params or {}))
     out: Result = {'params': {k: list(v) if isinstance(v, tuple) else v
                               for k, v in p.items()},
                    'rows': [], 'skipped': {}, 'errors': {}}
     started = time.perf_counter()
-    for system in SYSTEMS:
+    for system, runner in (RUNNERS if runners is None else runners).items():
         if system in only:
-            rows = common.attempt(out, system, lambda: RUNNERS[system](p),
-                                  log)
+            rows = common.attempt(out, system, lambda: runner(p), log)
             out['rows'].extend(rows or [])
     out['duration_s'] = round(time.perf_counter() - started, 1)
     return out

@@ -21,6 +21,7 @@ p50 = the job's start - its put call's return), every job checked done
 with a float.  ``python -m benchmarks --only live`` runs these beside
 ours and Huey and shows each row's ratio to Huey's and ours.
 """
+import functools
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -81,17 +82,9 @@ def live_rows(kind: str, params: Params) -> List[Result]:
 def run(params: Optional[Params] = None, only: Sequence[str] = SYSTEMS,
         log: Callable[[str], None] = print) -> Result:
     """Every selected peer's rows, as live.run returns ours."""
-    p = dict(DEFAULTS, **(params or {}))
-    out: Result = {'params': {k: list(v) if isinstance(v, tuple) else v
-                              for k, v in p.items()},
-                   'rows': [], 'skipped': {}, 'errors': {}}
-    started = time.perf_counter()
-    for kind in SYSTEMS:
-        if kind in only:
-            rows = common.attempt(out, kind, lambda: live_rows(kind, p), log)
-            out['rows'].extend(rows or [])
-    out['duration_s'] = round(time.perf_counter() - started, 1)
-    return out
+    runners: Dict[str, Callable[[Params], List[Result]]] = {
+        kind: functools.partial(live_rows, kind) for kind in SYSTEMS}
+    return live.run(params, only, log, runners=runners, defaults=DEFAULTS)
 
 
 def merged(ours: Result, peers: Result) -> Result:

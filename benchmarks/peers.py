@@ -106,10 +106,6 @@ def python_child(args: List[str], logpath: str) -> Child:
                  logpath)
 
 
-#: The old name, which benchmarks/live.py still uses.
-_python_child = python_child
-
-
 def gaps(n: int, lo: float, hi: float, seed: int = 1) -> List[float]:
     rnd = random.Random(seed)
     return [rnd.uniform(lo, hi) for _ in range(n)]
