@@ -5,6 +5,7 @@ outside effect happens a second time) but the database keeps the
 sibling's result: exactly once in ZODB, at least once outside."""
 import os
 import signal
+import time
 
 import pytest
 
@@ -21,6 +22,30 @@ pytestmark = pytest.mark.chaos
 
 #: poll, ping, death (seconds): the frozen worker is found dead quickly.
 FAST = (0.2, 0.3, 2.0)
+
+
+def freeze_outside_a_commit(db, frozen, sibling_uuid, attempts=3):
+    """SIGSTOP ``frozen`` mid-job, but not mid-commit: stopped between its
+    vote and its tpc_finish it holds the ZEO server's commit lock, every
+    other client's commit waits, and no sibling can ping, judge it dead
+    or re-run its job until it resumes.  The sibling's start-up commits
+    wake the worker to poll, so right after the sibling is ready the
+    freeze caught it there about one run in five.  Frozen there, it is
+    resumed and frozen again a moment later; the sibling's pings going
+    through say it is not."""
+    for _ in range(attempts):
+        os.kill(frozen.pid, signal.SIGSTOP)
+        before = registration_info(db, sibling_uuid)['last_ping']
+        try:
+            wait_until(lambda: registration_info(
+                db, sibling_uuid)['last_ping'] != before, 3,
+                "the sibling's next ping")
+            return
+        except AssertionError:
+            os.kill(frozen.pid, signal.SIGCONT)
+            time.sleep(0.5)
+    raise AssertionError('the frozen worker held the commit lock %d times'
+                         % attempts)
 
 
 def ended_by(log, name, pid):
@@ -40,8 +65,10 @@ def test_a_frozen_workers_late_commit_is_refused(tmp_path, zeo_server,
         wait_until(lambda: started_by(log, 'j1'), 15, 'the first run')
         sibling = workers(storage, tmp_path / 'b.txt', FAST)
         assert sibling.first_line == 'ready'
+        sibling_uuid = pyramid_zcasync.instance.read_uuid(
+            str(tmp_path / 'b.txt'))
 
-        os.kill(frozen.pid, signal.SIGSTOP)
+        freeze_outside_a_commit(db, frozen, sibling_uuid)
         try:
             rerun = wait_until(lambda: started_by(log, 'j1', 2), 20,
                                'the re-run')
