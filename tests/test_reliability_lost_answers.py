@@ -17,7 +17,6 @@ import pyramid_zcasync
 from pyramid_zcasync import Job
 from pyramid_zcasync.agent import Agent
 from pyramid_zcasync.interfaces import COMPLETED, PENDING, IQueue
-from pyramid_zcasync.testing import wait_until
 from dbtools import read, write
 from reliabilitytools import job_states
 from pyramid_zcasync.runner import Runner
@@ -26,6 +25,22 @@ UTC = datetime.timezone.utc
 
 
 # -- a commit whose answer was lost (in process) ---------------------------
+
+def registered_queue(db):
+    """``(connection, manager, queue, registration)``: ``db``'s queue with
+    dispatcher u1 registered and active, its agent 'main' of size 3, a
+    ``done`` tree at the root, and a connection with a transaction manager
+    of its own, as a worker thread has."""
+    pyramid_zcasync.install_queues(db)
+    manager = transaction.TransactionManager()
+    connection = db.open(transaction_manager=manager)
+    root = connection.root()
+    root['done'] = BTrees.OOBTree.OOBTree()
+    queue = IQueue(root)
+    registration = queue.dispatchers.register('u1')
+    registration.add(Agent('main', 3))
+    registration.activate()
+    return connection, manager, queue, registration
 
 class LosesAnAnswer(ZODB.MappingStorage.MappingStorage):
     """Commits, then raises ClientDisconnected from tpc_finish number
@@ -65,15 +80,8 @@ def test_commit_whose_answer_was_lost(with_callback, lose):
     storage = LosesAnAnswer()
     db = ZODB.DB(storage)
     try:
-        pyramid_zcasync.install_queues(db)
-        manager = transaction.TransactionManager()
-        connection = db.open(transaction_manager=manager)
+        connection, manager, queue, registration = registered_queue(db)
         root = connection.root()
-        root['done'] = BTrees.OOBTree.OOBTree()
-        queue = IQueue(root)
-        registration = queue.dispatchers.register('u1')
-        registration.add(Agent('main', 3))
-        registration.activate()
         job = queue.put(jobs.append_to, root['done'], 'a')
         if with_callback:
             callback = job.addCallback(Job(jobs.multiply, 2))
@@ -141,15 +149,8 @@ def test_release_waits_out_the_server_without_holding_the_lock():
     storage = AwayAtBegin()
     db = ZODB.DB(storage)
     try:
-        pyramid_zcasync.install_queues(db)
-        manager = transaction.TransactionManager()
-        connection = db.open(transaction_manager=manager)
+        connection, manager, queue, registration = registered_queue(db)
         root = connection.root()
-        root['done'] = BTrees.OOBTree.OOBTree()
-        queue = IQueue(root)
-        registration = queue.dispatchers.register('u1')
-        registration.add(Agent('main', 3))
-        registration.activate()
         job = queue.put(jobs.append_to, root['done'], 'a')
         manager.commit()
         assert registration['main'].claimJob() is job
@@ -207,13 +208,7 @@ def test_crashed_group_recovery_waits_out_the_server():
     storage = AwayAtBegin()
     db = ZODB.DB(storage)
     try:
-        pyramid_zcasync.install_queues(db)
-        manager = transaction.TransactionManager()
-        connection = db.open(transaction_manager=manager)
-        queue = IQueue(connection.root())
-        registration = queue.dispatchers.register('u1')
-        registration.add(Agent('main', 3))
-        registration.activate()
+        connection, manager, queue, registration = registered_queue(db)
         job = queue.put(jobs.multiply, 6, 7)
         manager.commit()
         assert registration['main'].claimJob() is job
