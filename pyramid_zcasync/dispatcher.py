@@ -154,7 +154,9 @@ class Dispatcher:
         self.monitor = Monitor(self)
         #: Serialises this process's transactions on shared bookkeeping
         #: (claims, agent slots, history): no conflicts among our threads.
-        self._bookkeeping = threading.RLock()
+        #: Not re-entrant: a group's lease is let go by another thread
+        #: than the one that took it (lease.py).
+        self._bookkeeping = threading.Lock()
         #: The calls of its jobs running now, which a cancel interrupts;
         #: the runners register them (runner.py).
         self.running_calls = RunningCalls()
@@ -169,6 +171,10 @@ class Dispatcher:
         self._wake_pending = False
         self._wake_lock = threading.Lock()
         self._stopping = False
+        #: Held while claimed jobs are handed to the executor, which is
+        #: done outside the bookkeeping lock: stop() waits for a hand-over
+        #: under way, and later ones see it stopping.
+        self._handing_over = threading.Lock()
         self._seen_tid: Optional[bytes] = None
         self._last_transaction = LastTransaction(db.storage)
         self._due_call: Any = None
@@ -224,6 +230,8 @@ class Dispatcher:
         if self.pushed is not None:
             self.pushed.close()
         self.reactor.callFromThread(self._stop_loop)
+        with self._handing_over:
+            pass  # a hand-over under way ends; the next sees _stopping
         self.executor.stop(min(STOP_GRACE, timeout))
         try:
             self._transact(self.poller.deactivate_all)
@@ -337,26 +345,40 @@ class Dispatcher:
                     return
                 if self.pushed is not None:
                     self.pushed.prefetch()
-                self._poll_once()
+                outcome = self._poll_once()
+            if outcome is not None:
+                self._hand_over(outcome)
         except Exception as exc:
             log.exception('dispatcher %s: poll failed', self.UUID)
             self.poller.abort()
             if retry.is_disconnected(exc):
                 self.report_storage(exc)
 
-    def _poll_once(self) -> None:
+    def _poll_once(self) -> Optional[Outcome]:
         """One poll (the caller holds the bookkeeping lock), then what it
-        asks for: a retry, a wake-up when something is due, its jobs run."""
+        asks for: a retry, or a wake-up when something is due; None when
+        it conflicted."""
         outcome = self.poller.poll_once()
         if outcome is None:
             self.reactor.callLater(CONFLICT_RETRY, self._poll)
-            return
+            return None
         if outcome.shift and self.activated is not None:
             self.activated += outcome.shift
         self._wake_at(outcome)
-        submit = self.executor.submit
-        for queue_name, agent, oid in outcome.claimed:
-            submit(queue_name, agent, oid, outcome.poll_key)
+        return outcome
+
+    def _hand_over(self, outcome: Outcome) -> None:
+        """Give the poll's claimed jobs to the executor, once the poll has
+        let go of the bookkeeping lock: a group takes that lock before its
+        first job, and a worker woken under it only waited.  A dispatcher
+        stopping meanwhile keeps them: they stay ASSIGNED to it until its
+        deactivation frees them, as jobs its workers never started."""
+        with self._handing_over:
+            if self._stopping:
+                return
+            submit = self.executor.submit
+            for queue_name, agent, oid in outcome.claimed:
+                submit(queue_name, agent, oid, outcome.poll_key)
         extensions.of(self.db).after_poll(self, len(outcome.claimed))
 
     def _wake_at(self, outcome: Outcome) -> None:

@@ -25,7 +25,7 @@ from .clock import Clock
 from .group import GroupRunner
 from .history import JobHistory
 from .interfaces import ACTIVE, ASSIGNED, CALLBACKS
-from .lease import Lease
+from .lease import Leases
 from .pool import Batch, Pool
 from .registry import recover_job
 from .runner import Runner
@@ -50,7 +50,7 @@ class Host(Protocol):
     db: Any
     UUID: str
     clock: Clock
-    _bookkeeping: Any  # a lock
+    _bookkeeping: Any  # a threading.Lock (lease.py releases it)
 
     @property
     def jobs(self) -> JobHistory: ...
@@ -77,6 +77,8 @@ class Executor:
         self._local = threading.local()
         #: When each agent's last claimed job was handed to its pool.
         self._submitted: Dict[tuple, float] = {}
+        self._leases = Leases(dispatcher._bookkeeping,
+                              group_module.GROUP_WINDOW)
 
     def claim_limit(self, agent: Any) -> int:
         """Claim ahead only while this agent's jobs are short: then they
@@ -167,6 +169,7 @@ class Executor:
     def stop(self, timeout: float) -> None:
         for pool in list(self._pools.values()):
             pool.stop(timeout)
+        self._leases.close()
         self._spent_conflicts.clear()
         self._submitted.clear()
         with self._unreleased_lock:
@@ -241,8 +244,7 @@ class Executor:
         runner = self._runner()
         group = GroupRunner(
             runner, free_slots=lambda done: self._to_release(key, done),
-            lease=lambda: Lease(runner.lock, group.running_for,
-                                group_module.GROUP_WINDOW))
+            lease=lambda: self._leases.lease(group.running_for))
         result = group.run_group(oids)
         for oid, outcome in result.finished:
             self._finished(key, oid, outcome)

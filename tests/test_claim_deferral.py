@@ -21,7 +21,7 @@ class Host:
         self.db = type('DB', (), {'database_name': 'unnamed'})()
         self.UUID = 'd1'
         self.clock = default_clock
-        self._bookkeeping = threading.RLock()
+        self._bookkeeping = threading.Lock()
         self.jobs = JobHistory()
 
     def wake(self):
