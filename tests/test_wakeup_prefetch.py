@@ -103,3 +103,54 @@ def test_each_poll_prefetches_first(fs_db):
     dispatcher._poll_once = lambda: order.append('poll')
     dispatcher._poll()
     assert order == ['prefetch', 'poll']
+
+
+def test_a_push_prefetches_in_zeos_thread_as_it_arrives(zeo_server):
+    """With ZEO 6 the requests leave from ZEO's I/O thread as the push
+    arrives, before any poll: they must neither wait there for their
+    answers (that thread reads them: it would hang) nor be asked again
+    by the poll."""
+    listening, other = zeo_server.db(), zeo_server.db()
+    write(other, lambda root: root.__setitem__('box', PersistentMapping()))
+
+    def load_box(root):
+        len(root['box'])
+        return root['box']._p_oid
+    box_oid = read(listening, load_box)
+    asked = []
+    subscription = wakeup.listen(
+        listening, lambda tid: asked.append(subscription.prefetch_on_push()))
+    try:
+        seen = listening.storage.lastTransaction()
+        write(other, lambda root: root['box'].__setitem__('x', 1))
+        wait_until(lambda: listening.storage.lastTransaction() != seen,
+                   what='the push')
+        assert asked == [1]
+        wait_until(lambda: cached_now(listening.storage, box_oid),
+                   what='the prefetch')
+        assert subscription.prefetch() == 0  # the poll asks nothing more
+    finally:
+        subscription.close()
+    listening.close()
+    other.close()
+
+
+def test_a_push_that_wakes_the_dispatcher_prefetches_first(fs_db):
+    dispatcher = dispatcher_module.Dispatcher(fs_db, 'u')
+    order = []
+
+    class Pushed:
+        def prefetch_on_push(self):
+            order.append('prefetch')
+            return 0
+    dispatcher.pushed = Pushed()
+    dispatcher.reactor = object()  # running, as far as the push can tell
+    dispatcher.wake = lambda: order.append('wake')
+    dispatcher._committed_elsewhere(p64(1))
+    assert order == ['prefetch', 'wake']
+    # A push within the spacing neither wakes nor prefetches at once: the
+    # poll at the spacing's end prefetches what came meanwhile.
+    dispatcher.reactor = type('R', (), {'callFromThread':
+                                        lambda self, *a: None})()
+    dispatcher._committed_elsewhere(p64(2))
+    assert order == ['prefetch', 'wake']
