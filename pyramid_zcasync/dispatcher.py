@@ -22,7 +22,7 @@ import datetime
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
 from twisted.internet import selectreactor, task
 
@@ -30,7 +30,7 @@ from . import clock as clock_module
 from . import extensions, process, retry, wakeup
 from .cancelwatch import CancelWatch, RunningCalls
 from .clock import Clock
-from .executor import Executor, Item
+from .executor import Executor
 from .history import JobHistory, Poll, Polls
 from .install import queue_database
 from .instance import ENV_VAR, InstanceLock, read_uuid, resolve_uuid_file
