@@ -301,9 +301,6 @@ class Dispatcher:
         now = time.monotonic()
         if now >= self._push_quiet_until:
             self._push_quiet_until = now + PUSH_SPACING
-            pushed = self.pushed
-            if pushed is not None:
-                pushed.prefetch_on_push()
             self.wake()
         elif not self._push_deferred:
             self._push_deferred = True

@@ -49,16 +49,6 @@ class Subscription:
             return 0
         return self._pushed.prefetch()
 
-    def prefetch_on_push(self) -> int:
-        """The same, from the storage's thread as a push arrives, where
-        that is safe (ZEO 6): the requests leave about half a millisecond
-        before the poll the push wakes could send them (the hop to the
-        dispatcher's thread, the poll's transaction begun), and so their
-        answers wait for the poll, not the poll for them."""
-        if self._pushed is None or not self._pushed.prefetches_in_io_thread:
-            return 0
-        return self._pushed.prefetch()
-
     def close(self) -> None:
         stops, self._stops = self._stops, []
         for stop in stops:

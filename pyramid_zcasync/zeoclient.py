@@ -2,7 +2,6 @@
 other clients that its server pushes, heard as they arrive."""
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import threading
 from typing import (Any, Callable, List, Optional, Sequence, Set, Tuple,
@@ -90,9 +89,6 @@ class PushedObjects:
         #: The newest pushed transaction: the storage's own last
         #: transaction is set only after the listeners are told.
         self._tid = z64
-        #: Whether :meth:`prefetch` may run in ZEO's I/O thread, as the
-        #: push arrives (ZEO 6 sends the requests without waiting).
-        self.prefetches_in_io_thread = _zeo_prefetch_does_not_wait()
 
     def add(self, tid: bytes, oids: Sequence[bytes]) -> None:
         """Note a pushed commit (in ZEO's I/O thread)."""
@@ -104,9 +100,8 @@ class PushedObjects:
 
     def prefetch(self) -> int:
         """Ask the server for the noted objects as of the newest
-        transaction (from ZEO's I/O thread only if
-        ``prefetches_in_io_thread``: ZEO before 6 waits for the answers);
-        how many were asked for."""
+        transaction (not from ZEO's I/O thread: ZEO before 6 waits for
+        the answers); how many were asked for."""
         with self._lock:
             oids, self._oids = self._oids, set()
             pushed = self._tid
@@ -122,14 +117,6 @@ class PushedObjects:
                       exc_info=True)
             return 0
         return len(oids)
-
-
-def _zeo_prefetch_does_not_wait() -> bool:
-    try:
-        major = importlib.metadata.version('ZEO').split('.')[0]
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return major.isdigit() and int(major) >= 6
 
 
 def pushed_objects(storage: Any
