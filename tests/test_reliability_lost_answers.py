@@ -155,7 +155,7 @@ def test_release_waits_out_the_server_without_holding_the_lock():
         manager.commit()
         assert registration['main'].claimJob() is job
         manager.commit()
-        lock = threading.RLock()
+        lock = threading.Lock()  # as the dispatcher's
         clock = LockWatchingClock(lock)
         storage.begins, storage.refuse = 0, 3  # start, result, release
         Runner(db, 'u1', clock, lock=lock).run(job._p_oid)
