@@ -259,9 +259,19 @@ class Job(persistent.Persistent):
         return '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved'
 
     def __repr__(self) -> str:
-        name = getattr(self.callable, '__qualname__', None) or repr(
-            self.callable)
-        return '<Job %s %s %s>' % (self._oid_repr(), name, self._status)
+        # Logs call it lazily, often about a job whose storage just went
+        # away: raising there makes logging print a traceback to standard
+        # error for each record, which blocks the process once nobody
+        # reads that stream.
+        try:
+            name = getattr(self.callable, '__qualname__', None) or repr(
+                self.callable)
+            status = self._status
+        except Exception:  # a ghost whose state cannot be loaded now
+            oid = self._p_oid  # (any other attribute would load it)
+            return '<Job %s (not loaded)>' % (
+                '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved')
+        return '<Job %s %s %s>' % (self._oid_repr(), name, status)
 
     # -- retry policy -----------------------------------------------------
 

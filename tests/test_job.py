@@ -354,6 +354,45 @@ def test_repr_names_callable_and_status(conn):
     assert repr(job).startswith('<Job 0x')
 
 
+def test_repr_of_a_job_the_storage_cannot_load_now(caplog):
+    """Logs format a job lazily, often just after its storage went away:
+    the repr says so instead of raising (logging would print a traceback
+    for each record)."""
+    import logging
+
+    import ZODB
+    import ZODB.MappingStorage
+    from ZEO.Exceptions import ClientDisconnected
+
+    class Away(ZODB.MappingStorage.MappingStorage):
+        away = False
+
+        def loadBefore(self, oid, tid):
+            if self.away:
+                raise ClientDisconnected('the server went away')
+            return super().loadBefore(oid, tid)
+    storage = Away()
+    db = ZODB.DB(storage)
+    manager = transaction.TransactionManager()
+    connection = db.open(transaction_manager=manager)
+    job = Job(operator.add, 1, 1)
+    connection.root()['job'] = job
+    manager.commit()
+    job._p_deactivate()
+    storage.away = True
+    oid = '0x%x' % int.from_bytes(job._p_oid, 'big')
+    assert repr(job) == '<Job %s (not loaded)>' % oid
+    with caplog.at_level(logging.INFO, logger='pyramid_zcasync.test'):
+        logging.getLogger('pyramid_zcasync.test').info('%r succeeded', job)
+    assert [record.getMessage() for record in caplog.records
+            if record.name == 'pyramid_zcasync.test'] == [
+        '<Job %s (not loaded)> succeeded' % oid]
+    storage.away = False
+    assert repr(job) == '<Job %s add new-status>' % oid
+    connection.close()
+    db.close()
+
+
 def test_default_retry_policies(conn):
     from pyramid_zcasync import retry
     job = Job(operator.add, 1, 1)
