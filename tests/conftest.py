@@ -88,6 +88,7 @@ def queue(conn):
 
 # -- processes ------------------------------------------------------------
 
+import itertools  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -166,18 +167,35 @@ def zeo_server(tmp_path):
     server.stop()
 
 
+_worker_numbers = itertools.count()
+
+
 class Worker:
-    """A dispatcher-only subprocess running tests/worker.py."""
+    """A dispatcher-only subprocess running tests/worker.py (or
+    ``script``, which takes the same arguments).
+
+    Its standard error goes to a file beside the UUID file, never to a
+    pipe: a worker writing more than a pipe holds (logging errors while
+    the storage is away print tracebacks there) would block in the
+    middle of a log call, holding the logging lock every thread needs,
+    and stop pinging."""
+
+    script = 'worker.py'
 
     def __init__(self, storage, uuid_file, timing=(0.2, 0.5, 2.0)):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [TESTS_DIR] + sys.path))
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.join(TESTS_DIR, 'worker.py'), storage,
-             str(uuid_file)] + [str(t) for t in timing],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env)
+        self.stderr_path = '%s.%d.stderr' % (uuid_file, next(_worker_numbers))
+        with open(self.stderr_path, 'w') as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, os.path.join(TESTS_DIR, self.script),
+                 storage, str(uuid_file)] + [str(t) for t in timing],
+                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         self.first_line = self.process.stdout.readline().strip()
+
+    def stderr_text(self):
+        with open(self.stderr_path, errors='replace') as stderr:
+            return stderr.read()
 
     @property
     def pid(self):
@@ -205,12 +223,9 @@ def workers():
     for worker in started:
         worker.stop()
         worker.process.stdout.close()
-        worker.process.stderr.close()
 
 
 # -- PostgreSQL (RelStorage) -----------------------------------------------
-
-import itertools  # noqa: E402
 
 
 @pytest.fixture(scope='session')

@@ -125,7 +125,7 @@ def test_second_process_with_same_uuid_is_refused(tmp_path, engine,
     assert first.first_line == 'ready'
     twin = workers(storage, uuid_file)
     assert twin.process.wait(30) != 0
-    error = twin.process.stderr.read()
+    error = twin.stderr_text()
     assert 'is already running' in error
     assert str(first.pid) in error  # names the live holder
     # The first one is untouched: still registered as active.

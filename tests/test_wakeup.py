@@ -6,7 +6,6 @@ every 5 s (tests/pushworker.py): a job started within the bound below
 was pushed.  The bound is a behaviour check, not a benchmark
 (benchmarks/zeo.py and relstorage.py measure the pick-up)."""
 import os
-import sys
 import threading
 import time
 
@@ -19,7 +18,7 @@ import ZODB.MappingStorage
 
 import jobs
 import pyramid_zcasync
-from conftest import TESTS_DIR, Worker
+from conftest import Worker
 from pyramid_zcasync import dispatcher as dispatcher_module
 from pyramid_zcasync import pgnotify, wakeup, zeoclient
 from pyramid_zcasync.interfaces import IQueue
@@ -41,16 +40,7 @@ class PushWorker(Worker):
     """A dispatcher process whose own watch is too slow to explain a
     quick pick-up."""
 
-    def __init__(self, storage, uuid_file, timing):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [TESTS_DIR] + sys.path))
-        import subprocess
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.join(TESTS_DIR, 'pushworker.py'),
-             storage, str(uuid_file)] + [str(t) for t in timing],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env)
-        self.first_line = self.process.stdout.readline().strip()
+    script = 'pushworker.py'
 
 
 @pytest.fixture
@@ -61,13 +51,12 @@ def push_worker(tmp_path):
         worker = PushWorker(storage, tmp_path / 'uuid.txt',
                             (POLL, 1.0, 60.0))
         started.append(worker)
-        assert worker.first_line == 'ready', worker.process.stderr.read()
+        assert worker.first_line == 'ready', worker.stderr_text()
         return worker
     yield start
     for worker in started:
         worker.stop()
         worker.process.stdout.close()
-        worker.process.stderr.close()
 
 
 def put_and_time(db, root_key, key, attempts=20):
