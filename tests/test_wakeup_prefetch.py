@@ -21,6 +21,9 @@ def cached_now(storage, oid):
 def test_objects_a_pushed_commit_changed_are_prefetched(zeo_server):
     listening, other = zeo_server.db(), zeo_server.db()
     write(other, lambda root: root.__setitem__('box', PersistentMapping()))
+    # The push reaches the other client a moment after the commit returns.
+    wait_until(lambda: listening.storage.lastTransaction()
+               == other.storage.lastTransaction(), what='the first push')
 
     def load_box(root):
         box = root['box']
