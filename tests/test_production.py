@@ -94,21 +94,30 @@ class Process:
 # -- the ZEO server ------------------------------------------------------
 
 
-@pytest.fixture
-def zeo(tmp_path):
-    """``pzcasync-zeo`` on a free port, storages in its own directory."""
+def start_zeo(directory, *options):
+    """``pzcasync-zeo OPTIONS`` on a free port, storages in its own
+    directory, once it listens (stop it with ``.stop()``)."""
     port = free_port()
-    var = tmp_path / 'zeo-var'
+    var = directory / 'zeo-var'
     server = Process(
         script('pzcasync-zeo', 'pyramid_zcasync.scripts.zeoserver') + [
-            '--address', '127.0.0.1:%d' % port, '--var', str(var)],
-        tmp_path, 'zeo')
+            '--address', '127.0.0.1:%d' % port, '--var', str(var)]
+        + list(options), directory, 'zeo')
     server.port, server.var = port, var
     try:
         server.wait_for_port(port)
-        yield server
-    finally:
+    except BaseException:
         server.stop()
+        raise
+    return server
+
+
+@pytest.fixture
+def zeo(tmp_path):
+    """``pzcasync-zeo`` with its defaults."""
+    server = start_zeo(tmp_path)
+    yield server
+    server.stop()
 
 
 def zeo_multidb(port):

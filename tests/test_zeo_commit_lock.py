@@ -1,19 +1,21 @@
 """A client stopped between its vote and ``tpc_finish`` holds its
 storage's commit lock on the ZEO server: every other client's commit
-waits.  What frees it, on the server ``pzcasync-zeo`` runs, and why that
-server's configuration sets no ``transaction-timeout``."""
+waits.  What frees it on the server ``pzcasync-zeo`` runs (the client
+killed, or its ``--transaction-timeout``), and why plain ZEO's timeout
+does not."""
 import os
 import signal
 import subprocess
 import sys
 import threading
 
+import pytest
 import transaction
 import ZEO
 import ZODB
 
 from conftest import free_port, wait_for_port
-from test_production import zeo  # noqa: F401 (the shipped server)
+from test_production import start_zeo, zeo  # noqa: F401 (the shipped server)
 
 #: A client that commits up to its vote, says so, and stops itself
 #: (SIGSTOP) before ``tpc_finish``: a frozen process holding the lock.
@@ -82,10 +84,14 @@ def end(voter):
     voter.stdout.close()
 
 
+def timeout_lines(config):
+    return [line.strip() for line in config.splitlines()
+            if line.strip().startswith('transaction-timeout')]
+
+
 def test_a_client_killed_in_the_middle_of_a_commit_frees_the_lock(zeo):  # noqa: F811
-    config = (zeo.var / 'zeo.conf').read_text()
-    assert not [line for line in config.splitlines()
-                if line.strip().startswith('transaction-timeout')], config
+    assert timeout_lines((zeo.var / 'zeo.conf').read_text()) == [
+        'transaction-timeout 60']
     voter = start_voter(zeo.port, 'async')
     other = None
     try:
@@ -135,3 +141,53 @@ def test_zeos_transaction_timeout_keeps_the_lock_for_good(tmp_path):
         server.wait(10)
         if other is not None:
             other.close()
+
+
+def test_pzcasync_zeo_aborts_a_commit_held_past_its_timeout(tmp_path):
+    """The stopped client is not killed: after ``--transaction-timeout``
+    the server aborts its transaction and the others commit; resumed,
+    the client learns its commit failed, and nothing of it was stored."""
+    server = start_zeo(tmp_path, '--transaction-timeout', '1')
+    voter = other = None
+    try:
+        voter = start_voter(server.port, 'async')
+        other = Committing(server.port, 'async')
+        assert other.done.wait(15), 'the timeout did not free the lock'
+        assert other.error is None
+        voter.send_signal(signal.SIGCONT)
+        assert voter.wait(30) != 0  # its tpc_finish raised
+        db = ZODB.DB(ZEO.client(('127.0.0.1', server.port),
+                                storage='async', wait_timeout=30))
+        with db.transaction() as connection:
+            root = connection.root()
+            assert (root.get('other'), root.get('voter')) == (1, None)
+        db.close()
+    finally:
+        if voter is not None:
+            end(voter)
+        if other is not None:
+            other.close()
+        server.stop()
+
+
+def test_config_only_leaves_the_timeout_to_pzcasync_zeo(tmp_path):
+    """A configuration written for plain runzeo sets no timeout (there
+    it would keep the lock for good, as above)."""
+    from pyramid_zcasync.scripts import zeoserver
+    var = tmp_path / 'var'
+    assert zeoserver.main(['--var', str(var), '--config-only']) == 0
+    assert timeout_lines((var / 'zeo.conf').read_text()) == []
+
+
+def test_a_bad_timeout_is_one_clear_line(tmp_path, capsys):
+    from pyramid_zcasync.scripts import zeoserver
+    for value in ('-1', 'soon', 'nan', 'inf'):
+        with pytest.raises(SystemExit) as exit:
+            zeoserver.main(['--var', str(tmp_path / 'var'),
+                            '--transaction-timeout', value])
+        err = capsys.readouterr().err
+        assert exit.value.code == 2
+        assert err.splitlines()[-1] == (
+            "pzcasync-zeo: error: argument --transaction-timeout: %r: "
+            'expected a number of seconds, 0 or more (0: none)' % value)
+    assert not (tmp_path / 'var').exists()  # refused before anything

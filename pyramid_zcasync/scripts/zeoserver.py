@@ -1,6 +1,7 @@
 """``pzcasync-zeo``: the ZEO server of production.ini, in one command.
 
     pzcasync-zeo [--address 127.0.0.1:8100] [--var ./var] [--config-only]
+                 [--transaction-timeout 60]
                  [--tls-certificate PEM --tls-key PEM --tls-client-ca PEM]
 
 Fills in the shipped ZConfig template ``zeo.conf`` (two file storages,
@@ -22,6 +23,17 @@ Everything the command creates (the directory, zeo.conf, the storages,
 the PID file) is readable by its user only.  A bad address, an unusable
 directory or a missing certificate file is reported in one line naming
 the value, before runzeo starts.
+
+A client stopped between its vote and the end of its commit (SIGSTOP, a
+paused VM) holds its storage's commit lock, and every other client's
+commits wait.  ``--transaction-timeout`` ends such a commit: the server
+aborts it and closes that client's connection.  ZEO's own timeout (6.2)
+closes the connection without aborting the transaction, which keeps the
+lock taken until the server restarts, even after the client is killed;
+this command makes the server abort the transaction of every connection
+it closes (:func:`abort_on_close`), so it writes the timeout into the
+configuration it serves and leaves it out of one written for plain
+``runzeo`` (``--config-only``).
 """
 from __future__ import annotations
 
@@ -34,7 +46,7 @@ import socket
 import sys
 import tempfile
 from importlib import resources
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 #: Where the server listens unless told: loopback only, ZEO's usual port.
 DEFAULT_ADDRESS = '127.0.0.1:8100'
@@ -57,7 +69,10 @@ TLS_OPTIONS = (('tls_certificate', 'certificate'), ('tls_key', 'key'),
                ('tls_client_ca', 'authenticate'))
 
 PROGRAM = 'pzcasync-zeo'
-_PLACEHOLDER = re.compile(r'\{(address|var|ssl)\}')
+_PLACEHOLDER = re.compile(r'\{(address|var|ssl|timeout)\}')
+#: Seconds a client may hold a storage's commit lock (from its vote to
+#: its tpc_finish, normally milliseconds) before the server aborts it.
+DEFAULT_TRANSACTION_TIMEOUT = 60.0
 
 
 class UsageError(Exception):
@@ -215,7 +230,31 @@ def ssl_section(files: dict) -> str:
     return '\n'.join(lines)
 
 
-def render_config(address: str, var: str, tls: Optional[dict] = None) -> str:
+def timeout_line(seconds: Optional[float]) -> str:
+    """The ``<zeo>`` line of the transaction timeout, or nothing."""
+    if not seconds:
+        return ('\n  # No transaction-timeout: ZEO 6.2 would close a slow '
+                "client's connection\n  # without aborting its transaction "
+                '(pzcasync-zeo makes it abort).')
+    return ('\n  # A commit that holds the lock this long (a client stopped '
+            'mid-commit)\n  # is aborted: pzcasync-zeo makes the server '
+            'abort what it closes.\n  transaction-timeout %g' % seconds)
+
+
+def parse_timeout(text: str) -> float:
+    """``--transaction-timeout``: seconds, 0 for none."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float('inf'):
+        raise argparse.ArgumentTypeError(
+            '%r: expected a number of seconds, 0 or more (0: none)' % text)
+    return seconds
+
+
+def render_config(address: str, var: str, tls: Optional[dict] = None,
+                  timeout: Optional[float] = None) -> str:
     """The shipped template with its placeholders filled in."""
     try:
         template = resources.files(__package__).joinpath(TEMPLATE).read_text(
@@ -226,15 +265,16 @@ def render_config(address: str, var: str, tls: Optional[dict] = None) -> str:
                          % (TEMPLATE, __package__)) from None
     # ZConfig substitutes $NAME in values: keep a path's '$' literal.
     values = {'address': address, 'var': zconfig_value(var),
-              'ssl': ssl_section(tls or {})}
+              'ssl': ssl_section(tls or {}), 'timeout': timeout_line(timeout)}
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
-def write_config(address: str, var: str, tls: Optional[dict] = None) -> str:
+def write_config(address: str, var: str, tls: Optional[dict] = None,
+                 timeout: Optional[float] = None) -> str:
     path = os.path.join(var, CONFIG_NAME)
     text = ('# Written by %s from pyramid_zcasync/scripts/%s; rewritten at '
             'each start.\n' % (PROGRAM, TEMPLATE)) + render_config(
-                address, var, tls)
+                address, var, tls, timeout)
     try:
         with open(path, 'w', encoding='utf-8') as stream:
             stream.write(text)
@@ -244,6 +284,33 @@ def write_config(address: str, var: str, tls: Optional[dict] = None) -> str:
     return path
 
 
+def abort_on_close() -> bool:
+    """Make the ZEO server abort the transaction of each connection it
+    closes itself, as it does for one the client drops.
+
+    ZEO 6.2 skips that for a connection it closed on purpose, and its
+    transaction timeout is such a close: the timed-out transaction kept
+    its storage's commit lock until the server restarted.  False (and
+    nothing changed) if ZEO's server is not shaped as expected."""
+    try:
+        from ZEO.asyncio.server import ServerProtocol
+    except ImportError:
+        return False
+    close = getattr(ServerProtocol, 'close', None)
+    if close is None or getattr(close, 'aborts_transaction', False):
+        return close is not None
+
+    def close_and_abort(self: Any) -> None:
+        storage = getattr(self, 'zeo_storage', None)
+        if not getattr(self, 'closed', True) and storage is not None and \
+                getattr(storage, 'transaction', None) is not None:
+            storage.notify_disconnected()  # aborts it, frees the lock
+        close(self)
+    setattr(close_and_abort, 'aborts_transaction', True)
+    ServerProtocol.close = close_and_abort
+    return True
+
+
 def run_zeo(config: str, var: str) -> int:
     """Run runzeo in this process until a signal stops it."""
     try:
@@ -251,6 +318,7 @@ def run_zeo(config: str, var: str) -> int:
     except ImportError:
         raise UsageError('ZEO is not installed: pip install '
                          '"pyramid_zcasync[zeo]"') from None
+    abort_on_close()
     try:
         from zc.lockfile import LockError
     except ImportError:  # pragma: no cover - ZODB depends on zc.lockfile
@@ -279,6 +347,13 @@ def make_parser() -> argparse.ArgumentParser:
         '--var', default=DEFAULT_VAR, metavar='DIR',
         help='directory of the storage files, zeo.conf and zeo.pid, created '
         'if missing (default ./%(default)s)')
+    parser.add_argument(
+        '--transaction-timeout', type=parse_timeout,
+        default=DEFAULT_TRANSACTION_TIMEOUT, metavar='SECONDS',
+        help='abort a commit that holds its storage\'s lock this long, as a '
+        'client stopped in the middle of one does (default %(default)g; 0: '
+        'never). Not written with --config-only: plain runzeo would keep '
+        'the lock')
     parser.add_argument(
         '--config-only', action='store_true',
         help='write DIR/zeo.conf, print its path and exit (to run runzeo -C '
@@ -316,7 +391,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       'reaching this port can run code in your app; '
                       'firewall it' % (PROGRAM, ip), file=sys.stderr)
         address = format_address(host, port)
-        config = write_config(address, var, tls)
+        config = write_config(
+            address, var, tls,
+            None if options.config_only else options.transaction_timeout)
         if options.config_only:
             print(config)
             return 0
