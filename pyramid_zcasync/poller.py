@@ -167,8 +167,8 @@ class Poller:
         ping_due = (self.last_ping is None
                     or now - self.last_ping >= self.ping_interval)
         try:
-            due, registration = self._poll_queues(poll, claimed, now,
-                                                   ping_due)
+            due, registration, ping_due = self._poll_queues(
+                poll, claimed, now, ping_due)
         except ConflictError as exc:  # read in the middle of a claim
             self._conflicted(poll, claimed, exc)
             return None
@@ -185,13 +185,15 @@ class Poller:
 
     def _poll_queues(self, poll: Poll, claimed: List[Claim],
                      now: datetime.datetime, ping_due: bool
-                     ) -> Tuple[Optional[datetime.datetime], Any]:
+                     ) -> Tuple[Optional[datetime.datetime], Any, bool]:
         """Ping, judge, put periodic jobs and claim in every queue; when
-        the next job is due, and our last registration."""
+        the next job is due, our last registration, and whether we
+        pinged."""
         judge = ping_due and self.connected_throughout(now)
         due = registration = None
         for name, queue in sorted(queues(self._connection).items()):
             registration = self.registration(queue)
+            ping_due = ping_due or self._ping_overdue()
             periodic.enqueue_due(queue, now)
             if ping_due:
                 registration.ping(now)
@@ -207,7 +209,16 @@ class Poller:
                 # each put changed meanwhile, one round trip each)
                 due = _earliest(due, queue.next_due(now))
             due = _earliest(due, periodic.next_due(queue))
-        return due, registration
+        return due, registration, ping_due
+
+    def _ping_overdue(self) -> bool:
+        """Whether a ping that was not due when this poll began is due by
+        now: the poll waited (its loads, for a storage server away) a
+        ping interval or more.  Not pinging then, its registration would
+        look dead to its own claims (silent through the outage), and they
+        would claim nothing."""
+        return self.last_ping is not None and (
+            self.clock.utcnow() - self.last_ping >= self.ping_interval)
 
     def _local_now(self) -> Optional[datetime.datetime]:
         """The local time, when the clock follows the database's."""
