@@ -255,8 +255,7 @@ class Job(persistent.Persistent):
                                  % (action, self._status))
 
     def _oid_repr(self) -> str:
-        oid = self._p_oid
-        return '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved'
+        return _oid_text(self._p_oid)
 
     def __repr__(self) -> str:
         # Logs call it lazily, often about a job whose storage just went
@@ -268,9 +267,8 @@ class Job(persistent.Persistent):
                 self.callable)
             status = self._status
         except Exception:  # a ghost whose state cannot be loaded now
-            oid = self._p_oid  # (any other attribute would load it)
-            return '<Job %s (not loaded)>' % (
-                '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved')
+            # (_p_oid only: any other attribute, methods too, loads it)
+            return '<Job %s (not loaded)>' % _oid_text(self._p_oid)
         return '<Job %s %s %s>' % (self._oid_repr(), name, status)
 
     # -- retry policy -----------------------------------------------------
@@ -461,3 +459,8 @@ _TrackedList = _tracked(list, (
 _TrackedDict = _tracked(dict, (
     '__setitem__', '__delitem__', 'pop', 'popitem', 'clear', 'update',
     'setdefault', '__ior__'))
+
+
+def _oid_text(oid: Optional[bytes]) -> str:
+    """A job's oid as its repr shows it."""
+    return '0x%x' % int.from_bytes(oid, 'big') if oid else 'unsaved'
