@@ -191,3 +191,18 @@ def test_a_bad_timeout_is_one_clear_line(tmp_path, capsys):
             "pzcasync-zeo: error: argument --transaction-timeout: %r: "
             'expected a number of seconds, 0 or more (0: none)' % value)
     assert not (tmp_path / 'var').exists()  # refused before anything
+
+
+def test_no_timeout_is_served_where_the_server_cannot_abort(
+        monkeypatch, capsys):
+    """Should ZEO change so that the abort cannot be added, the timeout
+    is left out (it would keep the lock for good), and the operator
+    told."""
+    from pyramid_zcasync.scripts import zeoserver
+    options = zeoserver.make_parser().parse_args([])
+    assert zeoserver.served_timeout(options) == 60.0
+    monkeypatch.setattr(zeoserver, 'abort_on_close', lambda: False)
+    assert zeoserver.served_timeout(options) is None
+    assert capsys.readouterr().err == (
+        'pzcasync-zeo: warning: this ZEO cannot be made to abort a '
+        'timed-out commit; serving without --transaction-timeout\n')

@@ -32,8 +32,8 @@ closes the connection without aborting the transaction, which keeps the
 lock taken until the server restarts, even after the client is killed;
 this command makes the server abort the transaction of every connection
 it closes (:func:`abort_on_close`), so it writes the timeout into the
-configuration it serves and leaves it out of one written for plain
-``runzeo`` (``--config-only``).
+configuration it serves, when that worked, and leaves it out of one
+written for plain ``runzeo`` (``--config-only``).
 """
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ TLS_OPTIONS = (('tls_certificate', 'certificate'), ('tls_key', 'key'),
 
 PROGRAM = 'pzcasync-zeo'
 _PLACEHOLDER = re.compile(r'\{(address|var|ssl|timeout)\}')
+NO_ZEO = 'ZEO is not installed: pip install "pyramid_zcasync[zeo]"'
 #: Seconds a client may hold a storage's commit lock (from its vote to
 #: its tpc_finish, normally milliseconds) before the server aborts it.
 DEFAULT_TRANSACTION_TIMEOUT = 60.0
@@ -295,7 +296,7 @@ def abort_on_close() -> bool:
     try:
         from ZEO.asyncio.server import ServerProtocol
     except ImportError:
-        return False
+        raise UsageError(NO_ZEO) from None
     close = getattr(ServerProtocol, 'close', None)
     if close is None or getattr(close, 'aborts_transaction', False):
         return close is not None
@@ -311,14 +312,27 @@ def abort_on_close() -> bool:
     return True
 
 
+def served_timeout(options: argparse.Namespace) -> Optional[float]:
+    """The transaction timeout to write into the configuration: none for
+    plain runzeo (``--config-only``), nor for a server that could not be
+    made to abort what it closes (there the timeout would keep the lock
+    for good)."""
+    if options.config_only or not options.transaction_timeout:
+        return None
+    if abort_on_close():
+        return float(options.transaction_timeout)
+    print('%s: warning: this ZEO cannot be made to abort a timed-out '
+          'commit; serving without --transaction-timeout' % PROGRAM,
+          file=sys.stderr)
+    return None
+
+
 def run_zeo(config: str, var: str) -> int:
     """Run runzeo in this process until a signal stops it."""
     try:
         from ZEO import runzeo
     except ImportError:
-        raise UsageError('ZEO is not installed: pip install '
-                         '"pyramid_zcasync[zeo]"') from None
-    abort_on_close()
+        raise UsageError(NO_ZEO) from None
     try:
         from zc.lockfile import LockError
     except ImportError:  # pragma: no cover - ZODB depends on zc.lockfile
@@ -391,9 +405,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       'reaching this port can run code in your app; '
                       'firewall it' % (PROGRAM, ip), file=sys.stderr)
         address = format_address(host, port)
-        config = write_config(
-            address, var, tls,
-            None if options.config_only else options.transaction_timeout)
+        config = write_config(address, var, tls, served_timeout(options))
         if options.config_only:
             print(config)
             return 0
